@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 MiB = 1024 * 1024
 
 #: ``"always"``, ``"never"``, or the seconds between fsyncs.
-SyncPolicy = Union[Literal["always", "never"], float]
+SyncPolicy = Literal["always", "never"] | float
 
 
 @dataclass(frozen=True)

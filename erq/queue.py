@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from erq.config import QueueSettings
 
 
 class Item:
@@ -57,3 +62,387 @@ class QueueJournal(Protocol):
     def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
         """Read the next items that are journaled but not held in memory, in
         queue order, about ``max_bytes`` of them (at least one)."""
+
+
+class _Waiter:
+    """A get that waits for an item: served first-come first-served."""
+
+    __slots__ = ("queue", "deferred", "open", "peek", "timed")
+
+    def __init__(self, queue: Queue, open: bool, peek: bool, timed: bool) -> None:
+        self.queue = queue
+        self.open = open
+        self.peek = peek
+        # An untimed waiter waits only for items being read back from the
+        # journal, never for new ones.
+        self.timed = timed
+        self.deferred: Deferred[Item | None] = Deferred(self._cancel)
+
+    def _cancel(self, deferred: Deferred[Item | None]) -> None:
+        self.queue._forget(self)
+
+
+def _timed_out(result: object, timeout: float) -> None:
+    return None
+
+
+class Queue:
+    """A FIFO of items with waiting getters, open reads, expiry and limits.
+
+    Pure logic: time comes from ``clock`` and every change is told to
+    ``journal`` (when there is one) in the order it happens.  Open reads are
+    owned by whoever asked for them; the queue only counts them and takes
+    them back with ``confirm`` or ``abort``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        clock: IReactorTime,
+        settings: QueueSettings | None = None,
+        journal: QueueJournal | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings if settings is not None else QueueSettings()
+        self.journal = journal
+        self._clock = clock
+        self._items: deque[Item] = deque()
+        self._waiters: deque[_Waiter] = deque()
+        self._next_id = 1
+        self._refilling = False
+        self._serving = False
+        #: Called with each item that expires, for ``expire_to_queue``.
+        self.expired_sink: Callable[[Item], None] | None = None
+        #: Called when the last waiter leaves, for queues that exist only
+        #: because someone waits for them.
+        self.on_no_waiters: Callable[[Queue], None] | None = None
+        self.deleted = False
+
+        self.mem_bytes = 0
+        self.behind_items = 0
+        self.behind_bytes = 0
+        self.open_items = 0
+        self.open_bytes = 0
+        self.total_items = 0
+        self.expired_items = 0
+        self.discarded = 0
+        self.age = 0.0
+        self.transactions = 0
+        self.canceled_transactions = 0
+        self.total_flushes = 0
+        self.touched = clock.seconds()
+
+    # -- state -----------------------------------------------------------
+
+    @property
+    def items(self) -> int:
+        """Items queued, in memory or behind it (open reads not counted)."""
+        return len(self._items) + self.behind_items
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.mem_bytes + self.behind_bytes
+
+    @property
+    def mem_items(self) -> int:
+        return len(self._items)
+
+    @property
+    def waiters(self) -> int:
+        return len(self._waiters)
+
+    def restore(
+        self, items: list[Item], behind_items: int, behind_bytes: int, next_id: int
+    ) -> None:
+        """Take the state a journal replayed, before any other use."""
+        self._items.extend(items)
+        self.mem_bytes = sum(len(item.data) for item in items)
+        self.behind_items = behind_items
+        self.behind_bytes = behind_bytes
+        self._next_id = max(self._next_id, next_id)
+
+    def is_idle_since(self, when: float) -> bool:
+        """Empty, nothing open or waiting, and untouched since ``when``."""
+        return (
+            not self._items
+            and not self.behind_items
+            and not self.open_items
+            and not self._waiters
+            and self.touched <= when
+        )
+
+    # -- adding ----------------------------------------------------------
+
+    def put(
+        self, data: bytes, flags: int = 0, expiry: float | None = None
+    ) -> bool | Deferred[bool]:
+        """Add an item at the tail.
+
+        Returns ``False`` when the queue refuses it (full, or the item is too
+        large), ``True`` when it is stored, or a Deferred that fires with
+        ``True`` once the journal has made it durable.
+        """
+        settings = self.settings
+        size = len(data)
+        now = self._clock.seconds()
+        self.touched = now
+        if settings.max_item_size is not None and size > settings.max_item_size:
+            return False
+        if settings.max_age is not None:
+            limit = now + settings.max_age
+            expiry = limit if expiry is None else min(expiry, limit)
+        if not self._make_room(size):
+            return False
+        item = Item(self._next_id, data, flags, expiry, now)
+        self._next_id += 1
+        self.total_items += 1
+        if expiry is not None and expiry <= now:
+            # Stored as asked, but never handed out.
+            self._expire(item, journaled=False)
+            return True
+        durable: Deferred[None] | None = None
+        if self._keeps_in_memory(size):
+            self._items.append(item)
+            self.mem_bytes += size
+            if self.journal is not None:
+                durable = self.journal.add(item)
+            if self._waiters:
+                self._serve()
+        else:
+            self.behind_items += 1
+            self.behind_bytes += size
+            assert self.journal is not None
+            durable = self.journal.add(item, False)
+        if durable is None:
+            return True
+        return durable.addCallback(lambda _: True)
+
+    def _keeps_in_memory(self, size: int) -> bool:
+        if self.journal is None:
+            return True
+        if self.behind_items:
+            return False
+        return self.mem_bytes + size <= self.settings.max_memory_size or not (
+            self._items
+        )
+
+    def _make_room(self, size: int) -> bool:
+        settings = self.settings
+        max_items = settings.max_items
+        max_size = settings.max_size
+
+        def full() -> bool:
+            return (max_items is not None and self.items >= max_items) or (
+                max_size is not None and self.queued_bytes + size > max_size
+            )
+
+        if not full():
+            return True
+        if not settings.discard_old_when_full:
+            return False
+        while full() and self._items:
+            item = self._pop()
+            self.discarded += 1
+            self._record_remove(item)
+        return not full()
+
+    # -- taking ----------------------------------------------------------
+
+    def get(
+        self,
+        timeout: float | None = None,
+        open: bool = False,
+        peek: bool = False,
+    ) -> Item | None | Deferred[Item | None]:
+        """Hand out the head item (or show it, with ``peek``).
+
+        With nothing to hand out, returns ``None`` at once when ``timeout``
+        is ``None`` or 0, or else a Deferred that fires with an item when one
+        arrives, or with ``None`` after ``timeout`` seconds.  A Deferred may
+        be returned without a timeout too, while the queue reads items back
+        from its journal.
+        """
+        self.touched = self._clock.seconds()
+        item = self._take(open, peek)
+        if item is not None:
+            return item
+        if not timeout and not self.behind_items:
+            return None
+        waiter = _Waiter(self, open, peek, bool(timeout))
+        self._waiters.append(waiter)
+        deferred = waiter.deferred
+        if timeout:
+            deferred.addTimeout(timeout, self._clock, onTimeoutCancel=_timed_out)
+        return deferred
+
+    def _take(self, open: bool, peek: bool) -> Item | None:
+        items = self._items
+        if items and items[0].expiry is not None:
+            self._drop_expired_head()
+        if not items:
+            self._refill()
+            return None
+        if peek:
+            return items[0]
+        item = self._pop()
+        self.age = self._clock.seconds() - item.added
+        if open:
+            self.open_items += 1
+            self.open_bytes += len(item.data)
+            self.transactions += 1
+            if self.journal is not None:
+                self.journal.open(item)
+        else:
+            self._record_remove(item)
+        return item
+
+    def _pop(self) -> Item:
+        item = self._items.popleft()
+        self.mem_bytes -= len(item.data)
+        if self.behind_items and self.mem_bytes < self.settings.max_memory_size // 2:
+            self._refill()
+        return item
+
+    def _drop_expired_head(self) -> None:
+        items = self._items
+        now = self._clock.seconds()
+        while items:
+            expiry = items[0].expiry
+            if expiry is None or expiry > now:
+                break
+            self._expire(self._pop())
+
+    def _serve(self) -> None:
+        """Hand items to waiters, first come first served."""
+        if self._serving:
+            # A waiter's callback came back here; the outer loop goes on.
+            return
+        self._serving = True
+        try:
+            waiters = self._waiters
+            while waiters:
+                waiter = waiters[0]
+                item = self._take(waiter.open, waiter.peek)
+                if item is None:
+                    if not self._refilling:
+                        self._release_untimed()
+                    return
+                waiters.popleft()
+                waiter.deferred.callback(item)
+        finally:
+            self._serving = False
+
+    def _release_untimed(self) -> None:
+        """Nothing more is coming from the journal: waiters that only
+        waited for it get nothing."""
+        for waiter in [waiter for waiter in self._waiters if not waiter.timed]:
+            self._waiters.remove(waiter)
+            waiter.deferred.callback(None)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            return
+        if not self._waiters and self.on_no_waiters is not None:
+            self.on_no_waiters(self)
+
+    def adopt_waiters(self, other: Queue) -> None:
+        """Take over the waiters of ``other`` (a queue being replaced)."""
+        for waiter in other._waiters:
+            waiter.queue = self
+        self._waiters.extend(other._waiters)
+        other._waiters.clear()
+
+    def _refill(self) -> None:
+        if not self.behind_items or self._refilling or self.journal is None:
+            return
+        self._refilling = True
+        wanted = max(self.settings.max_memory_size // 2, 1)
+        self.journal.read_behind(wanted).addCallback(self._refilled)
+
+    def _refilled(self, items: list[Item]) -> None:
+        self._refilling = False
+        if self.deleted:
+            return
+        for item in items:
+            size = len(item.data)
+            self.behind_items -= 1
+            self.behind_bytes -= size
+            self._items.append(item)
+            self.mem_bytes += size
+        if self._waiters:
+            self._serve()
+
+    # -- open reads ------------------------------------------------------
+
+    def confirm(self, item: Item) -> None:
+        """An open read is done with: the item is gone for good."""
+        self.open_items -= 1
+        self.open_bytes -= len(item.data)
+        self._record_remove(item)
+
+    def abort(self, items: list[Item]) -> None:
+        """Open reads go back to the head, keeping their order."""
+        for item in reversed(items):
+            self.open_items -= 1
+            self.open_bytes -= len(item.data)
+            self.canceled_transactions += 1
+            self._items.appendleft(item)
+            self.mem_bytes += len(item.data)
+            if self.journal is not None:
+                self.journal.abort(item)
+        if self._waiters:
+            self._serve()
+
+    # -- dropping --------------------------------------------------------
+
+    def flush(self) -> None:
+        """Drop every queued item; open reads stay open."""
+        self.touched = self._clock.seconds()
+        self._items.clear()
+        self.mem_bytes = 0
+        self.behind_items = 0
+        self.behind_bytes = 0
+        self.total_flushes += 1
+        if self.journal is not None:
+            self.journal.flush()
+
+    def flush_expired(self, limit: int | None = None) -> int:
+        """Drop the expired items held in memory (at most ``limit``)."""
+        now = self._clock.seconds()
+        items = self._items
+        if not any(item.expiry is not None and item.expiry <= now for item in items):
+            return 0
+        kept: deque[Item] = deque()
+        expired: list[Item] = []
+        for item in items:
+            if (
+                item.expiry is not None
+                and item.expiry <= now
+                and (limit is None or len(expired) < limit)
+            ):
+                expired.append(item)
+            else:
+                kept.append(item)
+        self._items = kept
+        for item in expired:
+            self.mem_bytes -= len(item.data)
+            self._expire(item)
+        return len(expired)
+
+    def _expire(self, item: Item, journaled: bool = True) -> None:
+        self.expired_items += 1
+        if journaled:
+            self._record_remove(item)
+        if self.expired_sink is not None:
+            self.expired_sink(item)
+
+    def _record_remove(self, item: Item) -> None:
+        if self.journal is not None:
+            self.journal.remove(item)
+
+    def close(self) -> None:
+        """The queue is deleted: nothing more is journaled."""
+        self.deleted = True
+        self.journal = None

@@ -1,0 +1,591 @@
+"""The memcache text protocol of erq: framing, replies in order, open reads."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import ServerFactory, connectionDone
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from erq import __version__
+from erq.queue import Item, Queue
+from erq.service import QueueService
+
+#: Longest request line, not counting its line end.
+MAX_LINE = 2048
+#: Unread input held while a blocking get waits, before reading pauses.
+MAX_BACKLOG = 1024 * 1024
+MAX_FLAGS = 2**32 - 1
+MAX_NAME = 250
+
+
+class ClientError(Exception):
+    """The client sent something wrong: ``CLIENT_ERROR <reason>``."""
+
+
+class _Slot:
+    """A reply that is not ready yet, holding back the replies after it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+
+def valid_name(name: bytes) -> bool:
+    """Whether ``name`` may name a queue (and so a directory on disk)."""
+    if not 0 < len(name) <= MAX_NAME or name.startswith(b"."):
+        return False
+    return all(0x21 <= byte <= 0x7E and byte != 0x2F for byte in name)
+
+
+class GetRequest:
+    """One key of a ``get``: the queue name and its options."""
+
+    __slots__ = ("key", "name", "timeout", "open", "close", "abort", "peek")
+
+    def __init__(self, key: bytes) -> None:
+        name, *options = key.split(b"/")
+        if not valid_name(name):
+            raise ClientError("bad queue name")
+        self.key = key
+        self.name = name.decode("ascii")
+        self.timeout: float | None = None
+        self.open = self.close = self.abort = self.peek = False
+        for option in options:
+            if option.startswith(b"t="):
+                value = option[2:]
+                if not value.isdigit():
+                    raise ClientError("bad timeout")
+                self.timeout = int(value) / 1000.0
+            elif option == b"open":
+                self.open = True
+            elif option == b"close":
+                self.close = True
+            elif option == b"abort":
+                self.abort = True
+            elif option == b"peek":
+                self.peek = True
+        if (self.peek and (self.open or self.close or self.abort)) or (
+            self.abort and (self.open or self.close)
+        ):
+            raise ClientError("bad option combination")
+
+
+@implementer(IPushProducer)
+class QueueProtocol(LineReceiver):
+    """One client connection.
+
+    Input is parsed here, many pipelined requests per read, and the replies
+    of one read leave in one write.  A request whose reply is not ready (a
+    durable set, a waiting get) holds a slot in the reply order; a waiting
+    get also holds back the requests after it, which stay buffered.
+    """
+
+    def __init__(self, service: QueueService) -> None:
+        self.service = service
+        self.counters = service.counters
+        self._input = bytearray()
+        # Bytes of a data block (with its line end) still to come.
+        self._want = 0
+        self._storage: Callable[[bytes], None] | None = None
+        self._storing: tuple[list[bytes], bool, bytes | None] = ([], False, None)
+        self._out: list[bytes] = []
+        self._slots: deque[_Slot | bytes] = deque()
+        self._waiting: Deferred[Item | None] | None = None
+        self._paused_for: set[str] = set()
+        self._running = False
+        self._closing = False
+        self._gone = False
+        #: This connection's open reads, oldest first, by queue.
+        self.open_reads: dict[Queue, deque[Item]] = {}
+
+    # -- connection ------------------------------------------------------
+
+    @property
+    def _transport(self) -> Any:
+        return self.transport
+
+    def connectionMade(self) -> None:
+        self.service.connection_made(self)
+        self._transport.registerProducer(self, True)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._gone = True
+        self.service.connection_lost(self)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()
+        open_reads, self.open_reads = self.open_reads, {}
+        for queue, items in open_reads.items():
+            if not queue.deleted:
+                queue.abort(list(items))
+
+    def disconnect(self) -> None:
+        """Close this connection (the server is stopping)."""
+        self._close()
+        if not self._gone:
+            self._transport.loseConnection()
+
+    def pauseProducing(self) -> None:
+        """The client does not read its replies: stop reading its requests."""
+        self._pause("output")
+
+    def resumeProducing(self) -> None:
+        self._resume("output")
+        self._run()
+
+    def stopProducing(self) -> None:
+        pass
+
+    def _pause(self, reason: str) -> None:
+        if not self._paused_for and self.transport is not None:
+            self._transport.pauseProducing()
+        self._paused_for.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason in self._paused_for:
+            self._paused_for.discard(reason)
+            if not self._paused_for and not self._gone:
+                self._transport.resumeProducing()
+
+    # -- input -----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.counters.bytes_read += len(data)
+        if self._closing:
+            return
+        self._input += data
+        if self._waiting is not None or self._paused_for:
+            if len(self._input) - self._want > MAX_BACKLOG:
+                self._pause("backlog")
+            return
+        self._run()
+
+    def _run(self) -> None:
+        """Handle every whole request in the buffer, unless held back."""
+        if self._running or self._gone:
+            return
+        self._running = True
+        buffer = self._input
+        position = 0
+        try:
+            while self._waiting is None and not self._closing and not self._paused_for:
+                want = self._want
+                if want:
+                    if len(buffer) - position < want:
+                        break
+                    end = position + want
+                    block = bytes(buffer[position:end])
+                    position = end
+                    self._want = 0
+                    storage, self._storage = self._storage, None
+                    assert storage is not None
+                    storage(block)
+                    continue
+                newline = buffer.find(b"\n", position)
+                if newline < 0:
+                    if len(buffer) - position > MAX_LINE + 1:
+                        self._fatal(b"CLIENT_ERROR line too long")
+                    break
+                end = newline
+                if end > position and buffer[end - 1] == 13:
+                    end -= 1
+                if end - position > MAX_LINE:
+                    self._fatal(b"CLIENT_ERROR line too long")
+                    break
+                line = bytes(buffer[position:end])
+                position = newline + 1
+                self.lineReceived(line)
+        finally:
+            del buffer[:position]
+            self._running = False
+        self._flush()
+
+    def lineReceived(self, line: bytes) -> None:
+        words = line.split()
+        if not words:
+            self._reply(b"ERROR")
+            return
+        handler = self._commands.get(words[0].lower())
+        if handler is None:
+            self._reply(b"ERROR")
+            return
+        try:
+            handler(self, words[1:])
+        except ClientError as error:
+            self._reply(b"CLIENT_ERROR " + str(error).encode("ascii"))
+
+    # -- output ----------------------------------------------------------
+
+    def _reply(self, data: bytes) -> None:
+        """Queue one reply (without its line end) in request order."""
+        if self._slots:
+            self._slots.append(data + b"\r\n")
+        else:
+            self._out.append(data + b"\r\n")
+
+    def _reply_raw(self, data: bytes) -> None:
+        if self._slots:
+            self._slots.append(data)
+        else:
+            self._out.append(data)
+
+    def _hold(self) -> _Slot:
+        """Hold a place in the reply order for a reply that comes later."""
+        slot = _Slot()
+        self._slots.append(slot)
+        return slot
+
+    def _fill(self, slot: _Slot, data: bytes) -> None:
+        slot.data = data
+        slots = self._slots
+        out = self._out
+        while slots:
+            head = slots[0]
+            if isinstance(head, bytes):
+                out.append(head)
+            elif head.data is not None:
+                out.append(head.data)
+            else:
+                break
+            slots.popleft()
+        if not self._running:
+            self._flush()
+
+    def _flush(self) -> None:
+        out = self._out
+        if out and not self._gone:
+            data = b"".join(out) if len(out) > 1 else out[0]
+            self.counters.bytes_written += len(data)
+            self._transport.write(data)
+        out.clear()
+        if self._closing and not self._slots and not self._gone:
+            self._transport.loseConnection()
+
+    def _fatal(self, data: bytes) -> None:
+        """Reply, then close: the stream cannot be trusted any more."""
+        self._reply(data)
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._input.clear()
+        self._want = 0
+
+    # -- storage commands ------------------------------------------------
+
+    def _read_block(
+        self, words: list[bytes], reply_to: Callable[[bytes], None]
+    ) -> bool:
+        """Check a storage command's ``<bytes>`` and arrange for its data
+        block to reach ``reply_to``; ``False`` when the connection closes."""
+        if len(words) < 4 or not words[3].isdigit():
+            self._fatal(b"CLIENT_ERROR bad data chunk length")
+            return False
+        length = int(words[3])
+        if length > self.service.max_item_cap:
+            self._fatal(b"SERVER_ERROR object too large")
+            return False
+        self._want = length + 2
+        self._storage = reply_to
+        return True
+
+    def _set(self, words: list[bytes]) -> None:
+        if not self._read_block(words, self._store):
+            return
+        noreply = len(words) == 5 and words[4] == b"noreply"
+        self._storing = (words, noreply, _check_set(words, noreply))
+
+    def _store(self, block: bytes) -> None:
+        words, noreply, error = self._storing
+        if block[-2:] != b"\r\n":
+            self._fatal(b"CLIENT_ERROR bad data chunk")
+            return
+        if error is not None:
+            if not noreply:
+                self._reply(b"CLIENT_ERROR " + error)
+            return
+        result = self.service.put(
+            words[0].decode("ascii"), block[:-2], int(words[1]), int(words[2])
+        )
+        if noreply:
+            if isinstance(result, Deferred):
+                result.addErrback(self._ignore)
+        elif result is True:
+            self._reply(b"STORED")
+        elif result is False:
+            self._reply(b"NOT_STORED")
+        else:
+            slot = self._hold()
+            result.addCallbacks(
+                lambda ok: self._fill(slot, b"STORED\r\n" if ok else b"NOT_STORED\r\n"),
+                lambda failure: self._fill(slot, _server_error(failure)),
+            )
+
+    def _unsupported(self, words: list[bytes]) -> None:
+        def dropped(block: bytes) -> None:
+            if block[-2:] != b"\r\n":
+                self._fatal(b"CLIENT_ERROR bad data chunk")
+            else:
+                self._reply(b"CLIENT_ERROR not supported by a queue")
+
+        self._read_block(words, dropped)
+
+    # -- get -------------------------------------------------------------
+
+    def _get(self, words: list[bytes]) -> None:
+        if not words:
+            self._reply(b"ERROR")
+            return
+        requests = [GetRequest(key) for key in words]
+        if self._breaks_open_rules(requests):
+            self._fatal(b"ERROR")
+            return
+        self._get_from(requests, 0, [])
+
+    def _breaks_open_rules(self, requests: list[GetRequest]) -> bool:
+        """Whether these keys, in turn, would open more reads than a queue
+        allows, or read plainly from a queue with an open read here."""
+        counts: dict[str, int] = {}
+        for request in requests:
+            name = request.name
+            if name not in counts:
+                queue = self.service.queue(name)
+                counts[name] = len(self.open_reads.get(queue, ())) if queue else 0
+            if request.close or request.abort:
+                counts[name] = max(counts[name] - 1, 0)
+            if request.open:
+                if counts[name] >= self.service.settings_for(name).max_open_reads:
+                    return True
+                counts[name] += 1
+            elif not (request.peek or request.close or request.abort):
+                if counts[name]:
+                    return True
+        return False
+
+    def _get_from(
+        self,
+        requests: list[GetRequest],
+        index: int,
+        parts: list[bytes],
+        slot: _Slot | None = None,
+    ) -> None:
+        """Answer the keys from ``index`` on, waiting where a key waits."""
+        counters = self.counters
+        service = self.service
+        for position in range(index, len(requests)):
+            request = requests[position]
+            counters.cmd_get += 1
+            if request.close or request.abort:
+                self._end_open_read(request)
+                if not request.open:
+                    continue
+            if request.peek:
+                counters.cmd_peek += 1
+            result = service.get(
+                request.name, request.timeout, request.open, request.peek
+            )
+            if isinstance(result, Deferred):
+                if slot is None:
+                    slot = self._hold()
+                self._waiting = result
+                result.addCallbacks(
+                    self._got,
+                    self._wait_failed,
+                    callbackArgs=(requests, position, parts, slot),
+                )
+                return
+            self._answer(request, result, parts)
+        parts.append(b"END\r\n")
+        data = b"".join(parts)
+        if slot is None:
+            self._reply_raw(data)
+        else:
+            self._fill(slot, data)
+
+    def _got(
+        self,
+        item: Item | None,
+        requests: list[GetRequest],
+        index: int,
+        parts: list[bytes],
+        slot: _Slot,
+    ) -> None:
+        self._waiting = None
+        self._answer(requests[index], item, parts)
+        self._get_from(requests, index + 1, parts, slot)
+        if self._waiting is None:
+            self._resume("backlog")
+            self._run()
+
+    def _wait_failed(self, failure: Failure) -> None:
+        # Cancelled because the connection went away: nothing to answer.
+        failure.trap(CancelledError)
+
+    def _answer(
+        self, request: GetRequest, item: Item | None, parts: list[bytes]
+    ) -> None:
+        if item is None:
+            self.counters.get_misses += 1
+            return
+        self.counters.get_hits += 1
+        if request.open:
+            queue = self.service.queue(request.name)
+            assert queue is not None
+            self.open_reads.setdefault(queue, deque()).append(item)
+        data = item.data
+        parts.append(b"VALUE %s %d %d\r\n" % (request.key, item.flags, len(data)))
+        parts.append(data)
+        parts.append(b"\r\n")
+
+    def _end_open_read(self, request: GetRequest) -> None:
+        """``/close`` or ``/abort`` the oldest open read on that queue."""
+        queue = self.service.queue(request.name)
+        if queue is None:
+            return
+        items = self.open_reads.get(queue)
+        if not items:
+            return
+        item = items.popleft()
+        if not items:
+            del self.open_reads[queue]
+        if request.close:
+            queue.confirm(item)
+        else:
+            queue.abort([item])
+
+    # -- other commands --------------------------------------------------
+
+    def _delete(self, words: list[bytes]) -> None:
+        noreply = bool(words) and words[-1] == b"noreply"
+        if noreply:
+            words = words[:-1]
+        if not words or len(words) > 2 or (len(words) == 2 and words[1] != b"0"):
+            raise ClientError("bad command line format")
+        name = _queue_name(words[0])
+        deleted = self.service.delete(name)
+        if not noreply:
+            self._reply(b"DELETED" if deleted else b"NOT_FOUND")
+
+    def _flush_queue(self, words: list[bytes]) -> None:
+        if len(words) != 1:
+            raise ClientError("bad command line format")
+        self.service.flush(_queue_name(words[0]))
+        self._reply(b"END")
+
+    def _flush_all(self, words: list[bytes]) -> None:
+        self.service.flush_all()
+        self._reply(b"Flushed all queues.")
+
+    def _flush_expired(self, words: list[bytes]) -> None:
+        if len(words) != 1:
+            raise ClientError("bad command line format")
+        count = self.service.flush_expired(_queue_name(words[0]))
+        self._reply(b"%d" % count)
+
+    def _flush_all_expired(self, words: list[bytes]) -> None:
+        self._reply(b"%d" % self.service.flush_all_expired())
+
+    def _stats(self, words: list[bytes]) -> None:
+        lines = [
+            b"STAT %s %s\r\n" % (name.encode(), str(value).encode())
+            for name, value in self.service.stats()
+        ]
+        lines.append(b"END\r\n")
+        self._reply_raw(b"".join(lines))
+
+    def _dump_stats(self, words: list[bytes]) -> None:
+        service = self.service
+        if words:
+            names = [_queue_name(word) for word in words]
+            queues = [service.queues[name] for name in names if name in service.queues]
+        else:
+            queues = list(service.queues.values())
+        lines = []
+        for queue in queues:
+            lines.append(b"queue '%s' {\r\n" % queue.name.encode())
+            for name, value in service.queue_stats(queue):
+                lines.append(b"  %s=%s\r\n" % (name.encode(), str(value).encode()))
+            lines.append(b"}\r\n")
+        lines.append(b"END\r\n")
+        self._reply_raw(b"".join(lines))
+
+    def _version(self, words: list[bytes]) -> None:
+        self._reply(b"VERSION " + __version__.encode())
+
+    def _shutdown(self, words: list[bytes]) -> None:
+        if not self.service.allow_shutdown:
+            raise ClientError("shutdown disabled")
+        self._close()
+        self.service.shutdown()
+
+    def _quit(self, words: list[bytes]) -> None:
+        self._close()
+
+    def _ignore(self, failure: Failure) -> None:
+        pass
+
+    _commands: dict[bytes, Callable[[QueueProtocol, list[bytes]], None]] = {
+        b"set": _set,
+        b"get": _get,
+        b"gets": _get,
+        b"delete": _delete,
+        b"flush": _flush_queue,
+        b"flush_all": _flush_all,
+        b"flush_expired": _flush_expired,
+        b"flush_all_expired": _flush_all_expired,
+        b"stats": _stats,
+        b"dump_stats": _dump_stats,
+        b"version": _version,
+        b"shutdown": _shutdown,
+        b"quit": _quit,
+        b"add": _unsupported,
+        b"replace": _unsupported,
+        b"append": _unsupported,
+        b"prepend": _unsupported,
+        b"cas": _unsupported,
+    }
+
+
+def _queue_name(word: bytes) -> str:
+    if not valid_name(word):
+        raise ClientError("bad queue name")
+    return word.decode("ascii")
+
+
+def _check_set(words: list[bytes], noreply: bool) -> bytes | None:
+    """What is wrong with a set line whose data block is still read."""
+    if len(words) > 5 or (len(words) == 5 and not noreply):
+        return b"bad command line format"
+    if not valid_name(words[0]):
+        return b"bad queue name"
+    if not words[1].isdigit() or int(words[1]) > MAX_FLAGS:
+        return b"bad flags"
+    exptime = words[2]
+    if not (exptime[1:] if exptime.startswith(b"-") else exptime).isdigit():
+        return b"bad exptime"
+    return None
+
+
+def _server_error(failure: Failure) -> bytes:
+    reason = str(failure.value) or "journal failed"
+    return b"SERVER_ERROR " + reason.encode("ascii", "replace") + b"\r\n"
+
+
+class QueueFactory(ServerFactory):
+    """Makes a ``QueueProtocol`` for each connection to a ``QueueService``."""
+
+    def __init__(self, service: QueueService) -> None:
+        self.service = service
+
+    def buildProtocol(self, addr: object) -> QueueProtocol:
+        protocol = QueueProtocol(self.service)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,318 @@
+"""The queue server's service: names to queues, stats and lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from erq import __version__
+from erq.config import MiB, QueueSettings
+from erq.queue import Item, Queue
+
+if TYPE_CHECKING:
+    from erq.protocol import QueueProtocol
+
+#: exptime values above this are absolute Unix times, as in memcached.
+ABSOLUTE_EXPTIME = 1_000_000
+
+SERVER_STATS = (
+    "uptime",
+    "time",
+    "version",
+    "curr_items",
+    "total_items",
+    "bytes",
+    "curr_connections",
+    "total_connections",
+    "cmd_get",
+    "cmd_set",
+    "cmd_peek",
+    "get_hits",
+    "get_misses",
+    "bytes_read",
+    "bytes_written",
+    "queue_creates",
+    "queue_deletes",
+    "queue_expires",
+)
+
+QUEUE_STATS = (
+    "items",
+    "bytes",
+    "total_items",
+    "logsize",
+    "expired_items",
+    "mem_items",
+    "mem_bytes",
+    "age",
+    "discarded",
+    "waiters",
+    "open_transactions",
+    "transactions",
+    "canceled_transactions",
+    "total_flushes",
+)
+
+
+class Counters:
+    """Server-wide counters, bumped by the protocol and the service."""
+
+    __slots__ = (
+        "total_connections",
+        "cmd_get",
+        "cmd_set",
+        "cmd_peek",
+        "get_hits",
+        "get_misses",
+        "bytes_read",
+        "bytes_written",
+        "queue_creates",
+        "queue_deletes",
+        "queue_expires",
+    )
+
+    def __init__(self) -> None:
+        self.total_connections = 0
+        self.cmd_get = 0
+        self.cmd_set = 0
+        self.cmd_peek = 0
+        self.get_hits = 0
+        self.get_misses = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.queue_creates = 0
+        self.queue_deletes = 0
+        self.queue_expires = 0
+
+
+class QueueService(Service):
+    """Holds every queue by name and runs them.
+
+    Compose it into any Twisted application together with a listening port
+    for ``QueueFactory(service)``; ``erq.tap.makeService`` does that for
+    twistd.
+    """
+
+    name = "erq"
+
+    def __init__(
+        self,
+        clock: IReactorTime | None = None,
+        defaults: QueueSettings | None = None,
+        queue_settings: dict[str, QueueSettings] | None = None,
+        max_item_cap: int = 64 * MiB,
+        allow_shutdown: bool = True,
+        stop_server: Callable[[], object] | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        assert clock is not None
+        self.clock = clock
+        self.defaults = defaults if defaults is not None else QueueSettings()
+        self.queue_settings = dict(queue_settings or {})
+        self.max_item_cap = max_item_cap
+        self.allow_shutdown = allow_shutdown
+        self._stop_server = stop_server
+        self.queues: dict[str, Queue] = {}
+        # Queues nobody has set to yet but somebody waits on.
+        self._unborn: dict[str, Queue] = {}
+        self.connections: set[QueueProtocol] = set()
+        self.counters = Counters()
+        self.started_at = clock.seconds()
+        self.shutting_down = False
+        self.log = Logger()
+
+    # -- lifecycle -------------------------------------------------------
+
+    def startService(self) -> None:
+        self.shutting_down = False
+        self.started_at = self.clock.seconds()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self.shutting_down = True
+        for connection in list(self.connections):
+            connection.disconnect()
+        return succeed(None)
+
+    def shutdown(self) -> bool:
+        """Stop the whole server, if this server allows clients to."""
+        if not self.allow_shutdown:
+            return False
+        self.shutting_down = True
+        for connection in list(self.connections):
+            connection.disconnect()
+        stop = self._stop_server
+        if stop is None:
+            from twisted.internet import reactor
+
+            stop = reactor.stop
+        self.clock.callLater(0, stop)
+        return True
+
+    def connection_made(self, connection: QueueProtocol) -> None:
+        self.connections.add(connection)
+        self.counters.total_connections += 1
+
+    def connection_lost(self, connection: QueueProtocol) -> None:
+        self.connections.discard(connection)
+
+    # -- queues ----------------------------------------------------------
+
+    def settings_for(self, name: str) -> QueueSettings:
+        return self.queue_settings.get(name, self.defaults)
+
+    def queue(self, name: str) -> Queue | None:
+        """The queue of that name, if it exists."""
+        return self.queues.get(name)
+
+    def create_queue(self, name: str) -> Queue:
+        """The queue of that name, created if it does not exist yet."""
+        queue = self.queues.get(name)
+        if queue is not None:
+            return queue
+        queue = self._make_queue(name)
+        unborn = self._unborn.pop(name, None)
+        if unborn is not None:
+            unborn.on_no_waiters = None
+            queue.adopt_waiters(unborn)
+        self.queues[name] = queue
+        self.counters.queue_creates += 1
+        return queue
+
+    def _make_queue(self, name: str) -> Queue:
+        return Queue(name, self.clock, self.settings_for(name))
+
+    def put(
+        self, name: str, data: bytes, flags: int, exptime: int
+    ) -> bool | Deferred[bool]:
+        """A client's ``set``: store an item, or refuse it with ``False``."""
+        self.counters.cmd_set += 1
+        if self.shutting_down:
+            return False
+        return self.create_queue(name).put(data, flags, self.expiry(exptime))
+
+    def expiry(self, exptime: int) -> float | None:
+        """The clock time at which an item set with ``exptime`` expires."""
+        if exptime == 0:
+            return None
+        now = self.clock.seconds()
+        if exptime < 0:
+            return now - 1
+        if exptime <= ABSOLUTE_EXPTIME:
+            return now + exptime
+        return float(exptime)
+
+    def get(
+        self, name: str, timeout: float | None, open: bool, peek: bool
+    ) -> Item | None | Deferred[Item | None]:
+        """A client's get of one key; see ``Queue.get``."""
+        queue = self.queues.get(name)
+        if queue is None:
+            if not timeout:
+                return None
+            queue = self._unborn.get(name)
+            if queue is None:
+                queue = self._unborn[name] = Queue(
+                    name, self.clock, self.settings_for(name)
+                )
+                queue.on_no_waiters = self._forget_unborn
+        return queue.get(timeout, open, peek)
+
+    def _forget_unborn(self, queue: Queue) -> None:
+        if self._unborn.get(queue.name) is queue:
+            del self._unborn[queue.name]
+
+    def delete(self, name: str) -> bool:
+        queue = self.queues.pop(name, None)
+        if queue is None:
+            return False
+        self.counters.queue_deletes += 1
+        queue.close()
+        if queue.waiters:
+            # They wait on for a queue of that name to be created again.
+            unborn = Queue(name, self.clock, self.settings_for(name))
+            unborn.adopt_waiters(queue)
+            unborn.on_no_waiters = self._forget_unborn
+            self._unborn[name] = unborn
+        return True
+
+    def flush(self, name: str) -> None:
+        queue = self.queues.get(name)
+        if queue is not None:
+            queue.flush()
+
+    def flush_all(self) -> None:
+        for queue in self.queues.values():
+            queue.flush()
+
+    def flush_expired(self, name: str) -> int:
+        queue = self.queues.get(name)
+        return 0 if queue is None else queue.flush_expired()
+
+    def flush_all_expired(self) -> int:
+        return sum(queue.flush_expired() for queue in list(self.queues.values()))
+
+    # -- stats -----------------------------------------------------------
+
+    def stats(self) -> list[tuple[str, object]]:
+        """The ``stats`` reply: server figures, then each queue's."""
+        now = self.clock.seconds()
+        queues = list(self.queues.values())
+        counters = self.counters
+        values: dict[str, object] = {
+            "uptime": int(now - self.started_at),
+            "time": int(now),
+            "version": __version__,
+            "curr_items": sum(queue.items for queue in queues),
+            "total_items": sum(queue.total_items for queue in queues),
+            "bytes": sum(queue.queued_bytes for queue in queues),
+            "curr_connections": len(self.connections),
+        }
+        for name in Counters.__slots__:
+            values[name] = getattr(counters, name)
+        result = [(name, values[name]) for name in SERVER_STATS]
+        for queue in queues:
+            prefix = f"queue_{queue.name}_"
+            result.extend(
+                (prefix + name, value) for name, value in self.queue_stats(queue)
+            )
+        return result
+
+    def queue_stats(self, queue: Queue) -> Iterable[tuple[str, object]]:
+        journal = queue.journal
+        logsize = getattr(journal, "size", 0) if journal is not None else 0
+        values = {
+            "items": queue.items,
+            "bytes": queue.queued_bytes,
+            "total_items": queue.total_items,
+            "logsize": logsize,
+            "expired_items": queue.expired_items,
+            "mem_items": queue.mem_items,
+            "mem_bytes": queue.mem_bytes,
+            "age": int(queue.age * 1000),
+            "discarded": queue.discarded,
+            "waiters": queue.waiters,
+            "open_transactions": queue.open_items,
+            "transactions": queue.transactions,
+            "canceled_transactions": queue.canceled_transactions,
+            "total_flushes": queue.total_flushes,
+        }
+        result = [(name, values[name]) for name in QUEUE_STATS]
+        children = self.children(queue.name)
+        if children:
+            result.append(("children", ",".join(children)))
+        return result
+
+    def children(self, name: str) -> list[str]:
+        """Fanout children of a queue: ``name+<anything>``."""
+        prefix = name + "+"
+        return [child for child in self.queues if child.startswith(prefix)]
