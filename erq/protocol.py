@@ -30,12 +30,16 @@ class ClientError(Exception):
 
 
 class _Slot:
-    """A reply that is not ready yet, holding back the replies after it."""
+    """A reply that is not ready yet, holding back the replies after it.
 
-    __slots__ = ("data",)
+    Its parts leave as soon as every reply before it has left, so a reply
+    that streams (``monitor``) is written as it grows."""
+
+    __slots__ = ("parts", "done")
 
     def __init__(self) -> None:
-        self.data: bytes | None = None
+        self.parts: list[bytes] = []
+        self.done = False
 
 
 def valid_name(name: bytes) -> bool:
@@ -243,18 +247,20 @@ class QueueProtocol(LineReceiver):
         self._slots.append(slot)
         return slot
 
-    def _fill(self, slot: _Slot, data: bytes) -> None:
-        slot.data = data
+    def _fill(self, slot: _Slot, data: bytes, done: bool = True) -> None:
+        slot.parts.append(data)
+        slot.done = done
         slots = self._slots
         out = self._out
         while slots:
             head = slots[0]
             if isinstance(head, bytes):
                 out.append(head)
-            elif head.data is not None:
-                out.append(head.data)
             else:
-                break
+                out.extend(head.parts)
+                head.parts.clear()
+                if not head.done:
+                    break
             slots.popleft()
         if not self._running:
             self._flush()
@@ -437,9 +443,7 @@ class QueueProtocol(LineReceiver):
             return
         self.counters.get_hits += 1
         if request.open:
-            queue = self.service.queue(request.name)
-            assert queue is not None
-            self.open_reads.setdefault(queue, deque()).append(item)
+            self._opened(request.name, item)
         data = item.data
         parts.append(b"VALUE %s %d %d\r\n" % (request.key, item.flags, len(data)))
         parts.append(data)
@@ -460,6 +464,89 @@ class QueueProtocol(LineReceiver):
             queue.confirm(item)
         else:
             queue.abort([item])
+
+    # -- monitor and confirm ---------------------------------------------
+
+    def _monitor(self, words: list[bytes]) -> None:
+        if not 2 <= len(words) <= 3 or not all(word.isdigit() for word in words[1:]):
+            raise ClientError("bad command line format")
+        name = _queue_name(words[0])
+        limit = int(words[2]) if len(words) == 3 else 100
+        deadline = self.service.clock.seconds() + int(words[1])
+        self._monitor_from(words[0], name, deadline, limit, self._hold())
+
+    def _monitor_from(
+        self, key: bytes, name: str, deadline: float, left: int, slot: _Slot
+    ) -> None:
+        """Hand out items as open reads until time or count runs out."""
+        service = self.service
+        while left > 0:
+            timeout = deadline - service.clock.seconds()
+            result = service.get(name, timeout if timeout > 0 else None, True, False)
+            if isinstance(result, Deferred):
+                self._waiting = result
+                result.addCallbacks(
+                    self._monitored,
+                    self._wait_failed,
+                    callbackArgs=(key, name, deadline, left, slot),
+                )
+                return
+            if result is None:
+                break
+            self._hand_monitored(key, name, result, slot)
+            left -= 1
+        self._fill(slot, b"END\r\n")
+
+    def _monitored(
+        self,
+        item: Item | None,
+        key: bytes,
+        name: str,
+        deadline: float,
+        left: int,
+        slot: _Slot,
+    ) -> None:
+        self._waiting = None
+        if item is None:
+            self._fill(slot, b"END\r\n")
+        else:
+            self._hand_monitored(key, name, item, slot)
+            self._monitor_from(key, name, deadline, left - 1, slot)
+        if self._waiting is None:
+            self._resume("backlog")
+            self._run()
+
+    def _hand_monitored(self, key: bytes, name: str, item: Item, slot: _Slot) -> None:
+        self._opened(name, item)
+        self.counters.get_hits += 1
+        data = item.data
+        self._fill(
+            slot,
+            b"VALUE %s %d %d\r\n%s\r\n" % (key, item.flags, len(data), data),
+            done=False,
+        )
+
+    def _confirm(self, words: list[bytes]) -> None:
+        if len(words) != 2 or not words[1].isdigit():
+            raise ClientError("bad command line format")
+        count = int(words[1])
+        queue = self.service.queue(_queue_name(words[0]))
+        items = self.open_reads.get(queue) if queue is not None else None
+        if count and (queue is None or items is None or len(items) < count):
+            self._reply(b"ERROR")
+            return
+        if queue is not None and items is not None:
+            for _ in range(count):
+                queue.confirm(items.popleft())
+            if not items:
+                del self.open_reads[queue]
+        self._reply(b"END")
+
+    def _opened(self, name: str, item: Item) -> None:
+        """Keep an item handed out as an open read of this connection."""
+        queue = self.service.queue(name)
+        assert queue is not None
+        self.open_reads.setdefault(queue, deque()).append(item)
 
     # -- other commands --------------------------------------------------
 
@@ -546,6 +633,8 @@ class QueueProtocol(LineReceiver):
         b"version": _version,
         b"shutdown": _shutdown,
         b"quit": _quit,
+        b"monitor": _monitor,
+        b"confirm": _confirm,
         b"add": _unsupported,
         b"replace": _unsupported,
         b"append": _unsupported,

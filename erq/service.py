@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from erq import __version__
 from erq.config import MiB, QueueSettings
@@ -123,6 +124,8 @@ class QueueService(Service):
         self.queues: dict[str, Queue] = {}
         # Queues nobody has set to yet but somebody waits on.
         self._unborn: dict[str, Queue] = {}
+        # Fanout: each parent's children, ``parent+<anything>``.
+        self._children: dict[str, set[str]] = {}
         self.connections: set[QueueProtocol] = set()
         self.counters = Counters()
         self.started_at = clock.seconds()
@@ -185,6 +188,9 @@ class QueueService(Service):
             unborn.on_no_waiters = None
             queue.adopt_waiters(unborn)
         self.queues[name] = queue
+        parent = fanout_parent(name)
+        if parent is not None:
+            self._children.setdefault(parent, set()).add(name)
         self.counters.queue_creates += 1
         return queue
 
@@ -198,7 +204,22 @@ class QueueService(Service):
         self.counters.cmd_set += 1
         if self.shutting_down:
             return False
-        return self.create_queue(name).put(data, flags, self.expiry(exptime))
+        expiry = self.expiry(exptime)
+        queue = self.create_queue(name)
+        children = self._children.get(name)
+        if not children:
+            return queue.put(data, flags, expiry)
+        # Each child gets its own copy; one that is full simply misses it.
+        results = [self.queues[child].put(data, flags, expiry) for child in children]
+        stored = True if queue.settings.fanout_only else queue.put(data, flags, expiry)
+        waits = [
+            result for result in (*results, stored) if isinstance(result, Deferred)
+        ]
+        if not waits:
+            return stored
+        return all_durable(waits).addCallback(
+            lambda oks: oks[-1] if isinstance(stored, Deferred) else stored
+        )
 
     def expiry(self, exptime: int) -> float | None:
         """The clock time at which an item set with ``exptime`` expires."""
@@ -216,6 +237,9 @@ class QueueService(Service):
     ) -> Item | None | Deferred[Item | None]:
         """A client's get of one key; see ``Queue.get``."""
         queue = self.queues.get(name)
+        if queue is None and fanout_parent(name) is not None:
+            # A consumer subscribes to a fanout by asking.
+            queue = self.create_queue(name)
         if queue is None:
             if not timeout:
                 return None
@@ -237,6 +261,12 @@ class QueueService(Service):
             return False
         self.counters.queue_deletes += 1
         queue.close()
+        parent = fanout_parent(name)
+        if parent is not None:
+            siblings = self._children.get(parent, set())
+            siblings.discard(name)
+            if not siblings:
+                self._children.pop(parent, None)
         if queue.waiters:
             # They wait on for a queue of that name to be created again.
             unborn = Queue(name, self.clock, self.settings_for(name))
@@ -314,5 +344,20 @@ class QueueService(Service):
 
     def children(self, name: str) -> list[str]:
         """Fanout children of a queue: ``name+<anything>``."""
-        prefix = name + "+"
-        return [child for child in self.queues if child.startswith(prefix)]
+        return sorted(self._children.get(name, ()))
+
+
+def all_durable(waits: list[Deferred[bool]]) -> Deferred[list[bool]]:
+    """Fires when every write is durable, or fails with the first failure."""
+
+    def first_failure(failure: Failure) -> Failure:
+        error = failure.value
+        return error.subFailure if isinstance(error, FirstError) else failure
+
+    return gatherResults(waits, consumeErrors=True).addErrback(first_failure)
+
+
+def fanout_parent(name: str) -> str | None:
+    """``orders`` for a fanout child ``orders+audit``, else ``None``."""
+    parent, plus, _ = name.partition("+")
+    return parent if plus and parent else None
