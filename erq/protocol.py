@@ -117,12 +117,17 @@ class QueueProtocol(LineReceiver):
         return self.transport
 
     def connectionMade(self) -> None:
-        self.service.connection_made(self)
+        if not self.service.connection_made(self):
+            self._gone = True
+            self._transport.write(b"SERVER_ERROR too many connections\r\n")
+            self._transport.loseConnection()
+            return
         self._transport.registerProducer(self, True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._gone = True
         self.service.connection_lost(self)
+        self._input.clear()
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.cancel()

@@ -303,14 +303,23 @@ class Queue:
             self._refill()
         return item
 
-    def _drop_expired_head(self) -> None:
+    def _drop_expired_head(self, limit: int = -1) -> int:
+        """Drop expired items at the head, at most ``limit`` (-1: all)."""
         items = self._items
         now = self._clock.seconds()
-        while items:
+        dropped = 0
+        while items and dropped != limit:
             expiry = items[0].expiry
             if expiry is None or expiry > now:
                 break
             self._expire(self._pop())
+            dropped += 1
+        return dropped
+
+    def sweep(self, limit: int) -> int:
+        """The periodic sweep: drop up to ``limit`` expired items from the
+        head, where expired items gather in a queue that nobody reads."""
+        return self._drop_expired_head(limit)
 
     def _serve(self) -> None:
         """Hand items to waiters, first come first served."""

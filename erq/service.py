@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -17,6 +18,9 @@ from erq.queue import Item, Queue
 
 if TYPE_CHECKING:
     from erq.protocol import QueueProtocol
+
+#: Most expired items one sweep drops, so that a sweep never stalls requests.
+SWEEP_BUDGET = 10_000
 
 #: exptime values above this are absolute Unix times, as in memcached.
 ABSOLUTE_EXPTIME = 1_000_000
@@ -109,6 +113,8 @@ class QueueService(Service):
         max_item_cap: int = 64 * MiB,
         allow_shutdown: bool = True,
         stop_server: Callable[[], object] | None = None,
+        expiry_sweep: float = 1.0,
+        max_connections: int | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor
@@ -121,6 +127,9 @@ class QueueService(Service):
         self.max_item_cap = max_item_cap
         self.allow_shutdown = allow_shutdown
         self._stop_server = stop_server
+        self.expiry_sweep = expiry_sweep
+        self.max_connections = max_connections
+        self._sweeper: LoopingCall | None = None
         self.queues: dict[str, Queue] = {}
         # Queues nobody has set to yet but somebody waits on.
         self._unborn: dict[str, Queue] = {}
@@ -138,9 +147,16 @@ class QueueService(Service):
         self.shutting_down = False
         self.started_at = self.clock.seconds()
         super().startService()
+        if self.expiry_sweep > 0:
+            self._sweeper = LoopingCall(self.sweep)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(self.expiry_sweep, now=False)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
         self.shutting_down = True
         for connection in list(self.connections):
             connection.disconnect()
@@ -161,9 +177,16 @@ class QueueService(Service):
         self.clock.callLater(0, stop)
         return True
 
-    def connection_made(self, connection: QueueProtocol) -> None:
+    def connection_made(self, connection: QueueProtocol) -> bool:
+        """Count a new connection; ``False`` when there are too many."""
+        if (
+            self.max_connections is not None
+            and len(self.connections) >= self.max_connections
+        ):
+            return False
         self.connections.add(connection)
         self.counters.total_connections += 1
+        return True
 
     def connection_lost(self, connection: QueueProtocol) -> None:
         self.connections.discard(connection)
@@ -274,6 +297,18 @@ class QueueService(Service):
             unborn.on_no_waiters = self._forget_unborn
             self._unborn[name] = unborn
         return True
+
+    def sweep(self, budget: int = SWEEP_BUDGET) -> None:
+        """Drop expired items, at most ``budget`` of them in one go, and
+        delete queues left empty and untouched for their ``max_queue_age``."""
+        now = self.clock.seconds()
+        for queue in list(self.queues.values()):
+            if budget > 0:
+                budget -= queue.sweep(budget)
+            max_queue_age = queue.settings.max_queue_age
+            if max_queue_age is not None and queue.is_idle_since(now - max_queue_age):
+                self.delete(queue.name)
+                self.counters.queue_expires += 1
 
     def flush(self, name: str) -> None:
         queue = self.queues.get(name)
