@@ -21,6 +21,11 @@ from erq.service import QueueService
 MAX_LINE = 2048
 #: Unread input held while a blocking get waits, before reading pauses.
 MAX_BACKLOG = 1024 * 1024
+#: Replies held while one batch of requests is handled: beyond this they are
+#: written at once, so that a client that does not read its replies makes
+#: the transport pause us, and a few bytes of pipelined requests cannot make
+#: the server buffer megabytes of replies.
+MAX_HELD_OUTPUT = 64 * 1024
 MAX_FLAGS = 2**32 - 1
 MAX_NAME = 250
 
@@ -102,6 +107,8 @@ class QueueProtocol(LineReceiver):
         self._storing: tuple[list[bytes], bool, bytes | None] = ([], False, None)
         self._out: list[bytes] = []
         self._slots: deque[_Slot | bytes] = deque()
+        # Bytes of replies ready but held in ``_slots`` behind one that is not.
+        self._held_in_slots = 0
         self._waiting: Deferred[Item | None] | None = None
         self._paused_for: set[str] = set()
         self._running = False
@@ -172,7 +179,9 @@ class QueueProtocol(LineReceiver):
             return
         self._input += data
         if self._waiting is not None or self._paused_for:
-            if len(self._input) - self._want > MAX_BACKLOG:
+            # Only the end of a wait resumes a backlog pause.
+            waiting = self._waiting is not None
+            if waiting and len(self._input) - self._want > MAX_BACKLOG:
                 self._pause("backlog")
             return
         self._run()
@@ -184,8 +193,23 @@ class QueueProtocol(LineReceiver):
         self._running = True
         buffer = self._input
         position = 0
+        out = self._out
+        counted = held = 0
         try:
             while self._waiting is None and not self._closing and not self._paused_for:
+                if self._held_in_slots >= MAX_HELD_OUTPUT:
+                    # Until the reply holding them back is ready.
+                    self._pause("held")
+                    continue
+                if len(out) != counted:
+                    if len(out) < counted:
+                        counted = held = 0
+                    held += sum(len(part) for part in out[counted:])
+                    counted = len(out)
+                    if held >= MAX_HELD_OUTPUT:
+                        self._flush()
+                        counted = held = 0
+                        continue
                 want = self._want
                 if want:
                     if len(buffer) - position < want:
@@ -218,7 +242,8 @@ class QueueProtocol(LineReceiver):
         self._flush()
 
     def lineReceived(self, line: bytes) -> None:
-        words = line.split()
+        # Only spaces separate: bytes.split() would split on tabs too.
+        words = [word for word in line.split(b" ") if word]
         if not words:
             self._reply(b"ERROR")
             return
@@ -235,14 +260,12 @@ class QueueProtocol(LineReceiver):
 
     def _reply(self, data: bytes) -> None:
         """Queue one reply (without its line end) in request order."""
-        if self._slots:
-            self._slots.append(data + b"\r\n")
-        else:
-            self._out.append(data + b"\r\n")
+        self._reply_raw(data + b"\r\n")
 
     def _reply_raw(self, data: bytes) -> None:
         if self._slots:
             self._slots.append(data)
+            self._held_in_slots += len(data)
         else:
             self._out.append(data)
 
@@ -261,6 +284,7 @@ class QueueProtocol(LineReceiver):
             head = slots[0]
             if isinstance(head, bytes):
                 out.append(head)
+                self._held_in_slots -= len(head)
             else:
                 out.extend(head.parts)
                 head.parts.clear()
@@ -269,6 +293,9 @@ class QueueProtocol(LineReceiver):
             slots.popleft()
         if not self._running:
             self._flush()
+            if "held" in self._paused_for and self._held_in_slots < MAX_HELD_OUTPUT:
+                self._resume("held")
+                self._run()
 
     def _flush(self) -> None:
         out = self._out
@@ -616,6 +643,8 @@ class QueueProtocol(LineReceiver):
         if not self.service.allow_shutdown:
             raise ClientError("shutdown disabled")
         self._close()
+        # The replies before this one leave before the connection closes.
+        self._flush()
         self.service.shutdown()
 
     def _quit(self, words: list[bytes]) -> None:

@@ -1,0 +1,1425 @@
+"""Tests for erq.protocol: the memcache text protocol as PROTOCOL.md states it."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.trial.unittest import SynchronousTestCase
+
+from erq import __version__
+from erq.config import QueueSettings
+from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
+from erq.queue import Item, Queue
+from erq.service import QueueService
+
+SERVER_STAT_NAMES = (
+    "uptime time version curr_items total_items bytes curr_connections "
+    "total_connections cmd_get cmd_set cmd_peek get_hits get_misses bytes_read "
+    "bytes_written queue_creates queue_deletes queue_expires"
+).split()
+
+QUEUE_STAT_NAMES = (
+    "items bytes total_items logsize expired_items mem_items mem_bytes age "
+    "discarded waiters open_transactions transactions canceled_transactions "
+    "total_flushes"
+).split()
+
+
+class RecordingTransport(StringTransportWithDisconnection):
+    """Records each write, and can ask its producer to pause after writing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.pause_after_write = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+        if self.pause_after_write and self.producer is not None:
+            self.producer.pauseProducing()
+
+
+class FakeJournal:
+    """A journal whose ``add`` returns a Deferred that the test fires."""
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[None]] = []
+
+    def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
+        durable: Deferred[None] = Deferred()
+        self.pending.append(durable)
+        return durable
+
+    def remove(self, item: Item) -> None:
+        pass
+
+    def open(self, item: Item) -> None:
+        pass
+
+    def abort(self, item: Item) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
+        raise AssertionError("nothing is behind")
+
+
+class Client:
+    """One connection to the server under test."""
+
+    def __init__(self, factory: QueueFactory) -> None:
+        self.protocol: QueueProtocol = factory.buildProtocol(None)
+        self.transport = RecordingTransport()
+        self.transport.protocol = self.protocol
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def take(self) -> bytes:
+        """What the server wrote since the last ``take``."""
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
+    def ask(self, data: bytes) -> bytes:
+        self.send(data)
+        return self.take()
+
+    @property
+    def closed(self) -> bool:
+        return not self.transport.connected
+
+    def close(self) -> None:
+        self.transport.loseConnection()
+
+
+def value(key: bytes, data: bytes, flags: int = 0) -> bytes:
+    return b"VALUE %s %d %d\r\n%s\r\n" % (key, flags, len(data), data)
+
+
+def set_line(name: bytes, data: bytes, flags: int = 0, exptime: int = 0) -> bytes:
+    return b"set %s %d %d %d\r\n%s\r\n" % (name, flags, exptime, len(data), data)
+
+
+class ProtocolTestCase(SynchronousTestCase):
+    """A service on a fake clock, and a first client connected to it."""
+
+    allow_shutdown = True
+    defaults: QueueSettings | None = None
+    max_item_cap = 64 * 1024 * 1024
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.stops: list[None] = []
+        self.service = QueueService(
+            clock=self.clock,
+            defaults=self.defaults,
+            max_item_cap=self.max_item_cap,
+            allow_shutdown=self.allow_shutdown,
+            stop_server=lambda: self.stops.append(None),
+        )
+        self.factory = QueueFactory(self.service)
+        self.client = self.connect()
+
+    def connect(self) -> Client:
+        return Client(self.factory)
+
+    def ask(self, data: bytes) -> bytes:
+        return self.client.ask(data)
+
+    def stats(self, client: Client | None = None) -> dict[str, str]:
+        reply = (client or self.connect()).ask(b"stats\r\n")
+        self.assertTrue(reply.endswith(b"\r\nEND\r\n"), reply)
+        result: dict[str, str] = {}
+        for line in reply.split(b"\r\n")[:-2]:
+            word, name, stat = line.decode().split(" ", 2)
+            self.assertEqual(word, "STAT")
+            self.assertNotIn(name, result)
+            result[name] = stat
+        return result
+
+    def queue_stat(self, queue: str, name: str) -> int:
+        return int(self.stats()[f"queue_{queue}_{name}"])
+
+    def queue(self, name: str) -> Queue:
+        queue = self.service.queue(name)
+        assert queue is not None
+        return queue
+
+
+class FramingTests(ProtocolTestCase):
+    def test_crlf_and_bare_lf(self) -> None:
+        self.assertEqual(self.ask(b"set q 1 0 2\nab\r\n"), b"STORED\r\n")
+        self.assertEqual(self.ask(b"get q\n"), value(b"q", b"ab", 1) + b"END\r\n")
+        self.assertEqual(self.ask(b"version\r\n"), b"VERSION %s\r\n" % b"1.0.0")
+
+    def test_spaces(self) -> None:
+        """Several spaces separate like one; leading and trailing ones go."""
+        self.assertEqual(self.ask(b"  set   q  5   0  2 \r\nab\r\n"), b"STORED\r\n")
+        self.assertEqual(self.ask(b"set q 0 0 2 \r\ncd\r\n"), b"STORED\r\n")
+        self.assertEqual(
+            self.ask(b" get   q    q  \r\n"),
+            value(b"q", b"ab", 5) + value(b"q", b"cd") + b"END\r\n",
+        )
+        self.assertIn(b"STAT cmd_set 2\r\n", self.ask(b"stats \r\n"))
+
+    def test_tab_is_not_a_separator(self) -> None:
+        self.assertEqual(self.ask(b"version\t\r\n"), b"ERROR\r\n")
+        self.assertEqual(self.ask(b"get\tq\r\n"), b"ERROR\r\n")
+        self.assertEqual(self.ask(b"get q\tr\r\n"), b"CLIENT_ERROR bad queue name\r\n")
+        self.assertFalse(self.client.closed)
+
+    def test_command_words_ignore_case_names_do_not(self) -> None:
+        self.assertEqual(self.ask(b"SET Q 0 0 1\r\na\r\n"), b"STORED\r\n")
+        self.assertEqual(self.ask(b"Get q\r\n"), b"END\r\n")
+        self.assertEqual(self.ask(b"GET Q\r\n"), value(b"Q", b"a") + b"END\r\n")
+        self.assertEqual(self.ask(b"VeRsIoN\r\n"), b"VERSION %s\r\n" % b"1.0.0")
+
+    def test_line_of_2048_bytes(self) -> None:
+        line = b"get q/" + b"x" * (2048 - 6)
+        self.assertEqual(len(line), 2048)
+        self.assertEqual(self.ask(line + b"\r\n"), b"END\r\n")
+        self.assertEqual(self.ask(line + b"\n"), b"END\r\n")
+        self.assertEqual(self.ask(line + b"\r"), b"")
+        self.assertEqual(self.ask(b"\n"), b"END\r\n")
+        self.assertFalse(self.client.closed)
+
+    def test_line_too_long(self) -> None:
+        line = b"get q/" + b"x" * (2049 - 6)
+        reply = self.ask(line + b"\r\nversion\r\n")
+        self.assertEqual(reply, b"CLIENT_ERROR line too long\r\n")
+        self.assertTrue(self.client.closed)
+
+    def test_line_too_long_without_line_end(self) -> None:
+        """An endless line is refused without waiting for its end."""
+        self.assertEqual(self.ask(b"get q/" + b"x" * 2042 + b"\r"), b"")
+        self.assertFalse(self.client.closed)
+        self.client.send(b"x" * 10000)
+        self.assertEqual(self.client.take(), b"CLIENT_ERROR line too long\r\n")
+        self.assertTrue(self.client.closed)
+
+    def test_line_too_long_one_byte_at_a_time(self) -> None:
+        for byte in b"get " + b"q" * 2100:
+            self.client.send(bytes([byte]))
+        self.assertEqual(self.client.take(), b"CLIENT_ERROR line too long\r\n")
+        self.assertTrue(self.client.closed)
+
+    def test_bad_data_chunk(self) -> None:
+        reply = self.ask(b"set q 0 0 5\r\nhelloXYget q\r\n")
+        self.assertEqual(reply, b"CLIENT_ERROR bad data chunk\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertEqual(self.connect().ask(b"get q\r\n"), b"END\r\n")
+
+    def test_bad_data_chunk_bare_lf(self) -> None:
+        """The data block must end in exactly ``\\r\\n``."""
+        reply = self.ask(b"set q 0 0 5\r\nhello\nX")
+        self.assertEqual(reply, b"CLIENT_ERROR bad data chunk\r\n")
+        self.assertTrue(self.client.closed)
+
+    def test_data_may_hold_line_ends(self) -> None:
+        data = b"a\r\nb\nget q\r\n"
+        self.assertEqual(self.ask(set_line(b"q", data)), b"STORED\r\n")
+        self.assertEqual(self.ask(b"get q\r\n"), value(b"q", data) + b"END\r\n")
+
+    def test_empty_data(self) -> None:
+        self.assertEqual(self.ask(b"set q 0 0 0\r\n\r\n"), b"STORED\r\n")
+        self.assertEqual(self.ask(b"get q\r\n"), b"VALUE q 0 0\r\n\r\nEND\r\n")
+
+    def assert_set_refused(self, line: bytes, reason: bytes) -> None:
+        """The data block (``version``) is dropped, not run as a command."""
+        reply = self.ask(line + b"\r\nversion\r\nget q\r\n")
+        self.assertEqual(reply, b"CLIENT_ERROR " + reason + b"\r\nEND\r\n")
+        self.assertFalse(self.client.closed)
+        self.assertEqual(self.service.counters.cmd_set, 0)
+
+    def test_set_bad_name(self) -> None:
+        self.assert_set_refused(b"set q/x 0 0 7", b"bad queue name")
+        self.assert_set_refused(b"set .. 0 0 7", b"bad queue name")
+        self.assertEqual(list(self.service.queues), [])
+
+    def test_set_bad_flags(self) -> None:
+        self.assert_set_refused(b"set q x 0 7", b"bad flags")
+        self.assert_set_refused(b"set q -1 0 7", b"bad flags")
+        self.assert_set_refused(b"set q 4294967296 0 7", b"bad flags")
+
+    def test_set_bad_exptime(self) -> None:
+        self.assert_set_refused(b"set q 0 x 7", b"bad exptime")
+        self.assert_set_refused(b"set q 0 - 7", b"bad exptime")
+        self.assert_set_refused(b"set q 0 1.5 7", b"bad exptime")
+
+    def test_set_bad_noreply_word(self) -> None:
+        reply = self.ask(b"set q 0 0 1 please\r\na\r\nget q\r\n")
+        self.assertTrue(reply.startswith(b"CLIENT_ERROR "), reply)
+        self.assertTrue(reply.endswith(b"\r\nEND\r\n"), reply)
+        self.assertFalse(self.client.closed)
+
+    def test_set_refused_with_noreply_says_nothing(self) -> None:
+        self.assertEqual(self.ask(b"set q x 0 1 noreply\r\na\r\nget q\r\n"), b"END\r\n")
+
+    def test_set_missing_bytes(self) -> None:
+        reply = self.ask(b"set q 0 0\r\nversion\r\n")
+        self.assertTrue(reply.startswith(b"CLIENT_ERROR "), reply)
+        self.assertEqual(reply.count(b"\r\n"), 1)
+        self.assertGreater(len(reply.strip()), len(b"CLIENT_ERROR "))
+        self.assertTrue(self.client.closed)
+
+    def test_set_non_numeric_bytes(self) -> None:
+        for bytes_word in [b"x", b"-1", b"1.0", b"+3"]:
+            client = self.connect()
+            reply = client.ask(b"set q 0 0 %s\r\nabc\r\nversion\r\n" % bytes_word)
+            self.assertTrue(reply.startswith(b"CLIENT_ERROR "), reply)
+            self.assertEqual(reply.count(b"\r\n"), 1)
+            self.assertTrue(client.closed)
+        self.assertEqual(self.connect().ask(b"get q\r\n"), b"END\r\n")
+
+    def test_set_above_default_cap(self) -> None:
+        reply = self.ask(b"set q 0 0 %d\r\n" % (64 * 1024 * 1024 + 1))
+        self.assertEqual(reply, b"SERVER_ERROR object too large\r\n")
+        self.assertTrue(self.client.closed)
+
+    def test_set_at_default_cap_waits_for_data(self) -> None:
+        self.assertEqual(self.ask(b"set q 0 0 %d\r\n" % (64 * 1024 * 1024)), b"")
+        self.assertFalse(self.client.closed)
+
+    def test_add_above_cap(self) -> None:
+        reply = self.ask(b"add q 0 0 %d\r\n" % (64 * 1024 * 1024 + 1))
+        self.assertEqual(reply, b"SERVER_ERROR object too large\r\n")
+        self.assertTrue(self.client.closed)
+
+    def test_queue_names(self) -> None:
+        good = [b"a", b"A" * 250, b"a.b", b"x..", b"~!@#$%^&*()_-=[]{}|;:'\",<>?"]
+        for name in good:
+            self.assertEqual(self.ask(set_line(name, b"x")), b"STORED\r\n", name)
+            self.assertEqual(
+                self.ask(b"get %s\r\n" % name), value(name, b"x") + b"END\r\n"
+            )
+        bad = [b"A" * 251, b".", b"..", b".hidden", b"a/b", b"\xc3\xa9", b"a\x01b"]
+        for name in bad:
+            self.assertEqual(
+                self.ask(set_line(name, b"x")), b"CLIENT_ERROR bad queue name\r\n"
+            )
+            commands = [b"delete %s", b"flush %s", b"flush_expired %s"]
+            if b"/" not in name:
+                commands.append(b"get %s")
+            for command in commands:
+                self.assertEqual(
+                    self.ask(command % name + b"\r\n"),
+                    b"CLIENT_ERROR bad queue name\r\n",
+                    command % name,
+                )
+        self.assertEqual(
+            self.ask(b"get ./t=10\r\n"), b"CLIENT_ERROR bad queue name\r\n"
+        )
+        # In a get, the name ends at the first ``/``, where options begin.
+        self.assertEqual(self.ask(b"get a/b\r\n"), b"END\r\n")
+        self.assertEqual(self.ask(b"get /t=10\r\n"), b"CLIENT_ERROR bad queue name\r\n")
+        self.assertFalse(self.client.closed)
+        self.assertEqual(sorted(self.service.queues), sorted(n.decode() for n in good))
+
+
+class SplitInputTests(ProtocolTestCase):
+    conversation = (
+        b"set q 7 0 5\r\nhello\r\n"
+        b"set q 0 0 4 noreply\r\na\r\nb\r\n"
+        b"set r 0 0 3\nxyz\r\n"
+        b"get q r\r\n"
+        b"get q/open\r\n"
+        b"get q/close\n"
+        b"version\r\n"
+    )
+    expected = (
+        b"STORED\r\nSTORED\r\n"
+        + value(b"q", b"hello", 7)
+        + value(b"r", b"xyz")
+        + b"END\r\n"
+        + value(b"q/open", b"a\r\nb")
+        + b"END\r\nEND\r\n"
+        + b"VERSION 1.0.0\r\n"
+    )
+
+    def test_all_at_once(self) -> None:
+        self.assertEqual(self.ask(self.conversation), self.expected)
+
+    def test_one_byte_at_a_time(self) -> None:
+        for byte in self.conversation:
+            self.client.send(bytes([byte]))
+        self.assertEqual(self.client.take(), self.expected)
+
+    def test_every_split_point(self) -> None:
+        for at in range(1, len(self.conversation)):
+            self.setUp()
+            self.client.send(self.conversation[:at])
+            self.client.send(self.conversation[at:])
+            self.assertEqual(self.client.take(), self.expected, at)
+
+    def test_between_cr_and_lf(self) -> None:
+        self.assertEqual(self.ask(b"set q 0 0 2\r"), b"")
+        self.assertEqual(self.ask(b"\nab\r"), b"")
+        self.assertEqual(self.ask(b"\nget q\r"), b"STORED\r\n")
+        self.assertEqual(self.ask(b"\n"), value(b"q", b"ab") + b"END\r\n")
+
+    def test_inside_data_block(self) -> None:
+        self.assertEqual(self.ask(b"set q 0 0 11\r\nhel"), b"")
+        self.assertEqual(self.ask(b"lo\r\nwor"), b"")
+        self.assertEqual(
+            self.ask(b"l\r\nget q\r\n"),
+            b"STORED\r\n" + value(b"q", b"hello\r\nworl") + b"END\r\n",
+        )
+
+
+class SetTests(ProtocolTestCase):
+    def test_flags_kept(self) -> None:
+        for flags in [0, 1, 12345, 2**32 - 1]:
+            self.assertEqual(self.ask(set_line(b"q", b"x", flags)), b"STORED\r\n")
+        self.assertEqual(
+            self.ask(b"get q q q q\r\n"),
+            value(b"q", b"x")
+            + value(b"q", b"x", 1)
+            + value(b"q", b"x", 12345)
+            + value(b"q", b"x", 2**32 - 1)
+            + b"END\r\n",
+        )
+
+    def test_set_creates_queue(self) -> None:
+        self.assertIsNone(self.service.queue("q"))
+        self.ask(set_line(b"q", b"x"))
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_noreply(self) -> None:
+        reply = self.ask(b"set q 0 0 1 noreply\r\na\r\nget q\r\n")
+        self.assertEqual(reply, value(b"q", b"a") + b"END\r\n")
+
+    def test_relative_exptime(self) -> None:
+        self.clock.advance(1_000_000_000)
+        self.ask(set_line(b"q", b"x", exptime=10))
+        self.clock.advance(9.9)
+        self.assertEqual(
+            self.ask(b"get q/peek\r\n"), value(b"q/peek", b"x") + b"END\r\n"
+        )
+        self.clock.advance(0.2)
+        self.assertEqual(self.ask(b"get q\r\n"), b"END\r\n")
+        self.assertEqual(self.queue_stat("q", "expired_items"), 1)
+
+    def test_absolute_exptime(self) -> None:
+        self.clock.advance(1_000_000_000)
+        self.ask(set_line(b"q", b"x", exptime=1_000_000_005))
+        self.clock.advance(4.9)
+        self.assertEqual(
+            self.ask(b"get q/peek\r\n"), value(b"q/peek", b"x") + b"END\r\n"
+        )
+        self.clock.advance(0.2)
+        self.assertEqual(self.ask(b"get q\r\n"), b"END\r\n")
+        self.assertEqual(self.queue_stat("q", "expired_items"), 1)
+
+    def test_absolute_exptime_in_the_past(self) -> None:
+        self.clock.advance(1_000_000_000)
+        self.assertEqual(
+            self.ask(set_line(b"q", b"x", exptime=2_000_000)), b"STORED\r\n"
+        )
+        self.assertEqual(self.ask(b"get q\r\n"), b"END\r\n")
+
+    def test_negative_exptime(self) -> None:
+        """Stored, never handed out, counted as expired."""
+        self.assertEqual(self.ask(set_line(b"q", b"x", exptime=-1)), b"STORED\r\n")
+        self.assertEqual(self.ask(b"get q/peek\r\n"), b"END\r\n")
+        self.assertEqual(self.ask(b"get q\r\n"), b"END\r\n")
+        stats = self.stats()
+        self.assertEqual(stats["queue_q_expired_items"], "1")
+        self.assertEqual(stats["queue_q_total_items"], "1")
+        self.assertEqual(stats["queue_q_items"], "0")
+
+    def test_expired_item_never_goes_to_a_waiter(self) -> None:
+        waiter = self.connect()
+        waiter.send(b"get q/t=1000\r\n")
+        self.ask(set_line(b"q", b"old", exptime=-1) + set_line(b"q", b"new"))
+        self.assertEqual(waiter.take(), value(b"q/t=1000", b"new") + b"END\r\n")
+
+    def test_not_stored_when_shutting_down(self) -> None:
+        self.client.send(b"shutdown\r\n")
+        self.assertEqual(self.connect().ask(set_line(b"q", b"x")), b"NOT_STORED\r\n")
+
+
+class LimitTests(ProtocolTestCase):
+    defaults = QueueSettings(max_items=2, max_item_size=3)
+
+    def test_full_queue(self) -> None:
+        reply = self.ask(set_line(b"q", b"a") * 3)
+        self.assertEqual(reply, b"STORED\r\nSTORED\r\nNOT_STORED\r\n")
+
+    def test_item_too_large_for_the_queue(self) -> None:
+        reply = self.ask(set_line(b"q", b"abcd") + set_line(b"q", b"abc"))
+        self.assertEqual(reply, b"NOT_STORED\r\nSTORED\r\n")
+        self.assertFalse(self.client.closed)
+
+
+class SmallCapTests(ProtocolTestCase):
+    max_item_cap = 10
+
+    def test_at_cap(self) -> None:
+        self.assertEqual(self.ask(set_line(b"q", b"x" * 10)), b"STORED\r\n")
+
+    def test_above_cap(self) -> None:
+        reply = self.ask(set_line(b"q", b"x" * 11) + b"version\r\n")
+        self.assertEqual(reply, b"SERVER_ERROR object too large\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertIsNone(self.service.queue("q"))
+
+
+class GetTests(ProtocolTestCase):
+    def test_fifo(self) -> None:
+        self.ask(b"".join(set_line(b"q", b"%d" % i) for i in range(5)))
+        replies = [self.ask(b"get q\r\n") for i in range(6)]
+        self.assertEqual(
+            replies,
+            [value(b"q", b"%d" % i) + b"END\r\n" for i in range(5)] + [b"END\r\n"],
+        )
+
+    def test_several_keys(self) -> None:
+        self.ask(set_line(b"a", b"1") + set_line(b"c", b"3", 9) + set_line(b"c", b"4"))
+        self.assertEqual(
+            self.ask(b"get a b c c c\r\n"),
+            value(b"a", b"1") + value(b"c", b"3", 9) + value(b"c", b"4") + b"END\r\n",
+        )
+
+    def test_gets(self) -> None:
+        self.ask(set_line(b"a", b"1") + set_line(b"b", b"2"))
+        self.assertEqual(
+            self.ask(b"gets a b\r\n"),
+            value(b"a", b"1") + value(b"b", b"2") + b"END\r\n",
+        )
+
+    def test_get_never_creates_a_queue(self) -> None:
+        self.assertEqual(self.ask(b"get nope\r\nget nope/peek\r\n"), b"END\r\nEND\r\n")
+        self.assertEqual(self.ask(b"get nope/t=10\r\n"), b"")
+        self.clock.advance(0.01)
+        self.assertEqual(self.client.take(), b"END\r\n")
+        stats = self.stats()
+        self.assertEqual(stats["queue_creates"], "0")
+        self.assertEqual([name for name in stats if "nope" in name], [])
+        self.assertEqual(self.ask(b"delete nope\r\n"), b"NOT_FOUND\r\n")
+
+    def test_timeout_edge(self) -> None:
+        self.assertEqual(self.ask(b"get q/t=500\r\n"), b"")
+        self.clock.advance(0.499)
+        self.assertEqual(self.client.take(), b"")
+        self.clock.advance(0.002)
+        self.assertEqual(self.client.take(), b"END\r\n")
+
+    def test_timeout_on_existing_queue(self) -> None:
+        self.ask(set_line(b"q", b"x") + b"get q\r\n")
+        self.assertEqual(self.ask(b"get q/t=500\r\n"), b"")
+        self.assertEqual(self.queue("q").waiters, 1)
+        self.clock.advance(0.499)
+        self.assertEqual(self.client.take(), b"")
+        self.clock.advance(0.002)
+        self.assertEqual(self.client.take(), b"END\r\n")
+        self.assertEqual(self.queue("q").waiters, 0)
+
+    def test_zero_timeout(self) -> None:
+        self.assertEqual(self.ask(b"get q/t=0\r\n"), b"END\r\n")
+
+    def test_item_arrives_while_waiting(self) -> None:
+        self.assertEqual(self.ask(b"get q/t=500\r\n"), b"")
+        other = self.connect()
+        self.assertEqual(other.ask(set_line(b"q", b"x", 3)), b"STORED\r\n")
+        self.assertEqual(self.client.take(), value(b"q/t=500", b"x", 3) + b"END\r\n")
+        self.assertEqual(self.queue("q").items, 0)
+        self.assertEqual(other.ask(b"get q\r\n"), b"END\r\n")
+        self.clock.advance(1)
+        self.assertEqual(self.client.take(), b"")
+
+    def test_waiters_first_come_first_served(self) -> None:
+        waiters = [self.connect() for i in range(3)]
+        for waiter in waiters:
+            waiter.send(b"get q/t=1000\r\n")
+        self.ask(set_line(b"q", b"1") + set_line(b"q", b"2"))
+        self.assertEqual(waiters[0].take(), value(b"q/t=1000", b"1") + b"END\r\n")
+        self.assertEqual(waiters[1].take(), value(b"q/t=1000", b"2") + b"END\r\n")
+        self.assertEqual(waiters[2].take(), b"")
+        self.ask(set_line(b"q", b"3"))
+        self.assertEqual(waiters[2].take(), value(b"q/t=1000", b"3") + b"END\r\n")
+
+    def test_wait_for_a_queue_to_be_created(self) -> None:
+        self.client.send(b"get new/t=1000\r\n")
+        self.assertIsNone(self.service.queue("new"))
+        self.assertEqual(self.stats()["queue_creates"], "0")
+        self.connect().ask(set_line(b"new", b"x"))
+        self.assertEqual(self.client.take(), value(b"new/t=1000", b"x") + b"END\r\n")
+        self.assertEqual(self.queue("new").items, 0)
+
+    def test_several_keys_waiting(self) -> None:
+        self.ask(set_line(b"b", b"2"))
+        self.client.send(b"get a/t=100 b c/t=100\r\n")
+        self.clock.advance(0.1)
+        self.assertEqual(self.client.take(), b"")
+        self.clock.advance(0.1)
+        self.assertEqual(self.client.take(), value(b"b", b"2") + b"END\r\n")
+
+    def test_key_echoed_with_options(self) -> None:
+        self.ask(set_line(b"q", b"x") * 2)
+        self.assertEqual(
+            self.ask(b"get q/t=10/foo\r\n"), value(b"q/t=10/foo", b"x") + b"END\r\n"
+        )
+        self.assertEqual(
+            self.ask(b"get q/peek/\r\n"), value(b"q/peek/", b"x") + b"END\r\n"
+        )
+
+    def test_unknown_options_ignored(self) -> None:
+        self.ask(set_line(b"q", b"x"))
+        self.assertEqual(
+            self.ask(b"get q/foo/bar=1/TIMEOUT=x\r\n"),
+            value(b"q/foo/bar=1/TIMEOUT=x", b"x") + b"END\r\n",
+        )
+
+    def test_bad_timeout(self) -> None:
+        for option in [b"t=", b"t=x", b"t=-1", b"t=1.5", b"t=1e3", b"t= 1"]:
+            self.assertEqual(
+                self.ask(b"get q/%s\r\n" % option), b"CLIENT_ERROR bad timeout\r\n"
+            )
+        self.assertFalse(self.client.closed)
+        self.assertEqual(self.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+
+    def test_bad_option_combination(self) -> None:
+        self.ask(set_line(b"q", b"x"))
+        for options in [
+            b"peek/open",
+            b"open/peek",
+            b"peek/close",
+            b"peek/abort",
+            b"abort/open",
+            b"close/abort",
+            b"t=10/abort/close/open",
+        ]:
+            self.assertEqual(
+                self.ask(b"get q/%s\r\n" % options),
+                b"CLIENT_ERROR bad option combination\r\n",
+                options,
+            )
+        self.assertFalse(self.client.closed)
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_peek(self) -> None:
+        self.ask(set_line(b"q", b"a", 4) + set_line(b"q", b"b"))
+        self.assertEqual(
+            self.ask(b"get q/peek\r\n"), value(b"q/peek", b"a", 4) + b"END\r\n"
+        )
+        self.assertEqual(
+            self.ask(b"get q/peek\r\n"), value(b"q/peek", b"a", 4) + b"END\r\n"
+        )
+        self.assertEqual(self.ask(b"get q\r\n"), value(b"q", b"a", 4) + b"END\r\n")
+        self.assertEqual(
+            self.ask(b"get q/peek\r\n"), value(b"q/peek", b"b") + b"END\r\n"
+        )
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_peek_empty(self) -> None:
+        self.assertEqual(self.ask(b"get q/peek\r\n"), b"END\r\n")
+
+    def test_peek_waits(self) -> None:
+        self.assertEqual(self.ask(b"get q/peek/t=500\r\n"), b"")
+        self.clock.advance(0.2)
+        self.connect().ask(set_line(b"q", b"x"))
+        self.assertEqual(self.client.take(), value(b"q/peek/t=500", b"x") + b"END\r\n")
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_peek_waiter_and_taker_share_an_item(self) -> None:
+        taker = self.connect()
+        self.client.send(b"get q/t=500/peek\r\n")
+        taker.send(b"get q/t=500\r\n")
+        self.connect().ask(set_line(b"q", b"x"))
+        self.assertEqual(self.client.take(), value(b"q/t=500/peek", b"x") + b"END\r\n")
+        self.assertEqual(taker.take(), value(b"q/t=500", b"x") + b"END\r\n")
+        self.assertEqual(self.queue("q").items, 0)
+
+    def test_peek_times_out(self) -> None:
+        self.ask(set_line(b"q", b"x") + b"get q\r\n")
+        self.assertEqual(self.ask(b"get q/peek/t=500\r\n"), b"")
+        self.clock.advance(0.501)
+        self.assertEqual(self.client.take(), b"END\r\n")
+
+    def test_get_hands_out_the_head_after_a_wait(self) -> None:
+        """A waiter is handed what was queued first, in FIFO order."""
+        other = self.connect()
+        self.client.send(b"get q/t=500\r\n")
+        other.ask(set_line(b"q", b"1") + set_line(b"q", b"2"))
+        self.assertEqual(self.client.take(), value(b"q/t=500", b"1") + b"END\r\n")
+        self.assertEqual(other.ask(b"get q\r\n"), value(b"q", b"2") + b"END\r\n")
+
+
+class OpenReadTests(ProtocolTestCase):
+    def test_open_and_close(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.assertEqual(
+            self.ask(b"get q/open\r\n"), value(b"q/open", b"a") + b"END\r\n"
+        )
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.open_items), (1, 1))
+        self.assertEqual(self.ask(b"get q/close\r\n"), b"END\r\n")
+        self.assertEqual((queue.items, queue.open_items), (1, 0))
+        self.client.close()
+        self.assertEqual(
+            self.connect().ask(b"get q\r\n"), value(b"q", b"b") + b"END\r\n"
+        )
+
+    def test_close_with_nothing_open(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.assertEqual(
+            self.ask(b"get q/close\r\nget nope/close\r\n"), b"END\r\nEND\r\n"
+        )
+        self.assertFalse(self.client.closed)
+        self.assertEqual(self.queue("q").items, 1)
+        self.assertIsNone(self.service.queue("nope"))
+
+    def test_close_open(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b") + set_line(b"q", b"c"))
+        self.assertEqual(
+            self.ask(b"get q/open\r\n"), value(b"q/open", b"a") + b"END\r\n"
+        )
+        self.assertEqual(
+            self.ask(b"get q/close/open\r\n"), value(b"q/close/open", b"b") + b"END\r\n"
+        )
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.open_items), (1, 1))
+        self.client.close()
+        self.assertEqual(
+            self.connect().ask(b"get q q q\r\n"),
+            value(b"q", b"b") + value(b"q", b"c") + b"END\r\n",
+        )
+
+    def test_close_open_on_empty_queue(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(self.ask(b"get q/open/close\r\n"), b"END\r\n")
+        self.assertEqual(self.queue("q").open_items, 0)
+        self.assertEqual(self.ask(b"get q/open/close\r\n"), b"END\r\n")
+
+    def test_close_open_waits(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(self.ask(b"get q/close/open/t=500\r\n"), b"")
+        self.assertEqual(self.queue("q").open_items, 0)
+        self.connect().ask(set_line(b"q", b"b"))
+        self.assertEqual(
+            self.client.take(), value(b"q/close/open/t=500", b"b") + b"END\r\n"
+        )
+        self.assertEqual(self.queue("q").open_items, 1)
+
+    def test_abort(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(self.ask(b"get q/abort\r\n"), b"END\r\n")
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.open_items), (2, 0))
+        self.assertEqual(queue.canceled_transactions, 1)
+        self.assertEqual(self.ask(b"get q\r\n"), value(b"q", b"a") + b"END\r\n")
+
+    def test_abort_with_nothing_open(self) -> None:
+        self.assertEqual(self.ask(b"get q/abort\r\n"), b"END\r\n")
+        self.assertFalse(self.client.closed)
+
+    def test_abort_goes_to_a_waiter(self) -> None:
+        waiter = self.connect()
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        waiter.send(b"get q/t=500\r\n")
+        self.ask(b"get q/abort\r\n")
+        self.assertEqual(waiter.take(), value(b"q/t=500", b"a") + b"END\r\n")
+
+    def test_latest_abort_comes_out_first(self) -> None:
+        other = self.connect()
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b") + set_line(b"q", b"c"))
+        self.ask(b"get q/open\r\n")
+        other.ask(b"get q/open\r\n")
+        self.ask(b"get q/abort\r\n")
+        other.ask(b"get q/abort\r\n")
+        self.assertEqual(
+            self.ask(b"get q q q\r\n"),
+            value(b"q", b"b") + value(b"q", b"a") + value(b"q", b"c") + b"END\r\n",
+        )
+
+    def test_peek_with_open_read(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(
+            self.ask(b"get q/peek\r\n"), value(b"q/peek", b"b") + b"END\r\n"
+        )
+        self.assertFalse(self.client.closed)
+
+    def test_second_open_closes_the_connection(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(self.ask(b"get q/open\r\nversion\r\n"), b"ERROR\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertEqual(
+            self.connect().ask(b"get q q\r\n"),
+            value(b"q", b"a") + value(b"q", b"b") + b"END\r\n",
+        )
+
+    def test_two_opens_in_one_get(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.assertEqual(self.ask(b"get q/open q/open\r\n"), b"ERROR\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertEqual(self.queue("q").items, 2)
+
+    def test_plain_get_with_open_read_closes_the_connection(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(self.ask(b"get q\r\n"), b"ERROR\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertEqual(self.queue("q").items, 2)
+
+    def test_open_reads_on_several_queues(self) -> None:
+        self.ask(set_line(b"a", b"1") + set_line(b"b", b"2"))
+        self.assertEqual(
+            self.ask(b"get a/open b/open\r\n"),
+            value(b"a/open", b"1") + value(b"b/open", b"2") + b"END\r\n",
+        )
+        self.assertFalse(self.client.closed)
+        self.client.close()
+        self.assertEqual(
+            self.connect().ask(b"get a b\r\n"),
+            value(b"a", b"1") + value(b"b", b"2") + b"END\r\n",
+        )
+
+    def test_disconnect_returns_open_reads_to_the_head(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\n")
+        self.connect().ask(set_line(b"q", b"c"))
+        self.client.close()
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.open_items), (3, 0))
+        self.assertEqual(
+            self.connect().ask(b"get q q q\r\n"),
+            value(b"q", b"a") + value(b"q", b"b") + value(b"q", b"c") + b"END\r\n",
+        )
+
+    def test_quit_returns_open_reads(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\nquit\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_open_read_of_deleted_queue(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(self.connect().ask(b"delete q\r\n"), b"DELETED\r\n")
+        self.connect().ask(set_line(b"q", b"b"))
+        self.assertEqual(self.ask(b"get q/close\r\n"), b"END\r\n")
+        self.client.close()
+        self.assertEqual(self.queue("q").items, 1)
+        self.assertEqual(
+            self.connect().ask(b"get q\r\n"), value(b"q", b"b") + b"END\r\n"
+        )
+
+
+class TwoOpenReadsTests(ProtocolTestCase):
+    defaults = QueueSettings(max_open_reads=2)
+
+    def test_max_open_reads(self) -> None:
+        self.ask(b"".join(set_line(b"q", b"%d" % i) for i in range(4)))
+        self.assertEqual(
+            self.ask(b"get q/open\r\n"), value(b"q/open", b"0") + b"END\r\n"
+        )
+        self.assertEqual(
+            self.ask(b"get q/open\r\n"), value(b"q/open", b"1") + b"END\r\n"
+        )
+        self.assertEqual(self.ask(b"get q/open\r\n"), b"ERROR\r\n")
+        self.assertTrue(self.client.closed)
+
+    def test_close_confirms_the_oldest(self) -> None:
+        self.ask(b"".join(set_line(b"q", b"%d" % i) for i in range(3)))
+        self.ask(b"get q/open q/open\r\n")
+        self.assertEqual(self.ask(b"get q/close\r\n"), b"END\r\n")
+        self.client.close()
+        self.assertEqual(
+            self.connect().ask(b"get q q\r\n"),
+            value(b"q", b"1") + value(b"q", b"2") + b"END\r\n",
+        )
+
+    def test_disconnect_keeps_original_order(self) -> None:
+        self.ask(b"".join(set_line(b"q", b"%d" % i) for i in range(3)))
+        self.ask(b"get q/open\r\nget q/open\r\n")
+        self.client.close()
+        self.assertEqual(
+            self.connect().ask(b"get q q q\r\n"),
+            value(b"q", b"0") + value(b"q", b"1") + value(b"q", b"2") + b"END\r\n",
+        )
+
+
+class CommandTests(ProtocolTestCase):
+    def test_delete(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.assertEqual(self.ask(b"delete q\r\n"), b"DELETED\r\n")
+        self.assertIsNone(self.service.queue("q"))
+        self.assertEqual(self.ask(b"delete q\r\n"), b"NOT_FOUND\r\n")
+        self.assertEqual(self.ask(b"get q\r\n"), b"END\r\n")
+        self.assertEqual(self.service.counters.queue_deletes, 1)
+
+    def test_delete_forms(self) -> None:
+        self.ask(set_line(b"a", b"x") + set_line(b"b", b"x"))
+        self.assertEqual(self.ask(b"delete a 0\r\n"), b"DELETED\r\n")
+        self.assertEqual(
+            self.ask(b"delete b noreply\r\nversion\r\n"), b"VERSION 1.0.0\r\n"
+        )
+        self.assertEqual(
+            self.ask(b"delete b 0 noreply\r\nversion\r\n"), b"VERSION 1.0.0\r\n"
+        )
+        self.assertEqual(self.service.queues, {})
+
+    def test_delete_bad_line(self) -> None:
+        for line in [b"delete", b"delete q 5", b"delete q 0 0"]:
+            reply = self.ask(line + b"\r\n")
+            self.assertTrue(reply.startswith(b"CLIENT_ERROR "), (line, reply))
+        self.assertFalse(self.client.closed)
+
+    def test_waiter_on_deleted_queue_waits_for_re_creation(self) -> None:
+        self.ask(set_line(b"q", b"a") + b"get q\r\n")
+        self.client.send(b"get q/t=1000\r\n")
+        other = self.connect()
+        self.assertEqual(other.ask(b"delete q\r\n"), b"DELETED\r\n")
+        self.assertEqual(self.client.take(), b"")
+        self.assertEqual(other.ask(set_line(b"q", b"b")), b"STORED\r\n")
+        self.assertEqual(self.client.take(), value(b"q/t=1000", b"b") + b"END\r\n")
+        self.assertEqual(self.queue("q").items, 0)
+
+    def test_waiter_on_deleted_queue_times_out(self) -> None:
+        self.ask(set_line(b"q", b"a") + b"get q\r\n")
+        self.client.send(b"get q/t=1000\r\n")
+        self.connect().ask(b"delete q\r\n")
+        self.clock.advance(1)
+        self.assertEqual(self.client.take(), b"END\r\n")
+        self.connect().ask(set_line(b"q", b"b"))
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_flush(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b") + set_line(b"r", b"c"))
+        self.assertEqual(self.ask(b"flush q\r\n"), b"END\r\n")
+        self.assertEqual(self.ask(b"get q r\r\n"), value(b"r", b"c") + b"END\r\n")
+        self.assertEqual(self.queue_stat("q", "total_flushes"), 1)
+        self.assertEqual(self.ask(b"flush nope\r\n"), b"END\r\n")
+        self.assertIsNone(self.service.queue("nope"))
+
+    def test_flush_keeps_open_reads(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\nflush q\r\n")
+        self.client.close()
+        self.assertEqual(
+            self.connect().ask(b"get q q\r\n"), value(b"q", b"a") + b"END\r\n"
+        )
+
+    def test_flush_all(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"r", b"b"))
+        self.assertEqual(self.ask(b"flush_all\r\n"), b"Flushed all queues.\r\n")
+        self.assertEqual(self.ask(b"get q r\r\n"), b"END\r\n")
+        self.assertEqual(sorted(self.service.queues), ["q", "r"])
+
+    def test_flush_expired(self) -> None:
+        self.clock.advance(100)
+        self.ask(
+            set_line(b"q", b"a", exptime=10)
+            + set_line(b"q", b"b")
+            + set_line(b"q", b"c", exptime=10)
+            + set_line(b"q", b"d", exptime=20)
+        )
+        self.assertEqual(self.ask(b"flush_expired q\r\n"), b"0\r\n")
+        self.clock.advance(15)
+        self.assertEqual(self.ask(b"flush_expired q\r\n"), b"2\r\n")
+        self.assertEqual(self.queue("q").items, 2)
+        self.assertEqual(self.queue_stat("q", "expired_items"), 2)
+        self.assertEqual(self.ask(b"flush_expired nope\r\n"), b"0\r\n")
+
+    def test_flush_all_expired(self) -> None:
+        self.ask(
+            set_line(b"q", b"a", exptime=10)
+            + set_line(b"r", b"b", exptime=10)
+            + set_line(b"r", b"c", exptime=10)
+            + set_line(b"s", b"d")
+        )
+        self.clock.advance(11)
+        self.assertEqual(self.ask(b"flush_all_expired\r\n"), b"3\r\n")
+        self.assertEqual(self.ask(b"flush_all_expired\r\n"), b"0\r\n")
+        self.assertEqual(self.ask(b"get s\r\n"), value(b"s", b"d") + b"END\r\n")
+
+    def test_version(self) -> None:
+        reply = self.ask(b"version\r\n")
+        self.assertTrue(reply.startswith(b"VERSION ") and reply.endswith(b"\r\n"))
+        numbers = reply[8:-2].split(b".")
+        self.assertEqual(len(numbers), 3)
+        self.assertGreaterEqual(int(numbers[0]), 1)
+        self.assertEqual(reply[8:-2].decode(), __version__)
+
+    def test_quit(self) -> None:
+        other = self.connect()
+        reply = self.ask(b"version\r\nquit\r\nversion\r\n")
+        self.assertEqual(reply, b"VERSION 1.0.0\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertFalse(other.closed)
+        self.assertEqual(self.stops, [])
+
+    def test_unknown_command(self) -> None:
+        self.assertEqual(self.ask(b"frobnicate q\r\n"), b"ERROR\r\n")
+        self.assertEqual(self.ask(b"incr q 1\r\n"), b"ERROR\r\n")
+        self.assertFalse(self.client.closed)
+        self.assertEqual(self.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+
+    def test_storage_commands_not_supported(self) -> None:
+        for command in [b"add", b"replace", b"append", b"prepend"]:
+            reply = self.ask(b"%s q 0 0 7\r\nversion\r\n" % command)
+            self.assertEqual(reply, b"CLIENT_ERROR not supported by a queue\r\n")
+        reply = self.ask(b"cas q 0 0 7 12345\r\nversion\r\n")
+        self.assertEqual(reply, b"CLIENT_ERROR not supported by a queue\r\n")
+        self.assertFalse(self.client.closed)
+        self.assertIsNone(self.service.queue("q"))
+        self.assertEqual(self.service.counters.cmd_set, 0)
+
+    def test_storage_command_bad_data_chunk(self) -> None:
+        reply = self.ask(b"add q 0 0 2\r\nabcd\r\n")
+        self.assertEqual(reply, b"CLIENT_ERROR bad data chunk\r\n")
+        self.assertTrue(self.client.closed)
+
+
+class ShutdownTests(ProtocolTestCase):
+    def test_shutdown(self) -> None:
+        others = [self.connect(), self.connect()]
+        others[0].send(b"get q/t=1000\r\n")
+        reply = self.ask(b"version\r\nshutdown\r\nversion\r\n")
+        self.assertEqual(reply, b"VERSION 1.0.0\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertTrue(all(other.closed for other in others))
+        self.assertEqual(self.service.connections, set())
+        self.clock.advance(0)
+        self.assertEqual(self.stops, [None])
+
+
+class ShutdownDisabledTests(ProtocolTestCase):
+    allow_shutdown = False
+
+    def test_shutdown_disabled(self) -> None:
+        other = self.connect()
+        self.assertEqual(
+            self.ask(b"shutdown\r\n"), b"CLIENT_ERROR shutdown disabled\r\n"
+        )
+        self.clock.advance(1)
+        self.assertEqual(self.stops, [])
+        self.assertFalse(self.client.closed or other.closed)
+        self.assertEqual(self.ask(set_line(b"q", b"x")), b"STORED\r\n")
+
+
+class StatsTests(ProtocolTestCase):
+    def test_stat_names(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"r", b"b"))
+        stats = self.stats()
+        names = list(stats)
+        self.assertEqual(names[: len(SERVER_STAT_NAMES)], SERVER_STAT_NAMES)
+        expected = set(SERVER_STAT_NAMES)
+        for queue in ["q", "r"]:
+            expected.update(f"queue_{queue}_{name}" for name in QUEUE_STAT_NAMES)
+        self.assertEqual(set(names), expected)
+        self.assertEqual(stats["version"], __version__)
+
+    def test_dump_stats(self) -> None:
+        self.ask(set_line(b"q", b"ab") + set_line(b"r", b"b"))
+        reply = self.ask(b"dump_stats\r\n")
+        lines = reply.decode().split("\r\n")
+        self.assertEqual(lines[-2:], ["END", ""])
+        blocks: dict[str, dict[str, str]] = {}
+        current: dict[str, str] = {}
+        for line in lines[:-2]:
+            if line.startswith("queue '"):
+                self.assertTrue(line.endswith("' {"), line)
+                current = blocks[line[7:-3]] = {}
+            elif line == "}":
+                current = {}
+            else:
+                self.assertTrue(line.startswith("  "), line)
+                name, stat = line[2:].split("=", 1)
+                current[name] = stat
+        self.assertEqual(sorted(blocks), ["q", "r"])
+        for block in blocks.values():
+            self.assertEqual(set(block), set(QUEUE_STAT_NAMES))
+        self.assertEqual(blocks["q"]["bytes"], "2")
+        self.assertEqual(blocks["r"]["items"], "1")
+
+    def test_dump_stats_of_named_queues(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"r", b"b") + set_line(b"s", b"c"))
+        reply = self.ask(b"dump_stats s nope q\r\n")
+        self.assertEqual(reply.count(b"{\r\n"), 2)
+        self.assertIn(b"queue 's' {\r\n  items=1\r\n", reply)
+        self.assertIn(b"queue 'q' {\r\n", reply)
+        self.assertNotIn(b"'r'", reply)
+        self.assertTrue(reply.endswith(b"}\r\nEND\r\n"))
+        self.assertEqual(self.ask(b"dump_stats nope\r\n"), b"END\r\n")
+
+    def test_get_counters(self) -> None:
+        self.ask(set_line(b"a", b"1") + set_line(b"b", b"2") + set_line(b"b", b"3"))
+        self.ask(b"get a b c\r\nget b/peek\r\nget b/peek c/peek\r\n")
+        stats = self.stats()
+        self.assertEqual(stats["cmd_set"], "3")
+        self.assertEqual(stats["cmd_peek"], "3")
+        self.assertEqual(stats["get_hits"], "4")
+        self.assertEqual(stats["get_misses"], "2")
+        self.assertGreaterEqual(int(stats["cmd_get"]), 3)
+        self.ask(b"get a b c\r\n")
+        after = self.stats()
+        self.assertEqual(int(after["cmd_get"]) - int(stats["cmd_get"]), 3)
+        self.assertEqual(after["get_hits"], "5")
+        self.assertEqual(after["get_misses"], "4")
+
+    def test_timed_out_get_is_a_miss(self) -> None:
+        self.ask(b"get q/t=10\r\n")
+        self.clock.advance(1)
+        stats = self.stats()
+        self.assertEqual((stats["get_hits"], stats["get_misses"]), ("0", "1"))
+
+    def test_bytes_read_and_written(self) -> None:
+        request = set_line(b"q", b"hello") + b"get q\r\nbogus\r\n"
+        reply = self.ask(request)
+        stats_request = b"stats\r\n"
+        stats = dict(
+            line.split(b" ")[1:3]
+            for line in self.ask(stats_request).split(b"\r\n")[:-2]
+        )
+        self.assertEqual(int(stats[b"bytes_read"]), len(request) + len(stats_request))
+        self.assertEqual(int(stats[b"bytes_written"]), len(reply))
+
+    def test_connections(self) -> None:
+        other = self.connect()
+        stats = self.stats(other)
+        self.assertEqual(
+            (stats["curr_connections"], stats["total_connections"]), ("2", "2")
+        )
+        other.close()
+        self.client.close()
+        stats = self.stats()
+        self.assertEqual(
+            (stats["curr_connections"], stats["total_connections"]), ("1", "3")
+        )
+
+    def test_queue_creates_and_deletes(self) -> None:
+        self.ask(set_line(b"q", b"a") * 2 + set_line(b"r", b"b") + b"delete q\r\n")
+        self.ask(set_line(b"q", b"c"))
+        stats = self.stats()
+        self.assertEqual((stats["queue_creates"], stats["queue_deletes"]), ("3", "1"))
+
+    def test_server_item_counts(self) -> None:
+        self.ask(set_line(b"q", b"abc") * 2 + set_line(b"r", b"de") + b"get q\r\n")
+        stats = self.stats()
+        self.assertEqual(stats["curr_items"], "2")
+        self.assertEqual(stats["total_items"], "3")
+        self.assertEqual(stats["bytes"], "5")
+
+    def test_uptime_and_time(self) -> None:
+        self.clock.advance(1_700_000_000)
+        self.service.startService()
+        self.clock.advance(42.5)
+        stats = self.stats()
+        self.assertEqual(stats["uptime"], "42")
+        self.assertEqual(stats["time"], "1700000042")
+
+    def test_queue_counters(self) -> None:
+        self.ask(set_line(b"q", b"abc") + set_line(b"q", b"de") + set_line(b"q", b"f"))
+        self.clock.advance(1.5)
+        self.ask(b"get q/open\r\n")
+        stats = self.stats()
+        self.assertEqual(stats["queue_q_items"], "2")
+        self.assertEqual(stats["queue_q_bytes"], "3")
+        self.assertEqual(stats["queue_q_total_items"], "3")
+        self.assertEqual(stats["queue_q_age"], "1500")
+        self.assertEqual(stats["queue_q_open_transactions"], "1")
+        self.assertEqual(stats["queue_q_transactions"], "1")
+        self.ask(b"get q/abort\r\n")
+        stats = self.stats()
+        self.assertEqual(stats["queue_q_open_transactions"], "0")
+        self.assertEqual(stats["queue_q_canceled_transactions"], "1")
+        self.assertEqual(stats["queue_q_items"], "3")
+        self.clock.advance(0.25)
+        self.ask(b"get q/open\r\nget q/close/open\r\n")
+        stats = self.stats()
+        self.assertEqual(stats["queue_q_transactions"], "3")
+        self.assertEqual(stats["queue_q_age"], "1750")
+        self.ask(b"flush q\r\nflush q\r\n")
+        self.assertEqual(self.queue_stat("q", "total_flushes"), 2)
+
+    def test_waiters(self) -> None:
+        self.ask(set_line(b"q", b"a") + b"get q\r\n")
+        others = [self.connect() for i in range(2)]
+        for other in others:
+            other.send(b"get q/t=1000\r\n")
+        self.assertEqual(self.queue_stat("q", "waiters"), 2)
+        others[0].close()
+        self.assertEqual(self.queue_stat("q", "waiters"), 1)
+        self.clock.advance(1)
+        self.assertEqual(self.queue_stat("q", "waiters"), 0)
+
+    def test_expired_items(self) -> None:
+        self.ask(set_line(b"q", b"a", exptime=1) + set_line(b"q", b"b", exptime=-1))
+        self.clock.advance(2)
+        self.ask(b"get q\r\n")
+        self.assertEqual(self.queue_stat("q", "expired_items"), 2)
+
+
+class PipelineTests(ProtocolTestCase):
+    def test_one_write_per_read(self) -> None:
+        request = b"".join(set_line(b"q", b"%03d" % i) for i in range(200))
+        request += b"get q\r\n" * 200 + b"bogus\r\nversion\r\n"
+        self.client.send(request)
+        self.assertEqual(len(self.client.transport.writes), 1)
+        self.assertEqual(
+            self.client.take(),
+            b"STORED\r\n" * 200
+            + b"".join(value(b"q", b"%03d" % i) + b"END\r\n" for i in range(200))
+            + b"ERROR\r\nVERSION 1.0.0\r\n",
+        )
+
+    def test_many_requests_are_fast(self) -> None:
+        count = 20000
+        self.client.send(set_line(b"q", b"x") * count + b"get q\r\n" * count)
+        self.assertEqual(
+            self.client.take(),
+            b"STORED\r\n" * count + (value(b"q", b"x") + b"END\r\n") * count,
+        )
+        self.assertEqual(self.queue("q").total_items, count)
+        self.assertEqual(self.queue("q").items, 0)
+
+    def test_waiting_get_holds_later_requests(self) -> None:
+        self.client.send(
+            b"get q/t=500\r\nversion\r\n" + set_line(b"q", b"x") + b"get q\r\n"
+        )
+        self.assertEqual(self.client.take(), b"")
+        self.assertIsNone(self.service.queue("q"))
+        self.clock.advance(0.5)
+        self.assertEqual(
+            self.client.take(),
+            b"END\r\nVERSION 1.0.0\r\nSTORED\r\n" + value(b"q", b"x") + b"END\r\n",
+        )
+
+    def test_waiting_get_served_then_later_requests(self) -> None:
+        self.client.send(b"get q/t=500\r\nget q/t=500\r\nversion\r\n")
+        self.connect().ask(set_line(b"q", b"1") + set_line(b"q", b"2"))
+        self.assertEqual(
+            self.client.take(),
+            value(b"q/t=500", b"1")
+            + b"END\r\n"
+            + value(b"q/t=500", b"2")
+            + b"END\r\nVERSION 1.0.0\r\n",
+        )
+
+    def test_requests_arriving_during_a_wait(self) -> None:
+        self.client.send(b"get q/t=500\r\n")
+        self.client.send(b"version\r\n")
+        self.client.send(b"get q/t=100\r\nversion\r\n")
+        self.assertEqual(self.client.take(), b"")
+        self.clock.advance(0.5)
+        self.assertEqual(self.client.take(), b"END\r\nVERSION 1.0.0\r\n")
+        self.clock.advance(0.1)
+        self.assertEqual(self.client.take(), b"END\r\nVERSION 1.0.0\r\n")
+
+    def journal(self, name: str) -> FakeJournal:
+        journal = FakeJournal()
+        self.service.create_queue(name).journal = journal
+        return journal
+
+    def test_durable_set_holds_later_replies(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") + b"version\r\n" + set_line(b"r", b"b"))
+        self.assertEqual(self.client.take(), b"")
+        self.assertEqual(len(journal.pending), 1)
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.take(), b"STORED\r\nVERSION 1.0.0\r\nSTORED\r\n")
+
+    def test_durable_sets_in_order(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") + set_line(b"q", b"b") + b"get r\r\n")
+        journal.pending[1].callback(None)
+        self.assertEqual(self.client.take(), b"")
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.take(), b"STORED\r\nSTORED\r\nEND\r\n")
+        self.assertEqual(self.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+
+    def test_durable_set_failure(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") + b"version\r\n")
+        journal.pending[0].errback(OSError("disk full"))
+        reply = self.client.take()
+        self.assertTrue(reply.startswith(b"SERVER_ERROR "), reply)
+        self.assertTrue(reply.endswith(b"\r\nVERSION 1.0.0\r\n"), reply)
+
+    def test_durable_set_noreply(self) -> None:
+        journal = self.journal("q")
+        self.assertEqual(
+            self.ask(b"set q 0 0 1 noreply\r\na\r\nversion\r\n"), b"VERSION 1.0.0\r\n"
+        )
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.take(), b"")
+
+    def test_durable_set_then_quit(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") + b"quit\r\n")
+        self.assertFalse(self.client.closed)
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.take(), b"STORED\r\n")
+        self.assertTrue(self.client.closed)
+
+
+class DisconnectTests(ProtocolTestCase):
+    def test_disconnect_while_waiting(self) -> None:
+        self.ask(set_line(b"q", b"a") + b"get q\r\n")
+        self.client.send(b"get q/t=1000\r\n")
+        self.assertEqual(self.queue("q").waiters, 1)
+        self.client.close()
+        self.assertEqual(self.queue("q").waiters, 0)
+        self.client.transport.clear()
+        self.assertEqual(self.connect().ask(set_line(b"q", b"b")), b"STORED\r\n")
+        self.assertEqual(self.client.transport.value(), b"")
+        self.assertEqual(self.queue("q").items, 1)
+        self.clock.advance(2)
+        self.assertEqual(self.client.transport.value(), b"")
+
+    def test_disconnect_while_waiting_for_creation(self) -> None:
+        self.client.send(b"get new/t=1000\r\n")
+        self.client.close()
+        self.assertEqual(self.connect().ask(set_line(b"new", b"b")), b"STORED\r\n")
+        self.assertEqual(self.client.transport.value(), b"")
+        self.assertEqual(self.queue("new").items, 1)
+
+    def test_open_read_handed_to_a_waiter_on_an_unborn_queue(self) -> None:
+        self.client.send(b"get new/t=1000/open\r\n")
+        self.connect().ask(set_line(b"new", b"a") + set_line(b"new", b"b"))
+        self.assertEqual(
+            self.client.take(), value(b"new/t=1000/open", b"a") + b"END\r\n"
+        )
+        self.assertEqual(self.queue("new").open_items, 1)
+        self.client.close()
+        self.assertEqual(
+            self.connect().ask(b"get new new\r\n"),
+            value(b"new", b"a") + value(b"new", b"b") + b"END\r\n",
+        )
+
+    def test_disconnect_in_a_several_key_wait(self) -> None:
+        """An open read handed out for an earlier key of a get that then
+        waits goes back when the connection drops."""
+        self.ask(set_line(b"a", b"1"))
+        self.client.send(b"get a/open b/t=1000\r\n")
+        self.assertEqual(self.queue("a").open_items, 1)
+        self.client.close()
+        self.assertEqual((self.queue("a").items, self.queue("a").open_items), (1, 0))
+
+    def test_disconnect_during_durable_set(self) -> None:
+        journal = FakeJournal()
+        self.service.create_queue("q").journal = journal
+        self.client.send(set_line(b"q", b"a") + b"version\r\n")
+        self.client.close()
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.transport.value(), b"")
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_disconnect_while_waiting_to_open(self) -> None:
+        self.client.send(b"get q/t=1000/open\r\n")
+        self.client.close()
+        self.connect().ask(set_line(b"q", b"b"))
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.open_items), (1, 0))
+
+    def test_disconnect_with_open_reads_on_several_queues(self) -> None:
+        self.ask(
+            b"".join(
+                set_line(n, b"%s%d" % (n, i)) for n in [b"a", b"b"] for i in range(2)
+            )
+        )
+        self.ask(b"get a/open b/open\r\n")
+        self.client.close()
+        other = self.connect()
+        self.assertEqual(
+            other.ask(b"get a a b b\r\n"),
+            value(b"a", b"a0")
+            + value(b"a", b"a1")
+            + value(b"b", b"b0")
+            + value(b"b", b"b1")
+            + b"END\r\n",
+        )
+
+    def test_data_after_close_is_ignored(self) -> None:
+        self.ask(b"quit\r\n")
+        self.client.transport.clear()
+        self.client.send(set_line(b"q", b"a"))
+        self.assertEqual(self.client.transport.value(), b"")
+        self.assertIsNone(self.service.queue("q"))
+
+
+class BackpressureTests(ProtocolTestCase):
+    def test_registered_as_streaming_producer(self) -> None:
+        self.assertIs(self.client.transport.producer, self.client.protocol)
+        self.assertTrue(self.client.transport.streaming)
+
+    def test_pause_and_resume(self) -> None:
+        transport = self.client.transport
+        self.client.protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(self.ask(set_line(b"q", b"a") + b"version\r\n"), b"")
+        self.assertIsNone(self.service.queue("q"))
+        self.client.protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(self.client.take(), b"STORED\r\nVERSION 1.0.0\r\n")
+
+    def test_paused_while_a_get_waits(self) -> None:
+        """A reply written after a wait may pause the connection: the
+        requests buffered behind the wait stay unhandled until resumed."""
+        transport = self.client.transport
+        self.client.send(b"get q/t=1000\r\n" + set_line(b"r", b"x") + b"version\r\n")
+        transport.pause_after_write = True
+        self.connect().ask(set_line(b"q", b"a"))
+        self.assertEqual(self.client.take(), value(b"q/t=1000", b"a") + b"END\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        self.assertIsNone(self.service.queue("r"))
+        transport.pause_after_write = False
+        self.client.protocol.resumeProducing()
+        self.assertEqual(self.client.take(), b"STORED\r\nVERSION 1.0.0\r\n")
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_paused_in_the_middle_of_a_batch(self) -> None:
+        """A batch whose replies are large is written as it goes; a pause
+        that such a write causes stops the batch until resumed."""
+        transport = self.client.transport
+        transport.pause_after_write = True
+        count = 20000
+        self.client.send(set_line(b"q", b"x") * count + b"version\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        handled = self.queue("q").total_items
+        self.assertLess(handled, count)
+        self.assertEqual(self.client.take(), b"STORED\r\n" * handled)
+        transport.pause_after_write = False
+        self.client.protocol.resumeProducing()
+        self.assertEqual(
+            self.client.take(), b"STORED\r\n" * (count - handled) + b"VERSION 1.0.0\r\n"
+        )
+        self.assertEqual(self.queue("q").total_items, count)
+
+    def test_backlog_while_waiting(self) -> None:
+        transport = self.client.transport
+        self.client.send(b"get q/t=1000\r\n")
+        big = b"x" * MAX_BACKLOG
+        self.client.send(b"set r 0 0 %d\r\n" % len(big))
+        self.assertEqual(transport.producerState, "producing")
+        self.client.send(big[: MAX_BACKLOG // 2])
+        self.assertEqual(transport.producerState, "producing")
+        self.client.send(big[MAX_BACKLOG // 2 :] + b"\r\nversion\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        self.clock.advance(1)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(self.client.take(), b"END\r\nSTORED\r\nVERSION 1.0.0\r\n")
+        self.assertEqual(self.queue("r").queued_bytes, MAX_BACKLOG)
+
+    def test_backlog_without_wait_does_not_stick(self) -> None:
+        """Input that arrives while paused for output does not keep the
+        connection paused once the client reads again."""
+        transport = self.client.transport
+        self.client.protocol.pauseProducing()
+        self.client.send(set_line(b"q", b"x" * (MAX_BACKLOG + 1)))
+        self.client.protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(self.client.take(), b"STORED\r\n")
