@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.logger import Logger
 from twisted.python import usage
 
 from erq.config import MiB
@@ -68,6 +72,30 @@ class ListeningService(StreamServerEndpointService):
             ) from None
 
 
+class CleanExitOnSigterm(Service):
+    """SIGTERM stops the server as ``shutdown`` does, and twistd exits 0.
+
+    Twisted's own SIGTERM handler stops the reactor too, but then makes
+    twistd kill itself with the signal, which reads as a crash."""
+
+    def startService(self) -> None:
+        from twisted.internet import reactor
+
+        super().startService()
+        # After the reactor installs its handlers, which would replace ours.
+        reactor.addSystemEventTrigger("after", "startup", self._install)
+
+    def _install(self) -> None:
+        if self.running:
+            signal.signal(signal.SIGTERM, self._terminated)
+
+    def _terminated(self, number: int, frame: FrameType | None) -> None:
+        from twisted.internet import reactor
+
+        Logger().info("Received SIGTERM, shutting down.")
+        IReactorFromThreads(reactor).callFromThread(IReactorCore(reactor).stop)
+
+
 def makeService(options: Any) -> MultiService:
     """The server: a ``QueueService`` and the port that serves it."""
     top = MultiService()
@@ -77,6 +105,7 @@ def makeService(options: Any) -> MultiService:
         endpoint_description(options["port"]), QueueFactory(queues)
     )
     listening.setServiceParent(top)
+    CleanExitOnSigterm().setServiceParent(top)
     return top
 
 
