@@ -1,14 +1,100 @@
-"""Queue and server settings: what each queue may hold and how it is kept."""
+"""Queue and server settings, and the TOML configuration file that sets them.
+
+Every key is optional; with no file at all every default below applies. The
+file, with each key at its default::
+
+    [server]
+    port = 22122                  # a port number (listens on 127.0.0.1 only)
+                                  # or an endpoint description such as
+                                  # "tcp:22122:interface=0.0.0.0",
+                                  # "unix:/run/erq.sock", "ssl:..."
+    data_dir = "queues"           # where the journals live; a relative path
+                                  # is relative to the working directory,
+                                  # like the --data-dir option
+    max_connections = "unlimited" # or a positive integer
+    expiry_sweep = "1s"           # how often expired items are dropped and
+                                  # idle queues (max_queue_age) deleted
+    allow_shutdown = true         # whether the shutdown command is obeyed
+    max_item_cap = "64MiB"        # the largest <bytes> any set may announce;
+                                  # above it: SERVER_ERROR, connection closed
+
+    [defaults]                    # every queue that does not say otherwise
+    max_items = "unlimited"       # items held; a non-negative integer
+    max_size = "unlimited"        # bytes held; a size
+    max_item_size = "unlimited"   # bytes of one item; a size
+    max_age = "none"              # a duration capping every item's expiry
+    discard_old_when_full = false # true: a full queue drops its oldest items
+                                  # to take a new one instead of refusing it
+    journal = true                # false: items live in memory only
+    sync_journal = "always"       # "always", "never" or a duration ("50ms")
+    max_memory_size = "128MiB"    # beyond it items live only in the journal
+    expire_to_queue = ""          # a queue name that takes expired items;
+                                  # "" for none
+    max_open_reads = 1            # open reads per connection per queue, >= 1
+    fanout_only = false           # true: keep nothing, only feed children
+    max_queue_age = "none"        # a duration after which an empty, untouched
+                                  # queue is deleted
+
+    [queues.orders]               # one queue: it differs only in what it names
+    max_items = 100000
+
+    [queues."orders+audit"]       # a name that is not a bare TOML key is quoted
+    max_age = "7d"
+
+Values:
+
+- A *size* is a non-negative integer of bytes or a string of a number and a
+  binary unit: ``"512B"``, ``"64KiB"``, ``"128MiB"``, ``"1GiB"``, ``"2TiB"``;
+  a fraction is fine when it makes whole bytes (``"1.5KiB"``). ``KB``, ``MB``,
+  ``GB`` and ``TB`` are refused: whether they mean 1000 or 1024 is exactly
+  the doubt a configuration file must not leave.
+- A *duration* is a string of a positive number and a unit: ``"250ms"``,
+  ``"30s"``, ``"5m"``, ``"1h"``, ``"7d"``, ``"1.5s"``. A bare number is refused
+  (seconds or milliseconds?). One space may part number and unit, in sizes
+  too (``"128 MiB"``).
+- The limits ``max_items``, ``max_size``, ``max_item_size`` and
+  ``max_connections`` also take ``"unlimited"``, and ``max_age`` and
+  ``max_queue_age`` take ``"none"``, and ``expire_to_queue`` takes ``""``: the
+  default, written out, so that a queue's table can lift a limit its parent
+  or ``[defaults]`` sets.
+- Booleans are TOML booleans, counts TOML integers.
+
+Inheritance: a queue takes ``[defaults]``; a fanout child ``a+b`` takes
+instead the settings of its parent ``a`` (the name up to its first ``+``, so
+``a+b+c`` is a child of ``a`` too), except ``fanout_only``, which a child
+never inherits. A queue's own ``[queues.<name>]`` table then changes what it names;
+it may not send a queue's expired items to the queue itself.
+
+Anything wrong (a TOML syntax error, an unknown table or key, a value of the
+wrong type or an impossible one) raises `ConfigError`, naming the file, the
+line and the key: ``erq.toml line 12: queues.thumbs.max_items: expected a
+non-negative integer, got -5``. A command-line option wins over the file:
+`Config.with_overrides`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, time
+from decimal import Decimal
+from typing import Any, Literal, TypeGuard, TypeVar
 
 MiB = 1024 * 1024
 
 #: ``"always"``, ``"never"``, or the seconds between fsyncs.
 SyncPolicy = Literal["always", "never"] | float
+
+MAX_QUEUE_NAME = 250
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -27,3 +113,726 @@ class QueueSettings:
     max_open_reads: int = 1
     fanout_only: bool = False
     max_queue_age: float | None = None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The settings of the server as a whole: the ``[server]`` table."""
+
+    #: A port number as digits, or an endpoint description.
+    port: str = "22122"
+    data_dir: str = "queues"
+    #: ``None``: unlimited.
+    max_connections: int | None = None
+    #: Seconds between sweeps for expired items and idle queues.
+    expiry_sweep: float = 1.0
+    allow_shutdown: bool = True
+    #: The largest item a ``set`` may announce, in bytes.
+    max_item_cap: int = 64 * MiB
+
+
+class ConfigError(ValueError):
+    """A configuration that does not parse or validate.
+
+    ``source`` is the file (or ``"<string>"``, or ``"command line"``),
+    ``line`` the line of ``key`` in it when known, ``key`` the dotted path of
+    the key at fault (``queues."orders+audit".max_items``) when there is one,
+    and ``reason`` what is wrong. ``str()`` gives them in one line, fit for a
+    log or a ``SERVER_ERROR`` reply.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        source: str = "<string>",
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.source = source
+        self.line = line
+        self.key = key
+        where = source if line is None else f"{source} line {line}"
+        what = reason if key is None else f"{key}: {reason}"
+        super().__init__(f"{where}: {what}")
+
+
+def valid_queue_name(name: str) -> bool:
+    """Whether ``name`` may name a queue: 1 to 250 printable ASCII
+    characters, no space, no ``/``, not starting with ``.``."""
+    if not 0 < len(name) <= MAX_QUEUE_NAME or name.startswith("."):
+        return False
+    return all("!" <= char <= "~" and char != "/" for char in name)
+
+
+def fanout_parent(name: str) -> str | None:
+    """``orders`` for a fanout child ``orders+audit`` (or ``orders+a+b``: a
+    set to ``orders`` feeds every ``orders+<anything>``), else ``None``."""
+    head, plus, _ = name.partition("+")
+    return head if plus and head else None
+
+
+def _inherited(
+    defaults: QueueSettings, queues: Mapping[str, QueueSettings], name: str
+) -> QueueSettings:
+    """What ``name`` gets before its own table: its nearest ancestor's
+    settings (without ``fanout_only``), or the defaults."""
+    parent = fanout_parent(name)
+    if parent is None:
+        return defaults
+    settings = defaults
+    while parent is not None:
+        if parent in queues:
+            settings = queues[parent]
+            break
+        parent = fanout_parent(parent)
+    return replace(settings, fanout_only=False) if settings.fanout_only else settings
+
+
+def _resolve(
+    defaults: QueueSettings,
+    tables: Mapping[str, Mapping[str, Any]],
+    fixed: Mapping[str, QueueSettings],
+) -> dict[str, QueueSettings]:
+    resolved = dict(fixed)
+    # An ancestor's name is a prefix of its child's: shorter names first.
+    for name in sorted(tables, key=len):
+        base = _inherited(defaults, resolved, name)
+        resolved[name] = replace(base, **tables[name])
+    return resolved
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole configuration: the server's settings and every queue's.
+
+    ``queues`` holds, for each ``[queues.<name>]`` table, that queue's
+    settings with inheritance already applied; `settings_for` answers for
+    any queue name.
+    """
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    defaults: QueueSettings = field(default_factory=QueueSettings)
+    queues: dict[str, QueueSettings] = field(default_factory=dict)
+    # What each table names, parsed: to resolve again after an override.
+    _tables: dict[str, dict[str, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def settings_for(self, name: str) -> QueueSettings:
+        """The settings of the queue ``name``, table or not."""
+        if name in self.queues:
+            return self.queues[name]
+        return _inherited(self.defaults, self.queues, name)
+
+    def with_overrides(
+        self,
+        *,
+        port: str | int | None = None,
+        data_dir: str | None = None,
+        max_connections: int | None = None,
+        expiry_sweep: float | None = None,
+        allow_shutdown: bool | None = None,
+        max_item_cap: int | None = None,
+        sync_journal: SyncPolicy | None = None,
+    ) -> Config:
+        """This configuration with command-line options applied; ``None``
+        leaves a setting as the file has it.
+
+        ``sync_journal`` is set in the defaults, and so in every queue whose
+        table (or whose ancestors' tables) does not set its own. Impossible
+        values raise `ConfigError`.
+        """
+        checks: dict[str, tuple[object, Callable[[Any], object]]] = {
+            "port": (port, _port),
+            "data_dir": (data_dir, _data_dir),
+            "max_connections": (max_connections, _positive_count),
+            "expiry_sweep": (expiry_sweep, _seconds),
+            "allow_shutdown": (allow_shutdown, _boolean),
+            "max_item_cap": (max_item_cap, _positive_count),
+        }
+        changes: dict[str, Any] = {}
+        for key, (value, check) in checks.items():
+            if value is not None:
+                changes[key] = _checked("command line", key, value, check)
+        server = replace(self.server, **changes)
+        if sync_journal is None:
+            return replace(self, server=server)
+        policy = sync_journal
+        if policy != "always" and policy != "never":
+            policy = _checked("command line", "sync_journal", policy, _seconds)
+        defaults = replace(self.defaults, sync_journal=policy)
+        fixed = {
+            name: settings
+            for name, settings in self.queues.items()
+            if name not in self._tables
+        }
+        resolved = _resolve(defaults, self._tables, fixed)
+        queues = {name: resolved[name] for name in self.queues}
+        return Config(server, defaults, queues, self._tables)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """The configuration in the TOML file at ``path``."""
+    source = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        raise ConfigError(f"cannot read: {error.strerror}", source) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError("not UTF-8 text", source, line) from None
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "<string>") -> Config:
+    """The configuration in ``text``, a TOML document; ``source`` names it
+    in errors."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        found = re.search(r"at line (\d+)", message)
+        if found is not None:
+            line: int | None = int(found.group(1))
+        elif "end of document" in message:
+            line = text.count("\n", 0, len(text.rstrip("\r\n"))) + 1
+        else:
+            line = None
+        raise ConfigError(message, source, line) from None
+    return _Reader(text, source).read(document)
+
+
+# -- values ----------------------------------------------------------------
+# Each parser takes a value as tomllib gives it and returns it as the
+# settings hold it, or raises ValueError saying what was expected.
+
+_SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_AMBIGUOUS_UNITS = {"KB": "KiB", "MB": "MiB", "GB": "GiB", "TB": "TiB"}
+_DURATION_UNITS = {
+    "ms": Decimal("0.001"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+    "d": Decimal(86400),
+}
+_AMOUNT = re.compile(r"([+-]?[0-9]+(?:\.[0-9]+)?) ?([A-Za-z]+)")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_SHOWN = 60
+
+
+def _show(value: object) -> str:
+    """A value as the TOML file spells it, on one line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = json.dumps(value)
+        return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 4] + '..."'
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, date | time):
+        return value.isoformat()
+    return repr(value)
+
+
+def _is_integer(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count(value: object, minimum: int, unlimited: bool = False) -> int:
+    words = "a non-negative integer" if minimum == 0 else "a positive integer"
+    if _is_integer(value):
+        if value >= minimum:
+            return value
+        raise ValueError(f"expected {words}, got {value}")
+    also = ' or "unlimited"' if unlimited else ""
+    raise ValueError(f"expected {words}{also}, got {_show(value)}")
+
+
+def _positive_count(value: object) -> int:
+    return _count(value, 1)
+
+
+def _size(value: object, minimum: int = 0, unlimited: bool = False) -> int:
+    if _is_integer(value):
+        amount = value
+    elif isinstance(value, str) and (found := _AMOUNT.fullmatch(value)):
+        number, unit = found.groups()
+        if unit in _AMBIGUOUS_UNITS:
+            raise ValueError(
+                f"ambiguous unit {unit} in {_show(value)}: write"
+                f' "{number}{_AMBIGUOUS_UNITS[unit]}" for {_AMBIGUOUS_UNITS[unit]}'
+                " (powers of 1024) or the number of bytes"
+            )
+        if unit not in _SIZE_UNITS:
+            raise ValueError(
+                f"unknown size unit {unit} in {_show(value)}"
+                " (units: B, KiB, MiB, GiB, TiB)"
+            )
+        exact = Decimal(number) * _SIZE_UNITS[unit]
+        if exact != exact.to_integral_value():
+            raise ValueError(f"{_show(value)} is not a whole number of bytes")
+        amount = int(exact)
+    else:
+        also = ' or "unlimited"' if unlimited else ""
+        raise ValueError(
+            "expected a size: an integer of bytes or a string such as"
+            f' "64KiB" or "128MiB"{also}, got {_show(value)}'
+        )
+    if amount < minimum:
+        words = "a non-negative" if minimum == 0 else "a positive"
+        raise ValueError(f"expected {words} size, got {_show(value)}")
+    return amount
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an integer or a string with a binary unit (``"64KiB"``);
+    `ValueError` for anything else."""
+    return _size(value)
+
+
+def _size_limit(value: object) -> int | None:
+    return None if value == "unlimited" else _size(value, unlimited=True)
+
+
+def _positive_size(value: object) -> int:
+    return _size(value, minimum=1)
+
+
+def _duration(value: object, none: bool = False) -> float:
+    also = ' or "none"' if none else ""
+    expected = (
+        "expected a duration with a unit (ms, s, m, h, d) such as"
+        f' "30s"{also}, got {_show(value)}'
+    )
+    if _is_integer(value):
+        raise ValueError(f'{expected} (write "{value}s" for seconds)')
+    if not isinstance(value, str):
+        raise ValueError(expected)
+    found = _AMOUNT.fullmatch(value)
+    if found is None:
+        raise ValueError(expected)
+    number, unit = found.groups()
+    if unit not in _DURATION_UNITS:
+        raise ValueError(
+            f"unknown duration unit {unit} in {_show(value)} (units: ms, s, m, h, d)"
+        )
+    seconds = float(Decimal(number) * _DURATION_UNITS[unit])
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"expected a positive duration, got {_show(value)}")
+    return seconds
+
+
+def parse_duration(value: str) -> float:
+    """Seconds from a string with a unit (``"250ms"``, ``"30s"``, ``"5m"``,
+    ``"1h"``, ``"7d"``); `ValueError` for anything else."""
+    return _duration(value)
+
+
+def _duration_or_none(value: object) -> float | None:
+    return None if value == "none" else _duration(value, none=True)
+
+
+def parse_sync_journal(value: str) -> SyncPolicy:
+    """``"always"``, ``"never"``, or seconds from a duration (``"50ms"``);
+    `ValueError` for anything else."""
+    if value == "always":
+        return "always"
+    if value == "never":
+        return "never"
+    if isinstance(value, str) and _AMOUNT.fullmatch(value):
+        return _duration(value)
+    raise ValueError(
+        f'expected "always", "never" or a duration such as "50ms", got {_show(value)}'
+    )
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        pass
+    elif 0 < value < math.inf:
+        return float(value)
+    raise ValueError(f"expected a positive number of seconds, got {_show(value)}")
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {_show(value)}")
+
+
+def _queue_name_or_none(value: object) -> str | None:
+    if value == "":
+        return None
+    if isinstance(value, str) and valid_queue_name(value):
+        return value
+    raise ValueError(
+        "expected a queue name (1 to 250 printable ASCII characters, no space"
+        f" or '/', not starting with '.') or \"\" for none, got {_show(value)}"
+    )
+
+
+def _port(value: object) -> str:
+    if _is_integer(value):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(
+            "expected a port number or an endpoint description such as"
+            f' "tcp:22122:interface=0.0.0.0", got {_show(value)}'
+        )
+    if value.isdigit() and value.isascii():
+        if int(value) > 65535:
+            raise ValueError(f"expected a port number up to 65535, got {value}")
+        return value
+    if ":" not in value or value != value.strip():
+        raise ValueError(
+            "expected a port number or an endpoint description such as"
+            f' "tcp:22122:interface=0.0.0.0", got {_show(value)}'
+        )
+    return value
+
+
+def _data_dir(value: object) -> str:
+    if isinstance(value, str) and value and "\0" not in value:
+        return value
+    raise ValueError(f"expected a directory path, got {_show(value)}")
+
+
+_SERVER_KEYS: dict[str, Callable[[Any], object]] = {
+    "port": _port,
+    "data_dir": _data_dir,
+    "max_connections": lambda value: (
+        None if value == "unlimited" else _count(value, 1, unlimited=True)
+    ),
+    "expiry_sweep": _duration,
+    "allow_shutdown": _boolean,
+    "max_item_cap": _positive_size,
+}
+
+_QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
+    "max_items": lambda value: (
+        None if value == "unlimited" else _count(value, 0, unlimited=True)
+    ),
+    "max_size": _size_limit,
+    "max_item_size": _size_limit,
+    "max_age": _duration_or_none,
+    "discard_old_when_full": _boolean,
+    "journal": _boolean,
+    "sync_journal": parse_sync_journal,
+    "max_memory_size": _size,
+    "expire_to_queue": _queue_name_or_none,
+    "max_open_reads": _positive_count,
+    "fanout_only": _boolean,
+    "max_queue_age": _duration_or_none,
+}
+
+_TABLES = ("server", "defaults", "queues")
+
+
+def _checked(source: str, key: str, value: object, check: Callable[[Any], _T]) -> _T:
+    try:
+        return check(value)
+    except ValueError as error:
+        raise ConfigError(str(error), source, key=key) from None
+
+
+# -- the document ----------------------------------------------------------
+
+_Path = tuple[str, ...]
+
+
+def _dotted(path: _Path) -> str:
+    """A key path as TOML writes it: ``queues."orders+audit".max_items``."""
+    return ".".join(
+        part if _BARE_KEY.fullmatch(part) else json.dumps(part) for part in path
+    )
+
+
+class _Reader:
+    """Turns a parsed TOML document into a `Config`, or the first thing
+    wrong with it into a `ConfigError`."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+        self._lines: dict[_Path, int] | None = None
+
+    def error(self, path: _Path, reason: str) -> ConfigError:
+        if self._lines is None:
+            self._lines = _key_lines(self.text)
+        line = None
+        # A key tomllib made up (a table implied by a dotted key) is found
+        # through the nearest key the text spells out.
+        for end in range(len(path), 0, -1):
+            line = self._lines.get(path[:end])
+            if line is not None:
+                break
+        return ConfigError(reason, self.source, line, _dotted(path))
+
+    def read(self, document: dict[str, Any]) -> Config:
+        server = ServerSettings()
+        defaults = QueueSettings()
+        tables: dict[str, dict[str, Any]] = {}
+        for key, value in document.items():
+            if key == "server":
+                server = ServerSettings(**self.table((key,), value, _SERVER_KEYS))
+            elif key == "defaults":
+                defaults = QueueSettings(**self.table((key,), value, _QUEUE_KEYS))
+            elif key == "queues":
+                tables = self.queues(value)
+            else:
+                raise self.unknown((key,), value, _TABLES)
+        queues = _resolve(defaults, tables, {})
+        return Config(server, defaults, {name: queues[name] for name in tables}, tables)
+
+    def table(
+        self, path: _Path, value: object, keys: dict[str, Callable[[Any], object]]
+    ) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(path, f"expected a table, got {_show(value)}")
+        parsed: dict[str, Any] = {}
+        for key, raw in value.items():
+            parser = keys.get(key)
+            if parser is None:
+                raise self.unknown(path + (key,), raw, keys)
+            try:
+                parsed[key] = parser(raw)
+            except ValueError as error:
+                raise self.error(path + (key,), str(error)) from None
+        return parsed
+
+    def queues(self, value: object) -> dict[str, dict[str, Any]]:
+        if not isinstance(value, dict):
+            raise self.error(
+                ("queues",),
+                f"expected tables such as [queues.orders], got {_show(value)}",
+            )
+        tables: dict[str, dict[str, Any]] = {}
+        for name, table in value.items():
+            path = ("queues", name)
+            if not isinstance(table, dict):
+                hint = ""
+                if name in _QUEUE_KEYS:
+                    hint = "; a setting for every queue belongs in [defaults]"
+                raise self.error(
+                    path,
+                    f"expected a table of queue settings, got {_show(table)}{hint}",
+                )
+            if not valid_queue_name(name):
+                raise self.error(
+                    path,
+                    f"bad queue name {_show(name)}: a queue name is 1 to 250"
+                    " printable ASCII characters, no space or '/', not"
+                    " starting with '.'",
+                )
+            overrides = self.table(path, table, _QUEUE_KEYS)
+            if overrides.get("expire_to_queue") == name:
+                raise self.error(
+                    path + ("expire_to_queue",),
+                    f"a queue cannot expire to itself, got {_show(name)}",
+                )
+            tables[name] = overrides
+        return tables
+
+    def unknown(
+        self, path: _Path, value: object, known: Mapping[str, object] | tuple[str, ...]
+    ) -> ConfigError:
+        key = path[-1]
+        reason = "unknown table" if isinstance(value, dict) else "unknown key"
+        if len(path) == 1 and key in _SERVER_KEYS:
+            hint = "it belongs in [server]"
+        elif len(path) == 1 and key in _QUEUE_KEYS:
+            hint = "it belongs in [defaults] or [queues.<name>]"
+        elif path[0] == "queues" and len(path) == 3 and isinstance(value, dict):
+            hint = (
+                "a queue name with a dot is quoted:"
+                f" [queues.{json.dumps(path[1] + '.' + key)}]"
+            )
+        elif close := difflib.get_close_matches(key, list(known), n=1):
+            hint = f"did you mean {close[0]}?"
+        elif len(path) == 1:
+            hint = "the file holds [server], [defaults] and [queues.<name>]"
+        else:
+            hint = "known: " + ", ".join(known)
+        return self.error(path, f"{reason}; {hint}")
+
+
+# -- where keys are --------------------------------------------------------
+
+
+def _key_lines(text: str) -> dict[_Path, int]:
+    """The line of each key in a TOML document that tomllib has accepted.
+
+    tomllib keeps no positions, so this walks the text once more, knowing
+    just enough TOML to tell keys from strings, comments and values. A table
+    or key first implied by a longer dotted key or header gets that line
+    unless the text spells it out itself. Should anything surprise it, what
+    it found so far is returned: an error message without a line is better
+    than none.
+    """
+    scanner = _KeyScanner(text)
+    try:
+        scanner.document()
+    except Exception:
+        pass
+    return scanner.lines
+
+
+class _KeyScanner:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.newlines = [found.start() for found in re.finditer("\n", text)]
+        self.lines: dict[_Path, int] = {}
+        self.spelled: set[_Path] = set()
+
+    def line(self) -> int:
+        return bisect_left(self.newlines, self.pos) + 1
+
+    def record(self, path: _Path, line: int) -> None:
+        for end in range(1, len(path)):
+            self.lines.setdefault(path[:end], line)
+        if path not in self.spelled:
+            self.spelled.add(path)
+            self.lines[path] = line
+
+    def skip(self, newlines: bool) -> None:
+        """Past blanks and comments, and past line ends if ``newlines``."""
+        text = self.text
+        while self.pos < len(text):
+            char = text[self.pos]
+            if char in " \t" or (newlines and char in "\r\n"):
+                self.pos += 1
+            elif char == "#":
+                end = text.find("\n", self.pos)
+                self.pos = len(text) if end < 0 else end
+            else:
+                return
+
+    def document(self) -> None:
+        text = self.text
+        table: _Path = ()
+        while True:
+            self.skip(newlines=True)
+            if self.pos >= len(text):
+                return
+            line = self.line()
+            if text[self.pos] == "[":
+                brackets = 2 if text.startswith("[[", self.pos) else 1
+                self.pos += brackets
+                table = self.key()
+                self.skip(newlines=False)
+                self.expect("]" * brackets)
+                self.record(table, line)
+            else:
+                self.key_value(table, line)
+
+    def key_value(self, table: _Path, line: int) -> None:
+        path = table + self.key()
+        self.record(path, line)
+        self.skip(newlines=False)
+        self.expect("=")
+        self.skip(newlines=False)
+        self.value(path)
+
+    def expect(self, token: str) -> None:
+        if not self.text.startswith(token, self.pos):
+            raise ValueError(f"expected {token!r} at {self.pos}")
+        self.pos += len(token)
+
+    def key(self) -> _Path:
+        text = self.text
+        parts: list[str] = []
+        while True:
+            self.skip(newlines=False)
+            if text[self.pos] in "\"'":
+                start = self.pos
+                self.string()
+                # Let tomllib undo the quoting and escapes.
+                parts.append(tomllib.loads("k = " + text[start : self.pos])["k"])
+            else:
+                found = _BARE_KEY.match(text, self.pos)
+                if found is None:
+                    raise ValueError(f"expected a key at {self.pos}")
+                parts.append(found.group())
+                self.pos = found.end()
+            self.skip(newlines=False)
+            if not text.startswith(".", self.pos):
+                return tuple(parts)
+            self.pos += 1
+
+    def string(self) -> None:
+        text = self.text
+        quote = text[self.pos]
+        escapes = quote == '"'
+        if text.startswith(quote * 3, self.pos):
+            pos = self.pos + 3
+            while pos < len(text):
+                if escapes and text[pos] == "\\":
+                    pos += 2
+                elif text.startswith(quote * 3, pos):
+                    # Up to two quotes may end the content just before the
+                    # closing three.
+                    run = 3
+                    while run < 5 and text.startswith(quote, pos + run):
+                        run += 1
+                    self.pos = pos + run
+                    return
+                else:
+                    pos += 1
+            raise ValueError("unterminated string")
+        pos = self.pos + 1
+        while text[pos] != quote:
+            # Past the end of the text: IndexError, and the scan ends.
+            pos += 2 if escapes and text[pos] == "\\" else 1
+        self.pos = pos + 1
+
+    def value(self, path: _Path) -> None:
+        text = self.text
+        char = text[self.pos]
+        if char in "\"'":
+            self.string()
+        elif char in "{[":
+            closing = "}" if char == "{" else "]"
+            self.pos += 1
+            while True:
+                self.skip(newlines=True)
+                if text[self.pos] == closing:
+                    self.pos += 1
+                    return
+                if text[self.pos] == ",":
+                    self.pos += 1
+                elif char == "{":
+                    self.key_value(path, self.line())
+                else:
+                    self.value(path)
+        else:
+            found = _SCALAR.match(text, self.pos)
+            if found is None:
+                raise ValueError(f"expected a value at {self.pos}")
+            self.pos = found.end()
+
+
+# A number, boolean or date: up to a separator (dates may hold a space).
+_SCALAR = re.compile(r"[^,\]}#\r\n]+")
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "MiB",
+    "QueueSettings",
+    "ServerSettings",
+    "SyncPolicy",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+    "parse_sync_journal",
+    "valid_queue_name",
+]

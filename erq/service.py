@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq import __version__
-from erq.config import MiB, QueueSettings
+from erq.config import MiB, QueueSettings, fanout_parent
 from erq.queue import Item, Queue
 
 if TYPE_CHECKING:
@@ -390,9 +390,3 @@ def all_durable(waits: list[Deferred[bool]]) -> Deferred[list[bool]]:
         return error.subFailure if isinstance(error, FirstError) else failure
 
     return gatherResults(waits, consumeErrors=True).addErrback(first_failure)
-
-
-def fanout_parent(name: str) -> str | None:
-    """``orders`` for a fanout child ``orders+audit``, else ``None``."""
-    parent, plus, _ = name.partition("+")
-    return parent if plus and parent else None
