@@ -235,13 +235,14 @@ class Config:
         allow_shutdown: bool | None = None,
         max_item_cap: int | None = None,
         sync_journal: SyncPolicy | None = None,
+        max_memory_size: int | None = None,
     ) -> Config:
         """This configuration with command-line options applied; ``None``
         leaves a setting as the file has it.
 
-        ``sync_journal`` is set in the defaults, and so in every queue whose
-        table (or whose ancestors' tables) does not set its own. Impossible
-        values raise `ConfigError`.
+        ``sync_journal`` and ``max_memory_size`` are set in the defaults, and
+        so in every queue whose table (or whose ancestors' tables) does not
+        set its own. Impossible values raise `ConfigError`.
         """
         checks: dict[str, tuple[object, Callable[[Any], object]]] = {
             "port": (port, _port),
@@ -256,12 +257,19 @@ class Config:
             if value is not None:
                 changes[key] = _checked("command line", key, value, check)
         server = replace(self.server, **changes)
-        if sync_journal is None:
+        queue_changes: dict[str, Any] = {}
+        if sync_journal is not None:
+            policy = sync_journal
+            if policy != "always" and policy != "never":
+                policy = _checked("command line", "sync_journal", policy, _seconds)
+            queue_changes["sync_journal"] = policy
+        if max_memory_size is not None:
+            queue_changes["max_memory_size"] = _checked(
+                "command line", "max_memory_size", max_memory_size, _positive_count
+            )
+        if not queue_changes:
             return replace(self, server=server)
-        policy = sync_journal
-        if policy != "always" and policy != "never":
-            policy = _checked("command line", "sync_journal", policy, _seconds)
-        defaults = replace(self.defaults, sync_journal=policy)
+        defaults = replace(self.defaults, **queue_changes)
         fixed = {
             name: settings
             for name, settings in self.queues.items()

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from erq import __version__
+from erq.config import ConfigError
 from erq.queue import Item, Queue
 from erq.service import QueueService
 
@@ -647,6 +648,14 @@ class QueueProtocol(LineReceiver):
         self._flush()
         self.service.shutdown()
 
+    def _reload(self, words: list[bytes]) -> None:
+        try:
+            self.service.reload()
+        except ConfigError as error:
+            self._reply(b"SERVER_ERROR " + str(error).encode("ascii", "replace"))
+        else:
+            self._reply(b"Reloaded config.")
+
     def _quit(self, words: list[bytes]) -> None:
         self._close()
 
@@ -668,6 +677,7 @@ class QueueProtocol(LineReceiver):
         b"shutdown": _shutdown,
         b"quit": _quit,
         b"monitor": _monitor,
+        b"reload": _reload,
         b"confirm": _confirm,
         b"add": _unsupported,
         b"replace": _unsupported,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq import __version__
-from erq.config import MiB, QueueSettings, fanout_parent
+from erq.config import Config, ConfigError, QueueSettings, fanout_parent, load_config
 from erq.queue import Item, Queue
 
 if TYPE_CHECKING:
@@ -107,28 +107,33 @@ class QueueService(Service):
 
     def __init__(
         self,
+        config: Config | None = None,
+        *,
         clock: IReactorTime | None = None,
-        defaults: QueueSettings | None = None,
-        queue_settings: dict[str, QueueSettings] | None = None,
-        max_item_cap: int = 64 * MiB,
-        allow_shutdown: bool = True,
         stop_server: Callable[[], object] | None = None,
-        expiry_sweep: float = 1.0,
-        max_connections: int | None = None,
+        data_dir: str | None = None,
+        config_path: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
+        """``config`` holds every setting (the defaults when ``None``).
+
+        ``config_path`` is the file that ``reload`` reads again, with the
+        command line's ``overrides`` (``Config.with_overrides`` keywords)
+        applied on top each time.  ``stop_server`` is what ``shutdown`` calls
+        (by default the reactor's ``stop``).  Without ``data_dir`` queues
+        live in memory only; with it each is journaled in a directory there.
+        """
         if clock is None:
             from twisted.internet import reactor
 
             clock = reactor
         assert clock is not None
         self.clock = clock
-        self.defaults = defaults if defaults is not None else QueueSettings()
-        self.queue_settings = dict(queue_settings or {})
-        self.max_item_cap = max_item_cap
-        self.allow_shutdown = allow_shutdown
+        self.config = config if config is not None else Config()
+        self.config_path = config_path
+        self.data_dir = data_dir
+        self.overrides = dict(overrides or {})
         self._stop_server = stop_server
-        self.expiry_sweep = expiry_sweep
-        self.max_connections = max_connections
         self._sweeper: LoopingCall | None = None
         self.queues: dict[str, Queue] = {}
         # Queues nobody has set to yet but somebody waits on.
@@ -147,10 +152,15 @@ class QueueService(Service):
         self.shutting_down = False
         self.started_at = self.clock.seconds()
         super().startService()
-        if self.expiry_sweep > 0:
-            self._sweeper = LoopingCall(self.sweep)
-            self._sweeper.clock = self.clock
-            self._sweeper.start(self.expiry_sweep, now=False)
+        self._create_configured()
+        self._start_sweeper()
+
+    def _start_sweeper(self) -> None:
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = LoopingCall(self.sweep)
+        self._sweeper.clock = self.clock
+        self._sweeper.start(self.config.server.expiry_sweep, now=False)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -193,12 +203,73 @@ class QueueService(Service):
 
     # -- queues ----------------------------------------------------------
 
+    @property
+    def max_item_cap(self) -> int:
+        return self.config.server.max_item_cap
+
+    @property
+    def allow_shutdown(self) -> bool:
+        return self.config.server.allow_shutdown
+
+    @property
+    def max_connections(self) -> int | None:
+        return self.config.server.max_connections
+
     def settings_for(self, name: str) -> QueueSettings:
-        return self.queue_settings.get(name, self.defaults)
+        return self.config.settings_for(name)
 
     def queue(self, name: str) -> Queue | None:
         """The queue of that name, if it exists."""
         return self.queues.get(name)
+
+    def reload(self) -> None:
+        """Read the configuration file again and apply it to live queues.
+
+        Raises `ConfigError`, changing nothing, when the file does not parse
+        or validate.  The port and the data directory stay as they are.
+        """
+        path = self.config_path
+        config = load_config(path) if path is not None else Config()
+        self.apply(config.with_overrides(**self.overrides))
+
+    def reload_logged(self) -> None:
+        """``reload``, telling the log how it went (for SIGHUP)."""
+        try:
+            self.reload()
+        except ConfigError as error:
+            self.log.error("Configuration not reloaded: {why}", why=str(error))
+        else:
+            self.log.info("Reloaded configuration from {path}", path=self.config_path)
+
+    def apply(self, config: Config) -> None:
+        """Use ``config`` from now on, for live queues too."""
+        sweep_changed = config.server.expiry_sweep != self.config.server.expiry_sweep
+        self.config = config
+        for queue in self.queues.values():
+            self._configure(queue)
+        if self.running:
+            self._create_configured()
+            if sweep_changed:
+                self._start_sweeper()
+
+    def _create_configured(self) -> None:
+        """A fanout child with its own table exists from the start."""
+        for name in self.config.queues:
+            if fanout_parent(name) is not None:
+                self.create_queue(name)
+
+    def _configure(self, queue: Queue) -> None:
+        settings = self.settings_for(queue.name)
+        queue.settings = settings
+        target = settings.expire_to_queue
+        queue.expired_sink = None if target is None else self._expire_into(target)
+
+    def _expire_into(self, target: str) -> Callable[[Item], None]:
+        def move(item: Item) -> None:
+            # The moved item no longer expires.
+            self.create_queue(target).put(item.data, item.flags, None)
+
+        return move
 
     def create_queue(self, name: str) -> Queue:
         """The queue of that name, created if it does not exist yet."""
@@ -218,7 +289,9 @@ class QueueService(Service):
         return queue
 
     def _make_queue(self, name: str) -> Queue:
-        return Queue(name, self.clock, self.settings_for(name))
+        queue = Queue(name, self.clock, self.settings_for(name))
+        self._configure(queue)
+        return queue
 
     def put(
         self, name: str, data: bytes, flags: int, exptime: int

@@ -13,7 +13,13 @@ from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python import usage
 
-from erq.config import MiB
+from erq.config import (
+    Config,
+    ConfigError,
+    load_config,
+    parse_size,
+    parse_sync_journal,
+)
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 
@@ -31,25 +37,65 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run erq, a durable message queue server that speaks the memcache "
-        "protocol as Kestrel does."
+        "protocol as Kestrel does. An option given here wins over the "
+        "configuration file."
     )
     optParameters = [
+        ["config", "c", None, "TOML configuration file (see erq.toml)."],
         [
             "port",
             "p",
-            str(DEFAULT_PORT),
+            None,
             "Port number to listen on (127.0.0.1 only), or an endpoint "
             "description such as tcp:22122:interface=0.0.0.0 or "
-            "unix:/run/erq.sock.",
+            f"unix:/run/erq.sock. [default: {DEFAULT_PORT}]",
         ],
-        ["data-dir", "d", "queues", "Directory holding the queues' journals."],
+        [
+            "data-dir",
+            "d",
+            None,
+            "Directory holding the queues' journals. [default: ./queues]",
+        ],
+        [
+            "sync",
+            None,
+            None,
+            "When STORED is sent: always (after fsync, the default), never, "
+            "or a duration such as 50ms (fsync that often).",
+        ],
+        [
+            "max-memory-size",
+            None,
+            None,
+            "Bytes of a queue kept in memory, beyond which items are read "
+            "back from the journal (e.g. 128MiB).",
+        ],
+        ["max-connections", None, None, "Most client connections at once."],
     ]
     optFlags = [["no-shutdown", None, "Refuse the shutdown command."]]
 
     def postOptions(self) -> None:
-        port = self["port"]
-        if not port:
+        if self["port"] == "":
             raise usage.UsageError("--port must not be empty")
+        overrides: dict[str, Any] = {
+            "port": self["port"],
+            "data_dir": self["data-dir"],
+            "allow_shutdown": False if self["no-shutdown"] else None,
+        }
+        try:
+            if self["sync"] is not None:
+                overrides["sync_journal"] = parse_sync_journal(self["sync"])
+            if self["max-memory-size"] is not None:
+                overrides["max_memory_size"] = parse_size(self["max-memory-size"])
+            if self["max-connections"] is not None:
+                overrides["max_connections"] = int(self["max-connections"])
+            overrides = {k: v for k, v in overrides.items() if v is not None}
+            path = self["config"]
+            config = load_config(path) if path else Config()
+            self.config = config.with_overrides(**overrides)
+        except (ConfigError, ValueError) as error:
+            raise usage.UsageError(str(error)) from None
+        self.overrides = overrides
 
 
 class ListeningService(StreamServerEndpointService):
@@ -72,11 +118,15 @@ class ListeningService(StreamServerEndpointService):
             ) from None
 
 
-class CleanExitOnSigterm(Service):
-    """SIGTERM stops the server as ``shutdown`` does, and twistd exits 0.
+class SignalHandlers(Service):
+    """SIGTERM stops the server as ``shutdown`` does, and twistd exits 0;
+    SIGHUP reloads the configuration file, as ``reload`` does.
 
     Twisted's own SIGTERM handler stops the reactor too, but then makes
     twistd kill itself with the signal, which reads as a crash."""
+
+    def __init__(self, queues: QueueService) -> None:
+        self.queues = queues
 
     def startService(self) -> None:
         from twisted.internet import reactor
@@ -88,6 +138,7 @@ class CleanExitOnSigterm(Service):
     def _install(self) -> None:
         if self.running:
             signal.signal(signal.SIGTERM, self._terminated)
+            signal.signal(signal.SIGHUP, self._hung_up)
 
     def _terminated(self, number: int, frame: FrameType | None) -> None:
         from twisted.internet import reactor
@@ -95,18 +146,29 @@ class CleanExitOnSigterm(Service):
         Logger().info("Received SIGTERM, shutting down.")
         IReactorFromThreads(reactor).callFromThread(IReactorCore(reactor).stop)
 
+    def _hung_up(self, number: int, frame: FrameType | None) -> None:
+        from twisted.internet import reactor
+
+        IReactorFromThreads(reactor).callFromThread(self.queues.reload_logged)
+
 
 def makeService(options: Any) -> MultiService:
     """The server: a ``QueueService`` and the port that serves it."""
+    config: Config = options.config
     top = MultiService()
-    queues = QueueService(allow_shutdown=not options["no-shutdown"])
+    queues = QueueService(
+        config,
+        data_dir=config.server.data_dir,
+        config_path=options["config"],
+        overrides=options.overrides,
+    )
     queues.setServiceParent(top)
     listening = ListeningService(
-        endpoint_description(options["port"]), QueueFactory(queues)
+        endpoint_description(config.server.port), QueueFactory(queues)
     )
     listening.setServiceParent(top)
-    CleanExitOnSigterm().setServiceParent(top)
+    SignalHandlers(queues).setServiceParent(top)
     return top
 
 
-__all__ = ["MiB", "Options", "makeService"]
+__all__ = ["Options", "makeService"]

@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
-from erq.config import QueueSettings
+from erq.config import Config, QueueSettings, ServerSettings
 from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
 from erq.queue import Item, Queue
 from erq.service import QueueService
@@ -116,12 +116,14 @@ class ProtocolTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.stops: list[None] = []
+        config = Config(
+            ServerSettings(
+                max_item_cap=self.max_item_cap, allow_shutdown=self.allow_shutdown
+            ),
+            self.defaults or QueueSettings(),
+        )
         self.service = QueueService(
-            clock=self.clock,
-            defaults=self.defaults,
-            max_item_cap=self.max_item_cap,
-            allow_shutdown=self.allow_shutdown,
-            stop_server=lambda: self.stops.append(None),
+            config, clock=self.clock, stop_server=lambda: self.stops.append(None)
         )
         self.factory = QueueFactory(self.service)
         self.client = self.connect()
