@@ -240,6 +240,9 @@ class Queue:
             return True
         if not settings.discard_old_when_full:
             return False
+        if max_items == 0 or (max_size is not None and size > max_size):
+            # It would not fit in the empty queue: keep what is there.
+            return False
         while full() and self._items:
             item = self._pop()
             self.discarded += 1
@@ -387,6 +390,8 @@ class Queue:
 
     def confirm(self, item: Item) -> None:
         """An open read is done with: the item is gone for good."""
+        # A confirmation is a command on the queue (for max_queue_age).
+        self.touched = self._clock.seconds()
         self.open_items -= 1
         self.open_bytes -= len(item.data)
         self._record_remove(item)

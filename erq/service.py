@@ -227,10 +227,14 @@ class QueueService(Service):
 
         Raises `ConfigError`, changing nothing, when the file does not parse
         or validate.  The port and the data directory stay as they are.
+        Without a file, the settings given stay as they are too.
         """
         path = self.config_path
-        config = load_config(path) if path is not None else Config()
-        self.apply(config.with_overrides(**self.overrides))
+        if path is None:
+            config = self.config
+        else:
+            config = load_config(path).with_overrides(**self.overrides)
+        self.apply(config)
 
     def reload_logged(self) -> None:
         """``reload``, telling the log how it went (for SIGHUP)."""
@@ -304,6 +308,9 @@ class QueueService(Service):
         queue = self.create_queue(name)
         children = self._children.get(name)
         if not children:
+            if queue.settings.fanout_only:
+                # It keeps nothing, even with no child to feed.
+                return True
             return queue.put(data, flags, expiry)
         # Each child gets its own copy; one that is full simply misses it.
         results = [self.queues[child].put(data, flags, expiry) for child in children]

@@ -75,16 +75,18 @@ class TwistdProcess(ProcessProtocol):
             deferred.callback(error.exitCode)
 
 
-class TwistdTests(TestCase):
+class TwistdCase(TestCase):
+    """Runs ``twistd -n erq`` in a scratch directory, one process a test."""
+
     timeout = 60
 
     def setUp(self) -> None:
         self.directory = temporary_directory(self)
         self.log_file = os.path.join(self.directory, "twistd.log")
 
-    def spawn(self, port: str) -> TwistdProcess:
-        """Start ``twistd -n erq`` listening on ``port``; it is killed if it
-        still runs when the test ends."""
+    def spawn(self, port: str, *options: str) -> TwistdProcess:
+        """Start ``twistd -n erq`` listening on ``port``, with more erq
+        ``options``; it is killed if it still runs when the test ends."""
         process = TwistdProcess()
         arguments = twistd_command() + [
             "-n",
@@ -96,6 +98,7 @@ class TwistdTests(TestCase):
             port,
             "--data-dir",
             os.path.join(self.directory, "queues"),
+            *options,
         ]
         transport = reactor.spawnProcess(
             process,
@@ -141,6 +144,15 @@ class TwistdTests(TestCase):
                 self.assertEqual(reply, b"VERSION %s\r\n" % __version__.encode())
                 return
 
+    def pid(self, process: TwistdProcess) -> int:
+        transport = process.transport
+        assert transport is not None
+        pid = transport.pid
+        assert pid is not None
+        return pid
+
+
+class TwistdTests(TwistdCase):
     async def test_serve_then_shutdown(self) -> None:
         port = free_port()
         process = self.spawn(f"tcp:{port}:interface={LOCALHOST}")
@@ -172,13 +184,6 @@ class TwistdTests(TestCase):
         self.assertNotEqual(code, 0, log)
         self.assertIn("cannot listen", log)
         self.assertIn(str(port), log)
-
-    def pid(self, process: TwistdProcess) -> int:
-        transport = process.transport
-        assert transport is not None
-        pid = transport.pid
-        assert pid is not None
-        return pid
 
 
 class PluginTests(SynchronousTestCase):
