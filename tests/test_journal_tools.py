@@ -1,0 +1,186 @@
+"""Tests for erq.journal's queue directory names and the erq-journal tool."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import string
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from erq.journal import (
+    Journal,
+    JournalWriter,
+    list_queue_dirs,
+    main,
+    queue_dir,
+    queue_dir_name,
+    queue_name_from_dir,
+)
+from erq.queue import Item
+from tests.test_journal import FakeReactor, SyncPool
+
+
+class QueueDirNameTests(SynchronousTestCase):
+    def test_plain_names_stay_readable(self) -> None:
+        for name in ("jobs", "orders+audit", "a.b-c_d", "0"):
+            self.assertEqual(queue_dir_name(name), name)
+            self.assertEqual(queue_name_from_dir(name), name)
+
+    def test_escapes(self) -> None:
+        self.assertEqual(queue_dir_name("Jobs"), "^jobs")
+        self.assertEqual(queue_dir_name("a%b"), "a%25b")
+        self.assertEqual(queue_dir_name("a^b~c"), "a%5eb%7ec")
+        self.assertEqual(queue_dir_name("x.y"), "x.y")
+
+    def test_round_trip_every_character(self) -> None:
+        printable = [c for c in string.printable if "!" <= c <= "~" and c != "/"]
+        for c in printable:
+            for name in (c + "q", "q" + c):
+                if name.startswith("."):
+                    continue
+                encoded = queue_dir_name(name)
+                self.assertEqual(queue_name_from_dir(encoded), name)
+                self.assertEqual(encoded, encoded.lower())
+                self.assertNotIn("/", encoded)
+                self.assertFalse(encoded.startswith("."))
+
+    def test_no_collisions_after_case_folding(self) -> None:
+        names = ["abc", "ABC", "Abc", "aBc", "^abc", "%5eabc", "a%41", "aA"]
+        folded = {queue_dir_name(name).lower() for name in names}
+        self.assertEqual(len(folded), len(names))
+
+    def test_long_names(self) -> None:
+        upper = "Q" * 250
+        lower = "q" * 250
+        weird = "%" * 250
+        encoded = {queue_dir_name(n) for n in (upper, lower, weird)}
+        self.assertEqual(len(encoded), 3)
+        for name in encoded:
+            self.assertLessEqual(len(name.encode()), 255)
+        self.assertIsNone(queue_name_from_dir(queue_dir_name(upper)))
+        self.assertNotEqual(queue_dir_name(upper), queue_dir_name(upper[:-1] + "R"))
+        self.assertEqual(queue_dir_name(lower), lower)
+
+    def test_bad_names(self) -> None:
+        for name in ("", ".", "..", ".hidden", "a/b", "a b", "x" * 251, "caf\xe9"):
+            self.assertRaises(ValueError, queue_dir_name, name)
+        for dir_name in ("A", "a%4", "a%4G", "a^", "a^B", "a~b", "a b", "a%61"):
+            self.assertIsNone(queue_name_from_dir(dir_name))
+
+    def test_list_queue_dirs(self) -> None:
+        data_dir = self.mktemp()
+        os.makedirs(data_dir)
+        writer = JournalWriter(FakeReactor(), SyncPool())  # type: ignore[arg-type]
+        names = ["jobs", "Jobs", "Z" * 250, "a+b"]
+        for n, name in enumerate(names):
+            journal = Journal(queue_dir(data_dir, name), writer, "never", name=name)
+            journal.add(Item(1, b"x" * n, 0, None, 0.0))
+            journal.close()
+        # Not queues: a file, a hidden directory, a directory no name maps to.
+        open(os.path.join(data_dir, "lock"), "w").close()
+        os.makedirs(os.path.join(data_dir, ".trash"))
+        os.makedirs(os.path.join(data_dir, "NOT A QUEUE"))
+        found = list_queue_dirs(data_dir)
+        self.assertEqual(sorted(found), sorted(names))
+        for name, path in found.items():
+            self.assertEqual(path, queue_dir(data_dir, name))
+        self.assertEqual(list_queue_dirs(os.path.join(data_dir, "missing")), {})
+
+    def test_hashed_needs_a_name(self) -> None:
+        writer = JournalWriter(FakeReactor(), SyncPool())  # type: ignore[arg-type]
+        path = queue_dir(self.mktemp(), "Z" * 250)
+        self.assertRaises(ValueError, Journal, path, writer)
+
+
+class ToolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.data_dir = self.mktemp()
+        writer = JournalWriter(FakeReactor(), SyncPool())  # type: ignore[arg-type]
+        jobs = Journal(queue_dir(self.data_dir, "jobs"), writer, "never", name="jobs")
+        items = [Item(i, b"job %d" % i, i, None, 100.0 + i) for i in range(1, 6)]
+        for item in items:
+            jobs.add(item)
+        jobs.remove(items[0])
+        jobs.open(items[1])
+        jobs.close()
+        other = Journal(queue_dir(self.data_dir, "Other"), writer, "never")
+        other.add(Item(1, b"o", 0, 1e9, 5.0))
+        other.flush()
+        other.close()
+
+    def run_main(self, *argv: str) -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(list(argv))
+        return code, out.getvalue()
+
+    def test_dump(self) -> None:
+        code, out = self.run_main("dump", self.data_dir, "jobs")
+        self.assertEqual(code, 0)
+        lines = out.splitlines()
+        self.assertEqual(
+            lines[0], f"queue 'jobs' in {queue_dir(self.data_dir, 'jobs')}"
+        )
+        self.assertEqual(len(lines), 1 + 5 + 2)
+        self.assertEqual(
+            lines[1],
+            "00000001.seg 8 ADD id=1 flags=1 expiry=- added=101.0 bytes=5"
+            " data=b'job 1'",
+        )
+        self.assertIn("REMOVE id=1 bytes=5", lines[6])
+        self.assertIn("OPEN id=2", lines[7])
+        code, out = self.run_main("dump", self.data_dir)
+        self.assertIn("queue 'Other'", out)
+        self.assertIn("ADD id=1 flags=0 expiry=1000000000.0", out)
+        self.assertIn(" FLUSH", out)
+
+    def test_stats(self) -> None:
+        code, out = self.run_main("stats", self.data_dir)
+        self.assertEqual(code, 0)
+        jobs, other = sorted(out.splitlines(), key=lambda line: "jobs" not in line)
+        self.assertIn("queue 'jobs': items=3 bytes=15 open=1 segments=1", jobs)
+        self.assertIn("queue 'Other': items=0 bytes=0 open=0", other)
+
+    def test_check(self) -> None:
+        code, out = self.run_main("check", self.data_dir)
+        self.assertEqual(code, 0)
+        self.assertIn("queue 'jobs': ok, 1 segments, 7 records", out)
+        path = os.path.join(queue_dir(self.data_dir, "jobs"), "00000001.seg")
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.seek(30)
+            f.write(b"\xff")
+        before = open(path, "rb").read()
+        code, out = self.run_main("check", self.data_dir, "jobs")
+        self.assertEqual(code, 1)
+        self.assertIn("queue 'jobs': damaged", out)
+        self.assertIn(
+            f"00000001.seg: corrupt record (checksum mismatch) at offset 8,"
+            f" {size - 8} bytes would be cut",
+            out,
+        )
+        # Read-only: the tools change nothing.
+        self.run_main("stats", self.data_dir, "jobs")
+        self.run_main("dump", self.data_dir, "jobs")
+        self.assertEqual(open(path, "rb").read(), before)
+
+    def test_errors(self) -> None:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            self.assertEqual(self.run_main("stats", self.data_dir, "nope")[0], 2)
+            self.assertEqual(self.run_main("check", self.data_dir + "x")[0], 2)
+        self.assertIn("no queue 'nope'", err.getvalue())
+
+    def test_module_runs(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "erq.journal", "check", self.data_dir],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("queue 'jobs': ok", result.stdout)
