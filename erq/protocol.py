@@ -139,14 +139,20 @@ class QueueProtocol(LineReceiver):
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.cancel()
+        self._give_back()
+
+    def _give_back(self) -> None:
+        """Open reads go back to the head of their queues, in order."""
         open_reads, self.open_reads = self.open_reads, {}
         for queue, items in open_reads.items():
             if not queue.deleted:
                 queue.abort(list(items))
 
     def disconnect(self) -> None:
-        """Close this connection (the server is stopping)."""
+        """Close this connection (the server is stopping); its open reads
+        go back now, while their journals still take records."""
         self._close()
+        self._give_back()
         if not self._gone:
             self._transport.loseConnection()
 

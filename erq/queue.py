@@ -8,8 +8,12 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from erq.config import QueueSettings
+
+log = Logger()
 
 
 class Item:
@@ -371,12 +375,27 @@ class Queue:
             return
         self._refilling = True
         wanted = max(self.settings.max_memory_size // 2, 1)
-        self.journal.read_behind(wanted).addCallback(self._refilled)
+        self.journal.read_behind(wanted).addCallbacks(self._refilled, self._unreadable)
+
+    def _unreadable(self, failure: Failure) -> None:
+        # The journal could not give the items back (damage found while
+        # running): they are lost to this run; replay at the next start
+        # repairs the journal and says what it cut.
+        log.failure("Reading {queue} back from its journal", failure, queue=self.name)
+        self._refilling = False
+        self.behind_items = 0
+        self.behind_bytes = 0
+        if self._waiters:
+            self._serve()
 
     def _refilled(self, items: list[Item]) -> None:
         self._refilling = False
         if self.deleted:
             return
+        if not items:
+            # Nothing more behind, whatever the counts said.
+            self.behind_items = 0
+            self.behind_bytes = 0
         for item in items:
             size = len(item.data)
             self.behind_items -= 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
@@ -14,6 +16,7 @@ from twisted.python.failure import Failure
 
 from erq import __version__
 from erq.config import Config, ConfigError, QueueSettings, fanout_parent, load_config
+from erq.journal import Journal, JournalWriter, list_queue_dirs, queue_dir
 from erq.queue import Item, Queue
 
 if TYPE_CHECKING:
@@ -132,6 +135,8 @@ class QueueService(Service):
         self.config = config if config is not None else Config()
         self.config_path = config_path
         self.data_dir = data_dir
+        self.writer: JournalWriter | None = None
+        self._replayed = False
         self.overrides = dict(overrides or {})
         self._stop_server = stop_server
         self._sweeper: LoopingCall | None = None
@@ -152,6 +157,14 @@ class QueueService(Service):
         self.shutting_down = False
         self.started_at = self.clock.seconds()
         super().startService()
+        if self.data_dir is not None:
+            if self.writer is None:
+                from twisted.internet import reactor
+
+                self.writer = JournalWriter(cast(Any, reactor))
+            self.writer.start()
+            if not self._replayed:
+                self._replay(self.data_dir)
         self._create_configured()
         self._start_sweeper()
 
@@ -170,7 +183,39 @@ class QueueService(Service):
         self.shutting_down = True
         for connection in list(self.connections):
             connection.disconnect()
-        return succeed(None)
+        if self.writer is None:
+            return succeed(None)
+        return self.writer.stop()
+
+    def _replay(self, data_dir: str) -> None:
+        """Bring back every queue journaled under ``data_dir``."""
+        os.makedirs(data_dir, exist_ok=True)
+        started = time.monotonic()
+        items = 0
+        for name, path in sorted(list_queue_dirs(data_dir).items()):
+            settings = self.settings_for(name)
+            assert self.writer is not None
+            journal = Journal(path, self.writer, settings.sync_journal, name=name)
+            replayed = journal.replay(settings.max_memory_size)
+            for damage in replayed.damage:
+                self.log.warn("Journal of {queue}: {damage}", queue=name, damage=damage)
+            queue = Queue(name, self.clock, settings, journal)
+            self._configure(queue)
+            queue.restore(
+                replayed.items,
+                replayed.behind_items,
+                replayed.behind_bytes,
+                replayed.next_id,
+            )
+            self._register(queue)
+            items += queue.items
+        self._replayed = True
+        self.log.info(
+            "Replayed {queues} queues, {items} items, in {seconds:.2f} s",
+            queues=len(self.queues),
+            items=items,
+            seconds=time.monotonic() - started,
+        )
 
     def shutdown(self) -> bool:
         """Stop the whole server, if this server allows clients to."""
@@ -265,6 +310,8 @@ class QueueService(Service):
     def _configure(self, queue: Queue) -> None:
         settings = self.settings_for(queue.name)
         queue.settings = settings
+        if isinstance(queue.journal, Journal):
+            queue.journal.sync = settings.sync_journal
         target = settings.expire_to_queue
         queue.expired_sink = None if target is None else self._expire_into(target)
 
@@ -280,22 +327,30 @@ class QueueService(Service):
         queue = self.queues.get(name)
         if queue is not None:
             return queue
-        queue = self._make_queue(name)
+        settings = self.settings_for(name)
+        journal = None
+        if self.writer is not None and self.data_dir is not None and settings.journal:
+            journal = Journal(
+                queue_dir(self.data_dir, name),
+                self.writer,
+                settings.sync_journal,
+                name=name,
+            )
+        queue = Queue(name, self.clock, settings, journal)
+        self._configure(queue)
         unborn = self._unborn.pop(name, None)
         if unborn is not None:
             unborn.on_no_waiters = None
             queue.adopt_waiters(unborn)
-        self.queues[name] = queue
-        parent = fanout_parent(name)
-        if parent is not None:
-            self._children.setdefault(parent, set()).add(name)
+        self._register(queue)
         self.counters.queue_creates += 1
         return queue
 
-    def _make_queue(self, name: str) -> Queue:
-        queue = Queue(name, self.clock, self.settings_for(name))
-        self._configure(queue)
-        return queue
+    def _register(self, queue: Queue) -> None:
+        self.queues[queue.name] = queue
+        parent = fanout_parent(queue.name)
+        if parent is not None:
+            self._children.setdefault(parent, set()).add(queue.name)
 
     def put(
         self, name: str, data: bytes, flags: int, exptime: int
@@ -363,7 +418,10 @@ class QueueService(Service):
         if queue is None:
             return False
         self.counters.queue_deletes += 1
+        journal = queue.journal
         queue.close()
+        if isinstance(journal, Journal):
+            journal.erase()
         parent = fanout_parent(name)
         if parent is not None:
             siblings = self._children.get(parent, set())
