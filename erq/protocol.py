@@ -55,17 +55,45 @@ def valid_name(name: bytes) -> bool:
     return all(0x21 <= byte <= 0x7E and byte != 0x2F for byte in name)
 
 
+#: Parsed keys and names, by their bytes: clients use a handful of queues,
+#: so each is checked once, not once per request.  Bounded by clearing.
+_known_names: dict[bytes, str] = {}
+_known_keys: dict[bytes, GetRequest] = {}
+KNOWN_LIMIT = 10_000
+
+
+def queue_name(word: bytes) -> str:
+    """The queue name ``word`` stands for, or ``ClientError``."""
+    name = _known_names.get(word)
+    if name is None:
+        if not valid_name(word):
+            raise ClientError("bad queue name")
+        if len(_known_names) >= KNOWN_LIMIT:
+            _known_names.clear()
+        name = _known_names[word] = word.decode("ascii")
+    return name
+
+
+def get_request(key: bytes) -> GetRequest:
+    """The parsed ``get`` key, or ``ClientError``."""
+    request = _known_keys.get(key)
+    if request is None:
+        request = GetRequest(key)
+        if len(_known_keys) >= KNOWN_LIMIT:
+            _known_keys.clear()
+        _known_keys[key] = request
+    return request
+
+
 class GetRequest:
     """One key of a ``get``: the queue name and its options."""
 
-    __slots__ = ("key", "name", "timeout", "open", "close", "abort", "peek")
+    __slots__ = ("key", "name", "timeout", "open", "close", "abort", "peek", "simple")
 
     def __init__(self, key: bytes) -> None:
         name, *options = key.split(b"/")
-        if not valid_name(name):
-            raise ClientError("bad queue name")
         self.key = key
-        self.name = name.decode("ascii")
+        self.name = queue_name(name)
         self.timeout: float | None = None
         self.open = self.close = self.abort = self.peek = False
         for option in options:
@@ -86,6 +114,8 @@ class GetRequest:
             self.abort and (self.open or self.close)
         ):
             raise ClientError("bad option combination")
+        #: A plain get or peek: no open-read rule to check.
+        self.simple = not (self.open or self.close or self.abort)
 
 
 @implementer(IPushProducer)
@@ -110,6 +140,8 @@ class QueueProtocol(LineReceiver):
         self._slots: deque[_Slot | bytes] = deque()
         # Bytes of replies ready but held in ``_slots`` behind one that is not.
         self._held_in_slots = 0
+        # Bytes in ``_out``, written once a batch of replies grows large.
+        self._out_size = 0
         self._waiting: Deferred[Item | None] | None = None
         self._paused_for: set[str] = set()
         self._running = False
@@ -200,23 +232,17 @@ class QueueProtocol(LineReceiver):
         self._running = True
         buffer = self._input
         position = 0
-        out = self._out
-        counted = held = 0
         try:
             while self._waiting is None and not self._closing and not self._paused_for:
+                if self._out_size >= MAX_HELD_OUTPUT:
+                    # Written now, so that a client that does not read makes
+                    # the transport pause us.
+                    self._flush()
+                    continue
                 if self._held_in_slots >= MAX_HELD_OUTPUT:
                     # Until the reply holding them back is ready.
                     self._pause("held")
                     continue
-                if len(out) != counted:
-                    if len(out) < counted:
-                        counted = held = 0
-                    held += sum(len(part) for part in out[counted:])
-                    counted = len(out)
-                    if held >= MAX_HELD_OUTPUT:
-                        self._flush()
-                        counted = held = 0
-                        continue
                 want = self._want
                 if want:
                     if len(buffer) - position < want:
@@ -250,10 +276,12 @@ class QueueProtocol(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         # Only spaces separate: bytes.split() would split on tabs too.
-        words = [word for word in line.split(b" ") if word]
-        if not words:
-            self._reply(b"ERROR")
-            return
+        words = line.split(b" ")
+        if b"" in words:
+            words = [word for word in words if word]
+            if not words:
+                self._reply(b"ERROR")
+                return
         handler = self._commands.get(words[0].lower())
         if handler is None:
             self._reply(b"ERROR")
@@ -275,6 +303,7 @@ class QueueProtocol(LineReceiver):
             self._held_in_slots += len(data)
         else:
             self._out.append(data)
+            self._out_size += len(data)
 
     def _hold(self) -> _Slot:
         """Hold a place in the reply order for a reply that comes later."""
@@ -292,8 +321,10 @@ class QueueProtocol(LineReceiver):
             if isinstance(head, bytes):
                 out.append(head)
                 self._held_in_slots -= len(head)
+                self._out_size += len(head)
             else:
                 out.extend(head.parts)
+                self._out_size += sum(len(part) for part in head.parts)
                 head.parts.clear()
                 if not head.done:
                     break
@@ -311,6 +342,7 @@ class QueueProtocol(LineReceiver):
             self.counters.bytes_written += len(data)
             self._transport.write(data)
         out.clear()
+        self._out_size = 0
         if self._closing and not self._slots and not self._gone:
             self._transport.loseConnection()
 
@@ -358,7 +390,7 @@ class QueueProtocol(LineReceiver):
                 self._reply(b"CLIENT_ERROR " + error)
             return
         result = self.service.put(
-            words[0].decode("ascii"), block[:-2], int(words[1]), int(words[2])
+            queue_name(words[0]), block[:-2], int(words[1]), int(words[2])
         )
         if noreply:
             if isinstance(result, Deferred):
@@ -389,8 +421,10 @@ class QueueProtocol(LineReceiver):
         if not words:
             self._reply(b"ERROR")
             return
-        requests = [GetRequest(key) for key in words]
-        if self._breaks_open_rules(requests):
+        requests = [get_request(key) for key in words]
+        if (
+            self.open_reads or not all(request.simple for request in requests)
+        ) and self._breaks_open_rules(requests):
             self._fatal(b"ERROR")
             return
         self._get_from(requests, 0, [])
@@ -509,7 +543,7 @@ class QueueProtocol(LineReceiver):
     def _monitor(self, words: list[bytes]) -> None:
         if not 2 <= len(words) <= 3 or not all(word.isdigit() for word in words[1:]):
             raise ClientError("bad command line format")
-        name = _queue_name(words[0])
+        name = queue_name(words[0])
         limit = int(words[2]) if len(words) == 3 else 100
         deadline = self.service.clock.seconds() + int(words[1])
         self._monitor_from(words[0], name, deadline, limit, self._hold())
@@ -569,7 +603,7 @@ class QueueProtocol(LineReceiver):
         if len(words) != 2 or not words[1].isdigit():
             raise ClientError("bad command line format")
         count = int(words[1])
-        queue = self.service.queue(_queue_name(words[0]))
+        queue = self.service.queue(queue_name(words[0]))
         items = self.open_reads.get(queue) if queue is not None else None
         if count and (queue is None or items is None or len(items) < count):
             self._reply(b"ERROR")
@@ -595,7 +629,7 @@ class QueueProtocol(LineReceiver):
             words = words[:-1]
         if not words or len(words) > 2 or (len(words) == 2 and words[1] != b"0"):
             raise ClientError("bad command line format")
-        name = _queue_name(words[0])
+        name = queue_name(words[0])
         deleted = self.service.delete(name)
         if not noreply:
             self._reply(b"DELETED" if deleted else b"NOT_FOUND")
@@ -603,7 +637,7 @@ class QueueProtocol(LineReceiver):
     def _flush_queue(self, words: list[bytes]) -> None:
         if len(words) != 1:
             raise ClientError("bad command line format")
-        self.service.flush(_queue_name(words[0]))
+        self.service.flush(queue_name(words[0]))
         self._reply(b"END")
 
     def _flush_all(self, words: list[bytes]) -> None:
@@ -613,7 +647,7 @@ class QueueProtocol(LineReceiver):
     def _flush_expired(self, words: list[bytes]) -> None:
         if len(words) != 1:
             raise ClientError("bad command line format")
-        count = self.service.flush_expired(_queue_name(words[0]))
+        count = self.service.flush_expired(queue_name(words[0]))
         self._reply(b"%d" % count)
 
     def _flush_all_expired(self, words: list[bytes]) -> None:
@@ -630,7 +664,7 @@ class QueueProtocol(LineReceiver):
     def _dump_stats(self, words: list[bytes]) -> None:
         service = self.service
         if words:
-            names = [_queue_name(word) for word in words]
+            names = [queue_name(word) for word in words]
             queues = [service.queues[name] for name in names if name in service.queues]
         else:
             queues = list(service.queues.values())
@@ -693,17 +727,11 @@ class QueueProtocol(LineReceiver):
     }
 
 
-def _queue_name(word: bytes) -> str:
-    if not valid_name(word):
-        raise ClientError("bad queue name")
-    return word.decode("ascii")
-
-
 def _check_set(words: list[bytes], noreply: bool) -> bytes | None:
     """What is wrong with a set line whose data block is still read."""
     if len(words) > 5 or (len(words) == 5 and not noreply):
         return b"bad command line format"
-    if not valid_name(words[0]):
+    if words[0] not in _known_names and not valid_name(words[0]):
         return b"bad queue name"
     if not words[1].isdigit() or int(words[1]) > MAX_FLAGS:
         return b"bad flags"
