@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -163,6 +163,11 @@ class QueueProtocol(LineReceiver):
             self._transport.loseConnection()
             return
         self._transport.registerProducer(self, True)
+        if ITCPTransport.providedBy(self.transport):
+            # Replies often leave in pieces (a durable set's STORED when its
+            # fsync is done); Nagle would hold each piece back until the
+            # client's delayed ACK of the one before.
+            self._transport.setTcpNoDelay(True)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._gone = True

@@ -444,3 +444,12 @@ class RawSocketTests(EndToEndCase):
         await deferToThread(command, self.port, b"set gone 0 0 1\r\nx\r\n")
         reply = await deferToThread(command, self.port, b"get gone\r\n", b"END\r\n")
         self.assertEqual(reply, b"VALUE gone 0 1\r\nx\r\nEND\r\n")
+
+    async def test_replies_are_not_held_back_by_nagle(self) -> None:
+        """A reply that leaves in pieces (STORED after a shared fsync) must
+        not wait for the client's delayed ACK of the piece before it."""
+        sock = connect(self.port)
+        self.addCleanup(sock.close)
+        protocol = await self.server.protocol_for(sock)
+        transport: Any = protocol.transport
+        self.assertTrue(transport.getTcpNoDelay())
