@@ -1,0 +1,398 @@
+"""The servers under test: an erq (twistd) and a memcached subprocess each on a
+free loopback port, and what /proc says about them."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.wire import HOST
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 120.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: What marks an error in a twistd log (twisted.logger levels, tracebacks).
+LOG_ERROR_MARKS = ("Traceback", "Unhandled", "#error]", "#critical]", "#failure]")
+
+
+class NotReady(Exception):
+    """A server did not start, or did not answer as wanted in time."""
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the server binds it next)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def ask(port: int, request: bytes, timeout: float = 2.0) -> bytes:
+    """One request on a fresh connection; the first reply line (or block)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        while not data.endswith(b"\r\n") or (
+            data.startswith((b"VALUE", b"STAT")) and not data.endswith(b"END\r\n")
+        ):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def rss(pid: int) -> tuple[int, int]:
+    """``(VmRSS, VmHWM)`` of a process in bytes; zeros once it is gone."""
+    now = peak = 0
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmRSS:"):
+                    now = int(line.split()[1]) * 1024
+                elif line.startswith(b"VmHWM:"):
+                    peak = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return now, peak
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process (all its threads) has used."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the command name: state is field 3, utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tree_size(path: Path) -> int:
+    """Apparent size in bytes of every file under ``path``."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def filesystem_of(path: Path) -> str:
+    """The type of the file system holding ``path`` (ext4, tmpfs, ...)."""
+    best, kind = "", "?"
+    target = str(path.resolve())
+    try:
+        with open("/proc/mounts") as mounts:
+            for line in mounts:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                point = parts[1]
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) > len(best):
+                    best, kind = point, parts[2]
+    except OSError:
+        pass
+    return kind
+
+
+def default_twistd() -> str:
+    beside = Path(sys.executable).parent / "twistd"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("twistd") or "twistd"
+
+
+@dataclass
+class Server:
+    """A server subprocess on a loopback port."""
+
+    kind: str  # "erq" or "memcached"
+    label: str
+    command: list[str]
+    port: int
+    root: Path
+    data_dir: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    ready_after: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    answer: bytes = b""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / f"{self.label}.log"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(
+        self,
+        ready: bytes = b"version\r\n",
+        accept: Callable[[bytes], bool] | None = None,
+        timeout: float = START_TIMEOUT,
+    ) -> float:
+        """Start the process and ask ``ready`` until ``accept`` likes the
+        answer (by default: any answer but an error); the seconds from
+        process start to that answer."""
+        log = open(self.log_path, "ab")
+        self.started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = self.started_at + timeout
+        answer = b""
+        while True:
+            if self.process.poll() is not None:
+                raise NotReady(
+                    f"{self.label} exited with {self.process.returncode} at start:\n"
+                    + self.log_tail()
+                )
+            try:
+                answer = ask(self.port, ready)
+            except OSError:
+                answer = b""
+            if accept is None:
+                good = bool(answer) and not answer.startswith((b"ERROR", b"SERVER_"))
+            else:
+                good = accept(answer)
+            if good:
+                self.ready_after = time.monotonic() - self.started_at
+                self.answer = answer
+                return self.ready_after
+            if time.monotonic() > deadline:
+                said = f"last answer {answer[:60]!r}" if answer else "no answer"
+                raise NotReady(
+                    f"{self.label}: {ready.strip()!r} not answered as wanted "
+                    f"{timeout:g}s after start ({said})"
+                )
+            time.sleep(0.005)
+
+    def stop(self, command: bytes | None = None) -> float:
+        """Stop the process (by ``command`` when given, else SIGTERM); the
+        seconds it took to exit."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return 0.0
+        began = time.monotonic()
+        sent = False
+        if command is not None:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=5) as sock:
+                    sock.sendall(command)
+                    sock.settimeout(STOP_TIMEOUT)
+                    while sock.recv(4096):
+                        pass
+                sent = True
+            except OSError as error:
+                self.problems.append(f"{self.label}: {command!r} failed: {error}")
+        if not sent:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.problems.append(
+                f"{self.label} still running {STOP_TIMEOUT:.0f}s after being told "
+                "to stop; killed"
+            )
+            process.kill()
+            process.wait(10)
+        took = time.monotonic() - began
+        if process.returncode not in (0, -signal.SIGTERM):
+            self.problems.append(f"{self.label} exited with {process.returncode}")
+        return took
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_errors(self) -> list[str]:
+        """Tracebacks and unhandled errors the server logged."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            if any(mark in line for mark in LOG_ERROR_MARKS):
+                found.append(line.strip())
+        return found
+
+
+@dataclass
+class Settings:
+    """How to start the servers, from the command line."""
+
+    twistd: str
+    erq_args: list[str]
+    memcached: str | None
+    memcached_threads: int
+    memcached_memory_mb: int
+    scratch: Path
+    keep: bool = False
+    sync_option: str = "--sync"
+    servers: list[Server] = field(default_factory=list)
+
+    def new_root(self, label: str) -> Path:
+        return Path(tempfile.mkdtemp(prefix=f"erq-bench-{label}-", dir=self.scratch))
+
+    def erq(
+        self,
+        label: str,
+        extra: list[str] | None = None,
+        data_dir: Path | None = None,
+        root: Path | None = None,
+    ) -> Server:
+        """An erq server, not started yet; a fresh data directory unless
+        one is given (to restart on the same journals)."""
+        root = root or self.new_root(label)
+        data_dir = data_dir or root / "data"
+        data_dir.mkdir(exist_ok=True)
+        port = free_port()
+        command = [
+            self.twistd,
+            "-n",
+            "--pidfile=",
+            "erq",
+            "--port",
+            f"tcp:{port}:interface={HOST}",
+            "--data-dir",
+            str(data_dir),
+            *self.erq_args,
+            *(extra or []),
+        ]
+        server = Server("erq", label, command, port, root, data_dir)
+        self.servers.append(server)
+        return server
+
+    def memcached_server(self, label: str) -> Server:
+        assert self.memcached is not None
+        root = self.new_root(label)
+        port = free_port()
+        command = [
+            self.memcached,
+            "-l",
+            HOST,
+            "-p",
+            str(port),
+            "-U",
+            "0",
+            "-t",
+            str(self.memcached_threads),
+            "-m",
+            str(self.memcached_memory_mb),
+            "-c",
+            "4096",
+        ]
+        if os.geteuid() == 0:
+            command += ["-u", _unprivileged_user()]
+        server = Server("memcached", label, command, port, root)
+        self.servers.append(server)
+        return server
+
+    def discard(self, server: Server) -> None:
+        """Stop a server and remove its files (unless asked to keep them)."""
+        server.stop()
+        if not self.keep:
+            shutil.rmtree(server.root, ignore_errors=True)
+
+    def erq_help(self) -> str:
+        result = subprocess.run(
+            [self.twistd, "erq", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.scratch,
+        )
+        return result.stdout + result.stderr
+
+    def sync_supported(self) -> bool:
+        words = self.erq_help().replace(",", " ").split()
+        return any(word.rstrip("=") == self.sync_option for word in words)
+
+    def sync_args(self, policy: str) -> list[str]:
+        return [self.sync_option, policy]
+
+    def user_sets_sync(self) -> bool:
+        return any(
+            arg == self.sync_option or arg.startswith(self.sync_option + "=")
+            for arg in self.erq_args
+        )
+
+
+def _unprivileged_user() -> str:
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        return "root"
+    return "nobody"
+
+
+def version_of(command: list[str]) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
+
+
+def _process_times() -> dict[int, tuple[str, float]]:
+    times: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:
+            continue
+        name = raw[raw.find(b"(") + 1 : raw.rfind(b")")].decode(errors="replace")
+        fields = raw.rsplit(b")", 1)[1].split()
+        times[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return times
+
+
+def busy_others(seconds: float = 1.0) -> list[tuple[str, float]]:
+    """Processes that used CPU over ``seconds`` (not this one), busiest
+    first, with the fraction of one core each used: a benchmark on a shared
+    machine measures them too."""
+    before = _process_times()
+    time.sleep(seconds)
+    after = _process_times()
+    mine = os.getpid()
+    busy = []
+    for pid, (name, used) in after.items():
+        if pid == mine:
+            continue
+        share = (used - before.get(pid, (name, used))[1]) / seconds
+        if share >= 0.05:
+            busy.append((f"{name}[{pid}]", share))
+    return sorted(busy, key=lambda entry: -entry[1])

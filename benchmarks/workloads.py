@@ -1,0 +1,827 @@
+"""The seven workloads: each runs on erq and, where it maps, on memcached,
+alternating rounds, and turns what the workers saw into table rows."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmarks.load import Job, Outcome, run_jobs, spread
+from benchmarks.report import Figure, MiB, Row, at_least, median, number, ratio
+from benchmarks.servers import (
+    NotReady,
+    Server,
+    Settings,
+    ask,
+    cpu_seconds,
+    rss,
+    tree_size,
+)
+from benchmarks.wire import Dialect, item
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much each workload does; every timed phase is bounded by both a
+    count and a number of seconds."""
+
+    rounds: int
+    phase_seconds: float
+    lockstep_items: int
+    pipeline_items: int
+    flow_items: int
+    flow_seconds: float
+    durable_seconds: float
+    deep_items: int
+    deep_probe: int
+    deep_rate_seconds: float
+    deep_fill_seconds: float
+    deep_drain_seconds: float
+    restart_items: int
+    restart_fill_seconds: float
+    restart_wait: float
+    item_size: int = 64
+    deep_size: int = 1024
+    batch: int = 100
+    producers: int = 2
+    consumers: int = 2
+    max_memory_size: int = 128 * MiB
+
+
+FULL = Plan(
+    rounds=3,
+    phase_seconds=2.5,
+    lockstep_items=200_000,
+    pipeline_items=300_000,
+    flow_items=200_000,
+    flow_seconds=3.0,
+    durable_seconds=1.5,
+    deep_items=1_000_000,
+    deep_probe=10_000,
+    deep_rate_seconds=20.0,
+    deep_fill_seconds=90.0,
+    deep_drain_seconds=60.0,
+    restart_items=1_000_000,
+    restart_fill_seconds=60.0,
+    restart_wait=10.0,
+)
+
+QUICK = Plan(
+    rounds=1,
+    phase_seconds=0.8,
+    lockstep_items=40_000,
+    pipeline_items=80_000,
+    flow_items=40_000,
+    flow_seconds=0.8,
+    durable_seconds=0.4,
+    deep_items=50_000,
+    deep_probe=10_000,
+    deep_rate_seconds=3.0,
+    deep_fill_seconds=15.0,
+    deep_drain_seconds=15.0,
+    restart_items=50_000,
+    restart_fill_seconds=15.0,
+    restart_wait=5.0,
+)
+
+#: Extra seconds consumers get to drain what producers left.
+DRAIN_GRACE = 5.0
+
+Figures = dict[str, Figure]
+
+
+class Bench:
+    """The run: its servers, its plan, its rows and the problems it saw."""
+
+    def __init__(
+        self, settings: Settings, plan: Plan, say: Callable[[str], None]
+    ) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.say = say
+        self.problems: list[str] = []
+        self.rows: list[Row] = []
+        self.sync_supported = settings.sync_supported()
+        self._erq: Server | None = None
+        self._memcached: Server | None = None
+
+    # -- servers ---------------------------------------------------------
+
+    def erq_main_args(self) -> list[str]:
+        """The main server runs with ``sync_journal=always`` explicitly when
+        it can be said (the bars for workloads 1-3 assume it)."""
+        if self.sync_supported and not self.settings.user_sets_sync():
+            return self.settings.sync_args("always")
+        return []
+
+    def erq(self) -> Server:
+        if self._erq is None or not self._erq.alive():
+            if self._erq is not None:
+                self.problems.append(
+                    f"{self._erq.label} died; log tail:\n{self._erq.log_tail()}"
+                )
+            self._erq = self.settings.erq("erq", self.erq_main_args())
+            self._erq.start()
+        return self._erq
+
+    def memcached(self) -> Server | None:
+        if self.settings.memcached is None:
+            return None
+        if self._memcached is None or not self._memcached.alive():
+            if self._memcached is not None:
+                self.problems.append("memcached died; restarted")
+            self._memcached = self.settings.memcached_server("memcached")
+            self._memcached.start()
+        return self._memcached
+
+    def close(self) -> None:
+        for server in (self._erq, self._memcached):
+            if server is not None:
+                self._check_log(server)
+                self.settings.discard(server)
+
+    def _check_log(self, server: Server) -> None:
+        errors = server.log_errors()
+        if errors:
+            self.problems.append(
+                f"{server.label} logged {len(errors)} error lines, first: {errors[0]}"
+            )
+        self.problems.extend(server.problems)
+        server.problems.clear()
+
+    # -- measuring -------------------------------------------------------
+
+    def phase(
+        self, server: Server, jobs: list[Job], unit: str = "/s", where: str = ""
+    ) -> tuple[Figure, list[Outcome]]:
+        """Run the jobs against ``server``; the rate of successful requests
+        over the span from the first start to the last end."""
+        before = cpu_seconds(server.pid)
+        outcomes = run_jobs(jobs, max(job.seconds for job in jobs))
+        after = cpu_seconds(server.pid)
+        self._note(where, outcomes)
+        started = [outcome for outcome in outcomes if outcome.start]
+        errors = [outcome.error for outcome in outcomes if outcome.error]
+        if errors or not started:
+            return Figure.failed(
+                unit, errors[0] if errors else "no worker ran"
+            ), outcomes
+        span = max(o.end for o in started) - min(o.start for o in started)
+        hits = sum(outcome.hits for outcome in outcomes)
+        if span <= 0:
+            return Figure.failed(unit, "no time measured"), outcomes
+        return (
+            Figure(
+                hits / span,
+                unit,
+                server_cpu=(after - before) / span,
+                gen_cpu=sum(outcome.cpu for outcome in outcomes) / span,
+            ),
+            outcomes,
+        )
+
+    def _note(self, where: str, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.error:
+                self.problems.append(f"{where} {outcome.role}: {outcome.error}")
+            if outcome.odd:
+                self.problems.append(
+                    f"{where} {outcome.role}: {outcome.odd} unexpected replies, "
+                    f"first {outcome.first_odd}"
+                )
+        misses = sum(o.misses for o in outcomes if o.role in ("get", "pipe-get"))
+        if misses:
+            self.problems.append(
+                f"{where}: {misses} gets answered END although the items were there"
+            )
+
+    def log_figure(self, where: str, name: str, figure: Figure) -> None:
+        cpu = f" (cpu% server/generator {figure.cpu()})" if figure.cpu() else ""
+        self.say(f"{where}: {name} {figure.shown()}{cpu}")
+
+    # -- shared shapes -----------------------------------------------------
+
+    def lockstep(
+        self, server: Server, conns: int, prefix: bytes, seconds: float, where: str
+    ) -> Figures:
+        """``conns`` processes, one connection each: sets, then as many gets,
+        each request waiting for its reply."""
+        plan = self.plan
+        queue = server.kind == "erq"
+        dialect = Dialect(queue, prefix)
+        shares = list(spread(plan.lockstep_items, conns))
+        firsts = [sum(shares[:number]) for number in range(conns)]
+        sets = [
+            Job(
+                "set", server.port, dialect, b"i", share, seconds, plan.item_size, first
+            )
+            for share, first in zip(shares, firsts, strict=True)
+        ]
+        set_figure, set_outcomes = self.phase(server, sets, where=f"{where} sets")
+        # Each get connection asks for what its set connection stored: the
+        # same keys on memcached, the same number of items off erq's queue.
+        # Several consumers of one queue cannot know whose item comes next,
+        # so then only each reply's shape is checked.
+        gets = [
+            Job(
+                "get",
+                server.port,
+                dialect,
+                b"i",
+                outcome.hits,
+                seconds,
+                plan.item_size,
+                first,
+                exact=conns == 1 or not queue,
+            )
+            for outcome, first in zip(set_outcomes, firsts, strict=True)
+        ]
+        get_figure, _ = self.phase(server, gets, where=f"{where} gets")
+        if queue:
+            self._delete(server, dialect)
+        self.log_figure(where, "sets", set_figure)
+        self.log_figure(where, "gets", get_figure)
+        return {"sets": set_figure, "gets": get_figure}
+
+    def pipelined(
+        self, server: Server, prefix: bytes, seconds: float, where: str
+    ) -> Figures:
+        """Batches of 100 sets per write, then 100 gets per write, every
+        reply checked in order and byte for byte."""
+        plan = self.plan
+        dialect = Dialect(server.kind == "erq", prefix)
+        sets = [
+            Job(
+                "pipe-set",
+                server.port,
+                dialect,
+                b"p",
+                plan.pipeline_items,
+                seconds,
+                plan.item_size,
+                batch=plan.batch,
+            )
+        ]
+        set_figure, set_outcomes = self.phase(server, sets, where=f"{where} sets")
+        stored = set_outcomes[0].hits
+        gets = [
+            Job(
+                "pipe-get",
+                server.port,
+                dialect,
+                b"p",
+                stored,
+                seconds,
+                plan.item_size,
+                batch=plan.batch,
+            )
+        ]
+        get_figure, _ = self.phase(server, gets, where=f"{where} gets")
+        if dialect.queue:
+            self._delete(server, dialect)
+        self.log_figure(where, "sets", set_figure)
+        self.log_figure(where, "gets", get_figure)
+        return {"sets": set_figure, "gets": get_figure}
+
+    def _delete(self, server: Server, dialect: Dialect) -> None:
+        """Drop what a time-capped phase left behind."""
+        try:
+            ask(server.port, b"delete %s\r\n" % dialect.queue_name, timeout=30)
+        except OSError as error:
+            self.problems.append(f"{server.label}: delete failed: {error}")
+
+    def alternate(
+        self,
+        name: str,
+        measure: Callable[[Server, bytes, str], Figures],
+        servers: list[tuple[str, Callable[[], Server | None]]],
+    ) -> dict[str, Figures]:
+        """Each round measures every server in turn; the median per figure."""
+        rounds: dict[str, list[Figures]] = {label: [] for label, _ in servers}
+        for turn in range(self.plan.rounds):
+            for label, get_server in servers:
+                server = get_server()
+                if server is None:
+                    continue
+                prefix = b"%s-%s%d-" % (name.encode(), label[:2].encode(), turn)
+                where = f"{name} {label} round {turn + 1}"
+                rounds[label].append(measure(server, prefix, where))
+        result: dict[str, Figures] = {}
+        for label, measured in rounds.items():
+            if measured:
+                keys = measured[0].keys()
+                result[label] = {
+                    key: median([m[key] for m in measured]) for key in keys
+                }
+        return result
+
+    def pair(self, label: str, key: str, figures: dict[str, Figures]) -> Row:
+        """erq's figure beside memcached's; a ratio for rates only."""
+        erq = figures["erq"][key]
+        other = figures.get("memcached", {}).get(key)
+        return Row(label, erq, other, ratio(erq, other) if erq.unit == "/s" else None)
+
+    def servers(self) -> list[tuple[str, Callable[[], Server | None]]]:
+        return [("erq", self.erq), ("memcached", self.memcached)]
+
+    # -- the workloads -----------------------------------------------------
+
+    def w1(self) -> None:
+        seconds = self.plan.phase_seconds
+        figures = self.alternate(
+            "w1",
+            lambda server, prefix, where: self.lockstep(
+                server, 1, prefix, seconds, where
+            ),
+            self.servers(),
+        )
+        for key in ("sets", "gets"):
+            row = self.pair(f"1. lock-step, 1 conn: {key}/s", key, figures)
+            self.rows.append(at_least(row, 0.5))
+
+    def w2(self) -> None:
+        seconds = self.plan.phase_seconds
+        for conns in (4, 16):
+            measure = functools.partial(self._lockstep_of, conns, seconds)
+            figures = self.alternate(f"w2c{conns}", measure, self.servers())
+            for key in ("sets", "gets"):
+                row = self.pair(f"2. lock-step, {conns} conns: {key}/s", key, figures)
+                self.rows.append(at_least(row, 0.45) if conns == 4 else row)
+
+    def _lockstep_of(
+        self, conns: int, seconds: float, server: Server, prefix: bytes, where: str
+    ) -> Figures:
+        return self.lockstep(server, conns, prefix, seconds, where)
+
+    def w3(self) -> None:
+        seconds = self.plan.phase_seconds
+        figures = self.alternate(
+            "w3",
+            lambda server, prefix, where: self.pipelined(
+                server, prefix, seconds, where
+            ),
+            self.servers(),
+        )
+        sync = " (sync always)" if self.erq_main_args() else ""
+        row = self.pair(
+            f"3. pipelined x{self.plan.batch}: sets/s{sync}", "sets", figures
+        )
+        self.rows.append(at_least(row, 0.2))
+        row = self.pair(
+            f"3. pipelined x{self.plan.batch}: gets/s{sync}", "gets", figures
+        )
+        self.rows.append(at_least(row, 0.6))
+
+    def w4(self) -> None:
+        figures = self.alternate("w4", self.flow, [("erq", self.erq)])["erq"]
+        shape = f"{self.plan.producers} producers + {self.plan.consumers} consumers"
+        rate = figures["paced"].shown()
+        self.rows.append(Row(f"4. {shape}: items/s", figures["items"]))
+        self.rows.append(Row(f"4.   latency p50 at half load ({rate})", figures["p50"]))
+        self.rows.append(Row(f"4.   latency p99 at half load ({rate})", figures["p99"]))
+
+    def flow(self, server: Server, prefix: bytes, where: str) -> Figures:
+        """Producers and consumers (``get q/t=100``) at once, each item
+        carrying the time it was sent: first as fast as they go (items/s),
+        then with the producers paced at half that rate (latency), since at
+        full speed the queue grows and latency only measures the backlog."""
+        saturated = self.flow_once(server, prefix + b"full", where, 0.0)
+        items = saturated["items"]
+        if items.value is None:
+            return {**saturated, "paced": Figure.missing("/s", "-")}
+        rate = items.value / 2
+        paced = self.flow_once(server, prefix + b"half", where, rate)
+        self.say(
+            f"{where}: {items.shown()} (cpu% {items.cpu()}) with p50 "
+            f"{saturated['p50'].shown()}, p99 {saturated['p99'].shown()}; "
+            f"at {number(rate, '/s')}: p50 {paced['p50'].shown()}, "
+            f"p99 {paced['p99'].shown()}"
+        )
+        return {
+            "items": items,
+            "p50": paced["p50"],
+            "p99": paced["p99"],
+            "paced": Figure(rate, "/s"),
+        }
+
+    def flow_once(
+        self, server: Server, prefix: bytes, where: str, rate: float
+    ) -> Figures:
+        plan = self.plan
+        dialect = Dialect(True, prefix)
+        count = plan.flow_items
+        if rate:
+            count = min(count, int(rate * plan.flow_seconds))
+        jobs = [
+            Job(
+                "produce",
+                server.port,
+                dialect,
+                b"f",
+                share,
+                plan.flow_seconds,
+                rate=rate / plan.producers,
+            )
+            for share in spread(count, plan.producers)
+        ] + [
+            Job(
+                "consume",
+                server.port,
+                dialect,
+                b"f",
+                count,
+                plan.flow_seconds + DRAIN_GRACE,
+            )
+            for _ in range(plan.consumers)
+        ]
+        before = cpu_seconds(server.pid)
+        outcomes = run_jobs(jobs, plan.flow_seconds + DRAIN_GRACE)
+        after = cpu_seconds(server.pid)
+        self._note(where, outcomes)
+        self._delete(server, dialect)
+        errors = [outcome.error for outcome in outcomes if outcome.error]
+        consumers = [o for o in outcomes if o.role == "consume"]
+        latencies = sorted(ns for o in consumers for ns in o.latencies_ns)
+        if errors or not latencies:
+            error = errors[0] if errors else "no item got through"
+            return {key: Figure.failed(unit, error) for key, unit in UNITS_FLOW}
+        produced = sum(o.hits for o in outcomes if o.role == "produce")
+        if produced != len(latencies):
+            self.problems.append(
+                f"{where}: {produced} items stored but {len(latencies)} consumed"
+            )
+        start = min(o.start for o in outcomes)
+        span = max(o.last_hit for o in consumers) - start
+        return {
+            "items": Figure(
+                len(latencies) / span,
+                "/s",
+                (after - before) / span,
+                sum(o.cpu for o in outcomes) / span,
+            ),
+            "p50": Figure(percentile(latencies, 50) / 1e6, "ms"),
+            "p99": Figure(percentile(latencies, 99) / 1e6, "ms"),
+        }
+
+    def w5(self) -> None:
+        shapes = [
+            ("w1", "1 conn", "sets"),
+            ("w1", "1 conn", "gets"),
+            ("w2c4", "4 conns", "sets"),
+            ("w2c4", "4 conns", "gets"),
+            ("w2c16", "16 conns", "sets"),
+            ("w2c16", "16 conns", "gets"),
+            ("w3", f"pipelined x{self.plan.batch}", "sets"),
+            ("w3", f"pipelined x{self.plan.batch}", "gets"),
+        ]
+
+        def label(shape: tuple[str, str, str]) -> str:
+            return f"5. {shape[1]}: {shape[2]}/s, always / never"
+
+        if not self.sync_supported:
+            for shape in shapes:
+                row = Row(label(shape), Figure.missing("/s"))
+                if shape[1:] == ("16 conns", "sets"):
+                    row.bar = ">= 0.5x never"
+                self.rows.append(row)
+            self.say(
+                f"w5: twistd erq --help shows no {self.settings.sync_option}: "
+                "rows are n/a"
+            )
+            return
+        settings = self.settings
+        always = settings.erq("always", settings.sync_args("always"))
+        never = settings.erq("never", settings.sync_args("never"))
+        try:
+            always.start()
+            never.start()
+            seconds = self.plan.durable_seconds
+
+            def measure(server: Server, prefix: bytes, where: str) -> Figures:
+                figures: Figures = {}
+                for conns, name in ((1, "w1"), (4, "w2c4"), (16, "w2c16")):
+                    found = self.lockstep(
+                        server, conns, prefix + name.encode(), seconds, where
+                    )
+                    for key, figure in found.items():
+                        figures[f"{name} {key}"] = figure
+                found = self.pipelined(server, prefix + b"w3", seconds, where)
+                for key, figure in found.items():
+                    figures[f"w3 {key}"] = figure
+                return figures
+
+            figures = self.alternate(
+                "w5", measure, [("always", lambda: always), ("never", lambda: never)]
+            )
+        finally:
+            for server in (always, never):
+                self._check_log(server)
+                settings.discard(server)
+        for shape in shapes:
+            key = f"{shape[0]} {shape[2]}"
+            first, second = figures["always"][key], figures["never"][key]
+            shown = Figure(
+                first.value,
+                "/s",
+                first.server_cpu,
+                first.gen_cpu,
+                first.error,
+                text=f"{first.shown()} / {second.shown()}",
+            )
+            row = Row(label(shape), shown, None, ratio(first, second), "a/n")
+            if shape[1:] == ("16 conns", "sets"):
+                at_least(row, 0.5).bar = ">= 0.5x never"
+            self.rows.append(row)
+
+    def split_sync(self) -> bool:
+        """Whether workloads 6 and 7 may fill with ``--sync never`` where
+        the fill is not what they measure (erq has ``--sync`` and the user
+        did not choose it)."""
+        return self.sync_supported and not self.settings.user_sets_sync()
+
+    def w6(self) -> None:
+        plan = self.plan
+        settings = self.settings
+        found: dict[str, Figures] = {}
+        rate: Figure | None = None
+        if self.split_sync():
+            # The bar's filling rate is the durable one, but a million items
+            # fsynced may not fit in the run: the rate is taken over a
+            # bounded stretch, the depth on a second erq with sync never.
+            erq = settings.erq("deep-always", settings.sync_args("always"))
+            try:
+                erq.start()
+                rate = self.deep(
+                    erq, "w6 erq always", plan.deep_rate_seconds, drain=False
+                )["fill"]
+            except NotReady as error:
+                rate = Figure.failed("/s", str(error))
+            finally:
+                self._check_log(erq)
+                settings.discard(erq)
+            erq = settings.erq("deep-never", settings.sync_args("never"))
+        else:
+            erq = settings.erq("deep", self.erq_main_args())
+        try:
+            erq.start()
+            found["erq"] = self.deep(erq, "w6 erq", plan.deep_fill_seconds)
+        except NotReady as error:
+            found["erq"] = {
+                key: Figure.failed(unit, str(error)) for key, unit in UNITS_DEEP
+            }
+        finally:
+            self._check_log(erq)
+            settings.discard(erq)
+        if settings.memcached is not None:
+            memcached = settings.memcached_server("deep-memcached")
+            try:
+                memcached.start()
+                found["memcached"] = self.deep(
+                    memcached, "w6 memcached", plan.deep_fill_seconds
+                )
+            except NotReady as error:
+                self.problems.append(f"w6: {error}")
+            finally:
+                settings.discard(memcached)
+        size = (
+            f"{plan.deep_size // 1024} KiB"
+            if plan.deep_size >= 1024
+            else f"{plan.deep_size} B"
+        )
+        stored = found["erq"]["stored"].value
+        count = count_text(int(stored) if stored else plan.deep_items)
+        probe = count_text(plan.deep_probe)
+        if rate is not None:
+            other = found.get("memcached", {}).get("fill")
+            row = Row(
+                f"6. deep: fill x {size}, sync always, items/s",
+                rate,
+                other,
+                ratio(rate, other),
+            )
+            self.rows.append(at_least(row, 0.2))
+            fill = self.pair(
+                f"6.   fill {count} x {size}, sync never, items/s", "fill", found
+            )
+        else:
+            fill = at_least(
+                self.pair(f"6. deep: fill {count} x {size}, items/s", "fill", found),
+                0.2,
+            )
+        self.rows.append(fill)
+        self.rows.append(self.pair("6.   drain, items/s", "drain", found))
+        self.rows.append(self.pair(f"6.   RSS at {probe} queued", "rss_probe", found))
+        row = self.pair(f"6.   RSS at {count} queued", "rss_full", found)
+        allowance = plan.max_memory_size + 64 * MiB
+        row.bar = f"<= {probe} + {allowance // MiB} MiB"
+        before, after = found["erq"]["rss_probe"].value, found["erq"]["rss_full"].value
+        if before is not None and after is not None:
+            row.holds = after <= before + allowance
+        self.rows.append(row)
+        self.rows.append(self.pair("6.   peak RSS (VmHWM)", "hwm", found))
+        for key, text in (
+            ("dir_full", f"data dir at {count}"),
+            ("dir_drained", "data dir drained"),
+        ):
+            row = Row(f"6.   {text}", found["erq"][key])
+            self.rows.append(row)
+
+    def deep(
+        self, server: Server, where: str, seconds: float, drain: bool = True
+    ) -> Figures:
+        """Fill one queue with big items, pipelined, noting RSS on the way;
+        then (when ``drain``) drain it, checking every item."""
+        plan = self.plan
+        dialect = Dialect(server.kind == "erq", b"deep-")
+        fill = Job(
+            "pipe-set",
+            server.port,
+            dialect,
+            b"d",
+            plan.deep_items,
+            seconds,
+            plan.deep_size,
+            batch=plan.batch,
+            probe_pid=server.pid,
+            probes=(plan.deep_probe,),
+        )
+        figures: Figures = {}
+        figures["fill"], outcomes = self.phase(server, [fill], where=f"{where} fill")
+        stored = outcomes[0].hits
+        figures["stored"] = Figure(stored, " items")
+        if not drain:
+            self.log_figure(where, "fill", figures["fill"])
+            return figures
+        if stored < plan.deep_items:
+            self.problems.append(
+                f"{where}: only {stored} of {plan.deep_items} items went in"
+            )
+        probe = outcomes[0].probes.get(plan.deep_probe)
+        figures["rss_probe"] = (
+            Figure(probe[0], "MiB") if probe else Figure.failed("MiB", "no probe")
+        )
+        now, _ = rss(server.pid)
+        figures["rss_full"] = Figure(now, "MiB")
+        if server.data_dir is not None:
+            size = tree_size(server.data_dir)
+            figures["dir_full"] = Figure(size, "MiB")
+            if stored and size < stored * plan.deep_size:
+                self.problems.append(
+                    f"{where}: the data directory holds {size} bytes with "
+                    f"{stored} items of {plan.deep_size} bytes queued: the items "
+                    "are not (all) journaled"
+                )
+        self.log_figure(where, "fill", figures["fill"])
+        self.say(
+            f"{where}: RSS {figures['rss_probe'].shown()} at {plan.deep_probe}, "
+            f"{figures['rss_full'].shown()} at {stored}"
+        )
+        gets = Job(
+            "pipe-get",
+            server.port,
+            dialect,
+            b"d",
+            stored,
+            plan.deep_drain_seconds,
+            plan.deep_size,
+            batch=plan.batch,
+        )
+        figures["drain"], outcomes = self.phase(server, [gets], where=f"{where} drain")
+        if outcomes[0].hits < stored:
+            self.problems.append(
+                f"{where}: drained {outcomes[0].hits} of {stored} items"
+            )
+        figures["hwm"] = Figure(rss(server.pid)[1], "MiB")
+        if server.data_dir is not None:
+            figures["dir_drained"] = Figure(tree_size(server.data_dir), "MiB")
+        self.log_figure(where, "drain", figures["drain"])
+        return figures
+
+    def w7(self) -> None:
+        plan = self.plan
+        settings = self.settings
+        # The restart is what is measured; the fill is only the way there,
+        # so it need not wait for fsyncs (shutdown syncs every journal).
+        fill_args = self.erq_main_args()
+        fill_sync = ""
+        if self.split_sync():
+            fill_args = settings.sync_args("never")
+            fill_sync = ", sync never"
+        first = settings.erq("restart", fill_args)
+        dialect = Dialect(True, b"restart-")
+        count = count_text(plan.restart_items)
+        rows = {
+            "empty": Row("7. start, empty data dir: to first reply", Figure(None, "s")),
+            "fill": Row(
+                f"7.   fill {count} x {plan.item_size} B{fill_sync}, items/s",
+                Figure(None, "/s"),
+            ),
+            "shutdown": Row(f"7.   shutdown with {count} queued", Figure(None, "s")),
+            "restart": Row(
+                f"7. restart with {count} journaled: to first item",
+                Figure(None, "s"),
+                bar="< 3 s",
+            ),
+        }
+        second: Server | None = None
+        try:
+            rows["empty"].erq = Figure(first.start(), "s")
+            fill = Job(
+                "pipe-set",
+                first.port,
+                dialect,
+                b"r",
+                plan.restart_items,
+                plan.restart_fill_seconds,
+                plan.item_size,
+                batch=plan.batch,
+            )
+            rows["fill"].erq, outcomes = self.phase(first, [fill], where="w7 fill")
+            stored = outcomes[0].hits
+            if stored != plan.restart_items:
+                self.problems.append(
+                    f"w7: {stored} of {plan.restart_items} items went in"
+                )
+                for row in rows.values():
+                    row.workload = row.workload.replace(count, count_text(stored))
+            rows["shutdown"].erq = Figure(first.stop(b"shutdown\r\n"), "s")
+            self.say(
+                f"w7: {stored} items stored, "
+                f"shut down in {rows['shutdown'].erq.shown()}"
+            )
+            assert first.data_dir is not None
+            second = settings.erq(
+                "restarted",
+                self.erq_main_args(),
+                data_dir=first.data_dir,
+                root=first.root,
+            )
+            wanted = dialect.hit_reply(0, item(b"r", 0, plan.item_size))
+            try:
+                took = second.start(
+                    b"get %s\r\n" % dialect.queue_name,
+                    accept=lambda answer: answer.startswith(b"VALUE"),
+                    timeout=plan.restart_wait,
+                )
+                rows["restart"].erq = Figure(took, "s")
+                rows["restart"].holds = took < 3.0
+                if second.answer != wanted:
+                    self.problems.append(
+                        "w7: the first item served after restart was "
+                        f"{second.answer[:60]!r}, not the first item set"
+                    )
+            except NotReady as error:
+                rows["restart"].erq = Figure.failed("s", str(error))
+                rows["restart"].erq.text = f"none in {plan.restart_wait:g} s"
+                rows["restart"].holds = False
+                self.problems.append(f"w7: {error}")
+            self.say(f"w7: restart to first item: {rows['restart'].erq.shown()}")
+        except NotReady as error:
+            self.problems.append(f"w7: {error}")
+        finally:
+            for server in (first, second):
+                if server is not None:
+                    self._check_log(server)
+                    server.stop()
+            settings.discard(first)
+        self.rows.extend(rows.values())
+
+
+UNITS_FLOW = (("items", "/s"), ("p50", "ms"), ("p99", "ms"), ("paced", "/s"))
+UNITS_DEEP = (
+    ("stored", " items"),
+    ("fill", "/s"),
+    ("drain", "/s"),
+    ("rss_probe", "MiB"),
+    ("rss_full", "MiB"),
+    ("hwm", "MiB"),
+    ("dir_full", "MiB"),
+    ("dir_drained", "MiB"),
+)
+
+
+def count_text(count: int) -> str:
+    """1000000 as 1M, 10000 as 10k."""
+    if count >= 1_000_000:
+        return f"{count / 1e6:g}M"
+    if count >= 1000:
+        return f"{count / 1e3:g}k"
+    return str(count)
+
+
+def percentile(ordered: list[int], percent: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    rank = max(0, min(len(ordered) - 1, int(round(percent / 100 * len(ordered))) - 1))
+    return float(ordered[rank])
+
+
+WORKLOADS: dict[int, Callable[[Bench], None]] = {
+    1: Bench.w1,
+    2: Bench.w2,
+    3: Bench.w3,
+    4: Bench.w4,
+    5: Bench.w5,
+    6: Bench.w6,
+    7: Bench.w7,
+}
