@@ -841,13 +841,20 @@ class JournalWriter:
         self._stopping = False
         self._closing = False
         self._stopped = False
+        # Started again while still stopping: start once the files are closed.
+        self._restart = False
         self._stop_waiters: list[Deferred[None]] = []
         #: Batches handed to the thread so far.
         self.batches = 0
 
     def start(self) -> None:
         """Start the writer thread (a pool passed in is the caller's to
-        start).  A writer can be started again after ``stop``."""
+        start).  A writer can be started again after ``stop``, even before
+        the stop has finished."""
+        if self._stopping and not self._stopped:
+            # What is journaled meanwhile waits for the files to be closed.
+            self._restart = True
+            return
         if self._stopped:
             self._stopping = self._closing = self._stopped = False
             if self._own_pool is not None:
@@ -871,8 +878,10 @@ class JournalWriter:
 
     def stop(self) -> Deferred[None]:
         """Write what is pending, sync and close every file, stop the
-        thread.  Records that arrive after this are refused."""
+        thread.  Records that arrive after this are refused, until
+        ``start``."""
         d: Deferred[None] = Deferred()
+        self._restart = False
         if self._stopped:
             d.callback(None)
             return d
@@ -891,6 +900,8 @@ class JournalWriter:
 
     def _kick(self) -> None:
         if self._in_flight is not None or not self._pending or not self._fresh:
+            return
+        if self._closing and self._restart:
             return
         batch = self._pending
         self._pending = []
@@ -998,7 +1009,11 @@ class JournalWriter:
         self._stop_waiters = []
         for waiter in waiters:
             waiter.callback(None)
-        # Anything journaled while the files were being closed is refused.
+        if self._restart:
+            self._restart = False
+            self.start()
+        # Anything journaled while the files were being closed is refused,
+        # unless the writer started again.
         self._fresh = True
         self._kick()
 
