@@ -15,7 +15,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq import __version__
-from erq.config import Config, ConfigError, QueueSettings, fanout_parent, load_config
+from erq.config import (
+    Config,
+    ConfigError,
+    MiB,
+    QueueSettings,
+    fanout_parent,
+    load_config,
+)
 from erq.journal import Journal, JournalWriter, list_queue_dirs, queue_dir
 from erq.queue import Item, Queue
 
@@ -24,6 +31,9 @@ if TYPE_CHECKING:
 
 #: Most expired items one sweep drops, so that a sweep never stalls requests.
 SWEEP_BUDGET = 10_000
+
+#: Bytes of a journal segment file before the next one starts.
+SEGMENT_SIZE = 16 * MiB
 
 #: exptime values above this are absolute Unix times, as in memcached.
 ABSOLUTE_EXPTIME = 1_000_000
@@ -117,6 +127,7 @@ class QueueService(Service):
         data_dir: str | None = None,
         config_path: str | None = None,
         overrides: Mapping[str, Any] | None = None,
+        segment_size: int | None = None,
     ) -> None:
         """``config`` holds every setting (the defaults when ``None``).
 
@@ -124,7 +135,8 @@ class QueueService(Service):
         command line's ``overrides`` (``Config.with_overrides`` keywords)
         applied on top each time.  ``stop_server`` is what ``shutdown`` calls
         (by default the reactor's ``stop``).  Without ``data_dir`` queues
-        live in memory only; with it each is journaled in a directory there.
+        live in memory only; with it each is journaled in a directory there,
+        in segment files of ``segment_size`` bytes (`SEGMENT_SIZE`).
         """
         if clock is None:
             from twisted.internet import reactor
@@ -136,6 +148,7 @@ class QueueService(Service):
         self.config_path = config_path
         self.data_dir = data_dir
         self.writer: JournalWriter | None = None
+        self.segment_size = SEGMENT_SIZE if segment_size is None else segment_size
         self._replayed = False
         self.overrides = dict(overrides or {})
         self._stop_server = stop_server
@@ -195,7 +208,13 @@ class QueueService(Service):
         for name, path in sorted(list_queue_dirs(data_dir).items()):
             settings = self.settings_for(name)
             assert self.writer is not None
-            journal = Journal(path, self.writer, settings.sync_journal, name=name)
+            journal = Journal(
+                path,
+                self.writer,
+                settings.sync_journal,
+                segment_size=self.segment_size,
+                name=name,
+            )
             replayed = journal.replay(settings.max_memory_size)
             for damage in replayed.damage:
                 self.log.warn("Journal of {queue}: {damage}", queue=name, damage=damage)
@@ -334,6 +353,7 @@ class QueueService(Service):
                 queue_dir(self.data_dir, name),
                 self.writer,
                 settings.sync_journal,
+                segment_size=self.segment_size,
                 name=name,
             )
         queue = Queue(name, self.clock, settings, journal)

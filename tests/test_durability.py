@@ -1,0 +1,945 @@
+"""Durability through the server: replay, sync policies, read-behind,
+compaction, a full disk and damaged journals, with a real reactor, the real
+journal thread and real files."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import select
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from erq.config import Config, parse_config
+from erq.journal import FileOps, Journal, JournalWriter, queue_dir
+from erq.queue import Item
+from erq.service import QueueService
+from erq.tap import Options
+from tests.support import (
+    Server,
+    assert_same_bytes,
+    connect,
+    exchange,
+    poll_until,
+    reactor,
+    start_server,
+)
+
+#: Longest any one wait on the journal thread may take.
+DEADLINE = 20.0
+
+
+# -- a blocking memcache client, for deferToThread -------------------------------
+
+
+def set_request(queue: str, data: bytes, flags: int = 0, exptime: int = 0) -> bytes:
+    head = b"set %s %d %d %d\r\n" % (queue.encode(), flags, exptime, len(data))
+    return head + data + b"\r\n"
+
+
+class Client:
+    """A raw connection that pipelines requests and parses the replies."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = connect(port)
+        self._buffer = bytearray()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError(f"closed; left: {bytes(self._buffer[-200:])!r}")
+        self._buffer += chunk
+
+    def line(self) -> bytes:
+        while True:
+            end = self._buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 2]
+                return line
+            self._fill()
+
+    def exactly(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            self._fill()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def value(self) -> tuple[int, bytes] | None:
+        """The reply to a one-key get: (flags, data), or None for END."""
+        line = self.line()
+        if line == b"END":
+            return None
+        word, _, flags, size = line.split()
+        assert word == b"VALUE", line
+        data = self.exactly(int(size) + 2)
+        assert data[-2:] == b"\r\n"
+        end = self.line()
+        assert end == b"END", end
+        return int(flags), data[:-2]
+
+    def call(self, request: bytes) -> bytes:
+        """Send one request whose reply is one line; that line."""
+        self.send(request)
+        return self.line()
+
+    def store(
+        self,
+        queue: str,
+        items: list[bytes] | list[tuple[bytes, int, int]],
+        chunk: int = 500,
+    ) -> list[bytes]:
+        """Set every item (data, or (data, flags, exptime)), pipelined a
+        chunk at a time; the reply lines."""
+        replies: list[bytes] = []
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+            requests = [
+                set_request(queue, *entry)
+                if isinstance(entry, tuple)
+                else set_request(queue, entry)
+                for entry in part
+            ]
+            self.send(b"".join(requests))
+            replies.extend(self.line() for _ in part)
+        return replies
+
+    def take(
+        self, key: str, count: int, chunk: int = 500
+    ) -> list[tuple[int, bytes] | None]:
+        """``count`` gets of ``key``, pipelined a chunk at a time."""
+        got: list[tuple[int, bytes] | None] = []
+        request = b"get %s\r\n" % key.encode()
+        for start in range(0, count, chunk):
+            size = min(chunk, count - start)
+            self.send(request * size)
+            got.extend(self.value() for _ in range(size))
+        return got
+
+    def drain(self, key: str, limit: int = 1_000_000) -> list[bytes]:
+        """Every item of the queue, by plain gets, until END."""
+        got: list[bytes] = []
+        while len(got) < limit:
+            batch = self.take(key, 200, 200)
+            for value in batch:
+                if value is None:
+                    return got
+                got.append(value[1])
+        raise AssertionError(f"more than {limit} items in {key}")
+
+    def stats(self) -> dict[str, str]:
+        self.send(b"stats\r\n")
+        stats: dict[str, str] = {}
+        while (line := self.line()) != b"END":
+            _, name, value = line.decode().split(" ", 2)
+            stats[name] = value
+        return stats
+
+    def nothing_yet(self) -> bool:
+        """Whether no reply byte has arrived yet (without waiting)."""
+        if self._buffer:
+            return False
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return not readable
+
+
+# -- file operations a test controls -----------------------------------------------
+
+
+class ControlledOps(FileOps):
+    """Counts fsyncs and writes, can hold either on a gate, and can fail
+    writes as a full disk does.  Runs on the journal thread."""
+
+    def __init__(self) -> None:
+        self.syncs = 0
+        self.writes = 0
+        self.syncs_entered = 0
+        self.writes_entered = 0
+        self.sync_gate = threading.Event()
+        self.sync_gate.set()
+        self.write_gate = threading.Event()
+        self.write_gate.set()
+        self.disk_full = False
+
+    def write(self, fd: int, data: bytes) -> None:
+        self.writes_entered += 1
+        self.write_gate.wait(DEADLINE)
+        if self.disk_full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().write(fd, data)
+        self.writes += 1
+
+    def fsync(self, fd: int) -> None:
+        self.syncs_entered += 1
+        self.sync_gate.wait(DEADLINE)
+        super().fsync(fd)
+        self.syncs += 1
+
+
+def payload(i: int, size: int) -> bytes:
+    """Item ``i``'s bytes: unique, binary (``\\r\\n`` included), ``size`` long."""
+    block = b"%d\r\n" % i + hashlib.blake2b(i.to_bytes(8, "little")).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def directory_size(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
+
+
+def segments(path: str) -> list[str]:
+    return sorted(
+        os.path.join(path, name) for name in os.listdir(path) if name.endswith(".seg")
+    )
+
+
+class DurabilityCase(TestCase):
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.data_dir = os.path.abspath(self.mktemp())
+        self.events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def serve(
+        self,
+        config: Config | None = None,
+        writer: JournalWriter | None = None,
+        service: QueueService | None = None,
+        **options: Any,
+    ) -> Server:
+        """A server journaling in ``self.data_dir``; stopped, and its
+        journal thread finished, when the test ends."""
+        if service is None:
+            service = QueueService(config, data_dir=self.data_dir, **options)
+        if writer is not None:
+            service.writer = writer
+        # Runs after start_server's cleanup, which does not wait for it.
+        self.addCleanup(self._finished, service)
+        return start_server(self, service)
+
+    async def _finished(self, service: QueueService) -> None:
+        await service.stopService()
+        if service.writer is not None:
+            await service.writer.stop()
+
+    async def restart(self, server: Server, **options: Any) -> Server:
+        """Stop the server cleanly and start a new one on the same data."""
+        await server.service.stopService()
+        return self.serve(**options)
+
+    def client(self, server: Server) -> Client:
+        client = Client(server.port)
+        self.addCleanup(client.close)
+        return client
+
+    def logged(self, level: LogLevel | None = None) -> list[str]:
+        return [
+            formatEvent(event) or ""
+            for event in self.events
+            if level is None or event.get("log_level") == level
+        ]
+
+
+class ReplayTests(DurabilityCase):
+    async def test_round_trip_through_the_service(self) -> None:
+        server = self.serve(parse_config("[defaults]\nmax_open_reads = 2\n"))
+        sizes = [0, 1, 2, 7, 100, 1000, 65_536, 300_000, 5, 4096]
+        flags = [0, 1, 2**32 - 1, 12345, 7, 0, 99, 2**31, 3, 65535]
+        exptimes = [0, 3600, 2_000_000_000, 0, 86_400, 0, 0, 2_000_000_000, 60, 0]
+        work = [
+            (payload(i, size), flag, exptime)
+            for i, (size, flag, exptime) in enumerate(
+                zip(sizes, flags, exptimes, strict=True)
+            )
+        ]
+        mixed = [(payload(100 + i, 50 * i), i, 0) for i in range(12)]
+        writer = self.client(server)
+        opener = self.client(server)
+        before = time.time()
+
+        def fill_and_use() -> None:
+            self.assertEqual(set(writer.store("work", work)), {b"STORED"})
+            self.assertEqual(set(writer.store("Mixed.Case", mixed)), {b"STORED"})
+            self.assertEqual(set(writer.store("flushed", [b"a", b"b"])), {b"STORED"})
+            self.assertEqual(set(writer.store("deleted", [b"c", b"d"])), {b"STORED"})
+            # Taken for good.
+            for data, flag, _ in work[:2]:
+                self.assertEqual(writer.take("work", 1), [(flag, data)])
+            # Handed out but never confirmed: the server stops first.
+            for data, flag, _ in work[2:4]:
+                self.assertEqual(opener.take("work/open", 1), [(flag, data)])
+            self.assertEqual(writer.call(b"flush flushed\r\n"), b"END")
+            self.assertEqual(writer.call(b"delete deleted\r\n"), b"DELETED")
+
+        await deferToThread(fill_and_use)
+        after = time.time()
+        deleted_dir = queue_dir(self.data_dir, "deleted")
+        await server.service.stopService()
+        self.assertFalse(os.path.exists(deleted_dir))
+        self.assertTrue(os.path.isdir(queue_dir(self.data_dir, "Mixed.Case")))
+
+        server = self.serve(parse_config("[defaults]\nmax_open_reads = 2\n"))
+        service = server.service
+        self.assertIsNone(service.queue("deleted"))
+        flushed = service.queue("flushed")
+        self.assertEqual(0 if flushed is None else flushed.items, 0)
+        queue = service.queue("work")
+        assert queue is not None
+        # The open reads are back at the head, in their order.
+        self.assertEqual(queue.items, len(work) - 2)
+        for data, flag, exptime in work[2:]:
+            got = service.get("work", None, True, False)
+            assert isinstance(got, Item)
+            self.assertEqual((got.data, got.flags), (data, flag))
+            if exptime == 0:
+                self.assertIsNone(got.expiry)
+            elif exptime > 1_000_000:
+                self.assertEqual(got.expiry, float(exptime))
+            else:
+                assert got.expiry is not None
+                self.assertTrue(before + exptime <= got.expiry <= after + exptime)
+            queue.confirm(got)
+        self.assertIsNone(service.get("work", None, False, False))
+
+        def confirm_each() -> None:
+            client = self.client(server)
+            got = client.take("Mixed.Case/open", 1)
+            for _ in mixed[1:]:
+                got += client.take("Mixed.Case/close/open", 1)
+            self.assertEqual(got, [(flag, data) for data, flag, _ in mixed])
+            self.assertEqual(client.take("Mixed.Case/close", 1), [None])
+            self.assertEqual(client.take("flushed", 1), [None])
+            self.assertEqual(client.take("deleted", 1), [None])
+
+        await deferToThread(confirm_each)
+
+        # Everything was confirmed: a clean restart hands out nothing.
+        server = await self.restart(server)
+
+        def nothing_left() -> None:
+            client = self.client(server)
+            for name in ("work", "Mixed.Case", "flushed", "deleted"):
+                self.assertEqual(client.take(name, 1), [None], name)
+
+        await deferToThread(nothing_left)
+        for name in ("work", "Mixed.Case"):
+            queue = server.service.queue(name)
+            assert queue is not None
+            self.assertEqual((queue.items, queue.open_items), (0, 0))
+
+    async def test_stop_and_start_the_same_service(self) -> None:
+        service = QueueService(data_dir=self.data_dir)
+        server = self.serve(service=service)
+
+        def fill() -> None:
+            client = self.client(server)
+            self.assertEqual(
+                client.store("q", [b"one", b"two", b"three"]), [b"STORED"] * 3
+            )
+            self.assertEqual(client.take("q", 1), [(0, b"one")])
+
+        await deferToThread(fill)
+        await service.stopService()
+        self.assertFalse(service.running)
+
+        server = self.serve(service=service)
+        self.assertTrue(service.running)
+
+        def use_again() -> None:
+            client = self.client(server)
+            self.assertEqual(client.take("q", 1), [(0, b"two")])
+            self.assertEqual(client.store("q", [b"four"]), [b"STORED"])
+
+        await deferToThread(use_again)
+        await service.stopService()
+
+        # The journal written across the restart replays as one.
+        server = self.serve()
+
+        def drained() -> list[bytes]:
+            return self.client(server).drain("q")
+
+        self.assertEqual(await deferToThread(drained), [b"three", b"four"])
+
+    async def test_start_again_before_the_stop_is_done(self) -> None:
+        service = QueueService(data_dir=self.data_dir)
+        server = self.serve(service=service)
+        client = self.client(server)
+        self.assertEqual(await deferToThread(client.store, "q", [b"a"]), [b"STORED"])
+        stopped = service.stopService()
+        self.assertFalse(stopped.called)
+        server = self.serve(service=service)
+        client = self.client(server)
+        # Journaled once the old files are closed, not refused.
+        self.assertEqual(await deferToThread(client.store, "q", [b"b"]), [b"STORED"])
+        await stopped
+        self.assertEqual(await deferToThread(client.store, "q", [b"c"]), [b"STORED"])
+        server = await self.restart(server)
+        drained = await deferToThread(self.client(server).drain, "q")
+        self.assertEqual(drained, [b"a", b"b", b"c"])
+
+    async def test_open_reads_of_a_queue_read_behind(self) -> None:
+        config = parse_config(
+            "[defaults]\nmax_memory_size = 4096\nmax_open_reads = 3\n"
+        )
+        server = self.serve(config)
+        items = [payload(i, 1000) for i in range(50)]
+        client = self.client(server)
+        self.assertEqual(
+            await deferToThread(client.store, "q", items), [b"STORED"] * 50
+        )
+        self.assertEqual(
+            await deferToThread(client.take, "q", 2), [(0, items[0]), (0, items[1])]
+        )
+        opened = await deferToThread(client.take, "q/open", 3)
+        self.assertEqual(opened, [(0, data) for data in items[2:5]])
+        server = await self.restart(server, config=config)
+        drained = await deferToThread(self.client(server).drain, "q")
+        self.assertEqual(drained, items[2:])
+
+    async def test_set_again_after_flush_and_delete(self) -> None:
+        config = parse_config("[defaults]\nmax_memory_size = 4096\n")
+        server = self.serve(config)
+        items = [payload(i, 1000) for i in range(30)]
+        client = self.client(server)
+
+        def use() -> None:
+            # Flushed while most items are behind memory.
+            client.store("flushed", items)
+            self.assertEqual(client.call(b"flush flushed\r\n"), b"END")
+            client.store("flushed", items[:3])
+            client.store("deleted", items)
+            self.assertEqual(client.call(b"delete deleted\r\n"), b"DELETED")
+            client.store("deleted", items[3:6])
+
+        await deferToThread(use)
+        server = await self.restart(server, config=config)
+        client = self.client(server)
+        self.assertEqual(await deferToThread(client.drain, "flushed"), items[:3])
+        self.assertEqual(await deferToThread(client.drain, "deleted"), items[3:6])
+
+    async def test_expiry_across_a_restart(self) -> None:
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        server = self.serve(clock=clock)
+        items = [(b"short", 1, 10), (b"long", 2, 100), (b"never", 3, 0)]
+        self.assertEqual(
+            await deferToThread(self.client(server).store, "q", items),
+            [b"STORED"] * 3,
+        )
+        await server.service.stopService()
+        clock = Clock()
+        clock.advance(1_700_000_050)
+        server = self.serve(clock=clock)
+        got = await deferToThread(self.client(server).take, "q", 3)
+        self.assertEqual(got, [(2, b"long"), (3, b"never"), None])
+        queue = server.service.queue("q")
+        assert queue is not None
+        self.assertEqual(queue.expired_items, 1)
+
+    async def test_names_that_need_encoding(self) -> None:
+        names = ["Work", "x%y" * 80, "A" * 250, "a+b.c-d_e"]
+        server = self.serve()
+        client = self.client(server)
+        for name in names:
+            replies = await deferToThread(client.store, name, [name.encode()])
+            self.assertEqual(replies, [b"STORED"])
+        self.assertEqual(len(os.listdir(self.data_dir)), len(names))
+        server = await self.restart(server)
+        client = self.client(server)
+        for name in names:
+            self.assertEqual(await deferToThread(client.drain, name), [name.encode()])
+
+
+class SyncTests(DurabilityCase):
+    async def test_stored_waits_for_fsync_and_sets_share_it(self) -> None:
+        ops = ControlledOps()
+        ops.sync_gate.clear()
+        self.addCleanup(ops.sync_gate.set)
+        server = self.serve(writer=JournalWriter(reactor, file_ops=ops))
+        service = server.service
+        client = self.client(server)
+        count = 300
+        items = [payload(i, 40) for i in range(count)]
+        client.send(b"".join(set_request("q", data) for data in items))
+        await poll_until(lambda: ops.syncs_entered >= 1)
+        await poll_until(lambda: service.counters.cmd_set == count)
+        queue = service.queue("q")
+        assert queue is not None
+        self.assertEqual(queue.items, count)
+        # The first fsync is held: no set may be answered yet.
+        self.assertEqual(ops.syncs, 0)
+        self.assertTrue(client.nothing_yet())
+        direct = service.put("q", b"direct", 0, 0)
+        assert isinstance(direct, Deferred)
+        self.assertFalse(direct.called)
+
+        ops.sync_gate.set()
+        replies = await deferToThread(lambda: [client.line() for _ in items])
+        self.assertEqual(replies, [b"STORED"] * count)
+        self.assertTrue(await direct)
+        # Group commit: the batch held behind the first fsync shares one.
+        self.assertLessEqual(ops.syncs, 3)
+        self.assertGreaterEqual(ops.syncs, 1)
+        drained = await deferToThread(client.drain, "q")
+        self.assertEqual(drained, items + [b"direct"])
+
+    async def test_never_answers_without_waiting(self) -> None:
+        ops = ControlledOps()
+        ops.write_gate.clear()
+        self.addCleanup(ops.write_gate.set)
+        config = parse_config('[defaults]\nsync_journal = "never"\n')
+        server = self.serve(config, writer=JournalWriter(reactor, file_ops=ops))
+        client = self.client(server)
+        items = [payload(i, 100) for i in range(50)]
+        # Answered while the journal thread cannot even write.
+        replies = await deferToThread(client.store, "q", items)
+        self.assertEqual(replies, [b"STORED"] * len(items))
+        self.assertEqual(ops.writes, 0)
+        ops.write_gate.set()
+        await poll_until(lambda: ops.writes > 0)
+        # Nor does it sync (until the files are closed).
+        self.assertEqual(ops.syncs, 0)
+        server = await self.restart(server)
+        self.assertEqual(await deferToThread(self.client(server).drain, "q"), items)
+
+    async def test_per_queue_settings_from_the_config(self) -> None:
+        config = parse_config(
+            "[defaults]\n"
+            'sync_journal = "never"\n'
+            "[queues.safe]\n"
+            'sync_journal = "always"\n'
+            "[queues.volatile]\n"
+            "journal = false\n"
+            "[queues.small]\n"
+            'max_memory_size = "64KiB"\n'
+        )
+        ops = ControlledOps()
+        ops.sync_gate.clear()
+        self.addCleanup(ops.sync_gate.set)
+        server = self.serve(config, writer=JournalWriter(reactor, file_ops=ops))
+        service = server.service
+        fast = self.client(server)
+        safe = self.client(server)
+        self.assertEqual(
+            await deferToThread(fast.store, "fast", [b"f1", b"f2"]), [b"STORED"] * 2
+        )
+        safe.send(set_request("safe", b"s1"))
+        await poll_until(lambda: ops.syncs_entered >= 1)
+        await poll_until(lambda: service.counters.cmd_set == 3)
+        self.assertTrue(safe.nothing_yet())
+        # A queue that never syncs is not held up by one that does.
+        self.assertEqual(await deferToThread(fast.store, "fast", [b"f3"]), [b"STORED"])
+        self.assertTrue(safe.nothing_yet())
+        ops.sync_gate.set()
+        self.assertEqual(await deferToThread(safe.line), b"STORED")
+        fast_journal = cast(Journal, service.create_queue("fast").journal)
+        safe_journal = cast(Journal, service.create_queue("safe").journal)
+        self.assertEqual((fast_journal.sync, safe_journal.sync), ("never", "always"))
+
+        # journal = false: in memory only.
+        self.assertEqual(
+            await deferToThread(fast.store, "volatile", [b"v1", b"v2"]),
+            [b"STORED"] * 2,
+        )
+        volatile = service.queue("volatile")
+        assert volatile is not None
+        self.assertIsNone(volatile.journal)
+        self.assertFalse(os.path.exists(queue_dir(self.data_dir, "volatile")))
+
+        # max_memory_size for one queue only.
+        small_items = [payload(i, 4096) for i in range(40)]
+        await deferToThread(fast.store, "small", small_items)
+        await deferToThread(fast.store, "fast", small_items)
+        stats = await deferToThread(fast.stats)
+        self.assertEqual(stats["queue_small_items"], "40")
+        self.assertLessEqual(int(stats["queue_small_mem_bytes"]), 64 * 1024 + 4096)
+        self.assertEqual(stats["queue_fast_mem_items"], str(3 + len(small_items)))
+
+        server = await self.restart(server, config=config)
+        self.assertIsNone(server.service.queue("volatile"))
+
+        def after_restart() -> None:
+            client = self.client(server)
+            self.assertEqual(client.drain("volatile"), [])
+            self.assertEqual(client.drain("safe"), [b"s1"])
+            self.assertEqual(client.drain("fast"), [b"f1", b"f2", b"f3"] + small_items)
+            self.assertEqual(client.drain("small"), small_items)
+
+        await deferToThread(after_restart)
+
+    async def test_sync_option(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write('[queues.safe]\nsync_journal = "always"\n')
+        options = Options()
+        options.parseOptions(
+            ["--config", path, "--sync", "never", "--data-dir", self.data_dir]
+        )
+        config: Config = options.config
+        self.assertEqual(config.server.data_dir, self.data_dir)
+        self.assertEqual(config.settings_for("q").sync_journal, "never")
+        self.assertEqual(config.settings_for("safe").sync_journal, "always")
+        ops = ControlledOps()
+        ops.sync_gate.clear()
+        self.addCleanup(ops.sync_gate.set)
+        server = self.serve(config, writer=JournalWriter(reactor, file_ops=ops))
+        client = self.client(server)
+        self.assertEqual(await deferToThread(client.store, "q", [b"x"]), [b"STORED"])
+        client.send(set_request("safe", b"y"))
+        await poll_until(lambda: ops.syncs_entered >= 1)
+        self.assertTrue(client.nothing_yet())
+        ops.sync_gate.set()
+        self.assertEqual(await deferToThread(client.line), b"STORED")
+
+        interval = Options()
+        interval.parseOptions(["--sync", "50ms"])
+        self.assertEqual(interval.config.settings_for("q").sync_journal, 0.05)
+
+
+class WatchedService(QueueService):
+    """Notes the most memory each queue held after any put or get."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peak_mem_bytes: dict[str, int] = {}
+
+    def _note(self, name: str) -> None:
+        queue = self.queues.get(name)
+        if queue is not None:
+            peak = self.peak_mem_bytes.get(name, 0)
+            self.peak_mem_bytes[name] = max(peak, queue.mem_bytes)
+
+    def put(
+        self, name: str, data: bytes, flags: int, exptime: int
+    ) -> bool | Deferred[bool]:
+        result = super().put(name, data, flags, exptime)
+        self._note(name)
+        return result
+
+    def get(
+        self, name: str, timeout: float | None, open: bool, peek: bool
+    ) -> Item | None | Deferred[Item | None]:
+        result = super().get(name, timeout, open, peek)
+        self._note(name)
+        return result
+
+
+async def put_all(
+    service: QueueService, name: str, items: list[bytes], after_each: Callable[[], None]
+) -> None:
+    """``set`` each item through the service (not the socket, which would
+    make the test ten times slower), checking ``after_each``; wait until the
+    journal has made them durable."""
+    waits: list[Deferred[Any]] = []
+    for data in items:
+        result = service.put(name, data, 0, 0)
+        after_each()
+        if isinstance(result, Deferred):
+            waits.append(result)
+        else:
+            assert result is True
+    assert all(await gatherResults(waits))
+
+
+async def take(service: QueueService, name: str) -> Item | None:
+    """A plain get through the service, waiting while the queue reads its
+    items back from the journal."""
+    result = service.get(name, None, False, False)
+    if isinstance(result, Deferred):
+        return await result.addTimeout(DEADLINE, reactor)
+    return result
+
+
+class ReadBehindTests(DurabilityCase):
+    async def test_deep_queue_through_a_small_memory(self) -> None:
+        limit = 256 * 1024
+        size = 1024
+        count = 100_000
+        config = parse_config(f"[defaults]\nmax_memory_size = {limit}\n")
+        service = WatchedService(config, data_dir=self.data_dir)
+        server = self.serve(service=service)
+        queue = service.create_queue("deep")
+
+        def within_memory() -> None:
+            if queue.mem_bytes > limit + size:
+                raise AssertionError(f"{queue.mem_bytes} bytes in memory")
+
+        # The first items over the socket, the bulk through the service.
+        first = [payload(i, size) for i in range(5000)]
+        replies = await deferToThread(self.client(server).store, "deep", first)
+        self.assertEqual(replies, [b"STORED"] * len(first))
+        for start in range(len(first), count, 5000):
+            items = [payload(i, size) for i in range(start, start + 5000)]
+            await put_all(service, "deep", items, within_memory)
+        stats = await deferToThread(self.client(server).stats)
+        self.assertEqual(stats["queue_deep_items"], str(count))
+        self.assertLessEqual(int(stats["queue_deep_mem_bytes"]), limit + size)
+        self.assertLessEqual(service.peak_mem_bytes["deep"], limit + size)
+        self.assertEqual(queue.items, count)
+
+        def drain_socket(server: Server, start: int, stop: int) -> None:
+            client = self.client(server)
+            got = client.take("deep", stop - start, chunk=1000)
+            for i, value in zip(range(start, stop), got, strict=True):
+                if value is None or value[1] != payload(i, size):
+                    assert_same_bytes(
+                        b"END" if value is None else value[1], payload(i, size)
+                    )
+
+        async def drain_service(service: QueueService, start: int, stop: int) -> None:
+            for i in range(start, stop):
+                item = await take(service, "deep")
+                if item is None or item.data != payload(i, size):
+                    got = b"nothing" if item is None else item.data
+                    assert_same_bytes(got, payload(i, size))
+                within_memory()
+
+        await deferToThread(drain_socket, server, 0, 10_000)
+        self.assertLessEqual(service.peak_mem_bytes["deep"], limit + size)
+        await drain_service(service, 10_000, 40_000)
+        self.assertEqual(queue.items, count - 40_000)
+
+        server = await self.restart(server, config=config)
+        restarted = server.service.queue("deep")
+        assert restarted is not None
+        queue = restarted
+        self.assertEqual(queue.items, count - 40_000)
+        within_memory()
+        await deferToThread(drain_socket, server, 40_000, 50_000)
+        await drain_service(server.service, 50_000, count)
+        self.assertEqual(
+            await deferToThread(self.client(server).take, "deep", 1), [None]
+        )
+        self.assertEqual((queue.items, queue.mem_bytes, queue.behind_items), (0, 0, 0))
+
+    async def test_items_larger_than_the_memory(self) -> None:
+        config = parse_config("[defaults]\nmax_memory_size = 4096\n")
+        server = self.serve(config)
+        items = [payload(i, 10_000) for i in range(20)]
+        client = self.client(server)
+        self.assertEqual(
+            await deferToThread(client.store, "q", items), [b"STORED"] * 20
+        )
+        self.assertEqual(await deferToThread(client.drain, "q"), items)
+        self.assertEqual(
+            await deferToThread(client.store, "q", items), [b"STORED"] * 20
+        )
+        server = await self.restart(server, config=config)
+        self.assertEqual(await deferToThread(self.client(server).drain, "q"), items)
+
+
+class CompactionTests(DurabilityCase):
+    async def test_steady_traffic_keeps_the_journal_small(self) -> None:
+        segment = 64 * 1024
+        server = self.serve(segment_size=segment)
+        service = server.service
+        backlog = 100
+        size = 16
+        rounds = 200_000
+        over_socket = 10_000
+        data = [b"%015d-" % i for i in range(backlog + rounds)]
+        self.assertEqual({len(d) for d in data}, {size})
+        client = self.client(server)
+        replies = await deferToThread(client.store, "steady", data[:backlog])
+        self.assertEqual(replies, [b"STORED"] * backlog)
+        directory = queue_dir(self.data_dir, "steady")
+        largest = 0
+
+        # A set and a get in turn, through the service ...
+        chunk = 5000
+        for start in range(0, rounds - over_socket, chunk):
+            waits: list[Deferred[Any]] = []
+            for i in range(start, start + chunk):
+                stored = service.put("steady", data[backlog + i], 0, 0)
+                assert isinstance(stored, Deferred)
+                waits.append(stored)
+                item = service.get("steady", None, False, False)
+                assert isinstance(item, Item) and item.data == data[i], (i, item)
+            self.assertTrue(all(await gatherResults(waits)))
+            largest = max(largest, directory_size(directory))
+
+        # ... and over the socket.
+        def steady(start: int, stop: int) -> None:
+            request = b"".join(
+                set_request("steady", data[backlog + i]) + b"get steady\r\n"
+                for i in range(start, stop)
+            )
+            expected = b"".join(
+                b"STORED\r\nVALUE steady 0 16\r\n" + data[i] + b"\r\nEND\r\n"
+                for i in range(start, stop)
+            )
+            got = exchange(client.sock, request, len(expected))
+            assert_same_bytes(got, expected)
+
+        await deferToThread(steady, rounds - over_socket, rounds)
+        queue = service.queue("steady")
+        assert queue is not None
+        self.assertEqual(queue.items, backlog)
+        await service.stopService()
+        on_disk = directory_size(directory)
+        # An ADD record: 8 bytes of frame, 29 of header, then the data.
+        live = backlog * (8 + 29 + size)
+        self.assertLess(on_disk, 4 * segment + live)
+        self.assertLess(largest, 4 * segment + live)
+        self.assertLessEqual(len(segments(directory)), 4)
+
+        server = self.serve(segment_size=segment)
+        drained = await deferToThread(self.client(server).drain, "steady")
+        self.assertEqual(drained, data[-backlog:])
+
+
+class DiskFullTests(DurabilityCase):
+    async def test_full_disk_refuses_sets_and_recovers(self) -> None:
+        ops = ControlledOps()
+        writer = JournalWriter(reactor, file_ops=ops, retry_delay=0.05)
+        server = self.serve(writer=writer)
+        client = self.client(server)
+        before = [b"before-%d" % i for i in range(5)]
+        self.assertEqual(
+            await deferToThread(client.store, "q", before), [b"STORED"] * 5
+        )
+
+        ops.disk_full = True
+        refused = [b"refused-%d" % i for i in range(4)]
+        replies = await deferToThread(client.store, "q", refused[:2])
+        # One at a time too: each set meets the full disk on its own.
+        for data in refused[2:]:
+            replies += await deferToThread(client.store, "q", [data])
+        self.assertEqual(replies, [b"SERVER_ERROR no space left on device"] * 4)
+        # What was stored before is still handed out.
+        self.assertEqual(
+            await deferToThread(client.take, "q", 2), [(0, before[0]), (0, before[1])]
+        )
+        errors = [
+            text for text in self.logged(LogLevel.error) if "no space left" in text
+        ]
+        self.assertEqual(len(errors), 1, self.logged())
+        self.assertIn(queue_dir(self.data_dir, "q"), errors[0])
+
+        ops.disk_full = False
+        after = [b"after-%d" % i for i in range(3)]
+        self.assertEqual(await deferToThread(client.store, "q", after), [b"STORED"] * 3)
+        self.assertTrue(any("writing again" in text for text in self.logged()))
+
+        server = await self.restart(server)
+        drained = await deferToThread(self.client(server).drain, "q")
+        stored = before[2:] + after
+        # Everything STORED is back, in order; a refused set may come back
+        # too (at-least-once), never in place of a stored one.
+        self.assertEqual([d for d in drained if d in stored], stored)
+        self.assertEqual(len(drained), len(set(drained)))
+        self.assertTrue(set(drained) <= set(stored) | set(refused))
+
+
+class DamageTests(DurabilityCase):
+    async def fill(self, items: list[bytes], **options: Any) -> None:
+        server = self.serve(**options)
+        replies = await deferToThread(self.client(server).store, "q", items)
+        self.assertEqual(replies, [b"STORED"] * len(items))
+        await server.service.stopService()
+
+    def damage_logged(self) -> list[str]:
+        return [
+            text
+            for text in self.logged(LogLevel.warn)
+            if text.startswith("Journal of q:")
+        ]
+
+    async def test_torn_tail(self) -> None:
+        items = [payload(i, 200) for i in range(20)]
+        await self.fill(items)
+        [last] = segments(queue_dir(self.data_dir, "q"))
+        size = os.path.getsize(last)
+        # A crash in the middle of writing the last item.
+        os.truncate(last, size - 100)
+
+        server = self.serve()
+        [logged] = self.damage_logged()
+        self.assertIn("torn record", logged)
+        self.assertIn(f"cut {200 + 8 + 29 - 100} bytes", logged)
+        self.assertEqual(os.path.getsize(last), size - (200 + 8 + 29))
+        client = self.client(server)
+        self.assertEqual(await deferToThread(client.store, "q", [b"new"]), [b"STORED"])
+        server = await self.restart(server)
+        self.assertEqual(
+            await deferToThread(self.client(server).drain, "q"), items[:-1] + [b"new"]
+        )
+        self.assertEqual(self.damage_logged(), [logged])
+
+    async def test_flipped_byte_in_a_middle_segment(self) -> None:
+        items = [payload(i, 200) for i in range(60)]
+        await self.fill(items, segment_size=4096)
+        files = segments(queue_dir(self.data_dir, "q"))
+        self.assertGreaterEqual(len(files), 3)
+        contents = []
+        for path in files:
+            with open(path, "rb") as f:
+                contents.append(f.read())
+        home = [
+            next(n for n, content in enumerate(contents) if data in content)
+            for data in items
+        ]
+        victim = home.index(1) + 2
+        self.assertEqual(home[victim], 1)
+        with open(files[1], "r+b") as f:
+            offset = contents[1].index(items[victim]) + 100
+            f.seek(offset)
+            f.write(bytes([contents[1][offset] ^ 0x40]))
+
+        server = self.serve(segment_size=4096)
+        drained = await deferToThread(self.client(server).drain, "q")
+        # Everything before the damage, and everything in later segments.
+        later = [data for data, n in zip(items, home, strict=True) if n > 1]
+        self.assertEqual(drained, items[:victim] + later)
+        [logged] = self.damage_logged()
+        self.assertIn("corrupt record", logged)
+        self.assertIn(os.path.basename(files[1]), logged)
+        self.assertIn("saved as", logged)
+
+    async def test_damage_is_cut_once(self) -> None:
+        items = [payload(i, 200) for i in range(60)]
+        await self.fill(items, segment_size=4096)
+        files = segments(queue_dir(self.data_dir, "q"))
+        with open(files[1], "r+b") as f:
+            f.seek(1000)
+            byte = f.read(1)
+            f.seek(1000)
+            f.write(bytes([byte[0] ^ 1]))
+        server = self.serve(segment_size=4096)
+        first = await deferToThread(self.client(server).take, "q", 10)
+        self.assertEqual(first, [(0, data) for data in items[:10]])
+        queue = server.service.queue("q")
+        assert queue is not None
+        left = queue.items
+        self.assertLess(left, 50)
+        await deferToThread(self.client(server).store, "q", [b"new"])
+        server = await self.restart(server, segment_size=4096)
+        queue = server.service.queue("q")
+        assert queue is not None
+        self.assertEqual(queue.items, left + 1)
+        drained = await deferToThread(self.client(server).drain, "q")
+        self.assertEqual(drained[-1], b"new")
+        self.assertEqual(len(self.damage_logged()), 1)
