@@ -115,6 +115,8 @@ class Queue:
         self._next_id = 1
         self._refilling = False
         self._serving = False
+        # Over its limits while the oldest items, to be dropped, are on disk.
+        self._overfull = False
         #: Called with each item that expires, for ``expire_to_queue``.
         self.expired_sink: Callable[[Item], None] | None = None
         #: Called when the last waiter leaves, for queues that exist only
@@ -247,11 +249,36 @@ class Queue:
         if max_items == 0 or (max_size is not None and size > max_size):
             # It would not fit in the empty queue: keep what is there.
             return False
+        self._discard_oldest(full)
+        if full() and self.behind_items:
+            # The oldest items are still on disk: take the new one now and
+            # drop as many of them as it displaced once they are read back.
+            self._overfull = True
+            self._refill()
+            return True
+        return not full()
+
+    def _discard_oldest(self, full: Callable[[], bool]) -> None:
         while full() and self._items:
             item = self._pop()
             self.discarded += 1
             self._record_remove(item)
-        return not full()
+
+    def _trim(self) -> None:
+        """Drop what a full queue took in while its oldest were on disk."""
+        settings = self.settings
+        max_items = settings.max_items
+        max_size = settings.max_size
+
+        def over() -> bool:
+            return (max_items is not None and self.items > max_items) or (
+                max_size is not None and self.queued_bytes > max_size
+            )
+
+        self._discard_oldest(over)
+        self._overfull = over() and self.behind_items > 0
+        if self._overfull:
+            self._refill()
 
     # -- taking ----------------------------------------------------------
 
@@ -402,6 +429,8 @@ class Queue:
             self.behind_bytes -= size
             self._items.append(item)
             self.mem_bytes += size
+        if self._overfull:
+            self._trim()
         if self._waiters:
             self._serve()
 
@@ -437,6 +466,7 @@ class Queue:
         self.mem_bytes = 0
         self.behind_items = 0
         self.behind_bytes = 0
+        self._overfull = False
         self.total_flushes += 1
         if self.journal is not None:
             self.journal.flush()

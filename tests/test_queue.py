@@ -645,3 +645,35 @@ class ReadBehindTests(QueueTestCase):
         self.assertIs(self.queue.put(b"too big"), True)
         self.assertEqual(self.journal.calls, [("add", 1)])
         self.assertEqual(self.take_data(), b"too big")
+
+
+class DiscardBehindTests(QueueTestCase):
+    """A full queue that discards its oldest items when those are on disk."""
+
+    settings = QueueSettings(max_memory_size=4, max_items=3, discard_old_when_full=True)
+
+    def test_new_items_are_taken_and_the_oldest_dropped_once_read_back(
+        self,
+    ) -> None:
+        for data in [b"ab", b"cd", b"ef"]:
+            self.queue.put(data)
+        self.assertEqual(self.take_data(), b"ab")
+        self.assertEqual(self.take_data(), b"cd")
+        # The queue holds one item, on disk; two more fill it.
+        for data in [b"gh", b"ij"]:
+            self.assertIs(self.queue.put(data), True)
+        # Full, its oldest item on disk: the new item is still stored.
+        self.assertIs(self.queue.put(b"kl"), True)
+        self.assertEqual(self.queue.items, 4)
+        self.journal.read_back(2)
+        # Once read back, the oldest ("ef") is dropped, as a discard.
+        self.assertEqual(self.queue.items, 3)
+        self.assertEqual(self.queue.discarded, 1)
+        taken = [self.queue.get() for _ in range(3)]
+        pending = [item for item in taken if isinstance(item, Deferred)]
+        for _ in pending:
+            self.journal.read_back(1)
+        drained = [item.data for item in taken if isinstance(item, Item)]
+        for deferred in pending:
+            drained.extend(item.data for item in results(deferred) if item)
+        self.assertEqual(drained, [b"gh", b"ij", b"kl"])
