@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
@@ -215,10 +216,19 @@ class QueueService(Service):
                 segment_size=self.segment_size,
                 name=name,
             )
-            replayed = journal.replay(settings.max_memory_size)
+            # A queue no longer journaled takes all its items into memory,
+            # and its journal is erased once they are there.
+            keeps_journal = settings.journal
+            replayed = journal.replay(
+                settings.max_memory_size if keeps_journal else sys.maxsize
+            )
             for damage in replayed.damage:
                 self.log.warn("Journal of {queue}: {damage}", queue=name, damage=damage)
-            queue = Queue(name, self.clock, settings, journal)
+            if not keeps_journal:
+                journal.erase()
+            queue = Queue(
+                name, self.clock, settings, journal if keeps_journal else None
+            )
             self._configure(queue)
             queue.restore(
                 replayed.items,

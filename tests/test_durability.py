@@ -590,6 +590,26 @@ class SyncTests(DurabilityCase):
 
         await deferToThread(after_restart)
 
+    async def test_journal_turned_off_takes_the_items_into_memory(self) -> None:
+        """A queue whose journal is turned off keeps the items its journal
+        held, in memory; its directory goes, so a later start has none."""
+        server = self.serve()
+        items = [payload(i, 100) for i in range(20)]
+        await deferToThread(self.client(server).store, "q", items)
+        memory_only = parse_config(
+            '[defaults]\nmax_memory_size = "1KiB"\n[queues.q]\njournal = false\n'
+        )
+        server = await self.restart(server, config=memory_only)
+        queue = server.service.queue("q")
+        assert queue is not None
+        self.assertIsNone(queue.journal)
+        self.assertEqual(queue.mem_items, len(items))
+        await poll_until(lambda: not os.path.exists(queue_dir(self.data_dir, "q")))
+        self.assertEqual(await deferToThread(self.client(server).drain, "q"), items)
+        await deferToThread(self.client(server).store, "q", items[:3])
+        server = await self.restart(server, config=memory_only)
+        self.assertIsNone(server.service.queue("q"))
+
     async def test_sync_option(self) -> None:
         path = os.path.abspath(self.mktemp())
         with open(path, "w") as f:
