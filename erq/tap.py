@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
@@ -116,6 +117,13 @@ class ListeningService(StreamServerEndpointService):
             raise SystemExit(
                 f"erq: cannot listen on {self.description}: {error}"
             ) from None
+
+    def stopService(self) -> Deferred[None]:
+        def forget(result: object) -> None:
+            # So that a start after this stop listens again.
+            self._waitingForPort = None
+
+        return super().stopService().addBoth(forget)
 
 
 class SignalHandlers(Service):

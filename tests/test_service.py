@@ -178,3 +178,21 @@ class TapTests(SynchronousTestCase):
         self.assertIsInstance(queues, QueueService)
         assert isinstance(queues, QueueService)
         self.assertFalse(queues.allow_shutdown)
+
+
+class ListeningServiceTests(TestCase):
+    timeout = 30
+
+    async def test_listens_again_after_a_stop(self) -> None:
+        """An embedding application may stop and start its services."""
+        queues = QueueService()
+        listening = ListeningService("tcp:0:interface=127.0.0.1", QueueFactory(queues))
+        for _ in range(2):
+            listening.startService()
+            waiting = listening._waitingForPort
+            assert waiting is not None
+            port = await waiting
+            number = port.getHost().port
+            reply = await deferToThread(command, number, b"version\r\n")
+            self.assertEqual(reply, b"VERSION %s\r\n" % __version__.encode())
+            await listening.stopService()
