@@ -69,6 +69,16 @@ the batch goes to the writer's single thread at once, and while one batch is
 written and fsynced the next one fills (group commit: one thread hop and one
 fsync per file per batch).  The thread touches files only.
 
+The thread leaves a finished batch for the reactor and wakes it (with
+``callFromThread``) only when something waits for the batch: a durable add,
+a read, a close, a failure to retry, or the reactor itself, which has more
+to send or is stopping.  Otherwise the reactor takes the batch back, and
+runs its completions in order, when it next journals something (before it
+looks at what is in flight).  So lock-step requests cost one wake-up of the
+thread each, not also one of the reactor.  When the writer owns its pool,
+its one thread runs a loop fed by a ``SimpleQueue``, cheaper to wake than a
+pool job.
+
 A write or fsync that fails (a full disk) is undone by cutting the file back
 to where its good bytes end; the durable adds of that batch fail with
 ``JournalError`` and the error is logged once.  Nothing journaled is
@@ -113,15 +123,12 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from queue import SimpleQueue
 from typing import Protocol, TextIO, cast
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IReactorCore,
-    IReactorFromThreads,
-)
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.interfaces import IDelayedCall, IReactorCore
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -186,6 +193,9 @@ _SEGMENT_RE = re.compile(r"^(\d{8,})\.seg$")
 _QUARANTINE_RE = re.compile(r"^(\d{8,})\.seg\.")
 #: How much the writer thread reads at a time when reading items back.
 _READ_CHUNK = 1 * MiB
+#: A finished batch that nothing waits on is taken back by the reactor with
+#: its next record; past this many bytes written, at once instead.
+_LINGER_BYTES = 1 * MiB
 
 
 def _segment_name(number: int) -> str:
@@ -458,6 +468,11 @@ class _Step:
     def complete(self, journal: Journal) -> None:
         """Back on the reactor thread, after the step ran."""
 
+    def awaited(self) -> bool:
+        """On the writer thread, after the step ran: whether something on
+        the reactor waits for ``complete`` (so the reactor must be woken)."""
+        return False
+
     def abandon(self, journal: Journal, reason: str) -> None:
         """Back on the reactor thread: the step will never run."""
 
@@ -491,6 +506,9 @@ class _Write(_Step):
         self.waiters = []
         for waiter in waiters:
             waiter.callback(None)
+
+    def awaited(self) -> bool:
+        return bool(self.waiters)
 
     def fail_waiters(self, reason: str) -> None:
         waiters = self.waiters
@@ -633,6 +651,9 @@ class _Read(_Step):
     def complete(self, journal: Journal) -> None:
         journal._read_done(self)
 
+    def awaited(self) -> bool:
+        return True
+
     def abandon(self, journal: Journal, reason: str) -> None:
         self.result = JournalError(reason)
         journal._read_done(self)
@@ -683,6 +704,9 @@ class _Close(_Step):
     def abandon(self, journal: Journal, reason: str) -> None:
         self.deferred.errback(JournalError(reason))
 
+    def awaited(self) -> bool:
+        return True
+
 
 class _Chunk:
     """One journal's share of a batch: its steps, in order."""
@@ -722,6 +746,23 @@ def _run_batch(chunks: list[_Chunk], ops: FileOps, files: set[_SegmentFile]) -> 
                 failed.add(chunk.directory)
                 break
             step.done = True
+
+
+def _awaited(batch: list[_Chunk]) -> bool:
+    """On the writer thread, after a batch: whether the reactor must take it
+    back at once.  Yes if something waits on it (a durable add, a read, a
+    close) or a step failed (the retry), and for a big batch, so that its
+    bytes are not kept until the next record."""
+    written = 0
+    for chunk in batch:
+        if chunk.error is not None:
+            return True
+        for step in chunk.steps:
+            if step.awaited():
+                return True
+            if type(step) is _Write:
+                written += step.file.offset - step.offset_before
+    return written > _LINGER_BYTES
 
 
 def _roll_back(steps: list[_Step], failed: int, ops: FileOps) -> None:
@@ -809,6 +850,34 @@ class _Pool(Protocol):
     ) -> None: ...
 
 
+#: A job for the writer thread: what to call with the outcome (on the thread),
+#: the function and its arguments.
+_Job = tuple[
+    Callable[[bool, object], object], Callable[..., object], tuple[object, ...]
+]
+
+
+def _serve(jobs: SimpleQueue[_Job | None]) -> None:
+    """The writer thread's loop, when the writer owns its pool: the jobs in
+    the order they came, until ``None``.  Handing a job over is one put on a
+    C queue, instead of a trip through the pool's coordinator."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        on_result, func, args = job
+        try:
+            result = func(*args)
+            ok = True
+        except BaseException:
+            result = Failure()
+            ok = False
+        try:
+            on_result(ok, result)
+        except BaseException:
+            _log.failure("journal writer thread: reporting a job failed")
+
+
 class JournalWriter:
     """Writes the journals of every queue of a server on one thread, with
     group commit.  Records reach disk in exactly the order the reactor made
@@ -844,6 +913,14 @@ class JournalWriter:
         # Started again while still stopping: start once the files are closed.
         self._restart = False
         self._stop_waiters: list[Deferred[None]] = []
+        # The batch in flight once the thread has finished it, with the
+        # failure of a crash: set on the thread, taken back on the reactor
+        # (see ``_land``).
+        self._finished: tuple[list[_Chunk], Failure | None] | None = None
+        # The reactor waits for the batch in flight: the thread must wake it.
+        self._waiting = False
+        # The writer thread's jobs, while it runs ``_serve`` (own pool only).
+        self._jobs: SimpleQueue[_Job | None] | None = None
         #: Batches handed to the thread so far.
         self.batches = 0
 
@@ -864,6 +941,9 @@ class JournalWriter:
         if self._own_pool is None or self._own_pool.started:
             return
         self._own_pool.start()
+        # The pool's one thread serves the writer until ``_closed``.
+        self._jobs = SimpleQueue()
+        self._own_pool.callInThread(_serve, self._jobs)
         # The pool's thread would keep the process alive after the reactor
         # stops; and the reactor waits for the last batch this way.
         if IReactorCore.providedBy(self.reactor) and self._shutdown_trigger is None:
@@ -895,11 +975,14 @@ class JournalWriter:
 
     def _wake(self) -> None:
         self._fresh = True
-        if self._in_flight is None:
-            self._kick()
+        self._kick()
 
     def _kick(self) -> None:
-        if self._in_flight is not None or not self._pending or not self._fresh:
+        if not self._pending or not self._fresh:
+            return
+        if self._in_flight is not None:
+            # Taking a finished batch back sends what is pending.
+            self._land()
             return
         if self._closing and self._restart:
             return
@@ -912,21 +995,71 @@ class JournalWriter:
                     step.abandon(chunk.journal, "journal writer stopped")
             return
         self._fresh = False
+        report = False
         for chunk in batch:
-            chunk.journal._seal(chunk)
+            journal = chunk.journal
+            journal._seal(chunk)
+            if journal._failing:
+                # So that "writing again" is said when it is true.
+                report = True
         self._in_flight = batch
         self.batches += 1
         if self._own_pool is not None and not self._own_pool.started:
             self.start()
-        d = deferToThreadPool(
-            cast(IReactorFromThreads, self.reactor),
-            cast(ThreadPool, self._pool),
+        self._on_thread(
+            partial(self._ran, batch, report),
             _run_batch,
             batch,
             self.file_ops,
             self._files,
         )
-        d.addBoth(self._batch_done, batch)
+        if self._finished is not None:
+            # A pool that ran the batch at once.
+            self._collect()
+
+    def _on_thread(
+        self,
+        on_result: Callable[[bool, object], object],
+        func: Callable[..., object],
+        *args: object,
+    ) -> None:
+        """Run ``func`` on the writer thread, then ``on_result`` there too."""
+        jobs = self._jobs
+        if jobs is not None:
+            jobs.put((on_result, func, args))
+        else:
+            self._pool.callInThreadWithCallback(on_result, func, *args)
+
+    def _ran(self, batch: list[_Chunk], report: bool, ok: bool, result: object) -> None:
+        """On the writer thread, after the batch: leave it for the reactor,
+        and wake the reactor only when something waits for it.  Otherwise the
+        reactor takes it back with its next record (``_land``): one thread
+        hop per batch instead of two."""
+        self._finished = (batch, None if ok else cast(Failure, result))
+        # Read after the store above; ``_land`` does the opposite, so one of
+        # the two sees the other.
+        if self._waiting or report or not ok or _awaited(batch):
+            self.reactor.callFromThread(self._collect)
+
+    def _land(self) -> None:
+        """On the reactor, with a batch in flight: take it back now if the
+        thread has finished it (which sends what is pending); if not, have
+        the thread wake the reactor when it is done."""
+        if self._finished is None:
+            self._waiting = True
+            if self._finished is None:
+                return
+        self._collect()
+
+    def _collect(self) -> None:
+        """On the reactor: take back the batch the thread has finished, if
+        it was not taken back already."""
+        finished = self._finished
+        if finished is None:
+            return
+        self._finished = None
+        batch, failure = finished
+        self._batch_done(failure, batch)
 
     def _batch_done(self, result: object, batch: list[_Chunk]) -> None:
         if isinstance(result, Failure):
@@ -955,6 +1088,7 @@ class JournalWriter:
         # Cleared only now, so that what the callbacks above journaled goes
         # out together in the next batch.
         self._in_flight = None
+        self._waiting = False
         self._kick()
         if self._stopping:
             self._maybe_stopped()
@@ -974,21 +1108,21 @@ class JournalWriter:
             self._retry_call = None
 
     def _maybe_stopped(self) -> None:
-        if self._in_flight is not None or self._closing:
+        if self._closing:
+            return
+        if self._in_flight is not None:
+            # Taking a finished batch back comes here again.
+            self._land()
             return
         if self._pending:
             self._fresh = True
             self._kick()
             return
         self._closing = True
-        d = deferToThreadPool(
-            cast(IReactorFromThreads, self.reactor),
-            cast(ThreadPool, self._pool),
-            _close_all,
-            self._files,
-            self.file_ops,
-        )
-        d.addBoth(self._closed)
+        self._on_thread(self._closed_on_thread, _close_all, self._files, self.file_ops)
+
+    def _closed_on_thread(self, ok: bool, result: object) -> None:
+        self.reactor.callFromThread(self._closed, result)
 
     def _closed(self, result: object) -> None:
         if isinstance(result, Failure):
@@ -999,6 +1133,9 @@ class JournalWriter:
                 errors="; ".join(cast(list[str], result)),
             )
         self._stopped = True
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
         if self._own_pool is not None and self._own_pool.started:
             self._own_pool.stop()
         if self._shutdown_trigger is not None:
@@ -1229,11 +1366,9 @@ class Journal(_Index):
         if self._always:
             d: Deferred[None] = Deferred()
             write.waiters.append(d)
-            if writer._in_flight is None:
-                writer._kick()
-            return d
-        if writer._in_flight is None:
             writer._kick()
+            return d
+        writer._kick()
         return None
 
     def remove(self, item: Item) -> None:
@@ -1461,8 +1596,7 @@ class Journal(_Index):
     def _wake(self) -> None:
         writer = self._writer
         writer._fresh = True
-        if writer._in_flight is None:
-            writer._kick()
+        writer._kick()
 
     def _rotate(self) -> _Segment:
         old = self._current
