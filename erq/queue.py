@@ -297,7 +297,10 @@ class Queue:
         from its journal.
         """
         self.touched = self._clock.seconds()
-        item = self._take(open, peek)
+        # First come, first served: while waiters are being handed items (a
+        # waiter's client runs its next requests from inside ``_serve``), a
+        # later get does not take what is theirs.
+        item = None if self._waiters and not peek else self._take(open, peek)
         if item is not None:
             return item
         if not timeout and not self.behind_items:
