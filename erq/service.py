@@ -39,44 +39,6 @@ SEGMENT_SIZE = 16 * MiB
 #: exptime values above this are absolute Unix times, as in memcached.
 ABSOLUTE_EXPTIME = 1_000_000
 
-SERVER_STATS = (
-    "uptime",
-    "time",
-    "version",
-    "curr_items",
-    "total_items",
-    "bytes",
-    "curr_connections",
-    "total_connections",
-    "cmd_get",
-    "cmd_set",
-    "cmd_peek",
-    "get_hits",
-    "get_misses",
-    "bytes_read",
-    "bytes_written",
-    "queue_creates",
-    "queue_deletes",
-    "queue_expires",
-)
-
-QUEUE_STATS = (
-    "items",
-    "bytes",
-    "total_items",
-    "logsize",
-    "expired_items",
-    "mem_items",
-    "mem_bytes",
-    "age",
-    "discarded",
-    "waiters",
-    "open_transactions",
-    "transactions",
-    "canceled_transactions",
-    "total_flushes",
-)
-
 
 class Counters:
     """Server-wide counters, bumped by the protocol and the service."""
@@ -107,6 +69,36 @@ class Counters:
         self.queue_creates = 0
         self.queue_deletes = 0
         self.queue_expires = 0
+
+
+SERVER_STATS = (
+    "uptime",
+    "time",
+    "version",
+    "curr_items",
+    "total_items",
+    "bytes",
+    "curr_connections",
+    # The rest are counted as they happen:
+    *Counters.__slots__,
+)
+
+QUEUE_STATS = (
+    "items",
+    "bytes",
+    "total_items",
+    "logsize",
+    "expired_items",
+    "mem_items",
+    "mem_bytes",
+    "age",
+    "discarded",
+    "waiters",
+    "open_transactions",
+    "transactions",
+    "canceled_transactions",
+    "total_flushes",
+)
 
 
 class QueueService(Service):
