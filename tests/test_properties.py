@@ -644,7 +644,7 @@ class WaitersFirstTwoOpenReadsTests(ProtocolTestCase):
 #: ``ERQ_PROPERTY_EXAMPLES=5000 pytest tests/test_properties.py`` searches
 #: longer than the default, which keeps this file under 20 seconds.
 MACHINE_SETTINGS = settings(
-    max_examples=int(os.environ.get("ERQ_PROPERTY_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("ERQ_PROPERTY_EXAMPLES", "200")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
