@@ -198,6 +198,12 @@ _READ_CHUNK = 1 * MiB
 _LINGER_BYTES = 1 * MiB
 
 
+def _cancel(call: IDelayedCall | None) -> None:
+    """Cancel a delayed call that may be pending, or gone, or absent."""
+    if call is not None and call.active():
+        call.cancel()
+
+
 def _segment_name(number: int) -> str:
     return f"{number:08d}.seg"
 
@@ -1102,10 +1108,8 @@ class JournalWriter:
         self._wake()
 
     def _cancel_retry(self) -> None:
-        if self._retry_call is not None:
-            if self._retry_call.active():
-                self._retry_call.cancel()
-            self._retry_call = None
+        _cancel(self._retry_call)
+        self._retry_call = None
 
     def _maybe_stopped(self) -> None:
         if self._closing:
@@ -1739,10 +1743,8 @@ class Journal(_Index):
         self._wake()
 
     def _cancel_sync_timer(self) -> None:
-        if self._sync_call is not None:
-            if self._sync_call.active():
-                self._sync_call.cancel()
-            self._sync_call = None
+        _cancel(self._sync_call)
+        self._sync_call = None
 
     def _chunk_done(self, chunk: _Chunk) -> _Chunk | None:
         """A chunk came back from the writer thread.  Returns the pending
