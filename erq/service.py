@@ -24,7 +24,7 @@ from erq.config import (
     fanout_parent,
     load_config,
 )
-from erq.journal import Journal, JournalWriter, list_queue_dirs, queue_dir
+from erq.journal import LINGER, Journal, JournalWriter, list_queue_dirs, queue_dir
 from erq.queue import Item, Queue
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class QueueService(Service):
             if self.writer is None:
                 from twisted.internet import reactor
 
-                self.writer = JournalWriter(cast(Any, reactor))
+                self.writer = JournalWriter(cast(Any, reactor), linger=LINGER)
             self.writer.start()
             if not self._replayed:
                 self._replay(self.data_dir)

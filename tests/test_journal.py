@@ -494,6 +494,89 @@ class GroupCommitTests(_Base):
         self.assertEqual(segment_files(os.path.join(self.dir, "b")), ["00000001.seg"])
 
 
+class LingerTests(_Base):
+    """Records that nothing waits for gather for ``linger`` seconds and go
+    to the thread together; anything waited for goes at once and takes them
+    along, in order."""
+
+    def lingering_writer(self, pool: ManualPool, ops: FileOps) -> JournalWriter:
+        writer = self.fake_writer(pool, ops)
+        writer.linger = 0.002
+        return writer
+
+    def test_unwaited_records_share_one_hand_off(self) -> None:
+        pool = ManualPool()
+        ops = CountingOps()
+        writer = self.lingering_writer(pool, ops)
+        journal = Journal(self.dir, writer, sync="never")
+        items = [item(i) for i in range(1, 101)]
+        for it in items:
+            self.assertIsNone(journal.add(it))
+        for it in items[:50]:
+            journal.remove(it)
+        self.assertEqual(len(pool.work), 0)
+        self.clock.advance(0.001)
+        self.assertEqual(len(pool.work), 0)
+        self.clock.advance(0.001)
+        self.assertEqual(len(pool.work), 1)
+        pool.run_all()
+        self.assertEqual((writer.batches, ops.writes, ops.syncs), (1, 1, 0))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        journal.close()
+        pool.run_all()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), list(range(51, 101)))
+
+    def test_a_durable_add_does_not_linger(self) -> None:
+        pool = ManualPool()
+        ops = CountingOps()
+        writer = self.lingering_writer(pool, ops)
+        journal = Journal(self.dir, writer, sync="always")
+        first = journal.add(item(1))
+        assert first is not None
+        journal.remove(item(1))
+        # The remove waits for the timer; the add that follows it does not,
+        # and carries it.
+        pool.run_all()
+        self.assertTrue(first.called)
+        self.assertEqual(writer.batches, 1)
+        second = journal.add(item(2))
+        assert second is not None
+        self.assertEqual(len(pool.work), 1)
+        pool.run_all()
+        self.assertTrue(second.called)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual((writer.batches, ops.syncs), (2, 2))
+        journal.close()
+        pool.run_all()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [2])
+
+    def test_a_read_back_does_not_linger(self) -> None:
+        pool = ManualPool()
+        writer = self.lingering_writer(pool, CountingOps())
+        journal = Journal(self.dir, writer, sync="never")
+        for i in range(1, 11):
+            journal.add(item(i), in_memory=False)
+        got: list[list[Item]] = []
+        journal.read_behind(1 << 20).addCallback(got.append)
+        pool.run_all()
+        self.assertEqual([ids(g) for g in got], [list(range(1, 11))])
+
+    @inlineCallbacks
+    def test_stop_does_not_wait_for_the_timer(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
+        writer = JournalWriter(reactor, file_ops=CountingOps(), linger=60.0)
+        writer.start()
+        journal = Journal(self.dir, writer, sync="never")
+        for i in range(1, 11):
+            journal.add(item(i))
+        yield writer.stop()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), list(range(1, 11)))
+
+
 class SyncPolicyTests(_Base):
     def test_always(self) -> None:
         ops = CountingOps()
