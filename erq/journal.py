@@ -914,11 +914,18 @@ class JournalWriter:
         self.retry_delay = retry_delay
         #: How long records that nothing waits for (removals, adds that are
         #: not synced) may gather on the reactor before they go to the
-        #: thread.  Zero sends every record at once.
+        #: thread.  When it is not zero, records that are waited for (a
+        #: durable add, a read-back) wait for the end of the reactor's turn,
+        #: so that everything every connection asked for in one turn shares
+        #: a batch.  Zero sends every record at once.
         self.linger = linger
         self._linger_call: IDelayedCall | None = None
-        # Something pending is waited for: send it without lingering.
+        # Something pending is waited for: send it at the end of the turn.
         self._urgent = False
+        # The timer above is set for the end of the turn.
+        self._linger_urgent = False
+        # The timer went off: what is pending goes now.
+        self._released = False
         self._pending: list[_Chunk] = []
         self._in_flight: list[_Chunk] | None = None
         # Something new to write; a retry alone waits for the retry timer or
@@ -1005,16 +1012,24 @@ class JournalWriter:
 
     def _lingered(self) -> None:
         self._linger_call = None
-        self._urge()
+        self._released = True
+        self._fresh = True
+        self._kick()
 
     def _kick(self) -> None:
         if not self._pending or not self._fresh:
             return
-        if not self._urgent and not self._stopping and self.linger > 0:
+        if not self._released and not self._stopping and self.linger > 0:
             # Many records per hand-off: a thread wake-up costs more than
             # writing one record.
-            if self._linger_call is None:
-                self._linger_call = self.reactor.callLater(self.linger, self._lingered)
+            call = self._linger_call
+            if call is None:
+                self._linger_urgent = self._urgent
+                delay = 0.0 if self._urgent else self.linger
+                self._linger_call = self.reactor.callLater(delay, self._lingered)
+            elif self._urgent and not self._linger_urgent:
+                self._linger_urgent = True
+                call.reset(0.0)
             return
         if self._in_flight is not None:
             # Taking a finished batch back sends what is pending.
@@ -1024,7 +1039,7 @@ class JournalWriter:
             return
         batch = self._pending
         self._pending = []
-        self._urgent = False
+        self._urgent = self._released = False
         _cancel(self._linger_call)
         self._linger_call = None
         if self._closing:

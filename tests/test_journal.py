@@ -527,32 +527,40 @@ class LingerTests(_Base):
         _, replayed = self.replay()
         self.assertEqual(ids(replayed.items), list(range(51, 101)))
 
-    def test_a_durable_add_does_not_linger(self) -> None:
+    def test_a_durable_add_waits_only_for_the_end_of_the_turn(self) -> None:
         pool = ManualPool()
         ops = CountingOps()
         writer = self.lingering_writer(pool, ops)
         journal = Journal(self.dir, writer, sync="always")
-        first = journal.add(item(1))
-        assert first is not None
+        journal.add(item(1))
         journal.remove(item(1))
-        # The remove waits for the timer; the add that follows it does not,
-        # and carries it.
-        pool.run_all()
-        self.assertTrue(first.called)
-        self.assertEqual(writer.batches, 1)
-        second = journal.add(item(2))
-        assert second is not None
+        # Everything asked for in this turn of the reactor goes together,
+        # the remove before the adds that follow it.
+        adds = [journal.add(item(i)) for i in range(2, 102)]
+        self.assertEqual(len(pool.work), 0)
+        self.clock.advance(0)
         self.assertEqual(len(pool.work), 1)
         pool.run_all()
-        self.assertTrue(second.called)
+        self.assertTrue(all(d is not None and d.called for d in adds))
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.assertEqual((writer.batches, ops.syncs), (2, 2))
+        self.assertEqual((writer.batches, ops.writes, ops.syncs), (1, 1, 1))
+        # A durable add after a remove that is already lingering takes it
+        # along at the end of the turn, not 2 ms later.
+        journal.remove(item(2))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        late = journal.add(item(102))
+        assert late is not None
+        self.clock.advance(0)
+        pool.run_all()
+        self.assertTrue(late.called)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         journal.close()
+        self.clock.advance(0)
         pool.run_all()
         _, replayed = self.replay()
-        self.assertEqual(ids(replayed.items), [2])
+        self.assertEqual(ids(replayed.items), list(range(3, 103)))
 
-    def test_a_read_back_does_not_linger(self) -> None:
+    def test_a_read_back_waits_only_for_the_end_of_the_turn(self) -> None:
         pool = ManualPool()
         writer = self.lingering_writer(pool, CountingOps())
         journal = Journal(self.dir, writer, sync="never")
@@ -560,6 +568,7 @@ class LingerTests(_Base):
             journal.add(item(i), in_memory=False)
         got: list[list[Item]] = []
         journal.read_behind(1 << 20).addCallback(got.append)
+        self.clock.advance(0)
         pool.run_all()
         self.assertEqual([ids(g) for g in got], [list(range(1, 11))])
 
