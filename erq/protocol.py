@@ -49,6 +49,19 @@ class _Slot:
         self.done = False
 
 
+class _Stores(_Slot):
+    """The replies of the durable sets of one read, in order: they are
+    usually made durable by one journal batch, and leave in one write
+    instead of one each."""
+
+    __slots__ = ("replies", "waiting")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: list[bytes] = []
+        self.waiting = 0
+
+
 def valid_name(name: bytes) -> bool:
     """Whether ``name`` may name a queue (and so a directory on disk)."""
     if not 0 < len(name) <= MAX_NAME or name.startswith(b"."):
@@ -139,6 +152,8 @@ class QueueProtocol(LineReceiver):
         self._storing: tuple[list[bytes], bool, bytes | None] = ([], False, None)
         self._out: list[bytes] = []
         self._slots: deque[_Slot | bytes] = deque()
+        # The durable sets of the read being handled share one slot.
+        self._stores: _Stores | None = None
         # Bytes of replies ready but held in ``_slots`` behind one that is not.
         self._held_in_slots = 0
         # Bytes in ``_out``, written once a batch of replies grows large.
@@ -282,6 +297,7 @@ class QueueProtocol(LineReceiver):
         finally:
             del buffer[:position]
             self._running = False
+            self._stores = None
         self._flush()
 
     def lineReceived(self, line: bytes) -> None:
@@ -432,11 +448,36 @@ class QueueProtocol(LineReceiver):
         elif result is False:
             self._reply(b"NOT_STORED")
         else:
-            slot = self._hold()
+            stores = self._stores
+            if stores is None or not self._slots or self._slots[-1] is not stores:
+                stores = self._stores = _Stores()
+                self._slots.append(stores)
+            index = len(stores.replies)
+            stores.replies.append(b"")
+            stores.waiting += 1
             result.addCallbacks(
-                lambda ok: self._fill(slot, b"STORED\r\n" if ok else b"NOT_STORED\r\n"),
-                lambda failure: self._fill(slot, _server_error(failure)),
+                self._stored,
+                self._store_failed,
+                callbackArgs=(stores, index),
+                errbackArgs=(stores, index),
             )
+
+    def _stored(self, ok: bool, stores: _Stores, index: int) -> None:
+        stores.replies[index] = b"STORED\r\n" if ok else b"NOT_STORED\r\n"
+        stores.waiting -= 1
+        if not stores.waiting:
+            self._stores_ready(stores)
+
+    def _store_failed(self, failure: Failure, stores: _Stores, index: int) -> None:
+        stores.replies[index] = _server_error(failure)
+        stores.waiting -= 1
+        if not stores.waiting:
+            self._stores_ready(stores)
+
+    def _stores_ready(self, stores: _Stores) -> None:
+        if self._stores is stores:
+            self._stores = None
+        self._fill(stores, b"".join(stores.replies))
 
     def _unsupported(self, words: list[bytes]) -> None:
         def dropped(block: bytes) -> None:

@@ -236,6 +236,8 @@ class Queue:
         settings = self.settings
         max_items = settings.max_items
         max_size = settings.max_size
+        if max_items is None and max_size is None:
+            return True
 
         def full() -> bool:
             return (max_items is not None and self.items >= max_items) or (

@@ -1251,6 +1251,27 @@ class PipelineTests(ProtocolTestCase):
         self.assertTrue(reply.startswith(b"SERVER_ERROR "), reply)
         self.assertTrue(reply.endswith(b"\r\nVERSION 1.0.0\r\n"), reply)
 
+    def test_durable_sets_of_one_read_leave_in_one_write(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") * 50 + b"version\r\n")
+        self.client.send(set_line(b"q", b"b") + set_line(b"q", b"c"))
+        self.assertEqual(len(journal.pending), 52)
+        for durable in journal.pending[:49]:
+            durable.callback(None)
+        self.assertEqual(self.client.transport.writes, [])
+        journal.pending[51].callback(None)
+        journal.pending[50].errback(OSError("disk full"))
+        self.assertEqual(self.client.transport.writes, [])
+        journal.pending[49].callback(None)
+        # The first read's fifty STOREDs and everything ready behind them.
+        self.assertEqual(
+            self.client.transport.writes,
+            [
+                b"STORED\r\n" * 50
+                + b"VERSION 1.0.0\r\nSERVER_ERROR disk full\r\nSTORED\r\n"
+            ],
+        )
+
     def test_durable_set_noreply(self) -> None:
         journal = self.journal("q")
         self.assertEqual(
