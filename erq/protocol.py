@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred
@@ -74,6 +74,25 @@ def valid_name(name: bytes) -> bool:
 _known_names: dict[bytes, str] = {}
 _known_keys: dict[bytes, GetRequest] = {}
 KNOWN_LIMIT = 10_000
+
+
+class _SetLine:
+    """A ``set`` line seen before, checked and parsed."""
+
+    __slots__ = ("storing", "length")
+
+    def __init__(self, storing: _Storing, length: int) -> None:
+        self.storing = storing
+        self.length = length
+
+
+#: What a set line says: queue name, flags, exptime, noreply, and the
+#: error to answer instead (then the rest is not to be used).
+_Storing = tuple[str, int, int, bool, bytes | None]
+
+#: Whole request lines seen before: a client repeats the same few (``get q``,
+#: ``set q 0 0 64``), and each is split and checked once.
+_known_lines: dict[bytes, GetRequest | _SetLine] = {}
 
 
 def queue_name(word: bytes) -> str:
@@ -149,7 +168,7 @@ class QueueProtocol(LineReceiver):
         # Bytes of a data block (with its line end) still to come.
         self._want = 0
         self._storage: Callable[[bytes], None] | None = None
-        self._storing: tuple[list[bytes], bool, bytes | None] = ([], False, None)
+        self._storing: _Storing = ("", 0, 0, False, None)
         self._out: list[bytes] = []
         self._slots: deque[_Slot | bytes] = deque()
         # The durable sets of the read being handled share one slot.
@@ -301,6 +320,18 @@ class QueueProtocol(LineReceiver):
         self._flush()
 
     def lineReceived(self, line: bytes) -> None:
+        known = _known_lines.get(line)
+        if known is not None:
+            if known.__class__ is _SetLine:
+                known_set = cast(_SetLine, known)
+                if known_set.length <= self.service.max_item_cap:
+                    self._want = known_set.length + 2
+                    self._storage = self._store
+                    self._storing = known_set.storing
+                    return
+            elif not self.open_reads:
+                self._get_one(cast(GetRequest, known))
+                return
         # Only spaces separate: bytes.split() would split on tabs too.
         words = line.split(b" ")
         if b"" in words:
@@ -308,7 +339,8 @@ class QueueProtocol(LineReceiver):
             if not words:
                 self._reply(b"ERROR")
                 return
-        handler = self._commands.get(words[0].lower())
+        command = words[0].lower()
+        handler = self._commands.get(command)
         if handler is None:
             self._reply(b"ERROR")
             return
@@ -316,6 +348,20 @@ class QueueProtocol(LineReceiver):
             handler(self, words[1:])
         except ClientError as error:
             self._reply(b"CLIENT_ERROR " + str(error).encode("ascii"))
+            return
+        if command == b"set":
+            if self._want and self._storing[4] is None:
+                self._remember(line, _SetLine(self._storing, self._want - 2))
+        elif command == b"get" and len(words) == 2:
+            request = _known_keys.get(words[1])
+            if request is not None and request.simple:
+                self._remember(line, request)
+
+    @staticmethod
+    def _remember(line: bytes, parsed: GetRequest | _SetLine) -> None:
+        if len(_known_lines) >= KNOWN_LIMIT:
+            _known_lines.clear()
+        _known_lines[line] = parsed
 
     # -- output ----------------------------------------------------------
 
@@ -426,10 +472,20 @@ class QueueProtocol(LineReceiver):
         if not self._read_block(words, self._store):
             return
         noreply = len(words) == 5 and words[4] == b"noreply"
-        self._storing = (words, noreply, _check_set(words, noreply))
+        error = _check_set(words, noreply)
+        if error is not None:
+            self._storing = ("", 0, 0, noreply, error)
+        else:
+            self._storing = (
+                queue_name(words[0]),
+                int(words[1]),
+                int(words[2]),
+                noreply,
+                None,
+            )
 
     def _store(self, block: bytes) -> None:
-        words, noreply, error = self._storing
+        name, flags, exptime, noreply, error = self._storing
         if block[-2:] != b"\r\n":
             self._fatal(b"CLIENT_ERROR bad data chunk")
             return
@@ -437,9 +493,7 @@ class QueueProtocol(LineReceiver):
             if not noreply:
                 self._reply(b"CLIENT_ERROR " + error)
             return
-        result = self.service.put(
-            queue_name(words[0]), block[:-2], int(words[1]), int(words[2])
-        )
+        result = self.service.put(name, block[:-2], flags, exptime)
         if noreply:
             if isinstance(result, Deferred):
                 result.addErrback(self._ignore)
@@ -491,6 +545,11 @@ class QueueProtocol(LineReceiver):
     # -- get -------------------------------------------------------------
 
     def _get(self, words: list[bytes]) -> None:
+        if len(words) == 1 and not self.open_reads:
+            request = get_request(words[0])
+            if request.simple:
+                self._get_one(request)
+                return
         if not words:
             self._reply(b"ERROR")
             return
@@ -501,6 +560,34 @@ class QueueProtocol(LineReceiver):
             self._fatal(b"ERROR")
             return
         self._get_from(requests, 0, [])
+
+    def _get_one(self, request: GetRequest) -> None:
+        """``_get_from`` for the most common request, a get or peek of one
+        key on a connection without open reads: no rule to check, no list
+        of parts."""
+        counters = self.counters
+        counters.cmd_get += 1
+        if request.peek:
+            counters.cmd_peek += 1
+        result = self.service.get(request.name, request.timeout, False, request.peek)
+        if result is None:
+            counters.get_misses += 1
+            self._reply_raw(b"END\r\n")
+        elif result.__class__ is Item:
+            counters.get_hits += 1
+            item: Any = result
+            data = item.data
+            self._reply_raw(
+                b"VALUE %s %d %d\r\n%s\r\nEND\r\n"
+                % (request.key, item.flags, len(data), data)
+            )
+        else:
+            self._waiting = waiting = cast(Deferred, result)
+            waiting.addCallbacks(
+                self._got,
+                self._wait_failed,
+                callbackArgs=([request], 0, [], self._hold()),
+            )
 
     def _breaks_open_rules(self, requests: list[GetRequest]) -> bool:
         """Whether these keys, in turn, would open more reads than a queue
@@ -544,17 +631,18 @@ class QueueProtocol(LineReceiver):
             result = service.get(
                 request.name, request.timeout, request.open, request.peek
             )
-            if isinstance(result, Deferred):
+            if result is not None and result.__class__ is not Item:
+                # A Deferred (checked this way: Deferred's isinstance is slow).
                 if slot is None:
                     slot = self._hold()
-                self._waiting = result
-                result.addCallbacks(
+                self._waiting = waiting = cast(Deferred, result)
+                waiting.addCallbacks(
                     self._got,
                     self._wait_failed,
                     callbackArgs=(requests, position, parts, slot),
                 )
                 return
-            self._answer(request, result, parts)
+            self._answer(request, cast(Item | None, result), parts)
         parts.append(b"END\r\n")
         data = b"".join(parts)
         if slot is None:

@@ -446,6 +446,50 @@ class SetTests(ProtocolTestCase):
         self.assertEqual(self.connect().ask(set_line(b"q", b"x")), b"NOT_STORED\r\n")
 
 
+class RepeatedLineTests(ProtocolTestCase):
+    """A line seen before is parsed once, and still checked as carefully."""
+
+    def test_repeated_set_line_checks_each_block(self) -> None:
+        line = b"set repeat-a 3 0 2\r\n"
+        self.assertEqual(
+            self.ask(line + b"ab\r\n" + line + b"cd\r\n"), b"STORED\r\n" * 2
+        )
+        self.assertEqual(
+            self.ask(b"get repeat-a\r\nget repeat-a\r\n"),
+            b"VALUE repeat-a 3 2\r\nab\r\nEND\r\nVALUE repeat-a 3 2\r\ncd\r\nEND\r\n",
+        )
+        reply = self.ask(line + b"abc\r\n")
+        self.assertEqual(reply, b"CLIENT_ERROR bad data chunk\r\n")
+        self.assertTrue(self.client.closed)
+
+    def test_repeated_set_line_sees_a_lower_item_cap(self) -> None:
+        line = set_line(b"repeat-b", b"x" * 20)
+        self.assertEqual(self.ask(line), b"STORED\r\n")
+        self.service.config = self.service.config.with_overrides(max_item_cap=10)
+        self.assertEqual(self.ask(line), b"SERVER_ERROR object too large\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertEqual(self.queue("repeat-b").items, 1)
+
+    def test_repeated_bad_set_line_is_refused_each_time(self) -> None:
+        line = b"set repeat-c 99999999999 0 1\r\nx\r\n"
+        self.assertEqual(self.ask(line * 2), b"CLIENT_ERROR bad flags\r\n" * 2)
+
+    def test_repeated_get_line_keeps_the_open_read_rules(self) -> None:
+        self.ask(set_line(b"repeat-d", b"a") + set_line(b"repeat-d", b"b"))
+        self.assertEqual(
+            self.ask(b"get repeat-d\r\n"), value(b"repeat-d", b"a") + b"END\r\n"
+        )
+        other = self.connect()
+        self.assertEqual(
+            other.ask(b"get repeat-d/open\r\n"),
+            value(b"repeat-d/open", b"b") + b"END\r\n",
+        )
+        # A plain get where this connection has an open read is refused.
+        self.assertEqual(other.ask(b"get repeat-d\r\n"), b"ERROR\r\n")
+        self.assertTrue(other.closed)
+        self.assertEqual(self.queue("repeat-d").items, 1)
+
+
 class LimitTests(ProtocolTestCase):
     defaults = QueueSettings(max_items=2, max_item_size=3)
 
