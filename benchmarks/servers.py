@@ -292,6 +292,15 @@ class Settings:
         self.servers.append(server)
         return server
 
+    def bare_server(self, label: str) -> Server:
+        """The bare Twisted reference server (``benchmarks/bare.py``)."""
+        root = self.new_root(label)
+        port = free_port()
+        command = [sys.executable, str(Path(__file__).with_name("bare.py")), str(port)]
+        server = Server("bare", label, command, port, root)
+        self.servers.append(server)
+        return server
+
     def memcached_server(self, label: str) -> Server:
         assert self.memcached is not None
         root = self.new_root(label)

@@ -105,6 +105,7 @@ class Bench:
         self.sync_supported = settings.sync_supported()
         self._erq: Server | None = None
         self._erq_durable: Server | None = None
+        self._bare: Server | None = None
         self._memcached: Server | None = None
 
     # -- servers ---------------------------------------------------------
@@ -137,15 +138,26 @@ class Bench:
         )
         return self._erq_durable
 
-    def _alive(self, server: Server | None, label: str, args: list[str]) -> Server:
+    def _alive(
+        self,
+        server: Server | None,
+        label: str,
+        args: list[str],
+        make: Callable[[str], Server] | None = None,
+    ) -> Server:
         if server is None or not server.alive():
             if server is not None:
                 self.problems.append(
                     f"{server.label} died; log tail:\n{server.log_tail()}"
                 )
-            server = self.settings.erq(label, args)
+            server = make(label) if make else self.settings.erq(label, args)
             server.start()
         return server
+
+    def bare(self) -> Server:
+        """The bare Twisted reference of workloads 1 and 2."""
+        self._bare = self._alive(self._bare, "bare", [], self.settings.bare_server)
+        return self._bare
 
     def memcached(self) -> Server | None:
         if self.settings.memcached is None:
@@ -158,7 +170,7 @@ class Bench:
         return self._memcached
 
     def close(self) -> None:
-        for server in (self._erq, self._erq_durable, self._memcached):
+        for server in (self._erq, self._erq_durable, self._bare, self._memcached):
             if server is not None:
                 self._check_log(server)
                 self.settings.discard(server)
@@ -230,7 +242,7 @@ class Bench:
         """``conns`` processes, one connection each: sets, then as many gets,
         each request waiting for its reply."""
         plan = self.plan
-        queue = server.kind == "erq"
+        queue = server.kind != "memcached"
         dialect = Dialect(queue, prefix)
         shares = list(spread(plan.lockstep_items, conns))
         firsts = [sum(shares[:number]) for number in range(conns)]
@@ -347,6 +359,21 @@ class Bench:
     def servers(self) -> list[tuple[str, Callable[[], Server | None]]]:
         return [("erq", self.erq), ("memcached", self.memcached)]
 
+    def lockstep_servers(self) -> list[tuple[str, Callable[[], Server | None]]]:
+        return [*self.servers(), ("bare", self.bare)]
+
+    def bare_rows(self, label: str, figures: dict[str, Figures]) -> None:
+        """The bare Twisted reference beside memcached: the ceiling of a
+        Python server on Twisted in this run."""
+        if "bare" not in figures:
+            return
+        for key in ("sets", "gets"):
+            bare = figures["bare"][key]
+            other = figures.get("memcached", {}).get(key)
+            self.rows.append(
+                Row(f"{label} {key}/s, bare Twisted", bare, other, ratio(bare, other))
+            )
+
     # -- the workloads -----------------------------------------------------
 
     def w1(self) -> None:
@@ -356,23 +383,27 @@ class Bench:
             lambda server, prefix, where: self.lockstep(
                 server, 1, prefix, seconds, where
             ),
-            self.servers(),
+            self.lockstep_servers(),
         )
         sync = " (sync never)" if self.erq_main_args() else ""
         for key in ("sets", "gets"):
             row = self.pair(f"1. lock-step, 1 conn: {key}/s{sync}", key, figures)
             self.rows.append(at_least(row, 0.5))
+        self.bare_rows("1.   1 conn:", figures)
 
     def w2(self) -> None:
         seconds = self.plan.phase_seconds
         for conns in (4, 16):
             measure = functools.partial(self._lockstep_of, conns, seconds)
-            figures = self.alternate(f"w2c{conns}", measure, self.servers())
+            servers = self.lockstep_servers() if conns == 4 else self.servers()
+            figures = self.alternate(f"w2c{conns}", measure, servers)
             sync = " (sync never)" if self.erq_main_args() else ""
             for key in ("sets", "gets"):
                 label = f"2. lock-step, {conns} conns: {key}/s{sync}"
                 row = self.pair(label, key, figures)
                 self.rows.append(at_least(row, 0.45) if conns == 4 else row)
+            if conns == 4:
+                self.bare_rows("2.   4 conns:", figures)
 
     def _lockstep_of(
         self, conns: int, seconds: float, server: Server, prefix: bytes, where: str
