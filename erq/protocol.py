@@ -516,8 +516,8 @@ class QueueProtocol(LineReceiver):
                 errbackArgs=(stores, index),
             )
 
-    def _stored(self, ok: bool, stores: _Stores, index: int) -> None:
-        stores.replies[index] = b"STORED\r\n" if ok else b"NOT_STORED\r\n"
+    def _stored(self, ok: bool | None, stores: _Stores, index: int) -> None:
+        stores.replies[index] = b"NOT_STORED\r\n" if ok is False else b"STORED\r\n"
         stores.waiting -= 1
         if not stores.waiting:
             self._stores_ready(stores)

@@ -181,12 +181,12 @@ class Queue:
 
     def put(
         self, data: bytes, flags: int = 0, expiry: float | None = None
-    ) -> bool | Deferred[bool]:
+    ) -> bool | Deferred[None]:
         """Add an item at the tail.
 
         Returns ``False`` when the queue refuses it (full, or the item is too
-        large), ``True`` when it is stored, or a Deferred that fires with
-        ``True`` once the journal has made it durable.
+        large), ``True`` when it is stored, or a Deferred that fires once the
+        journal has made it durable.
         """
         settings = self.settings
         size = len(data)
@@ -221,7 +221,7 @@ class Queue:
             durable = self.journal.add(item, False)
         if durable is None:
             return True
-        return durable.addCallback(lambda _: True)
+        return durable
 
     def _keeps_in_memory(self, size: int) -> bool:
         if self.journal is None:

@@ -376,8 +376,10 @@ class QueueService(Service):
 
     def put(
         self, name: str, data: bytes, flags: int, exptime: int
-    ) -> bool | Deferred[bool]:
-        """A client's ``set``: store an item, or refuse it with ``False``."""
+    ) -> bool | Deferred[Any]:
+        """A client's ``set``: store an item, or refuse it with ``False``.  A
+        Deferred fires once the item is durable: with ``False`` if it was
+        refused after all, with anything else if it was stored."""
         self.counters.cmd_set += 1
         if self.shutting_down:
             return False
@@ -398,7 +400,7 @@ class QueueService(Service):
         if not waits:
             return stored
         return all_durable(waits).addCallback(
-            lambda oks: oks[-1] if isinstance(stored, Deferred) else stored
+            lambda _: True if isinstance(stored, Deferred) else stored
         )
 
     def expiry(self, exptime: int) -> float | None:
@@ -542,7 +544,7 @@ class QueueService(Service):
         return sorted(self._children.get(name, ()))
 
 
-def all_durable(waits: list[Deferred[bool]]) -> Deferred[list[bool]]:
+def all_durable(waits: list[Deferred[None]]) -> Deferred[list[None]]:
     """Fires when every write is durable, or fails with the first failure."""
 
     def first_failure(failure: Failure) -> Failure:

@@ -237,7 +237,7 @@ class CrashPointTests(DurabilityCase):
         ever_opened: set[int] = set()
         count = 0
 
-        def stored(ok: bool, number: int) -> None:
+        def stored(ok: object, number: int) -> None:
             ledger.stored.append(number)
 
         for _ in range(1500):

@@ -46,7 +46,7 @@ class SlowJournalService(QueueService):
 
     def put(
         self, name: str, data: bytes, flags: int, exptime: int
-    ) -> bool | Deferred[bool]:
+    ) -> bool | Deferred[Any]:
         result = super().put(name, data, flags, exptime)
         if result is not True:
             return result

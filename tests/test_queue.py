@@ -189,11 +189,11 @@ class DurableTests(QueueTestCase):
     def test_put_waits_for_the_journal(self) -> None:
         result = self.queue.put(b"a")
         assert isinstance(result, Deferred)
-        stored: list[bool] = []
+        stored: list[None] = []
         result.addCallback(stored.append)
         self.assertEqual(stored, [])
         self.journal.pending[0].callback(None)
-        self.assertEqual(stored, [True])
+        self.assertEqual(stored, [None])
 
     def test_durable_puts_fire_independently(self) -> None:
         first, second = self.queue.put(b"a"), self.queue.put(b"b")
