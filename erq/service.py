@@ -159,20 +159,34 @@ class QueueService(Service):
 
     # -- lifecycle -------------------------------------------------------
 
+    def privilegedStartService(self) -> None:
+        """twistd starts every service this way first, in order: replaying
+        here means that a port started after this one listens only once the
+        queues are back, so a client is refused rather than left waiting
+        (and its plain get answered to nobody when it gives up).  The
+        writer's thread starts later, in ``startService``: a port that
+        cannot be bound must still end the process."""
+        super().privilegedStartService()
+        self._replay_journals()
+
     def startService(self) -> None:
         self.shutting_down = False
         self.started_at = self.clock.seconds()
         super().startService()
-        if self.data_dir is not None:
-            if self.writer is None:
-                from twisted.internet import reactor
-
-                self.writer = JournalWriter(cast(Any, reactor), linger=LINGER)
+        self._replay_journals()
+        if self.writer is not None:
             self.writer.start()
-            if not self._replayed:
-                self._replay(self.data_dir)
         self._create_configured()
         self._start_sweeper()
+
+    def _replay_journals(self) -> None:
+        if self.data_dir is None or self._replayed:
+            return
+        if self.writer is None:
+            from twisted.internet import reactor
+
+            self.writer = JournalWriter(cast(Any, reactor), linger=LINGER)
+        self._replay(self.data_dir)
 
     def _start_sweeper(self) -> None:
         if self._sweeper is not None and self._sweeper.running:

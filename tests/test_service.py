@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pymemcache.client.base import Client
@@ -178,6 +179,48 @@ class TapTests(SynchronousTestCase):
         self.assertIsInstance(queues, QueueService)
         assert isinstance(queues, QueueService)
         self.assertFalse(queues.allow_shutdown)
+
+
+class StartOrderTests(TestCase):
+    timeout = 30
+
+    async def test_queues_are_back_before_the_port_listens(self) -> None:
+        data_dir = os.path.abspath(self.mktemp())
+        first = QueueService(data_dir=data_dir)
+        first.startService()
+        for i in range(3):
+            stored = first.put("q", b"item %d" % i, 0, 0)
+            assert isinstance(stored, Deferred)
+            self.assertIsNot(await stored, False)
+        await first.stopService()
+
+        options = Options()
+        options.parseOptions(["--port", "tcp:0:interface=127.0.0.1", "-d", data_dir])
+        top = makeService(options)
+        queues = top.getServiceNamed("erq")
+        assert isinstance(queues, QueueService)
+        [listening] = [child for child in top if isinstance(child, ListeningService)]
+        seen: list[int] = []
+        bind = listening.privilegedStartService
+
+        def bind_and_note() -> None:
+            queue = queues.queue("q")
+            seen.append(queue.items if queue is not None else -1)
+            bind()
+
+        listening.privilegedStartService = bind_and_note  # type: ignore[method-assign]
+        # What twistd does before the reactor runs.
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertEqual(seen, [3])
+        waiting = listening._waitingForPort
+        assert waiting is not None
+        port = await waiting
+        reply = await deferToThread(
+            command, port.getHost().port, b"get q\r\n", b"END\r\n"
+        )
+        self.assertEqual(reply, b"VALUE q 0 6\r\nitem 0\r\nEND\r\n")
 
 
 class ListeningServiceTests(TestCase):
