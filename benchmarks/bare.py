@@ -2,7 +2,7 @@
 nothing but append and pop.
 
 It speaks just enough of the protocol for workloads 1 and 2 (``set``, a
-one-key ``get`` of one in-memory FIFO, ``version``) with none of erq's
+one-key ``get``, each key an in-memory FIFO, ``version``) with none of erq's
 checks, journal, limits or stats.  Whatever erq spends beyond it is erq's
 own; what it spends itself is the price of Python and Twisted.
 
@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 HOST = "127.0.0.1"
 
-ITEMS: deque[bytes] = deque()
+QUEUES: dict[bytes, deque[bytes]] = {}
 
 
 class Bare(Protocol):
@@ -47,14 +47,18 @@ class Bare(Protocol):
                 stop = start + int(words[4])
                 if len(buffer) < stop + 2:
                     break
-                ITEMS.append(buffer[start:stop])
+                queue = QUEUES.get(words[1])
+                if queue is None:
+                    queue = QUEUES[words[1]] = deque()
+                queue.append(buffer[start:stop])
                 out.append(b"STORED\r\n")
                 position = stop + 2
                 continue
             position = end + 2
             if words[0] == b"get":
-                if ITEMS:
-                    item = ITEMS.popleft()
+                queue = QUEUES.get(words[1])
+                if queue:
+                    item = queue.popleft()
                     out.append(
                         b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (words[1], len(item), item)
                     )
