@@ -1429,8 +1429,29 @@ class Journal(_Index):
     def remove(self, item: Item) -> None:
         if self._state:
             return
-        item_id = item.id
-        self._append(_record(_REMOVE.pack(REMOVE, item_id, len(item.data))))
+        self._append(_record(_REMOVE.pack(REMOVE, item.id, len(item.data))))
+        self._forget(item.id)
+        self._compact_if_dead()
+        self._wake()
+
+    def remove_many(self, items: list[Item]) -> None:
+        if self._state or not items:
+            return
+        self._append(
+            b"".join(
+                [
+                    _record(_REMOVE.pack(REMOVE, item.id, len(item.data)))
+                    for item in items
+                ]
+            )
+        )
+        for item in items:
+            self._forget(item.id)
+        self._compact_if_dead()
+        self._wake()
+
+    def _forget(self, item_id: int) -> None:
+        """A removed item no longer keeps its segment alive."""
         segment = self._locate(item_id)
         pinned = False
         if self._open and self._open.pop(item_id, None) is not None:
@@ -1444,6 +1465,8 @@ class Journal(_Index):
             segment.live -= 1
             if pinned and segment.pinned > 0:
                 segment.pinned -= 1
+
+    def _compact_if_dead(self) -> None:
         oldest = self._segments[0] if self._segments else None
         if (
             oldest is not None
@@ -1451,7 +1474,6 @@ class Journal(_Index):
             and oldest is not self._current
         ):
             self._compact()
-        self._wake()
 
     def open(self, item: Item) -> None:
         if self._state:

@@ -54,6 +54,9 @@ class QueueJournal(Protocol):
     def remove(self, item: Item) -> None:
         """Record that a queued or open item is gone for good."""
 
+    def remove_many(self, items: list[Item]) -> None:
+        """``remove`` for each item, in order."""
+
     def open(self, item: Item) -> None:
         """Record that the head item was handed out as an open read."""
 
@@ -313,6 +316,39 @@ class Queue:
         if timeout:
             deferred.addTimeout(timeout, self._clock, onTimeoutCancel=_timed_out)
         return deferred
+
+    def take_many(self, count: int, max_bytes: int) -> tuple[list[Item], bool]:
+        """What ``count`` gets without a timeout would hand out one after
+        the other, stopping once ``max_bytes`` of data are taken.  Returns
+        the items, and whether the gets after them answer "nothing" at once
+        (``False``: they may wait, for items read back from the journal, or
+        ``max_bytes`` stopped the run)."""
+        self.touched = self._clock.seconds()
+        items: list[Item] = []
+        if self._waiters:
+            # A get without a timeout does not take what waiters wait for.
+            return items, not self.behind_items
+        queued = self._items
+        taken = 0
+        rest_empty = True
+        while len(items) < count:
+            if taken >= max_bytes:
+                rest_empty = False
+                break
+            if queued and queued[0].expiry is not None:
+                self._drop_expired_head()
+            if not queued:
+                self._refill()
+                rest_empty = not self.behind_items
+                break
+            item = self._pop()
+            items.append(item)
+            taken += len(item.data)
+        if items:
+            self.age = self.touched - items[-1].added
+            if self.journal is not None:
+                self.journal.remove_many(items)
+        return items, rest_empty
 
     def _take(self, open: bool, peek: bool) -> Item | None:
         items = self._items

@@ -447,6 +447,17 @@ class QueueService(Service):
                 queue.on_no_waiters = self._forget_unborn
         return queue.get(timeout, open, peek)
 
+    def take_many(
+        self, name: str, count: int, max_bytes: int
+    ) -> tuple[list[Item], bool]:
+        """``count`` plain gets of one existing queue in a row; see
+        ``Queue.take_many``.  Any other queue is left to ``get``, which
+        knows about fanout and waiting on queues not made yet."""
+        queue = self.queues.get(name)
+        if queue is None:
+            return [], False
+        return queue.take_many(count, max_bytes)
+
     def _forget_unborn(self, queue: Queue) -> None:
         if self._unborn.get(queue.name) is queue:
             del self._unborn[queue.name]

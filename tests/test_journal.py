@@ -494,6 +494,25 @@ class GroupCommitTests(_Base):
         self.assertEqual(segment_files(os.path.join(self.dir, "b")), ["00000001.seg"])
 
 
+class RemoveManyTests(_Base):
+    def test_remove_many_is_remove_for_each(self) -> None:
+        segment = HEADER_SIZE + 10 * 60
+        journal = Journal(self.dir, self.fake_writer(), segment_size=segment)
+        items = [item(i) for i in range(1, 41)]
+        for it in items:
+            journal.add(it)
+        self.assertEqual(len(segment_files(self.dir)), 4)
+        journal.open(items[30])
+        journal.remove_many(items[:30])
+        journal.remove_many([])
+        # The segments whose items are all gone are deleted.
+        self.assertEqual(len(segment_files(self.dir)), 2)
+        journal.remove_many([items[30], items[35]])
+        journal.close()
+        _, replayed = self.replay(segment_size=segment)
+        self.assertEqual(ids(replayed.items), [32, 33, 34, 35, 37, 38, 39, 40])
+
+
 class LingerTests(_Base):
     """Records that nothing waits for gather for ``linger`` seconds and go
     to the thread together; anything waited for goes at once and takes them

@@ -55,6 +55,9 @@ class FakeJournal:
     def remove(self, item: Item) -> None:
         pass
 
+    def remove_many(self, items: list[Item]) -> None:
+        pass
+
     def open(self, item: Item) -> None:
         pass
 
@@ -488,6 +491,88 @@ class RepeatedLineTests(ProtocolTestCase):
         self.assertEqual(other.ask(b"get repeat-d\r\n"), b"ERROR\r\n")
         self.assertTrue(other.closed)
         self.assertEqual(self.queue("repeat-d").items, 1)
+
+
+class GetRunTests(ProtocolTestCase):
+    """The same plain get many times in a row is answered as a run, exactly
+    as the gets one by one would be."""
+
+    def test_items_in_order_then_nothing(self) -> None:
+        self.ask(b"".join(set_line(b"run-a", b"%d" % i, flags=i) for i in range(4)))
+        # Seen once, the line is known from then on.
+        self.assertEqual(self.ask(b"get run-a\r\n"), b"VALUE run-a 0 1\r\n0\r\nEND\r\n")
+        runs: list[int] = []
+        take_many = self.service.take_many
+
+        def counted(name: str, count: int, max_bytes: int) -> tuple[list[Item], bool]:
+            runs.append(count)
+            return take_many(name, count, max_bytes)
+
+        self.service.take_many = counted  # type: ignore[method-assign]
+        reply = self.ask(b"get run-a\r\n" * 5)
+        self.assertEqual(runs, [5])
+        expected = b"".join(
+            b"VALUE run-a %d 1\r\n%d\r\nEND\r\n" % (i, i) for i in range(1, 4)
+        )
+        self.assertEqual(reply, expected + b"END\r\n" * 2)
+        stats = self.stats()
+        self.assertEqual(
+            (stats["cmd_get"], stats["get_hits"], stats["get_misses"]), ("6", "4", "2")
+        )
+        self.assertEqual(self.queue("run-a").items, 0)
+
+    def test_bare_newlines_and_other_lines_between(self) -> None:
+        self.ask(set_line(b"run-b", b"x") + set_line(b"run-b", b"y"))
+        reply = self.ask(b"get run-b\nget run-b\r\nversion\r\nget run-b\n" * 1)
+        self.assertEqual(
+            reply,
+            value(b"run-b", b"x")
+            + b"END\r\n"
+            + value(b"run-b", b"y")
+            + b"END\r\nVERSION %s\r\nEND\r\n" % __version__.encode(),
+        )
+
+    def test_expired_items_are_skipped(self) -> None:
+        self.ask(set_line(b"run-c", b"old", exptime=1) + set_line(b"run-c", b"new"))
+        self.clock.advance(2)
+        reply = self.ask(b"get run-c\r\n" * 2)
+        self.assertEqual(reply, value(b"run-c", b"new") + b"END\r\nEND\r\n")
+        self.assertEqual(self.queue("run-c").expired_items, 1)
+
+    def test_large_items_leave_in_several_writes(self) -> None:
+        items = [bytes([65 + i]) * 40_000 for i in range(5)]
+        self.ask(b"".join(set_line(b"run-d", item) for item in items))
+        self.client.transport.writes.clear()
+        reply = self.ask(b"get run-d\r\n" * 6)
+        expected = b"".join(value(b"run-d", item) + b"END\r\n" for item in items)
+        self.assertEqual(reply, expected + b"END\r\n")
+        self.assertGreater(len(self.client.transport.writes), 1)
+
+    def test_unknown_queue_and_fanout_child(self) -> None:
+        self.assertEqual(self.ask(b"get run-none\r\n" * 3), b"END\r\n" * 3)
+        self.assertIsNone(self.service.queue("run-none"))
+        self.assertEqual(self.ask(b"get run-e+child\r\n" * 2), b"END\r\n" * 2)
+        self.ask(set_line(b"run-e", b"fed"))
+        self.assertEqual(
+            self.ask(b"get run-e+child\r\n" * 2),
+            value(b"run-e+child", b"fed") + b"END\r\nEND\r\n",
+        )
+
+    def test_a_waiting_get_keeps_its_place(self) -> None:
+        waiting = self.connect()
+        waiting.send(b"get run-f/t=1000\r\n")
+        self.ask(set_line(b"run-f", b"first") + set_line(b"run-f", b"second"))
+        self.assertEqual(waiting.take(), value(b"run-f/t=1000", b"first") + b"END\r\n")
+        self.assertEqual(
+            self.ask(b"get run-f\r\n" * 2),
+            value(b"run-f", b"second") + b"END\r\nEND\r\n",
+        )
+
+    def test_with_an_open_read_here_the_rule_still_holds(self) -> None:
+        self.ask(set_line(b"run-g", b"a") + set_line(b"run-g", b"b"))
+        self.ask(b"get run-g/open\r\n")
+        self.assertEqual(self.ask(b"get run-g\r\n" * 2), b"ERROR\r\n")
+        self.assertTrue(self.client.closed)
 
 
 class LimitTests(ProtocolTestCase):

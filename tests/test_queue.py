@@ -39,6 +39,10 @@ class FakeJournal:
     def remove(self, item: Item) -> None:
         self.calls.append(("remove", item.id))
 
+    def remove_many(self, items: list[Item]) -> None:
+        for item in items:
+            self.remove(item)
+
     def open(self, item: Item) -> None:
         self.calls.append(("open", item.id))
 
