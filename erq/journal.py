@@ -1371,6 +1371,37 @@ class Journal(_Index):
     def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
         if self._state:
             return fail(JournalError("journal closed")) if self._always else None
+        write = self._add_record(item, in_memory)
+        return self._added(write)
+
+    def add_many(
+        self, items: list[Item], in_memory: list[bool]
+    ) -> Deferred[None] | None:
+        if self._state:
+            return fail(JournalError("journal closed")) if self._always else None
+        write = None
+        for item, held in zip(items, in_memory, strict=True):
+            write = self._add_record(item, held)
+        if write is None:
+            return None
+        return self._added(write)
+
+    def _added(self, write: _Write) -> Deferred[None] | None:
+        """Records were added up to ``write``: a Deferred for their
+        durability when the policy waits for it (the write's steps run in
+        order, so the last one's waiters fire once all are done)."""
+        writer = self._writer
+        writer._fresh = True
+        if self._always:
+            d: Deferred[None] = Deferred()
+            write.waiters.append(d)
+            writer._urgent = True
+            writer._kick()
+            return d
+        writer._kick()
+        return None
+
+    def _add_record(self, item: Item, in_memory: bool) -> _Write:
         data = item.data
         expiry = item.expiry
         item_id = item.id
@@ -1415,16 +1446,7 @@ class Journal(_Index):
             # In memory while older items are still on disk: the reader
             # must not hand it out a second time.
             self._skip.add(item_id)
-        writer = self._writer
-        writer._fresh = True
-        if self._always:
-            d: Deferred[None] = Deferred()
-            write.waiters.append(d)
-            writer._urgent = True
-            writer._kick()
-            return d
-        writer._kick()
-        return None
+        return write
 
     def remove(self, item: Item) -> None:
         if self._state:

@@ -345,6 +345,13 @@ class QueueProtocol(LineReceiver):
                         position -= (count - max(served, 1)) * len(raw)
                         if served:
                             continue
+                elif known.__class__ is _SetLine:
+                    after = self._set_run(
+                        cast(_SetLine, known), buffer, start, position
+                    )
+                    if after >= 0:
+                        position = after
+                        continue
                 self._line(line, known)
         finally:
             del buffer[:position]
@@ -551,14 +558,70 @@ class QueueProtocol(LineReceiver):
                 errbackArgs=(stores, index),
             )
 
-    def _stored(self, ok: bool | None, stores: _Stores, index: int) -> None:
-        stores.replies[index] = b"NOT_STORED\r\n" if ok is False else b"STORED\r\n"
+    def _set_run(
+        self, known: _SetLine, buffer: bytearray, start: int, position: int
+    ) -> int:
+        """The same set line again and again with every data block already
+        read, as a producer sending a batch writes it: stored together and
+        journaled as one.  Returns where the run ends, or -1 where the sets
+        go one by one."""
+        name, flags, exptime, noreply, error = known.storing
+        length = known.length
+        if error is not None or noreply or length > self.service.max_item_cap:
+            return -1
+        raw = bytes(buffer[start:position])
+        total = len(buffer)
+        blocks: list[bytes] = []
+        after = -1
+        at = position
+        taken = 0
+        while len(blocks) < MAX_RUN and taken < MAX_HELD_OUTPUT * 16:
+            end = at + length
+            if end + 2 > total or not buffer.startswith(b"\r\n", end):
+                break
+            blocks.append(bytes(buffer[at:end]))
+            taken += length
+            after = end + 2
+            if not buffer.startswith(raw, after):
+                break
+            at = after + len(raw)
+        if len(blocks) < 2:
+            return -1
+        result = self.service.put_many(name, blocks, flags, exptime)
+        if result is None:
+            return -1
+        count, durable = result
+        if durable is None:
+            self._reply_raw(b"STORED\r\n" * count)
+            return after
+        stores = self._stores
+        if stores is None or not self._slots or self._slots[-1] is not stores:
+            stores = self._stores = _Stores()
+            self._slots.append(stores)
+        index = len(stores.replies)
+        stores.replies.append(b"")
+        stores.waiting += 1
+        durable.addCallbacks(
+            self._stored,
+            self._store_failed,
+            callbackArgs=(stores, index, count),
+            errbackArgs=(stores, index, count),
+        )
+        return after
+
+    def _stored(
+        self, ok: bool | None, stores: _Stores, index: int, count: int = 1
+    ) -> None:
+        reply = b"NOT_STORED\r\n" if ok is False else b"STORED\r\n"
+        stores.replies[index] = reply * count
         stores.waiting -= 1
         if not stores.waiting:
             self._stores_ready(stores)
 
-    def _store_failed(self, failure: Failure, stores: _Stores, index: int) -> None:
-        stores.replies[index] = _server_error(failure)
+    def _store_failed(
+        self, failure: Failure, stores: _Stores, index: int, count: int = 1
+    ) -> None:
+        stores.replies[index] = _server_error(failure) * count
         stores.waiting -= 1
         if not stores.waiting:
             self._stores_ready(stores)

@@ -51,6 +51,11 @@ class QueueJournal(Protocol):
         the record is durable when the sync policy waits for that, else
         ``None``."""
 
+    def add_many(
+        self, items: list[Item], in_memory: list[bool]
+    ) -> Deferred[None] | None:
+        """``add`` for each item, in order, with one Deferred for them all."""
+
     def remove(self, item: Item) -> None:
         """Record that a queued or open item is gone for good."""
 
@@ -225,6 +230,50 @@ class Queue:
         if durable is None:
             return True
         return durable
+
+    def put_many(
+        self, datas: list[bytes], flags: int = 0, expiry: float | None = None
+    ) -> tuple[int, Deferred[None] | None] | None:
+        """``put`` for several items in a row, journaled together: how many
+        were stored (all of them), and a Deferred that fires once they are
+        durable, if the journal makes them wait.  ``None``, and nothing
+        done, where a put of each could be refused or handed straight to a
+        waiter (limits, waiters, an item expired already): put them one by
+        one then."""
+        settings = self.settings
+        if (
+            self._waiters
+            or settings.max_items is not None
+            or settings.max_size is not None
+            or settings.max_item_size is not None
+        ):
+            return None
+        now = self._clock.seconds()
+        if settings.max_age is not None:
+            limit = now + settings.max_age
+            expiry = limit if expiry is None else min(expiry, limit)
+        if expiry is not None and expiry <= now:
+            return None
+        self.touched = now
+        items: list[Item] = []
+        held: list[bool] = []
+        for data in datas:
+            item = Item(self._next_id, data, flags, expiry, now)
+            self._next_id += 1
+            items.append(item)
+            size = len(data)
+            if self._keeps_in_memory(size):
+                self._items.append(item)
+                self.mem_bytes += size
+                held.append(True)
+            else:
+                self.behind_items += 1
+                self.behind_bytes += size
+                held.append(False)
+        self.total_items += len(items)
+        if self.journal is None:
+            return len(items), None
+        return len(items), self.journal.add_many(items, held)
 
     def _keeps_in_memory(self, size: int) -> bool:
         if self.journal is None:

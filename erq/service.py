@@ -417,6 +417,22 @@ class QueueService(Service):
             lambda _: True if isinstance(stored, Deferred) else stored
         )
 
+    def put_many(
+        self, name: str, datas: list[bytes], flags: int, exptime: int
+    ) -> tuple[int, Deferred[None] | None] | None:
+        """Several ``set``s of one queue in a row, journaled together; see
+        ``Queue.put_many``.  ``None``, and nothing done, where they must go
+        one by one (fanout, a queue that refuses or hands items on)."""
+        if self.shutting_down or self._children.get(name):
+            return None
+        queue = self.create_queue(name)
+        if queue.settings.fanout_only:
+            return None
+        result = queue.put_many(datas, flags, self.expiry(exptime))
+        if result is not None:
+            self.counters.cmd_set += len(datas)
+        return result
+
     def expiry(self, exptime: int) -> float | None:
         """The clock time at which an item set with ``exptime`` expires."""
         if exptime == 0:

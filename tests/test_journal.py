@@ -513,6 +513,41 @@ class RemoveManyTests(_Base):
         self.assertEqual(ids(replayed.items), [32, 33, 34, 35, 37, 38, 39, 40])
 
 
+class AddManyTests(_Base):
+    def test_one_deferred_for_a_run_across_segments(self) -> None:
+        pool = ManualPool()
+        ops = CountingOps()
+        segment = HEADER_SIZE + 10 * 60
+        writer = self.fake_writer(pool, ops)
+        journal = Journal(self.dir, writer, sync="always", segment_size=segment)
+        items = [item(i) for i in range(1, 31)]
+        durable = journal.add_many(items, [True] * 20 + [False] * 10)
+        assert durable is not None
+        pool.run_all()
+        self.assertTrue(durable.called)
+        self.assertEqual(len(segment_files(self.dir)), 3)
+        self.assertEqual(writer.batches, 1)
+        journal.close()
+        pool.run_all()
+        _, replayed = self.replay(max_memory=200, segment_size=segment)
+        # The last ten were added behind, as said.
+        self.assertEqual(ids(replayed.items), list(range(1, 21)))
+        self.assertEqual(replayed.behind_items, 10)
+
+    def test_a_failed_write_fails_the_run(self) -> None:
+        pool = ManualPool()
+        ops = CountingOps()
+        journal = Journal(self.dir, self.fake_writer(pool, ops), sync="always")
+        ops.fail_writes = errno.ENOSPC
+        durable = journal.add_many([item(1), item(2)], [True, True])
+        assert durable is not None
+        failed: list[Failure] = []
+        durable.addErrback(failed.append)
+        pool.run_all()
+        self.assertEqual(len(failed), 1)
+        self.assertIsInstance(failed[0].value, JournalError)
+
+
 class LingerTests(_Base):
     """Records that nothing waits for gather for ``linger`` seconds and go
     to the thread together; anything waited for goes at once and takes them

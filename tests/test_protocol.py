@@ -55,6 +55,11 @@ class FakeJournal:
     def remove(self, item: Item) -> None:
         pass
 
+    def add_many(
+        self, items: list[Item], in_memory: list[bool]
+    ) -> Deferred[None] | None:
+        return self.add(items[0])
+
     def remove_many(self, items: list[Item]) -> None:
         pass
 
@@ -573,6 +578,103 @@ class GetRunTests(ProtocolTestCase):
         self.ask(b"get run-g/open\r\n")
         self.assertEqual(self.ask(b"get run-g\r\n" * 2), b"ERROR\r\n")
         self.assertTrue(self.client.closed)
+
+
+class SetRunTests(ProtocolTestCase):
+    """The same set line many times in a row, its data blocks all read, is
+    stored as a run, exactly as the sets one by one would be."""
+
+    def warm(self, name: bytes, data: bytes) -> None:
+        """Set and take one item: its set line is known from then on."""
+        self.assertEqual(self.ask(set_line(name, data)), b"STORED\r\n")
+        self.assertEqual(self.ask(b"get %s\r\n" % name), value(name, data) + b"END\r\n")
+
+    def count_runs(self) -> list[int]:
+        runs: list[int] = []
+        put_many = self.service.put_many
+
+        def counted(
+            name: str, datas: list[bytes], flags: int, exptime: int
+        ) -> tuple[int, Deferred[None] | None] | None:
+            runs.append(len(datas))
+            return put_many(name, datas, flags, exptime)
+
+        self.service.put_many = counted  # type: ignore[method-assign]
+        return runs
+
+    def test_stored_in_order(self) -> None:
+        self.warm(b"srun-a", b"one")
+        runs = self.count_runs()
+        items = [b"%03d" % i for i in range(10)]
+        reply = self.ask(b"".join(set_line(b"srun-a", item) for item in items))
+        self.assertEqual(reply, b"STORED\r\n" * 10)
+        self.assertEqual(runs, [10])
+        self.assertEqual(self.stats()["cmd_set"], "11")
+        got = self.ask(b"get srun-a\r\n" * 10)
+        self.assertEqual(
+            got, b"".join(value(b"srun-a", item) + b"END\r\n" for item in items)
+        )
+
+    def test_durable_run_answers_once_its_write_is_durable(self) -> None:
+        self.warm(b"srun-b", b"x")
+        journal = self.journal("srun-b")
+        self.client.transport.writes.clear()
+        self.client.send(set_line(b"srun-b", b"x") * 5 + b"version\r\n")
+        self.assertEqual(len(journal.pending), 1)
+        self.assertEqual(self.client.take(), b"")
+        journal.pending[0].callback(None)
+        self.assertEqual(
+            self.client.transport.writes,
+            [b"STORED\r\n" * 5 + b"VERSION %s\r\n" % __version__.encode()],
+        )
+
+    def test_durable_run_failure(self) -> None:
+        self.warm(b"srun-c", b"x")
+        journal = self.journal("srun-c")
+        self.client.send(set_line(b"srun-c", b"x") * 3)
+        journal.pending[0].errback(OSError("disk full"))
+        self.assertEqual(self.client.take(), b"SERVER_ERROR disk full\r\n" * 3)
+
+    def test_a_block_still_on_its_way(self) -> None:
+        self.warm(b"srun-d", b"abc")
+        runs = self.count_runs()
+        data = set_line(b"srun-d", b"abc") * 4
+        self.client.send(data[:-3])
+        self.client.send(data[-3:])
+        self.assertEqual(self.client.take(), b"STORED\r\n" * 4)
+        # Three blocks were there: a run; the fourth came later, alone.
+        self.assertEqual(runs, [3])
+        self.assertEqual(self.queue("srun-d").items, 4)
+
+    def test_a_bad_block_ends_the_run(self) -> None:
+        line = b"set srun-e 0 0 1\r\n"
+        reply = self.ask(line + b"a\r\n" + line + b"b\r\n" + line + b"cc\r\n")
+        self.assertEqual(reply, b"STORED\r\nSTORED\r\nCLIENT_ERROR bad data chunk\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertEqual(self.queue("srun-e").items, 2)
+
+    def test_a_waiter_takes_the_first(self) -> None:
+        waiting = self.connect()
+        waiting.send(b"get srun-f/t=1000\r\n")
+        self.assertEqual(self.ask(set_line(b"srun-f", b"1") * 3), b"STORED\r\n" * 3)
+        self.assertEqual(waiting.take(), value(b"srun-f/t=1000", b"1") + b"END\r\n")
+        self.assertEqual(self.queue("srun-f").items, 2)
+
+    def test_noreply_and_fanout_go_one_by_one(self) -> None:
+        self.warm(b"srun-h", b"y")
+        runs = self.count_runs()
+        self.assertEqual(self.ask(b"set srun-g 0 0 1 noreply\r\nx\r\n" * 3), b"")
+        self.assertEqual(self.queue("srun-g").items, 3)
+        self.ask(b"get srun-h+copy\r\n")
+        self.assertEqual(self.ask(set_line(b"srun-h", b"y") * 2), b"STORED\r\n" * 2)
+        self.assertEqual(self.queue("srun-h+copy").items, 2)
+        self.assertEqual(runs, [2])
+        self.assertEqual(self.queue("srun-h").items, 2)
+
+    def journal(self, name: str) -> FakeJournal:
+        journal = FakeJournal()
+        self.service.create_queue(name).journal = journal
+        return journal
 
 
 class LimitTests(ProtocolTestCase):
@@ -1365,7 +1467,10 @@ class PipelineTests(ProtocolTestCase):
 
     def test_durable_sets_in_order(self) -> None:
         journal = self.journal("q")
-        self.client.send(set_line(b"q", b"a") + set_line(b"q", b"b") + b"get r\r\n")
+        # Two different lines: two sets, not a run.
+        self.client.send(
+            set_line(b"q", b"a") + set_line(b"q", b"b", flags=1) + b"get r\r\n"
+        )
         journal.pending[1].callback(None)
         self.assertEqual(self.client.take(), b"")
         journal.pending[0].callback(None)
@@ -1382,8 +1487,11 @@ class PipelineTests(ProtocolTestCase):
 
     def test_durable_sets_of_one_read_leave_in_one_write(self) -> None:
         journal = self.journal("q")
-        self.client.send(set_line(b"q", b"a") * 50 + b"version\r\n")
-        self.client.send(set_line(b"q", b"b") + set_line(b"q", b"c"))
+        # Different lines, so that each set is its own.
+        self.client.send(
+            b"".join(set_line(b"q", b"a", flags=i) for i in range(50)) + b"version\r\n"
+        )
+        self.client.send(set_line(b"q", b"b") + set_line(b"q", b"c", flags=1))
         self.assertEqual(len(journal.pending), 52)
         for durable in journal.pending[:49]:
             durable.callback(None)

@@ -39,6 +39,14 @@ class FakeJournal:
     def remove(self, item: Item) -> None:
         self.calls.append(("remove", item.id))
 
+    def add_many(
+        self, items: list[Item], in_memory: list[bool]
+    ) -> Deferred[None] | None:
+        result = None
+        for item, held in zip(items, in_memory, strict=True):
+            result = self.add(item, held)
+        return result
+
     def remove_many(self, items: list[Item]) -> None:
         for item in items:
             self.remove(item)
