@@ -328,8 +328,11 @@ class QueueProtocol(LineReceiver):
                 start = position
                 position = newline + 1
                 known = _known_lines.get(line)
+                # Bytes after this line: a run needs at least one more.
+                more = len(buffer) - position
                 if (
                     known.__class__ is GetRequest
+                    and more >= position - start
                     and not self.open_reads
                     and cast(GetRequest, known).takes
                 ):
@@ -345,7 +348,10 @@ class QueueProtocol(LineReceiver):
                         position -= (count - max(served, 1)) * len(raw)
                         if served:
                             continue
-                elif known.__class__ is _SetLine:
+                elif (
+                    known.__class__ is _SetLine
+                    and more > cast(_SetLine, known).length + 2
+                ):
                     after = self._set_run(
                         cast(_SetLine, known), buffer, start, position
                     )
