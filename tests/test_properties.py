@@ -495,6 +495,18 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(
         index=indexes,
+        command=commands,
+        times=st.integers(2, 8),
+        cuts=st.lists(st.integers(0, 1000), max_size=2),
+    )
+    def repeat(self, index: int, command: Command, times: int, cuts: list[int]) -> None:
+        """The same request again and again in one write, as a producer or a
+        consumer taking a batch sends it (the server answers such runs
+        together)."""
+        self.send(index, [command] * times, cuts)
+
+    @rule(
+        index=indexes,
         queue=queues,
         option=st.sampled_from(WAIT_OPTIONS),
         behind=st.lists(st.sampled_from(("set", *GOOD_OPTIONS)), max_size=3),
