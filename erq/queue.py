@@ -205,7 +205,9 @@ class Queue:
         if settings.max_age is not None:
             limit = now + settings.max_age
             expiry = limit if expiry is None else min(expiry, limit)
-        if not self._make_room(size):
+        if (
+            settings.max_items is not None or settings.max_size is not None
+        ) and not self._make_room(size):
             return False
         item = Item(self._next_id, data, flags, expiry, now)
         self._next_id += 1
@@ -288,8 +290,6 @@ class Queue:
         settings = self.settings
         max_items = settings.max_items
         max_size = settings.max_size
-        if max_items is None and max_size is None:
-            return True
 
         def full() -> bool:
             return (max_items is not None and self.items >= max_items) or (
