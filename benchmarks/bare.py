@@ -16,7 +16,7 @@ import sys
 from collections import deque
 from typing import Any
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 
 HOST = "127.0.0.1"
 
@@ -76,9 +76,10 @@ class Bare(Protocol):
 def main(port: int) -> None:
     from twisted.internet import reactor
 
-    factory = Factory.forProtocol(Bare)
-    reactor.listenTCP(port, factory, interface=HOST)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    factory = ServerFactory()
+    factory.protocol = Bare
+    reactor.listenTCP(port, factory, interface=HOST)
+    reactor.run()
 
 
 if __name__ == "__main__":
