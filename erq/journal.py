@@ -1116,6 +1116,21 @@ class JournalWriter:
         self._batch_done(failure, batch)
 
     def _batch_done(self, result: object, batch: list[_Chunk]) -> None:
+        early = (
+            self._urgent
+            and self._pending
+            and not self._stopping
+            and not isinstance(result, Failure)
+            and all(chunk.error is None for chunk in batch)
+        )
+        if early:
+            # Something waits in what is pending: the thread writes and
+            # syncs it while the reactor answers this batch.  (Not after a
+            # failure: what is retried must go before what is pending.)
+            self._in_flight = None
+            self._waiting = False
+            self._released = True
+            self._kick()
         if isinstance(result, Failure):
             # A bug on the thread, not an I/O error: fail what did not run.
             _log.failure("journal writer batch crashed", result)
@@ -1139,11 +1154,12 @@ class JournalWriter:
             # the order it had.
             ids = {id(chunk) for chunk in retried}
             self._pending = retried + [c for c in self._pending if id(c) not in ids]
-        # Cleared only now, so that what the callbacks above journaled goes
-        # out together in the next batch.
-        self._in_flight = None
-        self._waiting = False
-        self._kick()
+        if not early:
+            # Cleared only now, so that what the callbacks above journaled
+            # goes out together in the next batch.
+            self._in_flight = None
+            self._waiting = False
+            self._kick()
         if self._stopping:
             self._maybe_stopped()
 

@@ -614,6 +614,30 @@ class LingerTests(_Base):
         _, replayed = self.replay()
         self.assertEqual(ids(replayed.items), list(range(3, 103)))
 
+    def test_the_next_durable_batch_leaves_before_this_one_is_answered(
+        self,
+    ) -> None:
+        pool = ManualPool()
+        writer = self.lingering_writer(pool, CountingOps())
+        journal = Journal(self.dir, writer, sync="always")
+        first = journal.add(item(1))
+        assert first is not None
+        self.clock.advance(0)
+        second = journal.add(item(2))
+        assert second is not None
+        self.clock.advance(0)
+        # While the second waits for the first batch, the first completes:
+        # the second is on its way to the thread before the first's
+        # callbacks run.
+        seen: list[int] = []
+        first.addCallback(lambda _: seen.append(len(pool.work)))
+        pool.run_one()
+        self.assertEqual(seen, [1])
+        self.assertFalse(second.called)
+        pool.run_one()
+        self.assertTrue(second.called)
+        self.assertEqual(writer.batches, 2)
+
     def test_a_read_back_waits_only_for_the_end_of_the_turn(self) -> None:
         pool = ManualPool()
         writer = self.lingering_writer(pool, CountingOps())
