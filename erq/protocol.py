@@ -330,24 +330,13 @@ class QueueProtocol(LineReceiver):
                 known = _known_lines.get(line)
                 # Bytes after this line: a run needs at least one more.
                 more = len(buffer) - position
-                if (
-                    known.__class__ is GetRequest
-                    and more >= position - start
-                    and not self.open_reads
-                    and cast(GetRequest, known).takes
-                ):
-                    # The same plain get again and again, as a consumer
-                    # taking a batch sends it: answered as a run.
-                    raw = bytes(buffer[start:position])
-                    count = 1
-                    while count < MAX_RUN and buffer.startswith(raw, position):
-                        position += len(raw)
-                        count += 1
-                    if count > 1:
-                        served = self._get_run(cast(GetRequest, known), count)
-                        position -= (count - max(served, 1)) * len(raw)
-                        if served:
-                            continue
+                if known.__class__ is GetRequest and more >= position - start:
+                    after = self._get_run(
+                        cast(GetRequest, known), buffer, start, position
+                    )
+                    if after >= 0:
+                        position = after
+                        continue
                 elif (
                     known.__class__ is _SetLine
                     and more > cast(_SetLine, known).length + 2
@@ -665,14 +654,27 @@ class QueueProtocol(LineReceiver):
             return
         self._get_from(requests, 0, [])
 
-    def _get_run(self, request: GetRequest, count: int) -> int:
-        """Answer ``count`` plain gets of one key in a row, as far as they
-        can be answered now; how many were."""
+    def _get_run(
+        self, request: GetRequest, buffer: bytearray, start: int, position: int
+    ) -> int:
+        """The same plain get again and again, as a consumer taking a batch
+        sends it: as many as can be answered now are answered together.
+        Returns where the answered ones end, or -1 where the gets go one by
+        one."""
+        if not request.takes or self.open_reads:
+            return -1
+        raw = bytes(buffer[start:position])
+        count = 1
+        while count < MAX_RUN and buffer.startswith(raw, position):
+            position += len(raw)
+            count += 1
+        if count < 2:
+            return -1
         items, rest_empty = self.service.take_many(request.name, count, MAX_HELD_OUTPUT)
         hits = len(items)
         served = count if rest_empty else hits
         if not served:
-            return 0
+            return -1
         counters = self.counters
         counters.cmd_get += served
         counters.get_hits += hits
@@ -686,7 +688,7 @@ class QueueProtocol(LineReceiver):
         if served > hits:
             parts.append(b"END\r\n" * (served - hits))
         self._reply_raw(b"".join(parts))
-        return served
+        return start + served * len(raw)
 
     def _get_one(self, request: GetRequest) -> None:
         """``_get_from`` for the most common request, a get or peek of one
