@@ -539,19 +539,24 @@ class QueueProtocol(LineReceiver):
         elif result is False:
             self._reply(b"NOT_STORED")
         else:
-            stores = self._stores
-            if stores is None or not self._slots or self._slots[-1] is not stores:
-                stores = self._stores = _Stores()
-                self._slots.append(stores)
-            index = len(stores.replies)
-            stores.replies.append(b"")
-            stores.waiting += 1
-            result.addCallbacks(
-                self._stored,
-                self._store_failed,
-                callbackArgs=(stores, index),
-                errbackArgs=(stores, index),
-            )
+            self._await_stored(result, 1)
+
+    def _await_stored(self, durable: Deferred[Any], count: int) -> None:
+        """``count`` sets are stored once ``durable`` fires: their replies
+        join the durable sets of this read in one slot."""
+        stores = self._stores
+        if stores is None or not self._slots or self._slots[-1] is not stores:
+            stores = self._stores = _Stores()
+            self._slots.append(stores)
+        index = len(stores.replies)
+        stores.replies.append(b"")
+        stores.waiting += 1
+        durable.addCallbacks(
+            self._stored,
+            self._store_failed,
+            callbackArgs=(stores, index, count),
+            errbackArgs=(stores, index, count),
+        )
 
     def _set_run(
         self, known: _SetLine, buffer: bytearray, start: int, position: int
@@ -588,25 +593,11 @@ class QueueProtocol(LineReceiver):
         count, durable = result
         if durable is None:
             self._reply_raw(b"STORED\r\n" * count)
-            return after
-        stores = self._stores
-        if stores is None or not self._slots or self._slots[-1] is not stores:
-            stores = self._stores = _Stores()
-            self._slots.append(stores)
-        index = len(stores.replies)
-        stores.replies.append(b"")
-        stores.waiting += 1
-        durable.addCallbacks(
-            self._stored,
-            self._store_failed,
-            callbackArgs=(stores, index, count),
-            errbackArgs=(stores, index, count),
-        )
+        else:
+            self._await_stored(durable, count)
         return after
 
-    def _stored(
-        self, ok: bool | None, stores: _Stores, index: int, count: int = 1
-    ) -> None:
+    def _stored(self, ok: bool | None, stores: _Stores, index: int, count: int) -> None:
         reply = b"NOT_STORED\r\n" if ok is False else b"STORED\r\n"
         stores.replies[index] = reply * count
         stores.waiting -= 1
@@ -614,7 +605,7 @@ class QueueProtocol(LineReceiver):
             self._stores_ready(stores)
 
     def _store_failed(
-        self, failure: Failure, stores: _Stores, index: int, count: int = 1
+        self, failure: Failure, stores: _Stores, index: int, count: int
     ) -> None:
         stores.replies[index] = _server_error(failure) * count
         stores.waiting -= 1
