@@ -23,8 +23,10 @@ from erq.service import QueueService
 MAX_LINE = 2048
 #: Unread input held while a blocking get waits, before reading pauses.
 MAX_BACKLOG = 1024 * 1024
-#: At most this many repeated gets are answered as one run.
+#: At most this many repeated requests are answered as one run ...
 MAX_RUN = 1000
+#: ... and a run of sets stops once it holds this much data.
+MAX_RUN_BYTES = 1024 * 1024
 #: Replies held while one batch of requests is handled: beyond this they are
 #: written at once, so that a client that does not read its replies makes
 #: the transport pause us, and a few bytes of pipelined requests cannot make
@@ -575,7 +577,7 @@ class QueueProtocol(LineReceiver):
         after = -1
         at = position
         taken = 0
-        while len(blocks) < MAX_RUN and taken < MAX_HELD_OUTPUT * 16:
+        while len(blocks) < MAX_RUN and taken < MAX_RUN_BYTES:
             end = at + length
             if end + 2 > total or not buffer.startswith(b"\r\n", end):
                 break
