@@ -202,9 +202,7 @@ class Queue:
         self.touched = now
         if settings.max_item_size is not None and size > settings.max_item_size:
             return False
-        if settings.max_age is not None:
-            limit = now + settings.max_age
-            expiry = limit if expiry is None else min(expiry, limit)
+        expiry = self._expiry(expiry, now)
         if (
             settings.max_items is not None or settings.max_size is not None
         ) and not self._make_room(size):
@@ -216,19 +214,10 @@ class Queue:
             # Stored as asked, but never handed out.
             self._expire(item, journaled=False)
             return True
-        durable: Deferred[None] | None = None
-        if self._keeps_in_memory(size):
-            self._items.append(item)
-            self.mem_bytes += size
-            if self.journal is not None:
-                durable = self.journal.add(item)
-            if self._waiters:
-                self._serve()
-        else:
-            self.behind_items += 1
-            self.behind_bytes += size
-            assert self.journal is not None
-            durable = self.journal.add(item, False)
+        in_memory = self._place(item)
+        durable = None if self.journal is None else self.journal.add(item, in_memory)
+        if in_memory and self._waiters:
+            self._serve()
         if durable is None:
             return True
         return durable
@@ -251,9 +240,7 @@ class Queue:
         ):
             return None
         now = self._clock.seconds()
-        if settings.max_age is not None:
-            limit = now + settings.max_age
-            expiry = limit if expiry is None else min(expiry, limit)
+        expiry = self._expiry(expiry, now)
         if expiry is not None and expiry <= now:
             return None
         self.touched = now
@@ -263,19 +250,32 @@ class Queue:
             item = Item(self._next_id, data, flags, expiry, now)
             self._next_id += 1
             items.append(item)
-            size = len(data)
-            if self._keeps_in_memory(size):
-                self._items.append(item)
-                self.mem_bytes += size
-                held.append(True)
-            else:
-                self.behind_items += 1
-                self.behind_bytes += size
-                held.append(False)
+            held.append(self._place(item))
         self.total_items += len(items)
         if self.journal is None:
             return len(items), None
         return len(items), self.journal.add_many(items, held)
+
+    def _expiry(self, expiry: float | None, now: float) -> float | None:
+        """An item's expiry, ``max_age`` taken into account."""
+        max_age = self.settings.max_age
+        if max_age is None:
+            return expiry
+        limit = now + max_age
+        return limit if expiry is None else min(expiry, limit)
+
+    def _place(self, item: Item) -> bool:
+        """Queue a new item at the tail: in memory (``True``), or only
+        counted, its data left to the journal."""
+        size = len(item.data)
+        if self._keeps_in_memory(size):
+            self._items.append(item)
+            self.mem_bytes += size
+            return True
+        assert self.journal is not None
+        self.behind_items += 1
+        self.behind_bytes += size
+        return False
 
     def _keeps_in_memory(self, size: int) -> bool:
         if self.journal is None:
@@ -377,17 +377,13 @@ class Queue:
         if self._waiters:
             # A get without a timeout does not take what waiters wait for.
             return items, not self.behind_items
-        queued = self._items
         taken = 0
         rest_empty = True
         while len(items) < count:
             if taken >= max_bytes:
                 rest_empty = False
                 break
-            if queued and queued[0].expiry is not None:
-                self._drop_expired_head()
-            if not queued:
-                self._refill()
+            if self._head() is None:
                 rest_empty = not self.behind_items
                 break
             item = self._pop()
@@ -399,15 +395,21 @@ class Queue:
                 self.journal.remove_many(items)
         return items, rest_empty
 
-    def _take(self, open: bool, peek: bool) -> Item | None:
+    def _head(self) -> Item | None:
+        """The head item once expired ones are dropped; with nothing in
+        memory, ``None``, and the journal is asked for more."""
         items = self._items
         if items and items[0].expiry is not None:
             self._drop_expired_head()
         if not items:
             self._refill()
             return None
-        if peek:
-            return items[0]
+        return items[0]
+
+    def _take(self, open: bool, peek: bool) -> Item | None:
+        head = self._head()
+        if head is None or peek:
+            return head
         item = self._pop()
         self.age = self._clock.seconds() - item.added
         if open:
