@@ -13,7 +13,9 @@ Run from the repository root::
     python -m benchmarks.inprocess --profile get    # cProfile of the gets
 
 It prints microseconds per item, the best of ``--repeat`` runs (the machine
-is noisy; the best run is the one least disturbed).
+is noisy; the best run is the one least disturbed), beside the baseline
+measured in the same runs, alternating: the protocol of
+``benchmarks/bare.py``, which only appends and pops, fed the same bytes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from benchmarks.bare import Bare
 from erq.journal import LINGER, FileOps, JournalWriter
 from erq.protocol import QueueProtocol
 from erq.service import QueueService
@@ -101,9 +104,26 @@ class Bench:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def per_item(sync: str, batches: int) -> tuple[float, float]:
-    """Microseconds per set and per get, one fresh server."""
-    bench = Bench(sync)
+class BareBench:
+    """The baseline: the bare reference protocol on the same transport."""
+
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+        self.protocol = Bare()
+        # Not makeConnection: its connectionMade sets a socket option.
+        self.protocol.transport = self.transport
+
+    def feed(self, batch: bytes, batches: int) -> None:
+        for _ in range(batches):
+            self.protocol.dataReceived(batch)
+            self.transport.clear()
+
+    def close(self) -> None:
+        pass
+
+
+def per_item(bench: Bench | BareBench, batches: int) -> tuple[float, float]:
+    """Microseconds per set and per get, on a fresh server."""
     try:
         # Every line known, every code path warm.
         bench.feed(SETS, 1)
@@ -143,13 +163,21 @@ def main(argv: list[str] | None = None) -> None:
     if options.profile:
         profile(options.sync, options.batches, options.profile)
         return
-    runs = [per_item(options.sync, options.batches) for _ in range(options.repeat)]
-    sets = min(run[0] for run in runs)
-    gets = min(run[1] for run in runs)
+    runs = []
+    bare_runs = []
+    for _ in range(options.repeat):
+        runs.append(per_item(Bench(options.sync), options.batches))
+        bare_runs.append(per_item(BareBench(), options.batches))
     print(
-        f"sync {options.sync}: set {sets:.2f} us/item, get {gets:.2f} us/item "
-        f"(best of {options.repeat}, {options.batches} x {BATCH} pipelined)"
+        f"best of {options.repeat}, {options.batches} x {BATCH} pipelined, "
+        f"erq with sync {options.sync}; baseline: benchmarks/bare.py"
     )
+    for index, name in enumerate(("set", "get")):
+        erq = min(run[index] for run in runs)
+        bare = min(run[index] for run in bare_runs)
+        print(
+            f"{name}: erq {erq:.2f} us/item, bare {bare:.2f} us/item, {erq / bare:.1f}x"
+        )
 
 
 if __name__ == "__main__":
