@@ -23,6 +23,8 @@ from erq.service import QueueService
 MAX_LINE = 2048
 #: Unread input held while a blocking get waits, before reading pauses.
 MAX_BACKLOG = 1024 * 1024
+#: The whole reply to a get of one key that found an item.
+_ONE_VALUE = b"VALUE %s %d %d\r\n%s\r\nEND\r\n"
 #: At most this many repeated requests are answered as one run ...
 MAX_RUN = 1000
 #: ... and a run of sets stops once it holds this much data.
@@ -674,9 +676,7 @@ class QueueProtocol(LineReceiver):
         counters.get_misses += served - hits
         key = request.key
         parts = [
-            b"VALUE %s %d %d\r\n%s\r\nEND\r\n"
-            % (key, item.flags, len(item.data), item.data)
-            for item in items
+            _ONE_VALUE % (key, item.flags, len(item.data), item.data) for item in items
         ]
         if served > hits:
             parts.append(b"END\r\n" * (served - hits))
@@ -699,10 +699,7 @@ class QueueProtocol(LineReceiver):
             counters.get_hits += 1
             item: Any = result
             data = item.data
-            self._reply_raw(
-                b"VALUE %s %d %d\r\n%s\r\nEND\r\n"
-                % (request.key, item.flags, len(data), data)
-            )
+            self._reply_raw(_ONE_VALUE % (request.key, item.flags, len(data), data))
         else:
             self._waiting = waiting = cast(Deferred, result)
             waiting.addCallbacks(
