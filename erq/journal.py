@@ -79,6 +79,27 @@ thread each, not also one of the reactor.  When the writer owns its pool,
 its one thread runs a loop fed by a ``SimpleQueue``, cheaper to wake than a
 pool job.
 
+Appends without the GIL
+-----------------------
+A Python thread must take the GIL back after every write and fsync, and
+the reactor holds it most of the time: each batch then waits for the
+reactor to let go, and the reactor waits for the thread to wake.  So when
+the C extension ``_erq_writer`` is built (it is optional: without a
+compiler the writer works as above), the same thread spends its idle time
+inside ``Engine.serve``, which never holds the GIL.  The commonest batch,
+appends to open segments and their fsyncs, goes to it as a plain list of
+``(fd, bytes)`` and ``(fd, None)`` operations; the engine takes every such
+batch queued while it was busy as one group (their appends in order, then
+one fdatasync per file) and tells the reactor through an eventfd.  Such
+batches do not wait for each other: the next one is queued while one is
+synced, and the thread starts on it the moment the fsync returns.
+Anything else (opening, cutting or closing a file, reads, deletes) goes to
+the Python loop as before, once the engine's batches are done, so records
+still reach disk in the order they were made.  A failed group stops the
+engine; its batches and those queued behind it are undone (their files cut
+back on the next write) and retried on the Python path, which handles
+failures as described below.
+
 A write or fsync that fails (a full disk) is undone by cutting the file back
 to where its good bytes end; the durable adds of that batch fail with
 ``JournalError`` and the error is logged once.  Nothing journaled is
@@ -128,13 +149,24 @@ from queue import SimpleQueue
 from typing import Protocol, TextIO, cast
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IReactorCore
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorCore,
+    IReactorFDSet,
+    IReadDescriptor,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from erq.config import MiB, SyncPolicy
 from erq.queue import Item
+
+try:
+    from _erq_writer import Engine
+except ImportError:  # built without its C extension: the Python loop writes
+    Engine = None  # type: ignore[assignment, misc]
 
 __all__ = [
     "FileOps",
@@ -869,11 +901,15 @@ _Job = tuple[
 ]
 
 
-def _serve(jobs: SimpleQueue[_Job | None]) -> None:
+def _serve(jobs: SimpleQueue[_Job | None], engine: Engine | None) -> None:
     """The writer thread's loop, when the writer owns its pool: the jobs in
     the order they came, until ``None``.  Handing a job over is one put on a
-    C queue, instead of a trip through the pool's coordinator."""
+    C queue, instead of a trip through the pool's coordinator.  With an
+    engine, the thread runs the engine's batches until a job is put (and
+    the engine interrupted)."""
     while True:
+        if engine is not None:
+            engine.serve()
         job = jobs.get()
         if job is None:
             return
@@ -888,6 +924,54 @@ def _serve(jobs: SimpleQueue[_Job | None]) -> None:
             on_result(ok, result)
         except BaseException:
             _log.failure("journal writer thread: reporting a job failed")
+
+
+def _engine_steps(batch: list[_Chunk]) -> bool:
+    """Whether the engine can run this batch: appends to open segment
+    files that need no cut, and their fsyncs, of journals not failing."""
+    for chunk in batch:
+        if chunk.journal._failing:
+            return False
+        for step in chunk.steps:
+            kind = type(step)
+            if kind is _Write:
+                f = cast(_Write, step).file
+                if f.fd is None or f.needs_cut:
+                    return False
+            elif kind is _Sync:
+                # A new file's first fsync also syncs its directory.
+                f = cast(_Sync, step).file
+                if f.fd is None or f.fresh:
+                    return False
+            else:
+                return False
+    return True
+
+
+@implementer(IReadDescriptor)
+class _EngineDone:
+    """The eventfd through which the engine tells the reactor that batches
+    are done."""
+
+    def __init__(self, writer: JournalWriter, fd: int) -> None:
+        self.writer = writer
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> None:
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+        self.writer._reap(wake=False)
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "erq journal writer"
 
 
 class JournalWriter:
@@ -950,6 +1034,16 @@ class JournalWriter:
         self._jobs: SimpleQueue[_Job | None] | None = None
         #: Batches handed to the thread so far.
         self.batches = 0
+        # The C engine, while the thread serves it, and the batches it has,
+        # oldest first (each with its steps, for undoing).
+        self._engine: Engine | None = None
+        self._engine_done: _EngineDone | None = None
+        self._engine_batches: deque[list[_Chunk]] = deque()
+        #: Batches the engine ran.
+        self.engine_batches = 0
+        # Taking back failed batches: send nothing until their retries are
+        # pending.
+        self._holding = False
 
     def start(self) -> None:
         """Start the writer thread (a pool passed in is the caller's to
@@ -970,7 +1064,8 @@ class JournalWriter:
         self._own_pool.start()
         # The pool's one thread serves the writer until ``_closed``.
         self._jobs = SimpleQueue()
-        self._own_pool.callInThread(_serve, self._jobs)
+        self._start_engine()
+        self._own_pool.callInThread(_serve, self._jobs, self._engine)
         # The pool's thread would keep the process alive after the reactor
         # stops; and the reactor waits for the last batch this way.
         if IReactorCore.providedBy(self.reactor) and self._shutdown_trigger is None:
@@ -978,6 +1073,34 @@ class JournalWriter:
             self._shutdown_trigger = core.addSystemEventTrigger(
                 "before", "shutdown", self._shutdown
             )
+
+    def _start_engine(self) -> None:
+        # Only with the real file operations (tests that fake them see every
+        # step) and a reactor that can watch the eventfd.
+        if (
+            Engine is None
+            or type(self.file_ops) is not FileOps
+            or not IReactorFDSet.providedBy(self.reactor)
+        ):
+            return
+        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._engine = Engine(fd)
+        self._engine_done = _EngineDone(self, fd)
+        cast(IReactorFDSet, self.reactor).addReader(self._engine_done)
+
+    def _stop_engine(self) -> None:
+        done = self._engine_done
+        if self._engine is None or done is None:
+            return
+        self._engine.interrupt()
+        self._engine = self._engine_done = None
+        cast(IReactorFDSet, self.reactor).removeReader(done)
+        os.close(done.fd)
+
+    @property
+    def uses_engine(self) -> bool:
+        """Whether appends and fsyncs run in the C engine."""
+        return self._engine is not None
 
     def _shutdown(self) -> Deferred[None]:
         self._shutdown_trigger = None
@@ -1017,7 +1140,7 @@ class JournalWriter:
         self._kick()
 
     def _kick(self) -> None:
-        if not self._pending or not self._fresh:
+        if not self._pending or not self._fresh or self._holding:
             return
         if not self._released and not self._stopping and self.linger > 0:
             # Many records per hand-off: a thread wake-up costs more than
@@ -1031,6 +1154,16 @@ class JournalWriter:
                 self._linger_urgent = True
                 call.reset(0.0)
             return
+        engine = self._engine
+        if engine is not None and self._engine_batches:
+            # Batches the engine finished go back first, in order (which
+            # sends what is pending).
+            if self._reap(wake=False):
+                return
+            if self._in_flight is None and not _engine_steps(self._pending):
+                # Only the Python loop can run this, after the engine.
+                self._land()
+                return
         if self._in_flight is not None:
             # Taking a finished batch back sends what is pending.
             self._land()
@@ -1056,10 +1189,14 @@ class JournalWriter:
             if journal._failing:
                 # So that "writing again" is said when it is true.
                 report = True
-        self._in_flight = batch
         self.batches += 1
         if self._own_pool is not None and not self._own_pool.started:
             self.start()
+            engine = self._engine
+        if engine is not None and not report and _engine_steps(batch):
+            self._to_engine(engine, batch)
+            return
+        self._in_flight = batch
         self._on_thread(
             partial(self._ran, batch, report),
             _run_batch,
@@ -1081,6 +1218,9 @@ class JournalWriter:
         jobs = self._jobs
         if jobs is not None:
             jobs.put((on_result, func, args))
+            if self._engine is not None:
+                # Out of the engine, to the job.
+                self._engine.interrupt()
         else:
             self._pool.callInThreadWithCallback(on_result, func, *args)
 
@@ -1095,10 +1235,95 @@ class JournalWriter:
         if self._waiting or report or not ok or _awaited(batch):
             self.reactor.callFromThread(self._collect)
 
+    def _to_engine(self, engine: Engine, batch: list[_Chunk]) -> None:
+        ops: list[tuple[int, bytes | None]] = []
+        notify = False
+        written = 0
+        for chunk in batch:
+            for step in chunk.steps:
+                if type(step) is _Write:
+                    write = cast(_Write, step)
+                    f = write.file
+                    data = b"".join(write.bufs)
+                    write.offset_before = f.offset
+                    f.offset += len(data)
+                    written += len(data)
+                    ops.append((cast(int, f.fd), data))
+                    if write.waiters:
+                        notify = True
+                else:
+                    ops.append((cast(int, cast(_Sync, step).file.fd), None))
+        self._engine_batches.append(batch)
+        self.engine_batches += 1
+        engine.submit(ops, notify or written > _LINGER_BYTES)
+
+    def _reap(self, wake: bool) -> bool:
+        """On the reactor: take back the batches the engine has finished, in
+        order; with ``wake``, have the engine wake the reactor when it
+        finishes the next.  Whether any came back."""
+        engine = self._engine
+        if engine is None or not self._engine_batches:
+            return False
+        results = engine.poll(wake)
+        if not results:
+            return False
+        batches = [self._engine_batches.popleft() for _ in results]
+        failed = next((i for i, error in enumerate(results) if error), None)
+        if failed is None:
+            for batch in batches:
+                for chunk in batch:
+                    for step in chunk.steps:
+                        step.done = True
+                self._batch_done(None, batch)
+            return True
+        # Everything from the failure on is undone and retried; what came
+        # before it is done.  Nothing new may be sent until the retries are
+        # pending, ahead of it.
+        self._undo_engine(batches[failed:], results[failed])
+        engine.resume()
+        self._holding = True
+        try:
+            for batch in batches[:failed]:
+                for chunk in batch:
+                    for step in chunk.steps:
+                        step.done = True
+                self._batch_done(None, batch)
+            # Latest first: each batch's retries go in front of what is
+            # pending, so the oldest end up first.
+            for batch in reversed(batches[failed:]):
+                self._batch_done(None, batch)
+        finally:
+            self._holding = False
+        self._kick()
+        return True
+
+    def _undo_engine(self, batches: list[list[_Chunk]], error: int) -> None:
+        """Undo the appends of batches the engine failed or did not run: the
+        good bytes of each file end where the first of them started."""
+        ends: dict[_SegmentFile, int] = {}
+        for batch in batches:
+            for chunk in batch:
+                chunk.error = OSError(error, os.strerror(error))
+                for step in chunk.steps:
+                    step.done = False
+                    if type(step) is _Write:
+                        write = cast(_Write, step)
+                        if write.offset_before >= 0:
+                            f = write.file
+                            ends[f] = min(ends.get(f, f.offset), write.offset_before)
+                            write.offset_before = -1
+        for f, offset in ends.items():
+            f.offset = offset
+            f.needs_cut = True
+
     def _land(self) -> None:
         """On the reactor, with a batch in flight: take it back now if the
         thread has finished it (which sends what is pending); if not, have
         the thread wake the reactor when it is done."""
+        if self._in_flight is None:
+            # The engine's batches (the Python loop has none).
+            self._reap(wake=True)
+            return
         if self._finished is None:
             self._waiting = True
             if self._finished is None:
@@ -1178,7 +1403,7 @@ class JournalWriter:
     def _maybe_stopped(self) -> None:
         if self._closing:
             return
-        if self._in_flight is not None:
+        if self._in_flight is not None or self._engine_batches:
             # Taking a finished batch back comes here again.
             self._land()
             return
@@ -1206,6 +1431,7 @@ class JournalWriter:
         if self._jobs is not None:
             self._jobs.put(None)
             self._jobs = None
+            self._stop_engine()
         if self._own_pool is not None and self._own_pool.started:
             self._own_pool.stop()
         if self._shutdown_trigger is not None:

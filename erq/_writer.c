@@ -1,0 +1,346 @@
+/* The journal's file writes and fsyncs, run without the GIL.
+ *
+ * The reactor queues jobs (lists of appends and fdatasyncs) with submit();
+ * the writer thread, inside serve(), takes every job queued so far as one
+ * group: it runs their appends in order, then fdatasyncs each file the
+ * group asked to sync, once, and only then reports the jobs done.  The
+ * reactor learns of it through an eventfd, without the thread ever
+ * needing the GIL, and reads the outcomes with poll().  After a failure
+ * the engine runs nothing more (jobs still queued, and jobs submitted
+ * later, come back with ECANCELED) until resume().
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <unistd.h>
+
+typedef struct {
+    int fd;
+    int sync;             /* 1: fdatasync fd; 0: append data */
+    const char *data;
+    Py_ssize_t len;
+} Op;
+
+typedef struct Job {
+    struct Job *next;
+    PyObject *ops;        /* the list, which keeps the bytes alive */
+    Op *op;
+    Py_ssize_t nops;
+    int notify;
+    int result;           /* 0, or an errno */
+} Job;
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    int notify_fd;
+    Job *queued, *queued_tail;   /* waiting for the thread */
+    Job *done, *done_tail;       /* finished, for poll() */
+    int wake;                    /* the reactor waits: always notify */
+    int halted;
+    int interrupts;
+    int idle;                    /* the thread waits for work */
+} Engine;
+
+static void
+free_job(Job *job)
+{
+    Py_XDECREF(job->ops);
+    PyMem_RawFree(job->op);
+    PyMem_RawFree(job);
+}
+
+static void
+append(Job **head, Job **tail, Job *job)
+{
+    job->next = NULL;
+    if (*tail)
+        (*tail)->next = job;
+    else
+        *head = job;
+    *tail = job;
+}
+
+static int
+Engine_init(Engine *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"notify_fd", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i", names, &self->notify_fd))
+        return -1;
+    pthread_mutex_init(&self->lock, NULL);
+    pthread_cond_init(&self->work, NULL);
+    return 0;
+}
+
+static void
+Engine_dealloc(Engine *self)
+{
+    Job *job, *next;
+    for (job = self->queued; job; job = next) {
+        next = job->next;
+        free_job(job);
+    }
+    for (job = self->done; job; job = next) {
+        next = job->next;
+        free_job(job);
+    }
+    pthread_mutex_destroy(&self->lock);
+    pthread_cond_destroy(&self->work);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Engine_submit(Engine *self, PyObject *args)
+{
+    PyObject *ops;
+    int notify;
+    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &ops, &notify))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(ops);
+    Job *job = PyMem_RawCalloc(1, sizeof(Job));
+    Op *op = PyMem_RawCalloc(n ? n : 1, sizeof(Op));
+    if (!job || !op) {
+        PyMem_RawFree(job);
+        PyMem_RawFree(op);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(ops, i), *data;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "an op is a (fd, bytes or None) tuple");
+            goto fail;
+        }
+        op[i].fd = _PyLong_AsInt(PyTuple_GET_ITEM(item, 0));
+        if (op[i].fd == -1 && PyErr_Occurred())
+            goto fail;
+        data = PyTuple_GET_ITEM(item, 1);
+        if (data == Py_None) {
+            op[i].sync = 1;
+        } else if (PyBytes_Check(data)) {
+            op[i].data = PyBytes_AS_STRING(data);
+            op[i].len = PyBytes_GET_SIZE(data);
+        } else {
+            PyErr_SetString(PyExc_TypeError, "an op is a (fd, bytes or None) tuple");
+            goto fail;
+        }
+    }
+    Py_INCREF(ops);
+    job->ops = ops;
+    job->op = op;
+    job->nops = n;
+    job->notify = notify;
+    pthread_mutex_lock(&self->lock);
+    if (self->halted) {
+        job->result = ECANCELED;
+        append(&self->done, &self->done_tail, job);
+    } else {
+        append(&self->queued, &self->queued_tail, job);
+        if (self->idle)
+            pthread_cond_signal(&self->work);
+    }
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+fail:
+    PyMem_RawFree(job);
+    PyMem_RawFree(op);
+    return NULL;
+}
+
+static PyObject *
+Engine_poll(Engine *self, PyObject *args)
+{
+    int wake;
+    if (!PyArg_ParseTuple(args, "p", &wake))
+        return NULL;
+    pthread_mutex_lock(&self->lock);
+    Job *done = self->done;
+    self->done = self->done_tail = NULL;
+    if (!done && wake)
+        self->wake = 1;
+    pthread_mutex_unlock(&self->lock);
+    PyObject *results = PyList_New(0);
+    Job *next;
+    for (Job *job = done; job; job = next) {
+        next = job->next;
+        if (results) {
+            PyObject *result = PyLong_FromLong(job->result);
+            if (!result || PyList_Append(results, result) < 0)
+                Py_CLEAR(results);
+            Py_XDECREF(result);
+        }
+        free_job(job);
+    }
+    return results;
+}
+
+static PyObject *
+Engine_resume(Engine *self, PyObject *unused)
+{
+    pthread_mutex_lock(&self->lock);
+    self->halted = 0;
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Engine_interrupt(Engine *self, PyObject *unused)
+{
+    pthread_mutex_lock(&self->lock);
+    self->interrupts++;
+    pthread_cond_signal(&self->work);
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+/* Runs a group, without the lock: every append in order, then each file
+ * to sync once.  Returns 0 or the first errno. */
+static int
+run_group(Job *group)
+{
+    int synced[64];
+    int nsync = 0;
+    for (Job *job = group; job; job = job->next) {
+        for (Py_ssize_t i = 0; i < job->nops; i++) {
+            Op *op = &job->op[i];
+            if (op->sync) {
+                int seen = 0;
+                for (int k = 0; k < nsync; k++)
+                    if (synced[k] == op->fd)
+                        seen = 1;
+                if (seen)
+                    continue;
+                if (nsync < 64)
+                    synced[nsync++] = op->fd;
+                else if (fdatasync(op->fd) != 0)
+                    /* More files than that in one group: sync this one now. */
+                    return errno;
+                continue;
+            }
+            const char *p = op->data;
+            Py_ssize_t left = op->len;
+            while (left > 0) {
+                ssize_t w = write(op->fd, p, (size_t)left);
+                if (w < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    return errno;
+                }
+                p += w;
+                left -= w;
+            }
+        }
+    }
+    for (int k = 0; k < nsync; k++)
+        if (fdatasync(synced[k]) != 0)
+            return errno;
+    return 0;
+}
+
+static PyObject *
+Engine_serve(Engine *self, PyObject *unused)
+{
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    for (;;) {
+        if (self->queued) {
+            Job *group = self->queued;
+            self->queued = self->queued_tail = NULL;
+            pthread_mutex_unlock(&self->lock);
+            int error = run_group(group);
+            pthread_mutex_lock(&self->lock);
+            int notify = self->wake;
+            Job *last = group;
+            for (Job *job = group; job; job = job->next) {
+                job->result = error;
+                notify |= job->notify;
+                last = job;
+            }
+            if (error) {
+                self->halted = 1;
+                for (Job *job = self->queued; job; job = job->next) {
+                    job->result = ECANCELED;
+                    last->next = job;
+                    last = job;
+                }
+                self->queued = self->queued_tail = NULL;
+            }
+            if (self->done_tail)
+                self->done_tail->next = group;
+            else
+                self->done = group;
+            self->done_tail = last;
+            last->next = NULL;
+            if (notify) {
+                self->wake = 0;
+                uint64_t one = 1;
+                while (write(self->notify_fd, &one, sizeof one) < 0 && errno == EINTR)
+                    ;
+            }
+            continue;
+        }
+        if (self->interrupts) {
+            self->interrupts--;
+            break;
+        }
+        self->idle = 1;
+        pthread_cond_wait(&self->work, &self->lock);
+        self->idle = 0;
+    }
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Engine_methods[] = {
+    {"submit", (PyCFunction)Engine_submit, METH_VARARGS,
+     "submit(ops, notify): queue a job of (fd, bytes) appends and (fd, None) syncs."},
+    {"poll", (PyCFunction)Engine_poll, METH_VARARGS,
+     "poll(wake): the outcomes (0 or an errno) of the jobs finished since the "
+     "last poll, in order; with wake, notify when the next group finishes."},
+    {"resume", (PyCFunction)Engine_resume, METH_NOARGS,
+     "Run jobs again after a failure."},
+    {"interrupt", (PyCFunction)Engine_interrupt, METH_NOARGS,
+     "Make serve() return once (after the group it runs)."},
+    {"serve", (PyCFunction)Engine_serve, METH_NOARGS,
+     "Run jobs on the calling thread, without the GIL, until interrupted."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject EngineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "_erq_writer.Engine",
+    .tp_basicsize = sizeof(Engine),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Appends and fdatasyncs for the journal writer, without the GIL.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Engine_init,
+    .tp_dealloc = (destructor)Engine_dealloc,
+    .tp_methods = Engine_methods,
+};
+
+static struct PyModuleDef module = {
+    .m_base = PyModuleDef_HEAD_INIT,
+    .m_name = "_erq_writer",
+    .m_doc = "The journal writer's appends and syncs, without the GIL.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__erq_writer(void)
+{
+    if (PyType_Ready(&EngineType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&EngineType);
+    if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
+        Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,163 @@
+"""Tests for the journal writer's C engine (``_erq_writer``): its groups and
+failures on their own, then the writer handing it appends and fsyncs with a
+real reactor, and taking its failures back to the Python loop."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import threading
+from typing import Any
+
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import gatherResults
+from twisted.trial.unittest import SkipTest, TestCase
+
+from erq import journal as journal_module
+from erq.journal import Journal, JournalError, JournalWriter
+from erq.queue import Item
+
+reactor: Any = _reactor
+
+#: Seconds a test waits for the engine's eventfd before it fails.
+DEADLINE = 10.0
+
+
+def item(i: int) -> Item:
+    return Item(i, b"item-%d" % i, 0, None, 1000.0 + i)
+
+
+def engine_class() -> Any:
+    if journal_module.Engine is None:
+        raise SkipTest("the _erq_writer extension is not built here")
+    return journal_module.Engine
+
+
+class EngineTests(TestCase):
+    """The engine on a thread of the test's own."""
+
+    def setUp(self) -> None:
+        self.notify = os.eventfd(0, os.EFD_CLOEXEC)
+        self.addCleanup(os.close, self.notify)
+        self.engine = engine_class()(self.notify)
+        self.thread = threading.Thread(target=self.engine.serve)
+        self.thread.start()
+        self.addCleanup(self.stop)
+        path = os.path.abspath(self.mktemp())
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.addCleanup(os.close, self.fd)
+        self.path = path
+
+    def stop(self) -> None:
+        self.engine.interrupt()
+        self.thread.join(DEADLINE)
+        self.assertFalse(self.thread.is_alive())
+
+    def results(self, count: int) -> list[int]:
+        """The outcomes of the next ``count`` jobs, waiting (bounded) for the
+        engine's word on the eventfd."""
+        found: list[int] = []
+        while len(found) < count:
+            found += self.engine.poll(True)
+            if len(found) >= count:
+                break
+            ready, _, _ = select.select([self.notify], [], [], DEADLINE)
+            self.assertTrue(ready, "the engine did not report")
+            os.eventfd_read(self.notify)
+        return found
+
+    def test_jobs_append_in_order(self) -> None:
+        self.engine.submit([(self.fd, b"one "), (self.fd, None)], True)
+        self.engine.submit(
+            [(self.fd, b"two "), (self.fd, b"three"), (self.fd, None)], True
+        )
+        self.assertEqual(self.results(2), [0, 0])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"one two three")
+
+    def test_nothing_runs_after_a_failure_until_resumed(self) -> None:
+        read_only = os.open(self.path, os.O_RDONLY)
+        self.addCleanup(os.close, read_only)
+        self.engine.submit([(read_only, b"refused")], True)
+        self.assertEqual(self.results(1), [errno.EBADF])
+        # Halted: nothing runs, however good.
+        self.engine.submit([(self.fd, b"held back")], True)
+        self.assertEqual(self.results(1), [errno.ECANCELED])
+        self.engine.resume()
+        self.engine.submit([(self.fd, b"again"), (self.fd, None)], True)
+        self.assertEqual(self.results(1), [0])
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"again")
+
+    def test_bad_ops_are_refused_on_submit(self) -> None:
+        for ops in ([(self.fd, "text")], [(self.fd,)], ["op"]):
+            self.assertRaises(TypeError, self.engine.submit, ops, True)
+        self.assertEqual(self.engine.poll(False), [])
+
+
+class WriterEngineTests(TestCase):
+    """A writer with its own thread, on the real reactor."""
+
+    def setUp(self) -> None:
+        engine_class()
+        self.dir = os.path.abspath(self.mktemp())
+
+    def writer(self) -> JournalWriter:
+        writer = JournalWriter(reactor, retry_delay=0.01)
+        writer.start()
+        self.addCleanup(writer.stop)
+        return writer
+
+    def replayed(self) -> list[bytes]:
+        writer = JournalWriter(reactor)
+        journal = Journal(self.dir, writer, sync="never")
+        replayed = journal.replay(1 << 30)
+        self.assertEqual(replayed.damage, [])
+        return [i.data for i in replayed.items]
+
+    async def test_durable_adds_go_through_the_engine(self) -> None:
+        writer = self.writer()
+        self.assertTrue(writer.uses_engine)
+        journal = Journal(self.dir, writer, sync="always")
+        first = journal.add(item(1))
+        assert first is not None
+        await first
+        before = writer.engine_batches
+        adds = [journal.add(item(i)) for i in range(2, 40)]
+        await gatherResults([d for d in adds if d is not None])
+        # The first append opened the file on the Python loop; the rest went
+        # to the engine.
+        self.assertGreater(writer.engine_batches, before)
+        await journal.close()
+        self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 40)])
+
+    async def test_a_failed_append_is_undone_and_retried(self) -> None:
+        writer = self.writer()
+        journal = Journal(self.dir, writer, sync="always")
+        stored = journal.add(item(1))
+        assert stored is not None
+        await stored
+        segment = journal._current
+        assert segment is not None and segment.file.fd is not None
+        fd = segment.file.fd
+        # Writes to the segment fail with EBADF until its fd is put back.
+        writable = os.dup(fd)
+        read_only = os.open(segment.file.path, os.O_RDONLY)
+        os.dup2(read_only, fd)
+        os.close(read_only)
+        refused = journal.add(item(2))
+        assert refused is not None
+        with self.assertRaises(JournalError) as caught:
+            await refused
+        self.assertEqual(str(caught.exception), "bad file descriptor")
+        self.assertTrue(segment.file.needs_cut)
+        os.dup2(writable, fd)
+        os.close(writable)
+        after = journal.add(item(3))
+        assert after is not None
+        await after
+        await journal.close()
+        # The refused item went out again with the retry (at-least-once),
+        # in its place; nothing is torn or doubled.
+        self.assertEqual(self.replayed(), [b"item-1", b"item-2", b"item-3"])
