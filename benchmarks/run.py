@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import platform
 import shlex
@@ -250,9 +251,14 @@ def describe(
         if settings.memcached
         else "none (erq alone)"
     )
+    writer = (
+        "C engine"
+        if importlib.util.find_spec("_erq_writer") is not None
+        else "Python loop (_erq_writer not built)"
+    )
     return [
-        f"erq {erq_version} ({sync}; extra args: {settings.erq_args or 'none'}); "
-        f"memcached: {memcached}",
+        f"erq {erq_version} ({sync}; extra args: {settings.erq_args or 'none'}; "
+        f"journal writes: {writer}); memcached: {memcached}",
         f"python {platform.python_version()}, {os.cpu_count()} cores shared by "
         f"servers and load generator; data on {settings.scratch} "
         f"({filesystem_of(settings.scratch)})",
