@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 typedef struct {
@@ -195,11 +196,40 @@ Engine_interrupt(Engine *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* Runs a group, without the lock: every append in order, then each file
- * to sync once.  Returns 0 or the first errno. */
+#define MAX_IOV 64
+
+/* Appends iov[0..count) to fd, however many writes it takes. */
+static int
+append_all(int fd, struct iovec *iov, int count)
+{
+    while (count > 0) {
+        ssize_t w = writev(fd, iov, count);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        while (count > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            count--;
+        }
+        if (count > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Runs a group, without the lock: every append in order (the appends to
+ * one file that follow each other in one writev), then each file to sync
+ * once.  Returns 0 or the first errno. */
 static int
 run_group(Job *group)
 {
+    struct iovec iov[MAX_IOV];
+    int count = 0, fd = -1, error;
     int synced[64];
     int nsync = 0;
     for (Job *job = group; job; job = job->next) {
@@ -212,27 +242,33 @@ run_group(Job *group)
                         seen = 1;
                 if (seen)
                     continue;
-                if (nsync < 64)
+                if (nsync < 64) {
                     synced[nsync++] = op->fd;
-                else if (fdatasync(op->fd) != 0)
-                    /* More files than that in one group: sync this one now. */
+                    continue;
+                }
+                /* More files than that in one group: sync this one now. */
+                if (count > 0 && (error = append_all(fd, iov, count)) != 0)
+                    return error;
+                count = 0;
+                if (fdatasync(op->fd) != 0)
                     return errno;
                 continue;
             }
-            const char *p = op->data;
-            Py_ssize_t left = op->len;
-            while (left > 0) {
-                ssize_t w = write(op->fd, p, (size_t)left);
-                if (w < 0) {
-                    if (errno == EINTR)
-                        continue;
-                    return errno;
-                }
-                p += w;
-                left -= w;
+            if (op->len == 0)
+                continue;
+            if (count == MAX_IOV || (count > 0 && op->fd != fd)) {
+                if ((error = append_all(fd, iov, count)) != 0)
+                    return error;
+                count = 0;
             }
+            fd = op->fd;
+            iov[count].iov_base = (void *)op->data;
+            iov[count].iov_len = (size_t)op->len;
+            count++;
         }
     }
+    if (count > 0 && (error = append_all(fd, iov, count)) != 0)
+        return error;
     for (int k = 0; k < nsync; k++)
         if (fdatasync(synced[k]) != 0)
             return errno;

@@ -76,6 +76,26 @@ class EngineTests(TestCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), b"one two three")
 
+    def test_many_appends_to_several_files(self) -> None:
+        # Runs longer than one writev takes, broken by changes of file.
+        other_path = os.path.abspath(self.mktemp())
+        other = os.open(other_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.addCleanup(os.close, other)
+        expected: dict[int, list[bytes]] = {self.fd: [], other: []}
+        for job in range(5):
+            ops: list[tuple[int, bytes | None]] = []
+            for i in range(150):
+                fd = other if (i // 70) % 2 else self.fd
+                data = b"%d.%d;" % (job, i)
+                ops.append((fd, data))
+                expected[fd].append(data)
+            ops += [(self.fd, None), (other, None)]
+            self.engine.submit(ops, True)
+        self.assertEqual(self.results(5), [0] * 5)
+        for fd, path in ((self.fd, self.path), (other, other_path)):
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), b"".join(expected[fd]))
+
     def test_nothing_runs_after_a_failure_until_resumed(self) -> None:
         read_only = os.open(self.path, os.O_RDONLY)
         self.addCleanup(os.close, read_only)
