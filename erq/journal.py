@@ -1041,8 +1041,9 @@ class JournalWriter:
         self._engine_batches: deque[list[_Chunk]] = deque()
         #: Batches the engine ran.
         self.engine_batches = 0
-        # Taking back failed batches: send nothing until their retries are
-        # pending.
+        # Taking back the engine's batches; and, after a failure, sending
+        # nothing until the retries are pending.
+        self._reaping = False
         self._holding = False
 
     def start(self) -> None:
@@ -1262,39 +1263,41 @@ class JournalWriter:
         order; with ``wake``, have the engine wake the reactor when it
         finishes the next.  Whether any came back."""
         engine = self._engine
-        if engine is None or not self._engine_batches:
+        if engine is None or not self._engine_batches or self._reaping:
+            # Not again from a completion of the batches being taken back:
+            # they complete in the order they were written.
             return False
         results = engine.poll(wake)
         if not results:
             return False
         batches = [self._engine_batches.popleft() for _ in results]
         failed = next((i for i, error in enumerate(results) if error), None)
-        if failed is None:
-            for batch in batches:
-                for chunk in batch:
-                    for step in chunk.steps:
-                        step.done = True
-                self._batch_done(None, batch)
-            return True
-        # Everything from the failure on is undone and retried; what came
-        # before it is done.  Nothing new may be sent until the retries are
-        # pending, ahead of it.
-        self._undo_engine(batches[failed:], results[failed])
-        engine.resume()
-        self._holding = True
+        if failed is not None:
+            # Everything from the failure on is undone and retried; what
+            # came before it is done.  Nothing new may be sent until the
+            # retries are pending, ahead of it.
+            self._undo_engine(batches[failed:], results[failed])
+            engine.resume()
+            self._holding = True
+        self._reaping = True
         try:
             for batch in batches[:failed]:
                 for chunk in batch:
                     for step in chunk.steps:
                         step.done = True
                 self._batch_done(None, batch)
-            # Latest first: each batch's retries go in front of what is
-            # pending, so the oldest end up first.
-            for batch in reversed(batches[failed:]):
-                self._batch_done(None, batch)
+            if failed is not None:
+                # Latest first: each batch's retries go in front of what is
+                # pending, so the oldest end up first.
+                for batch in reversed(batches[failed:]):
+                    self._batch_done(None, batch)
         finally:
-            self._holding = False
+            self._reaping = self._holding = False
+        # What the completions journaled, or what waits for the engine's
+        # other batches (they could not be waited for above).
         self._kick()
+        if self._stopping:
+            self._maybe_stopped()
         return True
 
     def _undo_engine(self, batches: list[list[_Chunk]], error: int) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import gatherResults
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from erq import journal as journal_module
@@ -130,8 +131,8 @@ class WriterEngineTests(TestCase):
         return writer
 
     def replayed(self) -> list[bytes]:
-        writer = JournalWriter(reactor)
-        journal = Journal(self.dir, writer, sync="never")
+        # Replay may journal (a cut, say): the writer needs stopping too.
+        journal = Journal(self.dir, self.writer(), sync="never")
         replayed = journal.replay(1 << 30)
         self.assertEqual(replayed.damage, [])
         return [i.data for i in replayed.items]
@@ -151,6 +152,24 @@ class WriterEngineTests(TestCase):
         self.assertGreater(writer.engine_batches, before)
         await journal.close()
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 40)])
+
+    async def test_stop_takes_back_batches_nothing_waits_for(self) -> None:
+        writer = self.writer()
+        journal = Journal(self.dir, writer, sync="always")
+        # The first batch opens the file on the Python loop.
+        first = journal.add(item(1))
+        assert first is not None
+        await first
+        journal.sync = "never"
+        for i in range(2, 200):
+            # No one waits for these: the engine does not wake the reactor.
+            self.assertIsNone(journal.add(item(i)))
+            # A turn of the reactor, so that batches leave one by one.
+            await deferLater(reactor, 0, lambda: None)
+        self.assertTrue(writer.uses_engine)
+        self.assertGreater(writer.engine_batches, 0)
+        await writer.stop()
+        self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 200)])
 
     async def test_a_failed_append_is_undone_and_retried(self) -> None:
         writer = self.writer()
