@@ -130,6 +130,17 @@ class WriterEngineTests(TestCase):
         self.addCleanup(writer.stop)
         return writer
 
+    async def opened(self) -> tuple[JournalWriter, Journal]:
+        """A writer and an always-synced journal whose first item is durable:
+        its file is open (on the Python loop), so appends can go to the
+        engine."""
+        writer = self.writer()
+        journal = Journal(self.dir, writer, sync="always")
+        first = journal.add(item(1))
+        assert first is not None
+        await first
+        return writer, journal
+
     def replayed(self) -> list[bytes]:
         # Replay may journal (a cut, say): the writer needs stopping too.
         journal = Journal(self.dir, self.writer(), sync="never")
@@ -138,12 +149,8 @@ class WriterEngineTests(TestCase):
         return [i.data for i in replayed.items]
 
     async def test_durable_adds_go_through_the_engine(self) -> None:
-        writer = self.writer()
+        writer, journal = await self.opened()
         self.assertTrue(writer.uses_engine)
-        journal = Journal(self.dir, writer, sync="always")
-        first = journal.add(item(1))
-        assert first is not None
-        await first
         before = writer.engine_batches
         adds = [journal.add(item(i)) for i in range(2, 40)]
         await gatherResults([d for d in adds if d is not None])
@@ -154,12 +161,7 @@ class WriterEngineTests(TestCase):
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 40)])
 
     async def test_stop_takes_back_batches_nothing_waits_for(self) -> None:
-        writer = self.writer()
-        journal = Journal(self.dir, writer, sync="always")
-        # The first batch opens the file on the Python loop.
-        first = journal.add(item(1))
-        assert first is not None
-        await first
+        writer, journal = await self.opened()
         journal.sync = "never"
         for i in range(2, 200):
             # No one waits for these: the engine does not wake the reactor.
@@ -172,11 +174,7 @@ class WriterEngineTests(TestCase):
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 200)])
 
     async def test_a_failed_append_is_undone_and_retried(self) -> None:
-        writer = self.writer()
-        journal = Journal(self.dir, writer, sync="always")
-        stored = journal.add(item(1))
-        assert stored is not None
-        await stored
+        _, journal = await self.opened()
         segment = journal._current
         assert segment is not None and segment.file.fd is not None
         fd = segment.file.fd
