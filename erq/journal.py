@@ -48,18 +48,19 @@ Damage
 A record whose length runs past the end of its file is torn; one whose
 checksum does not match is corrupt.  Replay of a segment stops at the first
 such record and the file is truncated there.  A torn or corrupt last record
-at the end of the last segment is what a crash mid-write leaves, and is just
-cut.  Anything else (a bad record in the middle of a segment, or in any but
-the last segment) cannot come from a crash, because a segment is fsynced and
-closed before the next one starts: it is bit rot or a stray write.  Then the
-cut bytes are first saved next to the segment as ``<segment>.cut-<offset>``
-for a human to look at, and replay goes on with the later segments.  Keeping
-them loses the least acknowledged data (every item added after the damaged
-spot is still there) and order stays sane: items keep their ADD order, and
-records about items that were lost in the cut are ignored as unknown.  What
-can go wrong is bounded by what the cut held: items added there are lost,
-and items removed there may come back once (at-least-once).  A file whose
-header is not an erq header is renamed to ``<segment>.bad`` and skipped.
+at the end of the last segment (followed by nothing, or by zeros only) is
+what a crash mid-write leaves, and is just cut.  Anything else (a bad record
+in the middle of a segment, or in any but the last segment) cannot come from
+a crash, because a segment is fsynced and closed before the next one starts:
+it is bit rot or a stray write.  Then the cut bytes are first saved next to
+the segment as ``<segment>.cut-<offset>`` for a human to look at, and replay
+goes on with the later segments.  Keeping them loses the least acknowledged
+data (every item added after the damaged spot is still there) and order
+stays sane: items keep their ADD order, and records about items that were
+lost in the cut are ignored as unknown.  What can go wrong is bounded by
+what the cut held: items added there are lost, and items removed there may
+come back once (at-least-once).  A file whose header is not an erq header is
+renamed to ``<segment>.bad`` and skipped.
 
 Writing
 -------
@@ -108,6 +109,20 @@ dropped: the records go out again with the next batch (or after
 exactly what the queue did.  An add whose Deferred failed may so still be
 delivered (at-least-once): a queue that drops the item should also record
 its removal.
+
+Zeros ahead
+-----------
+An fsync after an append must also record the file's new size in the file
+system's own journal, which here makes it about a third slower than one
+after an overwrite.  So where every batch is synced (``always``), the
+writer fills the segment with zeros ahead of its appends (up to 1 MiB, and
+never past the segment's size), and the appends then overwrite them: one
+slow fsync per mebibyte instead of one per batch.  Only the Python loop
+writes zeros, after a small append (a big one costs its data more than its
+metadata); the engine's appends stay inside them.  Zeros at the end of a
+segment are where its records end (a record's length is never zero), both
+for replay and for reading back; a segment is cut back to its records when
+it is closed.
 
 Read-behind
 -----------
@@ -228,6 +243,11 @@ _READ_CHUNK = 1 * MiB
 #: A finished batch that nothing waits on is taken back by the reactor with
 #: its next record; past this many bytes written, at once instead.
 _LINGER_BYTES = 1 * MiB
+#: How far past its appends the writer fills a synced segment with zeros,
+#: and the largest append that does so (see "Zeros ahead" above).
+_ZERO_AHEAD = 1 * MiB
+_SMALL_APPEND = 64 * 1024
+_ZEROS = bytes(_ZERO_AHEAD)
 #: How long a server lets records that nothing waits for gather before
 #: handing them to the writer thread: a couple of milliseconds turn one
 #: thread wake-up per request into one per hundreds of requests, and widen
@@ -402,9 +422,7 @@ class FileOps:
     subclass that counts syncs or fails on demand."""
 
     def open(self, path: str) -> int:
-        return os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
-        )
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -417,7 +435,18 @@ class FileOps:
         os.fdatasync(fd)
 
     def truncate(self, fd: int, length: int) -> None:
+        """Cut the file at ``length``; the next write goes there."""
         os.ftruncate(fd, length)
+        os.lseek(fd, length, os.SEEK_SET)
+
+    def zero(self, fd: int, offset: int, length: int) -> None:
+        """Write ``length`` zeros at ``offset``, where the next write goes
+        stays where it was."""
+        view = memoryview(_ZEROS)[:length]
+        while view:
+            written = os.pwrite(fd, view, offset)
+            view = view[written:]
+            offset += written
 
     def close(self, fd: int) -> None:
         os.close(fd)
@@ -457,7 +486,7 @@ class _SegmentFile:
     """A segment file as the writer thread sees it.  Made on the reactor
     thread; after that only the writer thread touches it."""
 
-    __slots__ = ("path", "fd", "offset", "fresh", "needs_cut")
+    __slots__ = ("path", "fd", "offset", "fresh", "needs_cut", "zeroed")
 
     def __init__(self, path: str, offset: int, fresh: bool) -> None:
         self.path = path
@@ -469,6 +498,14 @@ class _SegmentFile:
         # Bytes past ``offset`` may be on disk (a write failed and could not
         # be undone yet): cut them before writing again.
         self.needs_cut = False
+        # Where the zeros written ahead of the appends end (see "Zeros
+        # ahead"); at or before ``offset``, there are none.
+        self.zeroed = 0
+
+
+def _cut_file(f: _SegmentFile, fd: int, offset: int, ops: FileOps) -> None:
+    ops.truncate(fd, offset)
+    f.zeroed = offset
 
 
 def _open_segment(f: _SegmentFile, ops: FileOps, files: set[_SegmentFile]) -> int:
@@ -483,6 +520,15 @@ def _open_segment(f: _SegmentFile, ops: FileOps, files: set[_SegmentFile]) -> in
     f.needs_cut = True
     files.add(f)
     return fd
+
+
+def _cut_zeros(f: _SegmentFile, fd: int, ops: FileOps) -> None:
+    """Drop the zeros past a file's appends, as it is closed."""
+    try:
+        _cut_file(f, fd, f.offset, ops)
+    except OSError:
+        # Harmless: replay takes zeros at the end of a segment as its end.
+        pass
 
 
 def _sync_file(f: _SegmentFile, ops: FileOps) -> None:
@@ -522,7 +568,7 @@ class _Step:
 
 
 class _Write(_Step):
-    __slots__ = ("file", "bufs", "waiters", "offset_before")
+    __slots__ = ("file", "bufs", "waiters", "offset_before", "ahead")
 
     def __init__(self, file: _SegmentFile) -> None:
         super().__init__()
@@ -530,6 +576,9 @@ class _Write(_Step):
         self.bufs: list[bytes] = []
         self.waiters: list[Deferred[None]] = []
         self.offset_before = -1
+        # Where zeros written ahead of the appends may reach (the end of the
+        # segment), when the file is synced after every batch; 0: none.
+        self.ahead = 0
 
     def run(self, ops: FileOps, files: set[_SegmentFile]) -> None:
         f = self.file
@@ -538,12 +587,22 @@ class _Write(_Step):
         if fd is None:
             fd = _open_segment(f, ops, files)
         if f.needs_cut:
-            ops.truncate(fd, f.offset)
+            _cut_file(f, fd, f.offset, ops)
             f.needs_cut = False
         data = b"".join(self.bufs)
         self.offset_before = f.offset
         ops.write(fd, data)
         f.offset += len(data)
+        if f.offset > f.zeroed and len(data) <= _SMALL_APPEND:
+            end = min(f.offset + _ZERO_AHEAD, self.ahead)
+            if end > f.offset:
+                try:
+                    ops.zero(fd, f.offset, end - f.offset)
+                except OSError:
+                    # Only a matter of speed: appends past the zeros are as
+                    # good, and replay takes a partial run of zeros too.
+                    pass
+                f.zeroed = end
 
     def complete(self, journal: Journal) -> None:
         waiters = self.waiters
@@ -594,6 +653,8 @@ class _Finish(_Step):
         f = self.file
         if f.fd is None:
             return
+        if f.zeroed > f.offset:
+            _cut_zeros(f, f.fd, ops)
         _sync_file(f, ops)
         fd = f.fd
         f.fd = None
@@ -723,6 +784,8 @@ class _Close(_Step):
                 continue
             try:
                 if self.directory is None:
+                    if f.zeroed > f.offset:
+                        _cut_zeros(f, fd, ops)
                     ops.fsync(fd)
             except OSError as e:
                 self.error = e
@@ -833,7 +896,7 @@ def _roll_back(steps: list[_Step], failed: int, ops: FileOps) -> None:
         f.needs_cut = True
         if f.fd is not None:
             try:
-                ops.truncate(f.fd, offset)
+                _cut_file(f, f.fd, offset, ops)
                 f.needs_cut = False
             except OSError:
                 pass
@@ -845,6 +908,8 @@ def _close_all(files: set[_SegmentFile], ops: FileOps) -> list[str]:
         fd = f.fd
         if fd is None:
             continue
+        if f.zeroed > f.offset:
+            _cut_zeros(f, fd, ops)
         try:
             ops.fsync(fd)
         except OSError as e:
@@ -935,9 +1000,16 @@ def _engine_steps(batch: list[_Chunk]) -> bool:
         for step in chunk.steps:
             kind = type(step)
             if kind is _Write:
-                f = cast(_Write, step).file
+                write = cast(_Write, step)
+                f = write.file
                 if f.fd is None or f.needs_cut:
                     return False
+                if write.ahead > f.zeroed and f.offset + _SMALL_APPEND > f.zeroed:
+                    # It may be time to write zeros ahead (the Python loop
+                    # does that).
+                    size = sum(map(len, write.bufs))
+                    if f.offset + size > f.zeroed and size <= _SMALL_APPEND:
+                        return False
             elif kind is _Sync:
                 # A new file's first fsync also syncs its directory.
                 f = cast(_Sync, step).file
@@ -1911,6 +1983,10 @@ class Journal(_Index):
     def _new_write(self, segment: _Segment) -> _Write:
         chunk = self._get_chunk()
         write = _Write(segment.file)
+        if self._always:
+            # Set now, not as the batch leaves: whether the engine may take
+            # a batch must not change on the way.
+            write.ahead = self._segment_size
         chunk.steps.append(write)
         chunk.to_sync[segment.file] = None
         self._write = write
@@ -2263,7 +2339,7 @@ def _read_behind(
                 if available < 8:
                     more = f.read(_READ_CHUNK)
                     if not more:
-                        if available:
+                        if available and not _zeros_from(buf, pos):
                             raise JournalError(f"{path}: torn record at {base + pos}")
                         break
                     buf = buf[pos:] + more
@@ -2271,6 +2347,9 @@ def _read_behind(
                     pos = 0
                     continue
                 n, crc = unpack_rec(buf, pos)
+                if n == 0:
+                    # The zeros written ahead: no more records here.
+                    break
                 if available < 8 + n:
                     more = f.read(max(_READ_CHUNK, 8 + n - available))
                     if not more:
@@ -2316,16 +2395,27 @@ class _Damage(Exception):
         self.record_end = record_end
 
 
+def _zeros_from(buf: bytes, pos: int) -> bool:
+    """Whether ``buf`` holds only zeros from ``pos`` on: the zeros a
+    segment is written ahead with, where its records end."""
+    return buf.count(0, pos) == len(buf) - pos
+
+
 def _records(buf: bytes) -> Iterator[tuple[int, int, int, int]]:
     """Every record of a segment after its header: (offset, kind, payload
-    start, payload end).  Raises _Damage at the first bad one."""
+    start, payload end), up to zeros to the end.  Raises _Damage at the
+    first bad one."""
     size = len(buf)
     pos = HEADER_SIZE
     view = memoryview(buf)
     while pos < size:
         if pos + 8 > size:
+            if _zeros_from(buf, pos):
+                return
             raise _Damage(pos, "torn record", size)
         n, crc = _REC.unpack_from(buf, pos)
+        if n == 0 and _zeros_from(buf, pos):
+            return
         start = pos + 8
         end = start + n
         if end > size:
@@ -2526,14 +2616,22 @@ class _Replay(_Index):
         try:
             self._scan(index, segment, buf)
         except _Damage as damage:
-            self._cut(segment, name, buf, damage, last)
+            if _zeros_from(buf, damage.offset):
+                # Not damage: the zeros written ahead, never reached.
+                segment.size = segment.file.offset = damage.offset
+            else:
+                self._cut(segment, name, buf, damage, last)
 
     def _cut(
         self, segment: _Segment, name: str, buf: bytes, damage: _Damage, last: bool
     ) -> None:
         end = damage.offset
         cut = len(buf) - end
-        tail = last and damage.record_end >= len(buf)
+        # What a crash mid-write leaves: the record runs past the end of the
+        # file, or into the zeros written ahead.
+        tail = last and (
+            damage.record_end >= len(buf) or _zeros_from(buf, damage.record_end)
+        )
         message = (
             f"{self._where(name)}: {damage.reason} at offset {end}, cut {cut} bytes"
         )

@@ -160,6 +160,22 @@ class WriterEngineTests(TestCase):
         await journal.close()
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 40)])
 
+    async def test_zeros_ahead_keep_appends_in_order(self) -> None:
+        # Zeros every few records: appends that need them go to the Python
+        # loop, which must wait for the batches the engine has.
+        self.patch(journal_module, "_ZERO_AHEAD", 1024)
+        writer, journal = await self.opened()
+        adds = []
+        for i in range(2, 2000):
+            adds.append(journal.add(item(i)))
+            if i % 2 == 0:
+                # The end of a turn: a batch leaves.
+                await deferLater(reactor, 0, lambda: None)
+        await gatherResults([d for d in adds if d is not None])
+        self.assertGreater(writer.engine_batches, 0)
+        await journal.close()
+        self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 2000)])
+
     async def test_stop_takes_back_batches_nothing_waits_for(self) -> None:
         writer, journal = await self.opened()
         journal.sync = "never"

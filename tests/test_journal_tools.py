@@ -168,6 +168,19 @@ class ToolTests(SynchronousTestCase):
         self.run_main("dump", self.data_dir, "jobs")
         self.assertEqual(open(path, "rb").read(), before)
 
+    def test_zeros_ahead_are_no_damage(self) -> None:
+        # An always-synced queue left running: its segment ends in zeros.
+        writer = JournalWriter(FakeReactor(), SyncPool())  # type: ignore[arg-type]
+        synced = Journal(queue_dir(self.data_dir, "synced"), writer, "always")
+        for i in range(1, 4):
+            synced.add(Item(i, b"s %d" % i, 0, None, 1.0))
+        code, out = self.run_main("check", self.data_dir, "synced")
+        self.assertEqual(code, 0)
+        self.assertIn("queue 'synced': ok, 1 segments, 3 records", out)
+        code, out = self.run_main("dump", self.data_dir, "synced")
+        self.assertEqual(len(out.splitlines()), 1 + 3)
+        synced.close()
+
     def test_errors(self) -> None:
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
