@@ -590,6 +590,7 @@ class _Write(_Step):
             _cut_file(f, fd, f.offset, ops)
             f.needs_cut = False
         data = b"".join(self.bufs)
+        self.bufs = [data]
         self.offset_before = f.offset
         ops.write(fd, data)
         f.offset += len(data)
@@ -1318,6 +1319,9 @@ class JournalWriter:
                     write = cast(_Write, step)
                     f = write.file
                     data = b"".join(write.bufs)
+                    # The joined copy is all a retry needs: the items' own
+                    # bytes need not be held as well until the batch is back.
+                    write.bufs = [data]
                     write.offset_before = f.offset
                     f.offset += len(data)
                     written += len(data)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import sys
 import threading
 from typing import Any
 
@@ -175,6 +176,22 @@ class WriterEngineTests(TestCase):
         self.assertGreater(writer.engine_batches, 0)
         await journal.close()
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 2000)])
+
+    async def test_a_batch_in_the_engine_holds_its_records_once(self) -> None:
+        writer, journal = await self.opened()
+        journal.sync = "never"
+        datas = [b"item %d " % i * 50 for i in range(2, 102)]
+        for i in range(2, 102):
+            journal.add(Item(i, datas[i - 2], 0, None, 1.0), in_memory=False)
+        # The end of the turn: the batch goes to the engine, as one copy.
+        await deferLater(reactor, 0, lambda: None)
+        self.assertEqual(len(writer._engine_batches), 1)
+        # Referred to by the list only, as bytes nothing else knows are.
+        controls = [bytes(400)]
+        self.assertEqual(
+            {sys.getrefcount(d) for d in datas}, {sys.getrefcount(c) for c in controls}
+        )
+        await journal.close()
 
     async def test_stop_takes_back_batches_nothing_waits_for(self) -> None:
         writer, journal = await self.opened()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import sys
 from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any, cast
@@ -546,6 +547,28 @@ class AddManyTests(_Base):
         pool.run_all()
         self.assertEqual(len(failed), 1)
         self.assertIsInstance(failed[0].value, JournalError)
+
+
+class BatchMemoryTests(_Base):
+    def test_a_written_batch_holds_its_records_once(self) -> None:
+        """Until the reactor takes a batch back, it keeps the bytes it wrote
+        (for a retry), not also the data of every item in it."""
+        pool = ManualPool()
+        writer = self.fake_writer(pool)
+        journal = Journal(self.dir, writer, sync="never")
+        datas = [b"item %d " % i * 50 for i in range(1, 101)]
+        for i in range(1, 101):
+            journal.add(Item(i, datas[i - 1], 0, None, 1.0), in_memory=False)
+        # The first batch makes the directory, which is waited for: taken
+        # back at once, it sends the second.
+        pool.run_one()
+        pool.run_one()
+        # Nothing waits for the second batch: the writer still holds it.
+        self.assertIsNotNone(writer._finished)
+        controls = [bytes(400)]
+        self.assertEqual(
+            {sys.getrefcount(d) for d in datas}, {sys.getrefcount(c) for c in controls}
+        )
 
 
 class LingerTests(_Base):
