@@ -3,15 +3,18 @@
  * The reactor queues jobs (lists of appends and fdatasyncs) with submit();
  * the writer thread, inside serve(), takes every job queued so far as one
  * group: it runs their appends in order, then fdatasyncs each file the
- * group asked to sync, once, and only then reports the jobs done.  The
+ * group asked to sync, once (and starts the write-out of the others), and
+ * only then reports the jobs done.  The
  * reactor learns of it through an eventfd, without the thread ever
  * needing the GIL, and reads the outcomes with poll().  After a failure
  * the engine runs nothing more (jobs still queued, and jobs submitted
  * later, come back with ECANCELED) until resume().
  */
+#define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -230,8 +233,8 @@ run_group(Job *group)
 {
     struct iovec iov[MAX_IOV];
     int count = 0, fd = -1, error;
-    int synced[64];
-    int nsync = 0;
+    int synced[64], written[64];
+    int nsync = 0, nwritten = 0;
     for (Job *job = group; job; job = job->next) {
         for (Py_ssize_t i = 0; i < job->nops; i++) {
             Op *op = &job->op[i];
@@ -261,6 +264,14 @@ run_group(Job *group)
                     return error;
                 count = 0;
             }
+            if (op->fd != fd && nwritten < 64) {
+                int seen = 0;
+                for (int k = 0; k < nwritten; k++)
+                    if (written[k] == op->fd)
+                        seen = 1;
+                if (!seen)
+                    written[nwritten++] = op->fd;
+            }
             fd = op->fd;
             iov[count].iov_base = (void *)op->data;
             iov[count].iov_len = (size_t)op->len;
@@ -272,6 +283,19 @@ run_group(Job *group)
     for (int k = 0; k < nsync; k++)
         if (fdatasync(synced[k]) != 0)
             return errno;
+#ifdef SYNC_FILE_RANGE_WRITE
+    /* Files appended to but not synced: have the kernel start writing them
+     * out now, without waiting for it, so that the fsync that closes the
+     * file does not have a whole segment's worth to write first. */
+    for (int k = 0; k < nwritten; k++) {
+        int seen = 0;
+        for (int j = 0; j < nsync; j++)
+            if (synced[j] == written[k])
+                seen = 1;
+        if (!seen)
+            sync_file_range(written[k], 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
+#endif
     return 0;
 }
 
