@@ -34,6 +34,14 @@ def endpoint_description(port: str) -> str:
     return port
 
 
+def _integer_or_text(value: str) -> int | str:
+    """An option's integer, or its text for the setting's check to name."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -88,8 +96,9 @@ class Options(usage.Options):
                 overrides["sync_journal"] = parse_sync_journal(self["sync"])
             if self["max-memory-size"] is not None:
                 overrides["max_memory_size"] = parse_size(self["max-memory-size"])
-            if self["max-connections"] is not None:
-                overrides["max_connections"] = int(self["max-connections"])
+            connections = self["max-connections"]
+            if connections is not None:
+                overrides["max_connections"] = _integer_or_text(connections)
             overrides = {k: v for k, v in overrides.items() if v is not None}
             path = self["config"]
             config = load_config(path) if path else Config()

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.threads import deferToThread
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
@@ -169,6 +170,17 @@ class TapTests(SynchronousTestCase):
         ):
             self.assertEqual(
                 self.listening_description("--port", description), description
+            )
+
+    def test_a_bad_connection_limit_is_named(self) -> None:
+        for value, said in (("abc", '"abc"'), ("0", "0"), ("-3", "-3"), ("", '""')):
+            options = Options()
+            with self.assertRaises(usage.UsageError) as raised:
+                options.parseOptions(["--max-connections", value])
+            self.assertEqual(
+                str(raised.exception),
+                f"command line: max_connections: expected a positive integer, "
+                f"got {said}",
             )
 
     def test_makes_a_queue_service(self) -> None:
