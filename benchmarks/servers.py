@@ -23,6 +23,18 @@ STOP_TIMEOUT = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: What marks an error in a twistd log (twisted.logger levels, tracebacks).
 LOG_ERROR_MARKS = ("Traceback", "Unhandled", "#error]", "#critical]", "#failure]")
+#: The checkout these benchmarks belong to.
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def checkout_env() -> dict[str, str]:
+    """The environment of a server: the checkout first on its path, so that
+    it runs this checkout's code and finds its twistd plugin however erq was
+    installed (an editable install maps the package, not the plugin)."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(CHECKOUT) + (os.pathsep + path if path else "")
+    return env
 
 
 class NotReady(Exception):
@@ -161,6 +173,7 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.root,
+            env=checkout_env(),
             start_new_session=True,
         )
         log.close()
@@ -339,6 +352,7 @@ class Settings:
             text=True,
             timeout=60,
             cwd=self.scratch,
+            env=checkout_env(),
         )
         return result.stdout + result.stderr
 
