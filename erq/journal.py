@@ -113,6 +113,15 @@ exactly what the queue did.  An add whose Deferred failed may so still be
 delivered (at-least-once): a queue that drops the item should also record
 its removal.
 
+Backlog
+-------
+The writer counts the bytes of items journaled and not yet written
+(``backlog``).  When a connection stores an item past ``max_backlog`` the
+protocol stops reading it and asks ``when_drained`` to be told once half is
+written; while anyone waits for that, the thread and the engine wake the
+reactor after each batch, as they would for a durable add.  So a disk slower
+than the producers bounds the server's memory instead of filling it.
+
 Zeros ahead
 -----------
 An fsync after an append must also record the file's new size in the file
@@ -251,6 +260,9 @@ _LINGER_BYTES = 1 * MiB
 _ZERO_AHEAD = 1 * MiB
 _SMALL_APPEND = 64 * 1024
 _ZEROS = bytes(_ZERO_AHEAD)
+#: Bytes of items a writer may have journaled and not yet written before
+#: connections that store more are paused (see ``JournalWriter.backlog``).
+MAX_BACKLOG = 16 * MiB
 #: How long a server lets records that nothing waits for gather before
 #: handing them to the writer thread: a couple of milliseconds turn one
 #: thread wake-up per request into one per hundreds of requests, and widen
@@ -571,7 +583,7 @@ class _Step:
 
 
 class _Write(_Step):
-    __slots__ = ("file", "bufs", "waiters", "offset_before", "ahead")
+    __slots__ = ("file", "bufs", "waiters", "offset_before", "ahead", "held")
 
     def __init__(self, file: _SegmentFile) -> None:
         super().__init__()
@@ -582,6 +594,8 @@ class _Write(_Step):
         # Where zeros written ahead of the appends may reach (the end of the
         # segment), when the file is synced after every batch; 0: none.
         self.ahead = 0
+        # Bytes of items in ``bufs``, counted in the writer's backlog.
+        self.held = 0
 
     def run(self, ops: FileOps, files: set[_SegmentFile]) -> None:
         f = self.file
@@ -609,6 +623,8 @@ class _Write(_Step):
                 f.zeroed = end
 
     def complete(self, journal: Journal) -> None:
+        journal._writer.backlog -= self.held
+        self.held = 0
         waiters = self.waiters
         self.waiters = []
         for waiter in waiters:
@@ -624,6 +640,8 @@ class _Write(_Step):
             waiter.errback(JournalError(reason))
 
     def abandon(self, journal: Journal, reason: str) -> None:
+        journal._writer.backlog -= self.held
+        self.held = 0
         self.fail_waiters(reason)
 
 
@@ -1121,6 +1139,15 @@ class JournalWriter:
         # nothing until the retries are pending.
         self._reaping = False
         self._holding = False
+        #: Bytes of items journaled and not yet written.  Past
+        #: ``max_backlog`` (the disk is slower than what comes in),
+        #: connections that store more stop being read until it is down to
+        #: half (see ``when_drained``): memory stays bounded however fast
+        #: producers are.
+        self.backlog = 0
+        self.max_backlog = MAX_BACKLOG
+        self._drain_waiters: list[Callable[[], object]] = []
+        self._watching = False
 
     def start(self) -> None:
         """Start the writer thread (a pool passed in is the caller's to
@@ -1309,7 +1336,7 @@ class JournalWriter:
         self._finished = (batch, None if ok else cast(Failure, result))
         # Read after the store above; ``_land`` does the opposite, so one of
         # the two sees the other.
-        if self._waiting or report or not ok or _awaited(batch):
+        if self._waiting or report or not ok or self._drain_waiters or _awaited(batch):
             self.reactor.callFromThread(self._collect)
 
     def _to_engine(self, engine: Engine, batch: list[_Chunk]) -> None:
@@ -1335,7 +1362,9 @@ class JournalWriter:
                     ops.append((cast(int, cast(_Sync, step).file.fd), None))
         self._engine_batches.append(batch)
         self.engine_batches += 1
-        engine.submit(ops, notify or written > _LINGER_BYTES)
+        engine.submit(
+            ops, notify or written > _LINGER_BYTES or bool(self._drain_waiters)
+        )
 
     def _reap(self, wake: bool) -> bool:
         """On the reactor: take back the batches the engine has finished, in
@@ -1377,6 +1406,7 @@ class JournalWriter:
         self._kick()
         if self._stopping:
             self._maybe_stopped()
+        self._watch_backlog()
         return True
 
     def _undo_engine(self, batches: list[list[_Chunk]], error: int) -> None:
@@ -1469,6 +1499,39 @@ class JournalWriter:
             self._kick()
         if self._stopping:
             self._maybe_stopped()
+        self._watch_backlog()
+
+    def when_drained(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once the backlog is down to half of
+        ``max_backlog`` (at once if it is)."""
+        self._drain_waiters.append(callback)
+        self._watch_backlog()
+
+    def _watch_backlog(self) -> None:
+        """Call the drain callbacks if it is time; if not, take back what
+        the thread has finished, and have it wake the reactor when it
+        finishes more."""
+        if self._watching:
+            return
+        self._watching = True
+        try:
+            while self._drain_waiters:
+                if self.backlog <= self.max_backlog // 2:
+                    waiters = self._drain_waiters
+                    self._drain_waiters = []
+                    for waiter in waiters:
+                        try:
+                            waiter()
+                        except Exception:
+                            _log.failure("journal writer: a drain callback failed")
+                    continue
+                before = self.backlog
+                self._land()
+                if self.backlog >= before:
+                    # Nothing was back yet: the thread says when it is.
+                    break
+        finally:
+            self._watching = False
 
     def _schedule_retry(self) -> None:
         if self._retry_call is None and not self._stopping:
@@ -1752,6 +1815,8 @@ class Journal(_Index):
             size += 8
             segment.size = offset + size
             self._size += size
+        write.held += len(data)
+        self._writer.backlog += len(data)
         if item_id > self._max_native:
             self._max_native = item_id
             if segment.first_id < 0:

@@ -535,6 +535,7 @@ class QueueProtocol(LineReceiver):
                 self._reply(b"CLIENT_ERROR " + error)
             return
         result = self.service.put(name, block[:-2], flags, exptime)
+        self._check_backlog()
         if noreply:
             if isinstance(result, Deferred):
                 result.addErrback(self._ignore)
@@ -594,12 +595,31 @@ class QueueProtocol(LineReceiver):
         result = self.service.put_many(name, blocks, flags, exptime)
         if result is None:
             return -1
+        self._check_backlog()
         count, durable = result
         if durable is None:
             self._reply_raw(b"STORED\r\n" * count)
         else:
             self._await_stored(durable, count)
         return after
+
+    def _check_backlog(self) -> None:
+        """After a set: if the journal writer has more than it should still
+        to write, read no more of this connection until it has caught up.
+        (Connections that only get go on: they drain the queues.)"""
+        writer = self.service.writer
+        if (
+            writer is not None
+            and writer.backlog > writer.max_backlog
+            and "journal" not in self._paused_for
+        ):
+            self._pause("journal")
+            writer.when_drained(self._journal_drained)
+
+    def _journal_drained(self) -> None:
+        if "journal" in self._paused_for and not self._gone:
+            self._resume("journal")
+            self._run()
 
     def _stored(self, ok: bool | None, stores: _Stores, index: int, count: int) -> None:
         reply = b"NOT_STORED\r\n" if ok is False else b"STORED\r\n"

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -222,6 +222,24 @@ class WriterEngineTests(TestCase):
         self.assertGreater(writer.engine_batches, 0)
         await journal.close()
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 2000)])
+
+    async def test_a_backlog_in_the_engine_is_said_drained(self) -> None:
+        writer, journal = await self.opened()
+        journal.sync = "never"
+        writer.max_backlog = 1000
+        before = writer.engine_batches
+        for i in range(2, 202):
+            journal.add(item(i))
+        # The end of the turn: the batch goes to the engine, which does not
+        # wake the reactor for records nothing waits for.
+        await deferLater(reactor, 0, lambda: None)
+        self.assertGreater(writer.engine_batches, before)
+        self.assertGreater(writer.backlog, 1000)
+        drained: Deferred[int] = Deferred()
+        writer.when_drained(lambda: drained.callback(writer.backlog))
+        self.assertEqual(await drained, 0)
+        await journal.close()
+        self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 202)])
 
     async def test_a_batch_in_the_engine_holds_its_records_once(self) -> None:
         writer, journal = await self.opened()

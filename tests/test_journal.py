@@ -571,6 +571,51 @@ class BatchMemoryTests(_Base):
         )
 
 
+class BacklogTests(_Base):
+    """The bytes of items journaled and not yet written, and a word when
+    half of a backlog past the limit is written."""
+
+    def test_counted_until_written(self) -> None:
+        pool = ManualPool()
+        writer = self.fake_writer(pool)
+        writer.max_backlog = 1000
+        journal = Journal(self.dir, writer, sync="never")
+        journal.replay(1 << 30)
+        for i in range(30):
+            journal.add(item(i, size=100))
+        self.assertEqual(writer.backlog, 3000)
+        drained: list[int] = []
+        writer.when_drained(lambda: drained.append(writer.backlog))
+        # The first item went at once; the rest wait for it.
+        pool.run_one()
+        self.assertEqual((writer.backlog, drained), (2900, []))
+        pool.run_one()
+        self.assertEqual((writer.backlog, drained), (0, [0]))
+        self.assertFalse(pool.work)
+
+    def test_said_at_once_under_half(self) -> None:
+        writer = self.fake_writer()
+        writer.max_backlog = 1000
+        drained: list[int] = []
+        writer.when_drained(lambda: drained.append(writer.backlog))
+        self.assertEqual(drained, [0])
+
+    def test_abandoned_writes_are_not_counted(self) -> None:
+        pool = ManualPool()
+        writer = self.fake_writer(pool)
+        journal = Journal(self.dir, writer, sync="never")
+        journal.replay(1 << 30)
+        journal.add(item(1, size=100))
+        pool.run_all()
+        stopped = writer.stop()
+        # Journaled while the writer closes its files: refused, and so not
+        # waiting to be written either.
+        journal.add(item(2, size=100))
+        self.assertEqual(writer.backlog, 0)
+        pool.run_all()
+        self.successResultOf(stopped)
+
+
 class LingerTests(_Base):
     """Records that nothing waits for gather for ``linger`` seconds and go
     to the thread together; anything waited for goes at once and takes them
@@ -1171,12 +1216,15 @@ class FailureTests(_Base):
         _, replayed = self.replay()
         self.assertEqual(ids(replayed.items), [2, 3])
         self.assertEqual(replayed.damage, [])
+        # Items 4 to 7 (10 bytes each) are still to be written.
+        self.assertEqual(writer.backlog, 40)
         ops.fail_writes = ops.fail_syncs = None
         # The retry timer writes what was held back, with no new record.
         self.clock.advance(writer.retry_delay)
         good = journal.add(item(8))
         assert good is not None
         self.successResultOf(good)
+        self.assertEqual(writer.backlog, 0)
         journal.close()
         _, replayed = self.replay()
         # Everything journaled is there, in order; item 3 was open.

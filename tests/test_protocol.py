@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -9,9 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
 from erq.config import Config, QueueSettings, ServerSettings
+from erq.journal import JournalWriter
 from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
 from erq.queue import Item, Queue
 from erq.service import QueueService
+from tests.test_journal import FakeReactor, ManualPool
 
 SERVER_STAT_NAMES = (
     "uptime time version curr_items total_items bytes curr_connections "
@@ -1683,3 +1687,86 @@ class BackpressureTests(ProtocolTestCase):
         self.client.protocol.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
         self.assertEqual(self.client.take(), b"STORED\r\n")
+
+
+class JournalBacklogTests(SynchronousTestCase):
+    """A producer faster than the disk: once the journal writer has more
+    than its limit still to write, the producer's connection is not read
+    until half of it is written; a consumer goes on meanwhile."""
+
+    def setUp(self) -> None:
+        self.clock = FakeReactor()
+        self.pool = ManualPool()
+        self.service = QueueService(
+            clock=self.clock, data_dir=os.path.abspath(self.mktemp())
+        )
+        self.service.config = self.service.config.with_overrides(sync_journal="never")
+        self.writer = JournalWriter(self.clock, self.pool)  # type: ignore[arg-type]
+        self.writer.max_backlog = 1000
+        self.service.writer = self.writer
+        self.service.startService()
+        self.addCleanup(self.stop)
+        self.factory = QueueFactory(self.service)
+
+    def stop(self) -> None:
+        self.service.stopService()
+        self.writer.stop()
+        self.pool.run_all()
+
+    def test_a_producer_waits_for_the_disk(self) -> None:
+        producer = Client(self.factory)
+        consumer = Client(self.factory)
+        # Lines that differ, so that they are stored one by one.
+        datas = [b"x" * (100 + i % 2) for i in range(30)]
+        producer.send(b"".join(set_line(b"q", data) for data in datas) + b"version\r\n")
+        # Past 1000 bytes not yet written: the rest waits.
+        self.assertEqual(producer.transport.producerState, "paused")
+        handled = self.queue().total_items
+        self.assertEqual(handled, 10)
+        self.assertEqual(producer.take(), b"STORED\r\n" * handled)
+        self.assertEqual(self.writer.backlog, sum(map(len, datas[:handled])))
+        self.assertEqual(consumer.ask(b"get q\r\n"), value(b"q", datas[0]) + b"END\r\n")
+        # The disk catches up, batch by batch.
+        self.run_writer()
+        self.assertEqual(producer.transport.producerState, "producing")
+        self.assertEqual(
+            producer.take(), b"STORED\r\n" * (30 - handled) + b"VERSION 1.0.0\r\n"
+        )
+        self.assertEqual(self.writer.backlog, 0)
+        self.assertEqual(self.queue().items, 29)
+
+    def test_noreply_sets_and_runs_wait_too(self) -> None:
+        producer = Client(self.factory)
+        data = b"y" * 100
+        quiet = b"set q 0 0 100 noreply\r\n" + data + b"\r\n"
+        producer.send(quiet * 12 + set_line(b"q", data) * 20 + b"version\r\n")
+        self.assertEqual(producer.transport.producerState, "paused")
+        self.assertEqual(self.queue().total_items, 11)
+        self.assertEqual(producer.take(), b"")
+        self.run_writer()
+        self.assertEqual(producer.transport.producerState, "producing")
+        self.assertEqual(producer.take(), b"STORED\r\n" * 20 + b"VERSION 1.0.0\r\n")
+        self.assertEqual(self.queue().items, 32)
+
+    def test_a_connection_that_goes_away_while_paused(self) -> None:
+        producer = Client(self.factory)
+        # Lines that differ, so that they are stored one by one.
+        producer.send(b"".join(set_line(b"q", b"z" * (600 + i)) for i in range(3)))
+        self.assertEqual(producer.transport.producerState, "paused")
+        producer.close()
+        self.run_writer()
+        self.assertEqual(self.writer.backlog, 0)
+        self.assertEqual(self.queue().items, 2)
+        # A new connection is read as usual.
+        self.assertEqual(Client(self.factory).ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+
+    def run_writer(self) -> None:
+        ran = 0
+        while self.pool.work and ran < 1000:
+            self.pool.run_one()
+            ran += 1
+
+    def queue(self) -> Queue:
+        queue = self.service.queue("q")
+        assert queue is not None
+        return queue
