@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import Service
@@ -314,6 +315,25 @@ class QueueService(Service):
             config = self.config
         else:
             config = load_config(path).with_overrides(**self.overrides)
+        running = self.config.server
+        if (config.server.port, config.server.data_dir) != (
+            running.port,
+            running.data_dir,
+        ):
+            # The port is bound and the journals are open: the file's new
+            # values wait for a restart, and the settings say what is in use.
+            self.log.warn(
+                "Port and data directory stay {port} and {data_dir} until "
+                "the server restarts",
+                port=running.port,
+                data_dir=running.data_dir,
+            )
+            config = replace(
+                config,
+                server=replace(
+                    config.server, port=running.port, data_dir=running.data_dir
+                ),
+            )
         self.apply(config)
 
     def reload_logged(self) -> None:

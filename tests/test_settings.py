@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import fields
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -579,6 +580,39 @@ class ReloadTests(SettingsCase):
         self.write_config("")
         self.assertEqual(self.ask(b"reload\r\n"), b"Reloaded config.\r\n")
         self.assertEqual(self.ask(set_line(b"q", b"3") * 5), b"STORED\r\n" * 5)
+
+    def test_port_and_data_dir_wait_for_a_restart(self) -> None:
+        events: list[dict[str, Any]] = []
+        self.service.log = Logger(observer=cast(ILogObserver, events.append))
+        before = self.service.config.server
+        self.write_config(
+            """
+            [server]
+            port = 9999
+            data_dir = "elsewhere"
+            max_connections = 5
+
+            [queues.q]
+            max_items = 3
+            """
+        )
+        self.assertEqual(self.ask(b"reload\r\n"), b"Reloaded config.\r\n")
+        server = self.service.config.server
+        self.assertEqual((server.port, server.data_dir), (before.port, before.data_dir))
+        # The rest of the table is applied.
+        self.assertEqual(server.max_connections, 5)
+        warnings = [
+            formatEvent(event)
+            for event in events
+            if event["log_level"] == LogLevel.warn
+        ]
+        self.assertEqual(
+            warnings,
+            [
+                f"Port and data directory stay {before.port} and {before.data_dir} "
+                "until the server restarts"
+            ],
+        )
 
     def test_bad_file_keeps_the_old_settings(self) -> None:
         self.put("q", b"1", b"2")
