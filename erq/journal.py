@@ -76,7 +76,7 @@ a read, a close, a failure to retry, or the reactor itself, which has more
 to send or is stopping.  Otherwise the reactor takes the batch back, and
 runs its completions in order, when it next journals something (before it
 looks at what is in flight).  So lock-step requests cost one wake-up of the
-thread each, not also one of the reactor.  When the writer owns its pool,
+thread each, not also one of the reactor.  When the writer runs its own thread,
 its one thread runs a loop fed by a ``SimpleQueue``, cheaper to wake than a
 pool job.
 
@@ -158,6 +158,7 @@ forwarded items only.
 from __future__ import annotations
 
 import argparse
+import enum
 import errno
 import gc
 import hashlib
@@ -166,6 +167,7 @@ import re
 import shutil
 import struct
 import sys
+import threading
 import zlib
 from bisect import bisect_right
 from collections import deque
@@ -175,16 +177,16 @@ from functools import partial
 from queue import SimpleQueue
 from typing import Protocol, TextIO, cast
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, TimeoutError, fail
 from twisted.internet.interfaces import (
     IDelayedCall,
     IReactorCore,
     IReactorFDSet,
+    IReactorTime,
     IReadDescriptor,
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from erq.config import MiB, SyncPolicy
@@ -269,6 +271,9 @@ MAX_BACKLOG = 16 * MiB
 #: by no more than that the window in which a crash of the process (not of
 #: the machine) loses what ``sync_journal = "never"`` acknowledged.
 LINGER = 0.002
+#: Longest the reactor waits at shutdown for the writer's last batch; past
+#: it the process stops without it (as after a crash: replay recovers).
+SHUTDOWN_TIMEOUT = 60.0
 
 
 def _cancel(call: IDelayedCall | None) -> None:
@@ -989,7 +994,7 @@ _Job = tuple[
 
 
 def _serve(jobs: SimpleQueue[_Job | None], engine: Engine | None) -> None:
-    """The writer thread's loop, when the writer owns its pool: the jobs in
+    """The writer thread's loop, when the writer runs its own thread: the jobs in
     the order they came, until ``None``.  Handing a job over is one put on a
     C queue, instead of a trip through the pool's coordinator.  With an
     engine, the thread runs the engine's batches until a job is put (and
@@ -1042,6 +1047,19 @@ def _engine_steps(batch: list[_Chunk]) -> bool:
     return True
 
 
+class _Engine(Protocol):
+    """What the writer needs of the C engine (``_erq_writer.Engine``, or a
+    test double)."""
+
+    def submit(self, ops: list[tuple[int, bytes | None]], notify: bool) -> None: ...
+
+    def poll(self, wake: bool) -> list[int]: ...
+
+    def resume(self) -> None: ...
+
+    def interrupt(self) -> None: ...
+
+
 @implementer(IReadDescriptor)
 class _EngineDone:
     """The eventfd through which the engine tells the reactor that batches
@@ -1059,7 +1077,7 @@ class _EngineDone:
             os.eventfd_read(self.fd)
         except BlockingIOError:
             pass
-        self.writer._reap(wake=False)
+        self.writer.engine_finished()
 
     def connectionLost(self, reason: Failure) -> None:
         pass
@@ -1068,10 +1086,59 @@ class _EngineDone:
         return "erq journal writer"
 
 
+class _Life(enum.Enum):
+    """Where a writer is in its life.
+
+    ==========  ===============================  ==========================
+    state       records journaled meanwhile      leaves for
+    ==========  ===============================  ==========================
+    RUNNING     written (the thread starts       STOPPING on ``stop``
+                with the first batch)
+    STOPPING    written: the last batches        CLOSING once nothing is
+                                                 pending or on the thread
+    CLOSING     held for a restart, else         STOPPED when the files
+                refused                          are closed (RUNNING again
+                                                 if ``start`` came meanwhile)
+    STOPPED     refused                          RUNNING on ``start``
+    ==========  ===============================  ==========================
+    """
+
+    RUNNING = "running"
+    STOPPING = "stopping"
+    CLOSING = "closing"
+    STOPPED = "stopped"
+
+
 class JournalWriter:
     """Writes the journals of every queue of a server on one thread, with
     group commit.  Records reach disk in exactly the order the reactor made
-    them."""
+    them.
+
+    The hand-off
+    ------------
+    A batch is in one of three places: pending on the reactor
+    (``_pending``), on the thread's Python loop (``_in_flight``: at most
+    one), or in the C engine (``_engine_batches``: any number, oldest
+    first).  Which of them may take the next batch is decided in one place,
+    ``_send``:
+
+    - while a batch is on the Python loop, nothing else goes anywhere;
+    - while the engine has batches, only a batch the engine can run joins
+      them; anything else waits until the engine's batches are back;
+    - otherwise the batch goes to the engine if it can run it, else to the
+      Python loop.
+
+    Finished batches come back in the order they were sent, one at a time:
+    while one batch's completions run (``_completing``), no other batch is
+    taken back and nothing is sent (what the completions journal joins the
+    next batch).  The one exception is decided before the completions run:
+    when something waits in what is pending, it is sent first, so that the
+    thread writes it while the reactor answers the batch that came back.
+    After the completions, whatever finished meanwhile is taken back, then
+    what is pending is sent.  A batch is so never forgotten: it leaves
+    ``_in_flight`` or ``_engine_batches`` only in ``_collect`` or ``_reap``,
+    which run its completions.
+    """
 
     def __init__(
         self,
@@ -1080,13 +1147,12 @@ class JournalWriter:
         file_ops: FileOps | None = None,
         retry_delay: float = 1.0,
         linger: float = 0.0,
+        engine: _Engine | None = None,
     ) -> None:
         self.reactor = reactor
-        self._own_pool: ThreadPool | None = None
-        if pool is None:
-            self._own_pool = ThreadPool(1, 1, "erq-journal")
-            pool = cast(_Pool, self._own_pool)
+        # Without a pool the writer runs its own thread (see ``start``).
         self._pool = pool
+        self._thread: threading.Thread | None = None
         self._shutdown_trigger: object | None = None
         self.file_ops = file_ops if file_ops is not None else FileOps()
         self.retry_delay = retry_delay
@@ -1105,40 +1171,37 @@ class JournalWriter:
         # The timer went off: what is pending goes now.
         self._released = False
         self._pending: list[_Chunk] = []
-        self._in_flight: list[_Chunk] | None = None
         # Something new to write; a retry alone waits for the retry timer or
         # the next record, so a full disk is not hammered in a loop.
         self._fresh = False
         self._retry_call: IDelayedCall | None = None
         # Open segment files; only the writer thread touches this set.
         self._files: set[_SegmentFile] = set()
-        self._stopping = False
-        self._closing = False
-        self._stopped = False
-        # Started again while still stopping: start once the files are closed.
+        self._life = _Life.RUNNING
+        # ``start`` came while stopping: start again once the files are
+        # closed.
         self._restart = False
         self._stop_waiters: list[Deferred[None]] = []
-        # The batch in flight once the thread has finished it, with the
-        # failure of a crash: set on the thread, taken back on the reactor
-        # (see ``_land``).
+        # The batch on the Python loop, if any.
+        self._in_flight: list[_Chunk] | None = None
+        # That batch once the thread has finished it, with the failure of a
+        # crash: set on the thread, taken back on the reactor (``_collect``).
         self._finished: tuple[list[_Chunk], Failure | None] | None = None
         # The reactor waits for the batch in flight: the thread must wake it.
         self._waiting = False
-        # The writer thread's jobs, while it runs ``_serve`` (own pool only).
+        # A batch's completions are running (see "The hand-off").
+        self._completing = False
+        # The writer thread's jobs, while it runs ``_serve`` (own thread).
         self._jobs: SimpleQueue[_Job | None] | None = None
         #: Batches handed to the thread so far.
         self.batches = 0
-        # The C engine, while the thread serves it, and the batches it has,
-        # oldest first (each with its steps, for undoing).
-        self._engine: Engine | None = None
+        # The C engine, while the thread serves it (or one passed in), and
+        # the batches it has, oldest first.
+        self._engine: _Engine | None = engine
         self._engine_done: _EngineDone | None = None
         self._engine_batches: deque[list[_Chunk]] = deque()
         #: Batches the engine ran.
         self.engine_batches = 0
-        # Taking back the engine's batches; and, after a failure, sending
-        # nothing until the retries are pending.
-        self._reaping = False
-        self._holding = False
         #: Bytes of items journaled and not yet written.  Past
         #: ``max_backlog`` (the disk is slower than what comes in),
         #: connections that store more stop being read until it is down to
@@ -1149,29 +1212,33 @@ class JournalWriter:
         self._drain_waiters: list[Callable[[], object]] = []
         self._watching = False
 
+    # -- life ----------------------------------------------------------------
+
     def start(self) -> None:
         """Start the writer thread (a pool passed in is the caller's to
         start).  A writer can be started again after ``stop``, even before
         the stop has finished."""
-        if self._stopping and not self._stopped:
+        life = self._life
+        if life is _Life.STOPPING or life is _Life.CLOSING:
             # What is journaled meanwhile waits for the files to be closed.
             self._restart = True
             return
-        if self._stopped:
-            self._stopping = self._closing = self._stopped = False
-            if self._own_pool is not None:
-                # A stopped ThreadPool cannot start again.
-                self._own_pool = ThreadPool(1, 1, "erq-journal")
-                self._pool = cast(_Pool, self._own_pool)
-        if self._own_pool is None or self._own_pool.started:
+        self._life = _Life.RUNNING
+        if self._pool is not None or self._thread is not None:
             return
-        self._own_pool.start()
-        # The pool's one thread serves the writer until ``_closed``.
+        # The thread is a daemon: a writer stuck on a dead disk must not keep
+        # the process alive once the reactor has stopped.  A clean stop waits
+        # for it through the shutdown trigger below.
         self._jobs = SimpleQueue()
         self._start_engine()
-        self._own_pool.callInThread(_serve, self._jobs, self._engine)
-        # The pool's thread would keep the process alive after the reactor
-        # stops; and the reactor waits for the last batch this way.
+        self._thread = threading.Thread(
+            target=_serve,
+            args=(self._jobs, self._engine),
+            name="erq-journal",
+            daemon=True,
+        )
+        self._thread.start()
+        # The reactor waits for the last batch before it stops.
         if IReactorCore.providedBy(self.reactor) and self._shutdown_trigger is None:
             core = cast(IReactorCore, self.reactor)
             self._shutdown_trigger = core.addSystemEventTrigger(
@@ -1208,7 +1275,18 @@ class JournalWriter:
 
     def _shutdown(self) -> Deferred[None]:
         self._shutdown_trigger = None
-        return self.stop()
+        stopped: Deferred[None] = Deferred()
+        self.stop().chainDeferred(stopped)
+
+        def gave_up(failure: Failure) -> None:
+            failure.trap(TimeoutError)
+            _log.error(
+                "journal writer did not finish within {seconds} s; stopping without it",
+                seconds=SHUTDOWN_TIMEOUT,
+            )
+
+        clock = cast(IReactorTime, self.reactor)
+        return stopped.addTimeout(SHUTDOWN_TIMEOUT, clock).addErrback(gave_up)
 
     def stop(self) -> Deferred[None]:
         """Write what is pending, sync and close every file, stop the
@@ -1216,16 +1294,72 @@ class JournalWriter:
         ``start``."""
         d: Deferred[None] = Deferred()
         self._restart = False
-        if self._stopped:
+        if self._life is _Life.STOPPED:
             d.callback(None)
             return d
         self._stop_waiters.append(d)
-        self._stopping = True
+        if self._life is _Life.RUNNING:
+            self._life = _Life.STOPPING
         self._cancel_retry()
         self._fresh = True
         self._kick()
         self._maybe_stopped()
         return d
+
+    def _maybe_stopped(self) -> None:
+        if self._life is not _Life.STOPPING or self._completing:
+            return
+        if self._in_flight is not None or self._engine_batches:
+            # Taking the batches back comes here again.
+            self._land()
+            return
+        if self._pending:
+            self._fresh = True
+            self._kick()
+            return
+        self._life = _Life.CLOSING
+        if self._pool is None and self._jobs is None:
+            # The thread never started: no file is open.
+            self._closed(_close_all(self._files, self.file_ops))
+            return
+        self._on_thread(self._closed_on_thread, _close_all, self._files, self.file_ops)
+
+    def _closed_on_thread(self, ok: bool, result: object) -> None:
+        self.reactor.callFromThread(self._closed, result)
+
+    def _closed(self, result: object) -> None:
+        _cancel(self._linger_call)
+        self._linger_call = None
+        if isinstance(result, Failure):
+            _log.failure("journal writer could not close its files", result)
+        elif result:
+            _log.error(
+                "journal writer: closing files failed: {errors}",
+                errors="; ".join(cast(list[str], result)),
+            )
+        self._life = _Life.STOPPED
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+            self._stop_engine()
+        self._thread = None
+        if self._shutdown_trigger is not None:
+            core = cast(IReactorCore, self.reactor)
+            core.removeSystemEventTrigger(self._shutdown_trigger)
+            self._shutdown_trigger = None
+        waiters = self._stop_waiters
+        self._stop_waiters = []
+        for waiter in waiters:
+            waiter.callback(None)
+        if self._restart:
+            self._restart = False
+            self.start()
+        # Anything journaled while the files were being closed is refused,
+        # unless the writer started again.
+        self._fresh = True
+        self._kick()
+
+    # -- sending ---------------------------------------------------------------
 
     def _wake(self) -> None:
         self._fresh = True
@@ -1233,6 +1367,8 @@ class JournalWriter:
 
     def _urge(self) -> None:
         """Something waits for what is pending: send it now."""
+        if not self._pending:
+            return
         self._urgent = True
         self._fresh = True
         self._kick()
@@ -1244,9 +1380,16 @@ class JournalWriter:
         self._kick()
 
     def _kick(self) -> None:
-        if not self._pending or not self._fresh or self._holding:
+        """Send what is pending if it may go now; during a batch's
+        completions it goes once they are done."""
+        if not self._completing:
+            self._send()
+
+    def _send(self) -> None:
+        if not self._pending or not self._fresh:
             return
-        if not self._released and not self._stopping and self.linger > 0:
+        life = self._life
+        if not self._released and life is _Life.RUNNING and self.linger > 0:
             # Many records per hand-off: a thread wake-up costs more than
             # writing one record.
             call = self._linger_call
@@ -1258,28 +1401,28 @@ class JournalWriter:
                 self._linger_urgent = True
                 call.reset(0.0)
             return
-        engine = self._engine
-        if engine is not None and self._engine_batches:
+        if self._in_flight is not None:
+            # Nothing goes while the Python loop has a batch; taking it back
+            # sends what is pending.
+            self._land()
+            return
+        if self._engine_batches:
             # Batches the engine finished go back first, in order (which
             # sends what is pending).
             if self._reap(wake=False):
                 return
-            if self._in_flight is None and not _engine_steps(self._pending):
+            if not _engine_steps(self._pending):
                 # Only the Python loop can run this, after the engine.
-                self._land()
+                self._reap(wake=True)
                 return
-        if self._in_flight is not None:
-            # Taking a finished batch back sends what is pending.
-            self._land()
-            return
-        if self._closing and self._restart:
+        if life is _Life.CLOSING and self._restart:
             return
         batch = self._pending
         self._pending = []
         self._urgent = self._released = False
         _cancel(self._linger_call)
         self._linger_call = None
-        if self._closing:
+        if life is _Life.CLOSING or life is _Life.STOPPED:
             for chunk in batch:
                 chunk.journal._seal(chunk)
                 for step in chunk.steps:
@@ -1294,9 +1437,9 @@ class JournalWriter:
                 # So that "writing again" is said when it is true.
                 report = True
         self.batches += 1
-        if self._own_pool is not None and not self._own_pool.started:
+        if self._pool is None and self._thread is None:
             self.start()
-            engine = self._engine
+        engine = self._engine
         if engine is not None and not report and _engine_steps(batch):
             self._to_engine(engine, batch)
             return
@@ -1326,6 +1469,7 @@ class JournalWriter:
                 # Out of the engine, to the job.
                 self._engine.interrupt()
         else:
+            assert self._pool is not None
             self._pool.callInThreadWithCallback(on_result, func, *args)
 
     def _ran(self, batch: list[_Chunk], report: bool, ok: bool, result: object) -> None:
@@ -1339,7 +1483,7 @@ class JournalWriter:
         if self._waiting or report or not ok or self._drain_waiters or _awaited(batch):
             self.reactor.callFromThread(self._collect)
 
-    def _to_engine(self, engine: Engine, batch: list[_Chunk]) -> None:
+    def _to_engine(self, engine: _Engine, batch: list[_Chunk]) -> None:
         ops: list[tuple[int, bytes | None]] = []
         notify = False
         written = 0
@@ -1366,47 +1510,75 @@ class JournalWriter:
             ops, notify or written > _LINGER_BYTES or bool(self._drain_waiters)
         )
 
+    # -- taking batches back ---------------------------------------------------
+
+    def engine_finished(self) -> None:
+        """The engine said that batches are done: take them back."""
+        self._reap(wake=False)
+
+    def _land(self) -> None:
+        """With batches on the thread: take back those it has finished (which
+        sends what is pending); have it wake the reactor for the rest."""
+        if self._in_flight is None:
+            self._reap(wake=True)
+            return
+        if self._finished is None:
+            self._waiting = True
+            if self._finished is None:
+                return
+        self._collect()
+
+    def _collect(self) -> None:
+        """On the reactor: take back the batch the Python loop has finished,
+        if it was not taken back already."""
+        finished = self._finished
+        if finished is None or self._completing:
+            # Not yet; or after the completions running now.
+            return
+        self._finished = None
+        batch, failure = finished
+        self._in_flight = None
+        self._waiting = False
+        if (
+            failure is None
+            and self._urgent
+            and self._pending
+            and self._life is _Life.RUNNING
+            and all(chunk.error is None for chunk in batch)
+        ):
+            # Something waits in what is pending: the thread writes and
+            # syncs it while the reactor answers this batch.  (Not after a
+            # failure: what is retried must go before what is pending.)
+            self._released = True
+            self._send()
+        self._complete([(batch, failure)])
+
     def _reap(self, wake: bool) -> bool:
         """On the reactor: take back the batches the engine has finished, in
         order; with ``wake``, have the engine wake the reactor when it
         finishes the next.  Whether any came back."""
         engine = self._engine
-        if engine is None or not self._engine_batches or self._reaping:
-            # Not again from a completion of the batches being taken back:
-            # they complete in the order they were written.
+        if engine is None or not self._engine_batches or self._completing:
             return False
         results = engine.poll(wake)
         if not results:
             return False
         batches = [self._engine_batches.popleft() for _ in results]
         failed = next((i for i, error in enumerate(results) if error), None)
+        done: list[tuple[list[_Chunk], Failure | None]] = []
+        for batch in batches[:failed]:
+            for chunk in batch:
+                for step in chunk.steps:
+                    step.done = True
+            done.append((batch, None))
         if failed is not None:
             # Everything from the failure on is undone and retried; what
-            # came before it is done.  Nothing new may be sent until the
-            # retries are pending, ahead of it.
+            # came before it is done.  Latest first: each batch's retries go
+            # in front of what is pending, so the oldest end up first.
             self._undo_engine(batches[failed:], results[failed])
             engine.resume()
-            self._holding = True
-        self._reaping = True
-        try:
-            for batch in batches[:failed]:
-                for chunk in batch:
-                    for step in chunk.steps:
-                        step.done = True
-                self._batch_done(None, batch)
-            if failed is not None:
-                # Latest first: each batch's retries go in front of what is
-                # pending, so the oldest end up first.
-                for batch in reversed(batches[failed:]):
-                    self._batch_done(None, batch)
-        finally:
-            self._reaping = self._holding = False
-        # What the completions journaled, or what waits for the engine's
-        # other batches (they could not be waited for above).
-        self._kick()
-        if self._stopping:
-            self._maybe_stopped()
-        self._watch_backlog()
+            done.extend((batch, None) for batch in reversed(batches[failed:]))
+        self._complete(done)
         return True
 
     def _undo_engine(self, batches: list[list[_Chunk]], error: int) -> None:
@@ -1428,52 +1600,31 @@ class JournalWriter:
             f.offset = offset
             f.needs_cut = True
 
-    def _land(self) -> None:
-        """On the reactor, with a batch in flight: take it back now if the
-        thread has finished it (which sends what is pending); if not, have
-        the thread wake the reactor when it is done."""
-        if self._in_flight is None:
-            # The engine's batches (the Python loop has none).
-            self._reap(wake=True)
+    def _complete(self, done: list[tuple[list[_Chunk], Failure | None]]) -> None:
+        """Run the completions of batches taken back, in order; then take
+        back what finished meanwhile, or send what is pending."""
+        self._completing = True
+        try:
+            for batch, failure in done:
+                self._batch_done(batch, failure)
+        finally:
+            self._completing = False
+        if self._finished is not None:
+            self._collect()
             return
-        if self._finished is None:
-            self._waiting = True
-            if self._finished is None:
-                return
-        self._collect()
-
-    def _collect(self) -> None:
-        """On the reactor: take back the batch the thread has finished, if
-        it was not taken back already."""
-        finished = self._finished
-        if finished is None:
+        if self._engine_batches and self._reap(wake=False):
             return
-        self._finished = None
-        batch, failure = finished
-        self._batch_done(failure, batch)
+        self._kick()
+        self._maybe_stopped()
+        self._watch_backlog()
 
-    def _batch_done(self, result: object, batch: list[_Chunk]) -> None:
-        early = (
-            self._urgent
-            and self._pending
-            and not self._stopping
-            and not isinstance(result, Failure)
-            and all(chunk.error is None for chunk in batch)
-        )
-        if early:
-            # Something waits in what is pending: the thread writes and
-            # syncs it while the reactor answers this batch.  (Not after a
-            # failure: what is retried must go before what is pending.)
-            self._in_flight = None
-            self._waiting = False
-            self._released = True
-            self._kick()
-        if isinstance(result, Failure):
+    def _batch_done(self, batch: list[_Chunk], failure: Failure | None) -> None:
+        if failure is not None:
             # A bug on the thread, not an I/O error: fail what did not run.
-            _log.failure("journal writer batch crashed", result)
+            _log.failure("journal writer batch crashed", failure)
             for chunk in batch:
                 if chunk.error is None and not all(s.done for s in chunk.steps):
-                    chunk.error = result.value
+                    chunk.error = failure.value
         retried: list[_Chunk] = []
         for chunk in batch:
             try:
@@ -1491,15 +1642,8 @@ class JournalWriter:
             # the order it had.
             ids = {id(chunk) for chunk in retried}
             self._pending = retried + [c for c in self._pending if id(c) not in ids]
-        if not early:
-            # Cleared only now, so that what the callbacks above journaled
-            # goes out together in the next batch.
-            self._in_flight = None
-            self._waiting = False
-            self._kick()
-        if self._stopping:
-            self._maybe_stopped()
-        self._watch_backlog()
+
+    # -- backlog and retries -----------------------------------------------------
 
     def when_drained(self, callback: Callable[[], object]) -> None:
         """Call ``callback`` once the backlog is down to half of
@@ -1534,7 +1678,7 @@ class JournalWriter:
             self._watching = False
 
     def _schedule_retry(self) -> None:
-        if self._retry_call is None and not self._stopping:
+        if self._retry_call is None and self._life is _Life.RUNNING:
             self._retry_call = self.reactor.callLater(self.retry_delay, self._retry)
 
     def _retry(self) -> None:
@@ -1545,55 +1689,11 @@ class JournalWriter:
         _cancel(self._retry_call)
         self._retry_call = None
 
-    def _maybe_stopped(self) -> None:
-        if self._closing:
-            return
-        if self._in_flight is not None or self._engine_batches:
-            # Taking a finished batch back comes here again.
-            self._land()
-            return
-        if self._pending:
-            self._fresh = True
-            self._kick()
-            return
-        self._closing = True
-        self._on_thread(self._closed_on_thread, _close_all, self._files, self.file_ops)
-
-    def _closed_on_thread(self, ok: bool, result: object) -> None:
-        self.reactor.callFromThread(self._closed, result)
-
-    def _closed(self, result: object) -> None:
-        _cancel(self._linger_call)
-        self._linger_call = None
-        if isinstance(result, Failure):
-            _log.failure("journal writer could not close its files", result)
-        elif result:
-            _log.error(
-                "journal writer: closing files failed: {errors}",
-                errors="; ".join(cast(list[str], result)),
-            )
-        self._stopped = True
-        if self._jobs is not None:
-            self._jobs.put(None)
-            self._jobs = None
-            self._stop_engine()
-        if self._own_pool is not None and self._own_pool.started:
-            self._own_pool.stop()
-        if self._shutdown_trigger is not None:
-            core = cast(IReactorCore, self.reactor)
-            core.removeSystemEventTrigger(self._shutdown_trigger)
-            self._shutdown_trigger = None
-        waiters = self._stop_waiters
-        self._stop_waiters = []
-        for waiter in waiters:
-            waiter.callback(None)
-        if self._restart:
-            self._restart = False
-            self.start()
-        # Anything journaled while the files were being closed is refused,
-        # unless the writer started again.
-        self._fresh = True
-        self._kick()
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called and the writer has not started
+        again."""
+        return self._life is not _Life.RUNNING
 
 
 # -- one queue's journal ---------------------------------------------------
@@ -2266,7 +2366,7 @@ class Journal(_Index):
                 if isinstance(step, _Write):
                     step.fail_waiters(reason)
                 redo.append(step)
-        if self._writer._stopping:
+        if self._writer.stopping:
             for step in redo:
                 step.abandon(self, reason)
             return None

@@ -1,0 +1,422 @@
+"""The journal writer's hand-off between the reactor and its thread, one
+interleaving at a time.
+
+Every test here runs the thread's side by hand: a pool whose jobs run when
+the test says, an engine double whose batches finish when the test says,
+and a reactor whose calls "from the thread" wait until the test runs them.
+So each interleaving that a loaded machine can produce is reproduced
+exactly, and the checks do not depend on timing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from collections import deque
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from erq.config import SyncPolicy
+from erq.journal import FileOps, Journal, JournalError, JournalWriter
+from erq.queue import Item
+
+
+class ThreadCallsReactor(Clock):
+    """A clock whose calls from the writer thread wait, in order, until the
+    test runs them (as the real reactor runs them in a later turn)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_thread: deque[tuple[Callable[..., object], tuple[object, ...]]] = (
+            deque()
+        )
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.from_thread.append((f, args))
+
+    def run_calls(self) -> int:
+        ran = 0
+        while self.from_thread:
+            f, args = self.from_thread.popleft()
+            f(*args)
+            ran += 1
+        return ran
+
+
+class StepPool:
+    """A one-thread pool whose jobs run only when the test says so."""
+
+    def __init__(self) -> None:
+        self.jobs: deque[Callable[[], None]] = deque()
+
+    def callInThreadWithCallback(
+        self,
+        onResult: Callable[[bool, object], object],
+        func: Callable[..., object],
+        *args: object,
+    ) -> None:
+        def run() -> None:
+            try:
+                result: object = func(*args)
+            except Exception:
+                onResult(False, Failure())
+            else:
+                onResult(True, result)
+
+        self.jobs.append(run)
+
+    def run_one(self) -> bool:
+        if not self.jobs:
+            return False
+        self.jobs.popleft()()
+        return True
+
+
+class StepEngine:
+    """The C engine's contract, run by hand: submitted groups run in order
+    when the test says; after a failure nothing more runs (later groups
+    come back ``ECANCELED``) until ``resume``."""
+
+    def __init__(self) -> None:
+        self.queued: deque[list[tuple[int, bytes | None]]] = deque()
+        self.done: list[int] = []
+        self.halted = False
+        #: Times the engine would have written its eventfd.
+        self.notified = 0
+        self._wake = False
+        self._notify: deque[bool] = deque()
+
+    def submit(self, ops: list[tuple[int, bytes | None]], notify: bool) -> None:
+        self.queued.append(ops)
+        self._notify.append(notify)
+
+    def run_one(self, error: int = 0) -> bool:
+        if not self.queued:
+            return False
+        ops = self.queued.popleft()
+        notify = self._notify.popleft()
+        if self.halted:
+            result = errno.ECANCELED
+        elif error:
+            result = error
+            self.halted = True
+        else:
+            for fd, data in ops:
+                if data is None:
+                    os.fdatasync(fd)
+                else:
+                    os.write(fd, data)
+            result = 0
+        self.done.append(result)
+        if notify or self._wake:
+            self._wake = False
+            self.notified += 1
+        return True
+
+    def poll(self, wake: bool) -> list[int]:
+        done, self.done = self.done, []
+        if not done and wake:
+            self._wake = True
+        return done
+
+    def resume(self) -> None:
+        self.halted = False
+
+    def interrupt(self) -> None:
+        pass
+
+
+def item(i: int, size: int = 10) -> Item:
+    return Item(i, (b"%d:" % i + b"x" * size)[:size], 0, None, 1700000000.0 + i)
+
+
+class HandOffCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = ThreadCallsReactor()
+        self.pool = StepPool()
+        self.engine = StepEngine()
+        self.writer = JournalWriter(
+            self.reactor,
+            self.pool,  # type: ignore[arg-type]
+            engine=self.engine,
+        )
+        self.base = os.path.abspath(self.mktemp())
+        os.makedirs(self.base)
+
+    def journal(self, name: str, sync: SyncPolicy = "always") -> Journal:
+        return Journal(os.path.join(self.base, name), self.writer, sync=sync)
+
+    def settle(self, limit: int = 1000) -> None:
+        """Let the thread and the reactor run until neither has work: the
+        engine's notifications reach the reactor as its eventfd would."""
+        for _ in range(limit):
+            busy = self.pool.run_one()
+            busy = self.engine.run_one() or busy
+            if self.engine.notified:
+                self.engine.notified = 0
+                self.writer.engine_finished()
+                busy = True
+            busy = self.reactor.run_calls() > 0 or busy
+            if not busy:
+                return
+        self.fail("the writer never settled")
+
+    def fired(self, d: Deferred[None] | None) -> list[object]:
+        assert d is not None
+        results: list[object] = []
+        d.addBoth(results.append)
+        return results
+
+    def replayed(self, name: str) -> list[bytes]:
+        writer = JournalWriter(Clock(), SyncPool())  # type: ignore[arg-type]
+        journal = Journal(os.path.join(self.base, name), writer, sync="never")
+        return [i.data for i in journal.replay(1 << 30).items]
+
+    def opened(self, name: str) -> Journal:
+        """A durable journal whose file is open, so that its appends can go
+        to the engine."""
+        journal = self.journal(name)
+        first = self.fired(journal.add(item(1)))
+        self.settle()
+        self.assertEqual(first, [None])
+        return journal
+
+
+class SyncPool:
+    def callInThreadWithCallback(
+        self,
+        onResult: Callable[[bool, object], object],
+        func: Callable[..., object],
+        *args: object,
+    ) -> None:
+        onResult(True, func(*args))
+
+
+class InterleavingTests(HandOffCase):
+    def test_two_engine_batches_back_in_one_poll(self) -> None:
+        """The engine returns two batches at once, and what waited behind
+        them can only run on the Python loop: it goes there once, and is
+        neither forgotten nor overwritten by a later batch."""
+        first = self.opened("a")
+        one = self.fired(first.add(item(2)))
+        two = self.fired(first.add(item(3)))
+        self.assertEqual(len(self.engine.queued), 2)
+        # A new queue's first record needs its directory made: Python only.
+        second = self.journal("b")
+        fresh = self.fired(second.add(item(1)))
+        self.assertEqual(self.pool.jobs, deque())
+        self.engine.run_one()
+        self.engine.run_one()
+        self.writer.engine_finished()
+        self.assertEqual((one, two), ([None], [None]))
+        self.assertEqual(len(self.pool.jobs), 1)
+        # While that batch is on the thread, more arrives for both paths.
+        later = self.fired(first.add(item(4)))
+        third = self.journal("c")
+        newer = self.fired(third.add(item(1)))
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.assertEqual(len(self.engine.queued), 0)
+        # The thread finishes before the reactor hears of it.
+        self.pool.run_one()
+        self.settle()
+        self.assertEqual((fresh, later, newer), ([None], [None], [None]))
+        self.assertEqual(self.writer.backlog, 0)
+        stopped = self.fired(self.writer.stop())
+        self.settle()
+        self.assertEqual(stopped, [None])
+        self.assertEqual(self.replayed("a"), [item(i).data for i in range(1, 5)])
+
+    def test_retry_timer_while_a_batch_is_on_the_thread(self) -> None:
+        """The retry timer fires while the retried records are already on
+        the thread, and that batch's completions journal more: the writer
+        sends it, and stops when asked."""
+        ops = FailingOps()
+        self.writer.file_ops = ops
+        journal = self.journal("a", sync="never")
+        journal.add(item(1))
+        ops.failing = errno.ENOSPC
+        self.settle()
+        ops.failing = 0
+        # Something waited for sends the retry before its timer ...
+        closed = self.journal("b").close()
+        durable: list[Deferred[None] | None] = []
+        closed.addCallback(lambda _: durable.append(self.journal("c").add(item(1))))
+        self.assertEqual(len(self.pool.jobs), 1)
+        # ... which fires while they are on the thread, with nothing pending.
+        self.reactor.advance(self.writer.retry_delay)
+        self.settle()
+        self.assertEqual(len(durable), 1)
+        self.assertEqual(self.fired(durable[0]), [None])
+        journal.add(item(2))
+        stopped = self.fired(self.writer.stop())
+        self.settle()
+        self.assertEqual(stopped, [None])
+        self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
+
+    def test_python_batch_finishes_while_engine_batches_complete(self) -> None:
+        """A batch on the Python loop finishes during the completions of
+        engine batches: it is taken back after them, in order."""
+        first = self.opened("a")
+        answered: list[int] = []
+        second = self.journal("b")
+
+        def then_python(_: object) -> None:
+            answered.append(2)
+            d = second.add(item(1))
+            assert d is not None
+            d.addCallback(lambda _: answered.append(3))
+            # The thread runs it at once, before the reactor goes on.
+            self.pool.run_one()
+
+        d = first.add(item(2))
+        assert d is not None
+        d.addCallback(then_python)
+        self.settle()
+        self.assertEqual(answered, [2, 3])
+        self.assertEqual(self.writer.backlog, 0)
+
+    def test_stop_while_batches_are_on_the_thread(self) -> None:
+        for path in ("engine", "python"):
+            writer = self.writer
+            journal = self.opened(path) if path == "engine" else self.journal(path)
+            pending = self.fired(journal.add(item(9)))
+            stopped = self.fired(writer.stop())
+            self.assertEqual((pending, stopped), ([], []))
+            self.settle()
+            self.assertEqual(pending, [None], path)
+            self.assertEqual(stopped, [None], path)
+            refused = self.fired(journal.add(item(10)))
+            self.assertIsInstance(refused[0], Failure)
+            writer.start()
+
+    def test_engine_failure_with_batches_behind_it(self) -> None:
+        """The engine fails one batch: it and those queued behind it are
+        undone and retried on the Python loop, oldest first."""
+        journal = self.opened("a")
+        never = self.journal("b", sync="never")
+        never.add(item(1))
+        self.settle()
+        never.add(item(2))
+        never.add(item(3))
+        self.assertEqual(len(self.engine.queued), 2)
+        self.engine.run_one(error=errno.EIO)
+        self.engine.run_one()
+        self.writer.engine_finished()
+        self.reactor.advance(self.writer.retry_delay)
+        self.settle()
+        later = self.fired(journal.add(item(2)))
+        self.settle()
+        self.assertEqual(later, [None])
+        self.writer.stop()
+        self.settle()
+        self.assertEqual(self.replayed("b"), [item(1).data, item(2).data, item(3).data])
+
+
+class FailingOps(FileOps):
+    def __init__(self) -> None:
+        self.failing = 0
+
+    def write(self, fd: int, data: bytes) -> None:
+        if self.failing:
+            raise OSError(self.failing, os.strerror(self.failing))
+        super().write(fd, data)
+
+
+POLICIES: list[SyncPolicy] = ["always", "never"]
+
+
+class RandomInterleavingTests(HandOffCase):
+    """Many random schedules of records, failures, timers and thread steps:
+    in each, every durable add is answered exactly once, the writer stops,
+    and replay finds every item whose add succeeded and no other."""
+
+    def test_random_schedules(self) -> None:
+        for seed in range(150):
+            self.run_schedule(seed)
+
+    def run_schedule(self, seed: int) -> None:
+        rnd = random.Random(seed)
+        self.setUp()
+        ops = FailingOps()
+        self.writer.file_ops = ops
+        journals = {
+            name: self.journal(name, sync=rnd.choice(POLICIES))
+            for name in ("a", "b", "c")
+        }
+        answers: dict[tuple[str, int], list[object]] = {}
+        next_id = dict.fromkeys(journals, 1)
+        for _ in range(80):
+            action = rnd.random()
+            if action < 0.35:
+                name = rnd.choice(list(journals))
+                i = next_id[name]
+                next_id[name] += 1
+                d = journals[name].add(item(i))
+                if d is not None:
+                    answers[(name, i)] = self.fired(d)
+            elif action < 0.45:
+                ops.failing = errno.ENOSPC if ops.failing == 0 else 0
+            elif action < 0.6:
+                self.pool.run_one()
+            elif action < 0.72:
+                self.engine.run_one()
+            elif action < 0.8:
+                if self.engine.notified:
+                    self.engine.notified = 0
+                self.writer.engine_finished()
+            elif action < 0.9:
+                self.reactor.run_calls()
+            else:
+                self.reactor.advance(rnd.choice([0.0, self.writer.retry_delay]))
+        ops.failing = 0
+        self.reactor.advance(self.writer.retry_delay)
+        stopped = self.fired(self.writer.stop())
+        self.settle()
+        self.assertEqual(stopped, [None], f"seed {seed}")
+        for key, result in answers.items():
+            self.assertEqual(len(result), 1, f"seed {seed}: {key} not answered")
+            if isinstance(result[0], Failure):
+                result[0].trap(JournalError)
+        self.assertEqual(self.writer.backlog, 0, f"seed {seed}")
+
+
+class DaemonThreadTests(SynchronousTestCase):
+    def test_a_stuck_writer_does_not_keep_the_process_alive(self) -> None:
+        """A writer whose disk never answers: the process still exits once
+        its main code is done."""
+        script = textwrap.dedent(
+            """
+            import threading
+            from twisted.internet.task import Clock
+            from erq.journal import FileOps, Journal, JournalWriter
+            from erq.queue import Item
+
+            class Hung(FileOps):
+                def write(self, fd, data):
+                    threading.Event().wait()
+
+            class Reactor(Clock):
+                def callFromThread(self, f, *args):
+                    pass
+
+            writer = JournalWriter(Reactor(), file_ops=Hung())
+            Journal(DIRECTORY, writer, sync="never").add(
+                Item(1, b"x", 0, None, 0.0)
+            )
+            print("journaled", flush=True)
+            """
+        ).replace("DIRECTORY", repr(os.path.abspath(self.mktemp())))
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            timeout=60,
+            text=True,
+        )
+        self.assertEqual((done.returncode, done.stdout), (0, "journaled\n"))
