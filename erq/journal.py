@@ -104,14 +104,22 @@ were made.  A failed group stops the engine; its batches and those queued
 behind it are undone (their files cut back on the next write) and retried on
 the Python path, which handles failures as described below.
 
-A write or fsync that fails (a full disk) is undone by cutting the file back
-to where its good bytes end; the durable adds of that batch fail with
-``JournalError`` and the error is logged once.  Nothing journaled is
-dropped: the records go out again with the next batch (or after
-``retry_delay``), so once the disk takes writes again the journal says
-exactly what the queue did.  An add whose Deferred failed may so still be
-delivered (at-least-once): a queue that drops the item should also record
-its removal.
+Failed writes
+-------------
+A write or fsync that fails (a full disk, a read-only file system) is
+undone by cutting the file back to where its good bytes end, and the error
+is logged once.  Nothing that was acknowledged is dropped: the batch's
+records go out again with the next batch (or after ``retry_delay``), so
+once the disk takes writes again the journal says exactly what the queue
+did; the last chance is the writer's ``stop``, which tries once more.  The
+durable adds of the failed batch are refused (their Deferreds fail with
+``JournalError``, and the queue never hands their items out), and the
+journal records their removal right after them, so that the retried ADD
+records bring none of them back.  Until a batch of the journal is written
+again, its ``add`` fails at once, whatever the sync policy, so that nothing
+is acknowledged that the disk may never hold and memory does not fill with
+records waiting for a dead disk.  Removals, opens and aborts are still
+taken and wait with the retried records: gets go on from memory.
 
 Backlog
 -------
@@ -594,7 +602,9 @@ class _Write(_Step):
         super().__init__()
         self.file = file
         self.bufs: list[bytes] = []
-        self.waiters: list[Deferred[None]] = []
+        # Durable adds waiting for this write and its sync, each with its
+        # items (and whether each is held in memory), retracted if it fails.
+        self.waiters: list[tuple[Deferred[None], _Added]] = []
         self.offset_before = -1
         # Where zeros written ahead of the appends may reach (the end of the
         # segment), when the file is synced after every batch; 0: none.
@@ -632,22 +642,31 @@ class _Write(_Step):
         self.held = 0
         waiters = self.waiters
         self.waiters = []
-        for waiter in waiters:
+        for waiter, _ in waiters:
             waiter.callback(None)
 
     def awaited(self) -> bool:
         return bool(self.waiters)
 
-    def fail_waiters(self, reason: str) -> None:
+    def fail_waiters(self, journal: Journal, reason: str) -> None:
+        """The durable adds waiting for this write failed: the journal
+        records that their items are gone, then their Deferreds fail."""
         waiters = self.waiters
         self.waiters = []
-        for waiter in waiters:
+        for _, added in waiters:
+            journal._retract(added)
+        for waiter, _ in waiters:
             waiter.errback(JournalError(reason))
 
     def abandon(self, journal: Journal, reason: str) -> None:
         journal._writer.backlog -= self.held
         self.held = 0
-        self.fail_waiters(reason)
+        self.fail_waiters(journal, reason)
+
+
+#: Items of one durable add (or run of adds), each with whether the queue
+#: holds it in memory.
+_Added = Sequence[tuple[Item, bool]]
 
 
 class _Sync(_Step):
@@ -1022,7 +1041,7 @@ def _engine_steps(batch: list[_Chunk]) -> bool:
     """Whether the engine can run this batch: appends to open segment
     files that need no cut, and their fsyncs, of journals not failing."""
     for chunk in batch:
-        if chunk.journal._failing:
+        if chunk.journal._failing is not None:
             return False
         for step in chunk.steps:
             kind = type(step)
@@ -1433,7 +1452,7 @@ class JournalWriter:
         for chunk in batch:
             journal = chunk.journal
             journal._seal(chunk)
-            if journal._failing:
+            if journal._failing is not None:
                 # So that "writing again" is said when it is true.
                 report = True
         self.batches += 1
@@ -1832,7 +1851,12 @@ class Journal(_Index):
         self._dir_ready = False
         self._replayed = False
         self._compacting = False
-        self._failing = False
+        # Why the last batch of this journal failed, until one is written:
+        # meanwhile adds are refused at once.
+        self._failing: str | None = None
+        # The writer is stopping and this journal's failed steps were
+        # retried once already: a second failure gives up on them.
+        self._retried_at_stop = False
         self._last_sync = self._reactor.seconds()
         self._unsynced = False
         self._sync_call: IDelayedCall | None = None
@@ -1855,25 +1879,35 @@ class Journal(_Index):
         """Bytes of the journal on disk (once pending records are written)."""
         return self._size
 
+    @property
+    def failing(self) -> str | None:
+        """Why the journal's last write failed, until one succeeds again:
+        meanwhile it refuses adds."""
+        return self._failing
+
     def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
         if self._state:
             return fail(JournalError("journal closed")) if self._always else None
+        if self._failing is not None:
+            return fail(JournalError(self._failing))
         write = self._add_record(item, in_memory)
-        return self._added(write)
+        return self._added(write, ((item, in_memory),))
 
     def add_many(
         self, items: list[Item], in_memory: list[bool]
     ) -> Deferred[None] | None:
         if self._state:
             return fail(JournalError("journal closed")) if self._always else None
+        if self._failing is not None:
+            return fail(JournalError(self._failing))
         write = None
         for item, held in zip(items, in_memory, strict=True):
             write = self._add_record(item, held)
         if write is None:
             return None
-        return self._added(write)
+        return self._added(write, list(zip(items, in_memory, strict=True)))
 
-    def _added(self, write: _Write) -> Deferred[None] | None:
+    def _added(self, write: _Write, added: _Added) -> Deferred[None] | None:
         """Records were added up to ``write``: a Deferred for their
         durability when the policy waits for it (the write's steps run in
         order, so the last one's waiters fire once all are done)."""
@@ -1881,7 +1915,7 @@ class Journal(_Index):
         writer._fresh = True
         if self._always:
             d: Deferred[None] = Deferred()
-            write.waiters.append(d)
+            write.waiters.append((d, added))
             writer._urgent = True
             writer._kick()
             return d
@@ -1960,6 +1994,29 @@ class Journal(_Index):
             self._forget(item.id)
         self._compact_if_dead()
         self._wake()
+
+    def _retract(self, added: _Added) -> None:
+        """Durable adds failed, so their items are not in the queue: record
+        their removal after them, so that a later write of the retried ADD
+        records brings none of them back (see "Failed writes")."""
+        if self._state:
+            return
+        records = []
+        for item, in_memory in added:
+            size = len(item.data)
+            records.append(_record(_REMOVE.pack(REMOVE, item.id, size)))
+            if not in_memory and self._behind_count:
+                # The reader must not hand it out.
+                self._skip.add(item.id)
+                self._behind_count -= 1
+                self._behind_bytes -= size
+                if not self._behind_count:
+                    self._behind_bytes = 0
+                    self._cursor = None
+                    self._skip.clear()
+            self._forget(item.id)
+        self._append(b"".join(records))
+        self._compact_if_dead()
 
     def _forget(self, item_id: int) -> None:
         """A removed item no longer keeps its segment alive."""
@@ -2339,8 +2396,8 @@ class Journal(_Index):
         chunk that now holds the steps to retry, if any."""
         error = chunk.error
         if error is None:
-            if self._failing:
-                self._failing = False
+            if self._failing is not None:
+                self._failing = None
                 _log.info(
                     "journal {directory}: writing again", directory=self.directory
                 )
@@ -2348,14 +2405,14 @@ class Journal(_Index):
                 step.complete(self)
             return None
         reason = _reason(error)
-        if not self._failing:
-            self._failing = True
+        if self._failing is None:
             _log.error(
-                "journal {directory}: {reason}; durable adds fail until a "
+                "journal {directory}: {reason}; sets are refused until a "
                 "later batch is written",
                 directory=self.directory,
                 reason=reason,
             )
+        self._failing = reason
         redo: list[_Step] = []
         for step in chunk.steps:
             if step.done:
@@ -2364,12 +2421,17 @@ class Journal(_Index):
                 continue
             else:
                 if isinstance(step, _Write):
-                    step.fail_waiters(reason)
+                    step.fail_waiters(self, reason)
                 redo.append(step)
         if self._writer.stopping:
-            for step in redo:
-                step.abandon(self, reason)
-            return None
+            if self._retried_at_stop:
+                for step in redo:
+                    step.abandon(self, reason)
+                return None
+            # A batch that failed before the stop came back after it: the
+            # disk may have room by now, and this is the last chance to
+            # write what was acknowledged and consumed.
+            self._retried_at_stop = True
         # Everything that did not make it goes first in the next chunk, in
         # order: nothing journaled is dropped, and deletes and reads still
         # come after the writes they depend on.

@@ -98,6 +98,28 @@ def _timed_out(result: object, timeout: float) -> None:
     return None
 
 
+class _Arrival:
+    """Items of one durable ``put`` (or run of puts) that the journal has
+    not made durable yet.  They are counted in the queue but handed to
+    nobody until then; if the journal fails they are not in the queue at
+    all (the client was told ``SERVER_ERROR``)."""
+
+    __slots__ = ("held", "count", "behind_count", "behind_bytes", "state")
+
+    WAITING = 0
+    STORED = 1
+    #: Refused by the journal, or flushed while waiting.
+    GONE = 2
+
+    def __init__(self, held: list[Item], count: int) -> None:
+        # The items kept in memory, in order; the others are behind.
+        self.held = held
+        self.count = count
+        self.behind_count = 0
+        self.behind_bytes = 0
+        self.state = _Arrival.WAITING
+
+
 class Queue:
     """A FIFO of items with waiting getters, open reads, expiry and limits.
 
@@ -119,6 +141,9 @@ class Queue:
         self.journal = journal
         self._clock = clock
         self._items: deque[Item] = deque()
+        # Items at the tail waiting for the journal, oldest first.
+        self._arriving: deque[_Arrival] = deque()
+        self._arriving_held = 0
         self._waiters: deque[_Waiter] = deque()
         self._next_id = 1
         self._refilling = False
@@ -150,8 +175,9 @@ class Queue:
 
     @property
     def items(self) -> int:
-        """Items queued, in memory or behind it (open reads not counted)."""
-        return len(self._items) + self.behind_items
+        """Items queued, in memory or behind it (open reads not counted),
+        including those still being made durable."""
+        return len(self._items) + self._arriving_held + self.behind_items
 
     @property
     def queued_bytes(self) -> int:
@@ -159,7 +185,7 @@ class Queue:
 
     @property
     def mem_items(self) -> int:
-        return len(self._items)
+        return len(self._items) + self._arriving_held
 
     @property
     def waiters(self) -> int:
@@ -179,6 +205,7 @@ class Queue:
         """Empty, nothing open or waiting, and untouched since ``when``."""
         return (
             not self._items
+            and not self._arriving
             and not self.behind_items
             and not self.open_items
             and not self._waiters
@@ -214,13 +241,15 @@ class Queue:
             # Stored as asked, but never handed out.
             self._expire(item, journaled=False)
             return True
-        in_memory = self._place(item)
+        in_memory = self._reserve(item)
         durable = None if self.journal is None else self.journal.add(item, in_memory)
-        if in_memory and self._waiters:
-            self._serve()
-        if durable is None:
+        if durable is None and not self._arriving:
+            if in_memory:
+                self._items.append(item)
+                if self._waiters:
+                    self._serve()
             return True
-        return durable
+        return self._arrive([item], [in_memory], durable)
 
     def put_many(
         self, datas: list[bytes], flags: int = 0, expiry: float | None = None
@@ -250,11 +279,14 @@ class Queue:
             item = Item(self._next_id, data, flags, expiry, now)
             self._next_id += 1
             items.append(item)
-            held.append(self._place(item))
+            held.append(self._reserve(item))
         self.total_items += len(items)
-        if self.journal is None:
+        durable = None if self.journal is None else self.journal.add_many(items, held)
+        if durable is None and not self._arriving:
+            self._items.extend(item for item, h in zip(items, held, strict=True) if h)
             return len(items), None
-        return len(items), self.journal.add_many(items, held)
+        result = self._arrive(items, held, durable)
+        return len(items), result if isinstance(result, Deferred) else None
 
     def _expiry(self, expiry: float | None, now: float) -> float | None:
         """An item's expiry, ``max_age`` taken into account."""
@@ -264,12 +296,12 @@ class Queue:
         limit = now + max_age
         return limit if expiry is None else min(expiry, limit)
 
-    def _place(self, item: Item) -> bool:
-        """Queue a new item at the tail: in memory (``True``), or only
-        counted, its data left to the journal."""
+    def _reserve(self, item: Item) -> bool:
+        """Count a new item at the tail: held in memory (``True``), or only
+        counted, its data left to the journal.  The caller puts a held item
+        in place."""
         size = len(item.data)
         if self._keeps_in_memory(size):
-            self._items.append(item)
             self.mem_bytes += size
             return True
         assert self.journal is not None
@@ -283,8 +315,62 @@ class Queue:
         if self.behind_items:
             return False
         return self.mem_bytes + size <= self.settings.max_memory_size or not (
-            self._items
+            self._items or self._arriving_held
         )
+
+    def _arrive(
+        self, items: list[Item], held: list[bool], durable: Deferred[None] | None
+    ) -> bool | Deferred[None]:
+        """New items wait at the tail until ``durable`` fires (or, with
+        ``None``, until the items before them are durable)."""
+        arrival = _Arrival(
+            [item for item, h in zip(items, held, strict=True) if h], len(items)
+        )
+        for item, h in zip(items, held, strict=True):
+            if not h:
+                arrival.behind_count += 1
+                arrival.behind_bytes += len(item.data)
+        self._arriving.append(arrival)
+        self._arriving_held += len(arrival.held)
+        if durable is None:
+            arrival.state = _Arrival.STORED
+            self._settle()
+            return True
+        durable.addCallbacks(
+            self._stored, self._refused, callbackArgs=(arrival,), errbackArgs=(arrival,)
+        )
+        return durable
+
+    def _stored(self, result: object, arrival: _Arrival) -> object:
+        if arrival.state == _Arrival.WAITING:
+            arrival.state = _Arrival.STORED
+            self._settle()
+        return result
+
+    def _refused(self, failure: Failure, arrival: _Arrival) -> Failure:
+        """The journal could not make the items durable: they were never
+        in the queue (and the journal records as much)."""
+        self.total_items -= arrival.count
+        if arrival.state == _Arrival.WAITING:
+            arrival.state = _Arrival.GONE
+            self.mem_bytes -= sum(len(item.data) for item in arrival.held)
+            self.behind_items -= arrival.behind_count
+            self.behind_bytes -= arrival.behind_bytes
+            self._settle()
+        return failure
+
+    def _settle(self) -> None:
+        """Put the items that are durable, oldest first, in place."""
+        arriving = self._arriving
+        placed = False
+        while arriving and arriving[0].state != _Arrival.WAITING:
+            arrival = arriving.popleft()
+            self._arriving_held -= len(arrival.held)
+            if arrival.state == _Arrival.STORED and not self.deleted:
+                self._items.extend(arrival.held)
+                placed = True
+        if placed and self._waiters:
+            self._serve()
 
     def _make_room(self, size: int) -> bool:
         settings = self.settings
@@ -554,6 +640,11 @@ class Queue:
     def flush(self) -> None:
         """Drop every queued item; open reads stay open."""
         self.touched = self._clock.seconds()
+        for arrival in self._arriving:
+            # Their ADD records come before the FLUSH record.
+            arrival.state = _Arrival.GONE
+        self._arriving.clear()
+        self._arriving_held = 0
         self._items.clear()
         self.mem_bytes = 0
         self.behind_items = 0

@@ -7,6 +7,7 @@ import errno
 import os
 import random
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any, cast
@@ -111,6 +112,18 @@ class CountingOps(FileOps):
             raise OSError(self.fail_syncs, os.strerror(self.fail_syncs))
         self.syncs += 1
         super().fsync(fd)
+
+
+class GatedOps(CountingOps):
+    """Writes wait for ``gate`` (on the writer thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def write(self, fd: int, data: bytes) -> None:
+        self.gate.wait(60)
+        super().write(fd, data)
 
 
 def item(i: int, size: int = 10, expiry: float | None = None) -> Item:
@@ -448,10 +461,12 @@ class GroupCommitTests(_Base):
 
     @inlineCallbacks
     def test_real_thread(self) -> Generator[Deferred[Any], Any, None]:
-        ops = CountingOps()
+        ops = GatedOps()
         writer = self.real_writer(ops)
         journal = Journal(self.dir, writer, sync="always")
         ds = [journal.add(item(i)) for i in range(1, 5001)]
+        # However fast the thread, the first batch is still on it.
+        ops.gate.set()
         yield gatherResults([d for d in ds if d is not None])
         # The first add left alone, the rest together.
         self.assertEqual(writer.batches, 2)
@@ -1190,6 +1205,8 @@ class FailureTests(_Base):
         ops = CountingOps()
         ops.partial = partial
         writer = self.fake_writer(ops=ops)
+        # ``replay`` below makes a writer of its own, with its own clock.
+        clock = self.clock
         journal = Journal(self.dir, writer, sync="always")
         for i in range(1, 4):
             journal.add(item(i))
@@ -1207,7 +1224,7 @@ class FailureTests(_Base):
             expected = "input/output error" if on_sync else "no space left on device"
             self.assertEqual(str(failure.value), expected)
         self.assertEqual(len(self.errors()), 1)
-        # Still failing: more errbacks, no more log lines.
+        # Still failing: refused at once, without a record; no more log lines.
         more = journal.add(item(7))
         assert more is not None
         self.failureResultOf(more, JournalError)
@@ -1216,19 +1233,22 @@ class FailureTests(_Base):
         _, replayed = self.replay()
         self.assertEqual(ids(replayed.items), [2, 3])
         self.assertEqual(replayed.damage, [])
-        # Items 4 to 7 (10 bytes each) are still to be written.
-        self.assertEqual(writer.backlog, 40)
+        # Item 4 (10 bytes) is still to be written, with the record of its
+        # removal; 5 and 6 came after the failure and were never recorded.
+        self.assertEqual(writer.backlog, 10)
         ops.fail_writes = ops.fail_syncs = None
         # The retry timer writes what was held back, with no new record.
-        self.clock.advance(writer.retry_delay)
+        clock.advance(writer.retry_delay)
+        self.assertEqual(writer.backlog, 0)
         good = journal.add(item(8))
         assert good is not None
         self.successResultOf(good)
         self.assertEqual(writer.backlog, 0)
         journal.close()
         _, replayed = self.replay()
-        # Everything journaled is there, in order; item 3 was open.
-        self.assertEqual(ids(replayed.items), [3, 4, 5, 6, 7, 8])
+        # What was acknowledged is there, in order (item 3 was open); what
+        # was refused is not.
+        self.assertEqual(ids(replayed.items), [3, 8])
         self.assertEqual(replayed.damage, [])
 
     def test_write_fails(self) -> None:
@@ -1239,6 +1259,24 @@ class FailureTests(_Base):
 
     def test_sync_fails(self) -> None:
         self.check_write_failure(partial=False, on_sync=True)
+
+    def test_a_refused_add_behind_memory_is_not_read_back(self) -> None:
+        ops = CountingOps()
+        writer = self.fake_writer(ops=ops)
+        clock = self.clock
+        journal = Journal(self.dir, writer, sync="always")
+        journal.add(item(1))
+        journal.add(item(2), in_memory=False)
+        ops.fail_writes = errno.ENOSPC
+        refused = journal.add(item(3), in_memory=False)
+        assert refused is not None
+        self.failureResultOf(refused, JournalError)
+        ops.fail_writes = None
+        clock.advance(writer.retry_delay)
+        self.assertEqual(ids(self.successResultOf(journal.read_behind(1 << 20))), [2])
+        journal.close()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [1, 2])
 
     def test_retry_timer(self) -> None:
         ops = CountingOps()

@@ -231,6 +231,77 @@ class DurableTests(QueueTestCase):
         self.assertIs(queue.put(b"a"), False)
         self.assertEqual(self.journal.calls, [])
 
+    def test_nothing_is_handed_out_before_it_is_durable(self) -> None:
+        waiting = self.queue.get(timeout=1.0)
+        assert isinstance(waiting, Deferred)
+        got = results(waiting)
+        self.queue.put(b"a")
+        self.assertEqual((got, self.take()), ([], None))
+        self.assertEqual((self.queue.items, self.queue.mem_items), (1, 1))
+        self.journal.pending[0].callback(None)
+        self.assertEqual([item.data for item in got if item], [b"a"])
+
+    def test_a_refused_item_is_never_handed_out(self) -> None:
+        waiting = self.queue.get(timeout=1.0)
+        assert isinstance(waiting, Deferred)
+        got = results(waiting)
+        result = self.queue.put(b"a")
+        assert isinstance(result, Deferred)
+        failures: list[Failure] = []
+        result.addErrback(failures.append)
+        self.journal.pending[0].errback(OSError("disk full"))
+        self.assertEqual(len(failures), 1)
+        self.assertEqual((got, self.take()), ([], None))
+        self.assertEqual(
+            (self.queue.items, self.queue.queued_bytes, self.queue.total_items),
+            (0, 0, 0),
+        )
+        self.queue.put(b"b")
+        self.journal.pending[1].callback(None)
+        self.assertEqual([item.data for item in got if item], [b"b"])
+
+    def test_order_is_kept_whichever_is_durable_first(self) -> None:
+        for data in (b"a", b"b", b"c"):
+            result = self.queue.put(data)
+            assert isinstance(result, Deferred)
+            result.addErrback(lambda f: None)
+        self.journal.pending[2].callback(None)
+        self.assertIsNone(self.take())
+        self.journal.pending[1].errback(OSError("disk full"))
+        self.assertIsNone(self.take())
+        self.journal.pending[0].callback(None)
+        self.assertEqual([self.take_data(), self.take_data()], [b"a", b"c"])
+        self.assertIsNone(self.take())
+
+    def test_not_durable_waits_behind_durable(self) -> None:
+        """A put that the journal does not make wait (the sync policy was
+        reloaded) still comes after the ones before it."""
+        self.queue.put(b"a")
+        self.journal.durable = False
+        self.assertIs(self.queue.put(b"b"), True)
+        self.assertIsNone(self.take())
+        self.journal.pending[0].callback(None)
+        self.assertEqual([self.take_data(), self.take_data()], [b"a", b"b"])
+
+    def test_flushed_while_waiting(self) -> None:
+        result = self.queue.put(b"a")
+        assert isinstance(result, Deferred)
+        self.queue.flush()
+        self.assertEqual(self.queue.items, 0)
+        self.journal.pending[0].callback(None)
+        self.assertIsNone(self.take())
+        self.assertEqual(self.queue.mem_bytes, 0)
+
+    def test_a_run_of_puts_waits_together(self) -> None:
+        result = self.queue.put_many([b"a", b"b"])
+        assert result is not None
+        count, durable = result
+        self.assertEqual(count, 2)
+        assert isinstance(durable, Deferred)
+        self.assertIsNone(self.take())
+        self.journal.pending[-1].callback(None)
+        self.assertEqual([self.take_data(), self.take_data()], [b"a", b"b"])
+
 
 class WaiterTests(QueueTestCase):
     def test_timeout_edge(self) -> None:

@@ -296,6 +296,28 @@ class InterleavingTests(HandOffCase):
             self.assertIsInstance(refused[0], Failure)
             writer.start()
 
+    def test_a_batch_that_failed_before_the_stop_is_retried_once(self) -> None:
+        """Removals failed on a full disk while the writer was asked to stop;
+        the disk has room by the time the failed batch comes back: they are
+        written.  If it fails again the writer still stops."""
+        for room in (True, False):
+            self.setUp()
+            ops = FailingOps()
+            self.writer.file_ops = ops
+            journal = self.journal("a", sync="never")
+            for i in (1, 2, 3):
+                journal.add(item(i))
+            self.settle()
+            journal.remove(item(1))
+            stopped = self.fired(self.writer.stop())
+            self.engine.run_one(error=errno.ENOSPC)
+            if not room:
+                ops.failing = errno.ENOSPC
+            self.settle()
+            self.assertEqual(stopped, [None])
+            expected = [2, 3] if room else [1, 2, 3]
+            self.assertEqual(self.replayed("a"), [item(i).data for i in expected])
+
     def test_engine_failure_with_batches_behind_it(self) -> None:
         """The engine fails one batch: it and those queued behind it are
         undone and retried on the Python loop, oldest first."""
