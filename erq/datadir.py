@@ -1,4 +1,4 @@
-"""The data directory: one server at a time in it.
+"""The data directory: one server at a time in it, and private to its user.
 
 A server holds an exclusive ``flock`` on ``<data_dir>/lock`` from before it
 replays the first journal until its last batch is written and its files are
@@ -11,6 +11,11 @@ files); it holds the pid of the server that took it last, for the message
 that names the holder.  ``erq-journal`` takes the same lock shared: readers
 go together, but never while a server runs, and no server starts while one
 reads.
+
+What erq creates in the data directory is for the server's user alone:
+directories ``0700``, files ``0600`` (less what the umask takes away).
+Whatever exists already keeps its mode: an operator who made the data
+directory readable by a backup group meant it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from erq.config import ConfigError
 #: since a queue directory is a directory.
 LOCK_FILE = "lock"
 
-#: The lock file's mode: it is for the server's user alone.
+#: Modes of the directories and files erq creates.
+DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
@@ -42,6 +48,17 @@ class DataDirectoryInUse(ConfigError):
         self.path = path
         self.holder = holder
         self.args = (f"data directory {path} is in use by {holder}",)
+
+
+def make_private_dir(path: str) -> None:
+    """Make ``path`` (``0700``) unless it exists; missing parents get the
+    usual mode, since they are not erq's."""
+    os.makedirs(path, DIR_MODE, exist_ok=True)
+
+
+def private_opener(path: str, flags: int) -> int:
+    """An ``opener`` for ``open()`` that creates the file ``0600``."""
+    return os.open(path, flags, FILE_MODE)
 
 
 class DataDirLock:
@@ -83,12 +100,12 @@ def _holder(fd: int) -> str:
 
 
 def lock_data_dir(data_dir: str) -> DataDirLock:
-    """Take ``data_dir`` for a server, making it if missing.
+    """Take ``data_dir`` for a server, making it (``0700``) if missing.
 
     Raises `DataDirectoryInUse`, having changed nothing, when another server
     or an ``erq-journal`` holds it; ``OSError`` when the lock file cannot be
     made."""
-    os.makedirs(data_dir, exist_ok=True)
+    make_private_dir(data_dir)
     fd = os.open(
         _lock_path(data_dir),
         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,

@@ -158,6 +158,7 @@ forwarded items only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import gc
 import hashlib
@@ -188,6 +189,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from erq.config import MiB, SyncPolicy
+from erq.datadir import FILE_MODE, make_private_dir, private_opener
 from erq.queue import Item
 
 try:
@@ -437,7 +439,7 @@ class FileOps:
     subclass that counts syncs or fails on demand."""
 
     def open(self, path: str) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
 
     def write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -480,11 +482,14 @@ class FileOps:
             os.close(fd)
 
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        make_private_dir(path)
 
     def write_file(self, path: str, data: bytes) -> None:
         temporary = path + ".tmp"
-        with open(temporary, "wb") as f:
+        # One left by a crash would keep its mode: make a new one.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        with open(temporary, "xb", opener=private_opener) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -2711,7 +2716,8 @@ class _Replay(_Index):
             saved = f"{name}.cut-{end}"
             message += f" (saved as {saved})"
             if self.repair:
-                with open(os.path.join(self.directory, saved), "wb") as f:
+                saved_path = os.path.join(self.directory, saved)
+                with open(saved_path, "wb", opener=private_opener) as f:
                     f.write(buf[end:])
                     f.flush()
                     os.fsync(f.fileno())

@@ -1,13 +1,14 @@
-"""Tests for erq.datadir: one server a data directory."""
+"""Tests for erq.datadir: one server a data directory, private files in it."""
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from erq.config import ConfigError
 from erq.datadir import (
@@ -16,10 +17,13 @@ from erq.datadir import (
     lock_data_dir,
     lock_data_dir_shared,
 )
-from erq.journal import queue_dir
+from erq.journal import FileOps, queue_dir
 from erq.service import QueueService
 from tests.support import LOCALHOST, command, free_port
 from tests.test_twistd import TwistdCase, TwistdProcess, temporary_directory
+
+#: Longer than a directory name may be, so its queue directory has a name file.
+HASHED_NAME = "Q" * 250
 
 
 def snapshot(directory: str) -> dict[str, bytes]:
@@ -49,6 +53,15 @@ async def put(service: QueueService, name: str, data: bytes) -> None:
     stored = service.put(name, data, 0, 0)
     assert isinstance(stored, Deferred)
     await stored
+
+
+def mode(path: str) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def set_umask(case: SynchronousTestCase, umask: int) -> None:
+    """The most common umask, under which a default file is 0644."""
+    case.addCleanup(os.umask, os.umask(umask))
 
 
 class LockTests(TestCase):
@@ -142,6 +155,69 @@ class LockTests(TestCase):
         with self.assertRaises(DataDirectoryInUse) as caught:
             self.service().startService()
         self.assert_in_use(caught.exception, "another erq process (erq-journal)")
+
+
+class ModeTests(TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        set_umask(self, 0o022)
+        self.data_dir = os.path.abspath(self.mktemp())
+
+    def assert_private(self, data_dir: str) -> None:
+        """Directories 0700 and files 0600 below ``data_dir``."""
+        seen = 0
+        for parent, directories, files in os.walk(data_dir):
+            for name in directories:
+                path = os.path.join(parent, name)
+                self.assertEqual(mode(path), 0o700, path)
+            for name in files:
+                path = os.path.join(parent, name)
+                self.assertEqual(mode(path), 0o600, path)
+                seen += 1
+        self.assertGreater(seen, 0)
+
+    async def test_what_the_server_makes_is_private(self) -> None:
+        service = QueueService(data_dir=self.data_dir)
+        service.startService()
+        for name in ("jobs", "jobs", HASHED_NAME):
+            await put(service, name, b"x" * 100)
+        await service.stopService()
+        directory = queue_dir(self.data_dir, HASHED_NAME)
+        self.assertIn("name", os.listdir(directory))
+        self.assertEqual(mode(self.data_dir), 0o700)
+        self.assert_private(self.data_dir)
+
+        # Damage before the last record: replay saves the cut bytes.
+        segment = os.path.join(queue_dir(self.data_dir, "jobs"), "00000001.seg")
+        with open(segment, "r+b") as f:
+            f.seek(20)
+            f.write(b"\xff")
+        service = QueueService(data_dir=self.data_dir)
+        service.startService()
+        await service.stopService()
+        saved = [n for n in os.listdir(os.path.dirname(segment)) if ".cut-" in n]
+        self.assertEqual(len(saved), 1)
+        self.assert_private(self.data_dir)
+
+    async def test_an_existing_directory_keeps_its_mode(self) -> None:
+        os.makedirs(self.data_dir)
+        os.chmod(self.data_dir, 0o750)
+        service = QueueService(data_dir=self.data_dir)
+        service.startService()
+        await service.stopService()
+        self.assertEqual(mode(self.data_dir), 0o750)
+
+    def test_name_file_left_by_a_crash(self) -> None:
+        os.makedirs(self.data_dir)
+        path = os.path.join(self.data_dir, "name")
+        with open(path + ".tmp", "wb") as f:
+            f.write(b"half")
+        self.assertEqual(mode(path + ".tmp"), 0o644)
+        FileOps().write_file(path, b"q\n")
+        self.assertEqual(mode(path), 0o600)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"q\n")
 
 
 class TwistdLockTests(TwistdCase):
