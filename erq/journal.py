@@ -189,7 +189,13 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from erq.config import MiB, SyncPolicy
-from erq.datadir import FILE_MODE, make_private_dir, private_opener
+from erq.datadir import (
+    FILE_MODE,
+    DataDirectoryInUse,
+    lock_data_dir_shared,
+    make_private_dir,
+    private_opener,
+)
 from erq.queue import Item
 
 try:
@@ -3193,11 +3199,16 @@ def _stats(queues: dict[str, str], out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``erq-journal dump|check|stats <data_dir> [queue]``: look at the
-    journals of a stopped server (read-only)."""
+    journals of a stopped server (read-only).
+
+    A running server's journals change under the reader (a record half
+    written reads as damage), so the tool takes the data directory's lock
+    shared (see ``erq.datadir``) and refuses, exit status 2, while a server
+    holds it; no server starts while the tool reads."""
     parser = argparse.ArgumentParser(
         prog="erq-journal",
-        description="Look at erq queue journals. Read-only; meant for a "
-        "stopped server.",
+        description="Look at erq queue journals. Read-only; refuses to run "
+        "while a server uses the data directory.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for command, text in (
@@ -3212,6 +3223,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.path.isdir(args.data_dir):
         sys.stderr.write(f"erq-journal: no directory {args.data_dir}\n")
         return 2
+    try:
+        lock = lock_data_dir_shared(args.data_dir)
+    except (DataDirectoryInUse, OSError) as error:
+        sys.stderr.write(f"erq-journal: {error}\n")
+        return 2
+    try:
+        return _run(args, sys.stdout)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     queues = list_queue_dirs(args.data_dir)
     if args.queue is not None:
         if args.queue not in queues:
@@ -3225,7 +3249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": _check,
         "stats": _stats,
     }
-    return handlers[args.command](queues, sys.stdout)
+    return handlers[args.command](queues, out)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,12 @@ import os
 import string
 import subprocess
 import sys
+from typing import TextIO
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from erq import journal as journal_module
+from erq.datadir import DataDirectoryInUse, lock_data_dir
 from erq.journal import (
     Journal,
     JournalWriter,
@@ -187,6 +190,46 @@ class ToolTests(SynchronousTestCase):
             self.assertEqual(self.run_main("stats", self.data_dir, "nope")[0], 2)
             self.assertEqual(self.run_main("check", self.data_dir + "x")[0], 2)
         self.assertIn("no queue 'nope'", err.getvalue())
+
+    def test_refuses_while_a_server_holds_the_directory(self) -> None:
+        lock = lock_data_dir(self.data_dir)
+        refusal = (
+            f"erq-journal: data directory {os.path.abspath(self.data_dir)}"
+            f" is in use by another erq process (pid {os.getpid()})\n"
+        )
+        for argv in (
+            ("dump", self.data_dir),
+            ("check", self.data_dir),
+            ("stats", self.data_dir, "jobs"),
+        ):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code, out = self.run_main(*argv)
+            self.assertEqual((code, out, err.getvalue()), (2, "", refusal))
+        lock.release()
+        self.assertEqual(self.run_main("check", self.data_dir)[0], 0)
+
+    def test_no_server_starts_while_it_reads(self) -> None:
+        lock_data_dir(self.data_dir).release()
+        refused: list[str] = []
+
+        def stats(queues: dict[str, str], out: TextIO) -> int:
+            with self.assertRaises(DataDirectoryInUse) as caught:
+                lock_data_dir(self.data_dir)
+            refused.append(str(caught.exception))
+            return 0
+
+        self.patch(journal_module, "_stats", stats)
+        self.assertEqual(self.run_main("stats", self.data_dir)[0], 0)
+        self.assertEqual(
+            refused,
+            [
+                f"data directory {os.path.abspath(self.data_dir)} is in use by"
+                " another erq process (erq-journal)"
+            ],
+        )
+        # And it lets go when done.
+        lock_data_dir(self.data_dir).release()
 
     def test_module_runs(self) -> None:
         result = subprocess.run(
