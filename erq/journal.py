@@ -165,6 +165,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import struct
 import sys
 import zlib
@@ -3204,7 +3205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     A running server's journals change under the reader (a record half
     written reads as damage), so the tool takes the data directory's lock
     shared (see ``erq.datadir``) and refuses, exit status 2, while a server
-    holds it; no server starts while the tool reads."""
+    holds it; no server starts while the tool reads.  Output cut short by
+    its reader (``| head``) ends the tool quietly with status 141, as
+    SIGPIPE ends other tools: a ``check`` not read to the end is no ``ok``."""
     parser = argparse.ArgumentParser(
         prog="erq-journal",
         description="Look at erq queue journals. Read-only; refuses to run "
@@ -3230,6 +3233,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _run(args, sys.stdout)
+    except BrokenPipeError:
+        # Whatever is still buffered goes nowhere, not into a traceback at
+        # exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     finally:
         if lock is not None:
             lock.release()
@@ -3249,7 +3259,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         "check": _check,
         "stats": _stats,
     }
-    return handlers[args.command](queues, out)
+    status = handlers[args.command](queues, out)
+    out.flush()
+    return status
 
 
 if __name__ == "__main__":

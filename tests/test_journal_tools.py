@@ -240,3 +240,54 @@ class ToolTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("queue 'jobs': ok", result.stdout)
+
+
+class ClosedPipeTests(SynchronousTestCase):
+    """``erq-journal ... | head``: the reader goes away before the end."""
+
+    def setUp(self) -> None:
+        self.data_dir = self.mktemp()
+        writer = JournalWriter(FakeReactor(), SyncPool())  # type: ignore[arg-type]
+        journal = Journal(queue_dir(self.data_dir, "many"), writer, "never")
+        # Far more than a pipe holds, so the tool is still writing when the
+        # reader leaves.
+        for i in range(1, 5001):
+            journal.add(Item(i, b"%032d" % i, 0, None, 1.0))
+        journal.close()
+
+    def run_tool(self, *argv: str, read_a_line: bool) -> tuple[int, bytes, bytes]:
+        """Run the tool into a pipe that is closed after its first line, or
+        before it writes anything; its status, that line and its stderr."""
+        reader, writer = os.pipe()
+        if not read_a_line:
+            os.close(reader)
+        with subprocess.Popen(
+            [sys.executable, "-m", "erq.journal", *argv],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+        ) as tool:
+            os.close(writer)
+            line = b""
+            if read_a_line:
+                with os.fdopen(reader, "rb") as pipe:
+                    line = pipe.readline()
+            _, err = tool.communicate(timeout=60)
+        return tool.returncode, line, err
+
+    def test_dump_into_head(self) -> None:
+        code, line, err = self.run_tool("dump", self.data_dir, read_a_line=True)
+        self.assertEqual(line, f"queue 'many' in {self.data_dir}/many\n".encode())
+        self.assertEqual((code, err), (141, b""))
+
+    def test_stats_into_a_closed_pipe(self) -> None:
+        code, _, err = self.run_tool("stats", self.data_dir, read_a_line=False)
+        self.assertEqual((code, err), (141, b""))
+
+    def test_whole_output_read(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "erq.journal", "dump", self.data_dir],
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        self.assertEqual(len(result.stdout.splitlines()), 1 + 5000)
