@@ -166,6 +166,7 @@ forwarded items only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import enum
 import errno
 import gc
@@ -173,6 +174,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import struct
 import sys
 import threading
@@ -198,6 +200,13 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from erq.config import MiB, SyncPolicy
+from erq.datadir import (
+    FILE_MODE,
+    DataDirectoryInUse,
+    lock_data_dir_shared,
+    make_private_dir,
+    private_opener,
+)
 from erq.queue import Item
 
 try:
@@ -450,7 +459,7 @@ class FileOps:
     subclass that counts syncs or fails on demand."""
 
     def open(self, path: str) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
 
     def write(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
@@ -493,11 +502,14 @@ class FileOps:
             os.close(fd)
 
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        make_private_dir(path)
 
     def write_file(self, path: str, data: bytes) -> None:
         temporary = path + ".tmp"
-        with open(temporary, "wb") as f:
+        # One left by a crash would keep its mode: make a new one.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        with open(temporary, "xb", opener=private_opener) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -2873,7 +2885,8 @@ class _Replay(_Index):
             saved = f"{name}.cut-{end}"
             message += f" (saved as {saved})"
             if self.repair:
-                with open(os.path.join(self.directory, saved), "wb") as f:
+                saved_path = os.path.join(self.directory, saved)
+                with open(saved_path, "wb", opener=private_opener) as f:
                     f.write(buf[end:])
                     f.flush()
                     os.fsync(f.fileno())
@@ -3349,11 +3362,18 @@ def _stats(queues: dict[str, str], out: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``erq-journal dump|check|stats <data_dir> [queue]``: look at the
-    journals of a stopped server (read-only)."""
+    journals of a stopped server (read-only).
+
+    A running server's journals change under the reader (a record half
+    written reads as damage), so the tool takes the data directory's lock
+    shared (see ``erq.datadir``) and refuses, exit status 2, while a server
+    holds it; no server starts while the tool reads.  Output cut short by
+    its reader (``| head``) ends the tool quietly with status 141, as
+    SIGPIPE ends other tools: a ``check`` not read to the end is no ``ok``."""
     parser = argparse.ArgumentParser(
         prog="erq-journal",
-        description="Look at erq queue journals. Read-only; meant for a "
-        "stopped server.",
+        description="Look at erq queue journals. Read-only; refuses to run "
+        "while a server uses the data directory.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for command, text in (
@@ -3368,6 +3388,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not os.path.isdir(args.data_dir):
         sys.stderr.write(f"erq-journal: no directory {args.data_dir}\n")
         return 2
+    try:
+        lock = lock_data_dir_shared(args.data_dir)
+    except (DataDirectoryInUse, OSError) as error:
+        sys.stderr.write(f"erq-journal: {error}\n")
+        return 2
+    try:
+        return _run(args, sys.stdout)
+    except BrokenPipeError:
+        # Whatever is still buffered goes nowhere, not into a traceback at
+        # exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
     queues = list_queue_dirs(args.data_dir)
     if args.queue is not None:
         if args.queue not in queues:
@@ -3381,7 +3421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": _check,
         "stats": _stats,
     }
-    return handlers[args.command](queues, sys.stdout)
+    status = handlers[args.command](queues, out)
+    out.flush()
+    return status
 
 
 if __name__ == "__main__":

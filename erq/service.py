@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +24,7 @@ from erq.config import (
     fanout_parent,
     load_config,
 )
+from erq.datadir import DataDirLock, lock_data_dir
 from erq.journal import LINGER, Journal, JournalWriter, list_queue_dirs, queue_dir
 from erq.queue import Item, Queue
 
@@ -142,6 +142,7 @@ class QueueService(Service):
         self.config_path = config_path
         self.data_dir = data_dir
         self.writer: JournalWriter | None = None
+        self._lock: DataDirLock | None = None
         self.segment_size = SEGMENT_SIZE if segment_size is None else segment_size
         self._replayed = False
         self.overrides = dict(overrides or {})
@@ -167,10 +168,12 @@ class QueueService(Service):
         (and its plain get answered to nobody when it gives up).  The
         writer's thread starts later, in ``startService``: a port that
         cannot be bound must still end the process."""
+        self._lock_data_dir()
         super().privilegedStartService()
         self._replay_journals()
 
     def startService(self) -> None:
+        self._lock_data_dir()
         self.shutting_down = False
         self.started_at = self.clock.seconds()
         super().startService()
@@ -179,6 +182,19 @@ class QueueService(Service):
             self.writer.start()
         self._create_configured()
         self._start_sweeper()
+
+    def _lock_data_dir(self) -> None:
+        """Hold the data directory (see ``erq.datadir``) before anything
+        reads it; raises `DataDirectoryInUse`, with nothing started, when
+        another server holds it."""
+        if self.data_dir is not None and self._lock is None:
+            self._lock = lock_data_dir(self.data_dir)
+
+    def _unlock_data_dir(self, result: object = None) -> object:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+        return result
 
     def _replay_journals(self) -> None:
         if self.data_dir is None or self._replayed:
@@ -205,12 +221,13 @@ class QueueService(Service):
         for connection in list(self.connections):
             connection.disconnect()
         if self.writer is None:
+            self._unlock_data_dir()
             return succeed(None)
-        return self.writer.stop()
+        # Another server may have the directory once every file is closed.
+        return self.writer.stop().addBoth(self._unlock_data_dir)
 
     def _replay(self, data_dir: str) -> None:
         """Bring back every queue journaled under ``data_dir``."""
-        os.makedirs(data_dir, exist_ok=True)
         started = time.monotonic()
         items = 0
         for name, path in sorted(list_queue_dirs(data_dir).items()):

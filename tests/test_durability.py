@@ -466,7 +466,8 @@ class ReplayTests(DurabilityCase):
         for name in names:
             replies = await deferToThread(client.store, name, [name.encode()])
             self.assertEqual(replies, [b"STORED"])
-        self.assertEqual(len(os.listdir(self.data_dir)), len(names))
+        directories = [e for e in os.scandir(self.data_dir) if e.is_dir()]
+        self.assertEqual(len(directories), len(names))
         server = await self.restart(server)
         client = self.client(server)
         for name in names:

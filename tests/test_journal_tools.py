@@ -8,9 +8,12 @@ import os
 import string
 import subprocess
 import sys
+from typing import TextIO
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from erq import journal as journal_module
+from erq.datadir import DataDirectoryInUse, lock_data_dir
 from erq.journal import (
     Journal,
     JournalWriter,
@@ -188,6 +191,46 @@ class ToolTests(SynchronousTestCase):
             self.assertEqual(self.run_main("check", self.data_dir + "x")[0], 2)
         self.assertIn("no queue 'nope'", err.getvalue())
 
+    def test_refuses_while_a_server_holds_the_directory(self) -> None:
+        lock = lock_data_dir(self.data_dir)
+        refusal = (
+            f"erq-journal: data directory {os.path.abspath(self.data_dir)}"
+            f" is in use by another erq process (pid {os.getpid()})\n"
+        )
+        for argv in (
+            ("dump", self.data_dir),
+            ("check", self.data_dir),
+            ("stats", self.data_dir, "jobs"),
+        ):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code, out = self.run_main(*argv)
+            self.assertEqual((code, out, err.getvalue()), (2, "", refusal))
+        lock.release()
+        self.assertEqual(self.run_main("check", self.data_dir)[0], 0)
+
+    def test_no_server_starts_while_it_reads(self) -> None:
+        lock_data_dir(self.data_dir).release()
+        refused: list[str] = []
+
+        def stats(queues: dict[str, str], out: TextIO) -> int:
+            with self.assertRaises(DataDirectoryInUse) as caught:
+                lock_data_dir(self.data_dir)
+            refused.append(str(caught.exception))
+            return 0
+
+        self.patch(journal_module, "_stats", stats)
+        self.assertEqual(self.run_main("stats", self.data_dir)[0], 0)
+        self.assertEqual(
+            refused,
+            [
+                f"data directory {os.path.abspath(self.data_dir)} is in use by"
+                " another erq process (erq-journal)"
+            ],
+        )
+        # And it lets go when done.
+        lock_data_dir(self.data_dir).release()
+
     def test_module_runs(self) -> None:
         result = subprocess.run(
             [sys.executable, "-m", "erq.journal", "check", self.data_dir],
@@ -197,3 +240,54 @@ class ToolTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("queue 'jobs': ok", result.stdout)
+
+
+class ClosedPipeTests(SynchronousTestCase):
+    """``erq-journal ... | head``: the reader goes away before the end."""
+
+    def setUp(self) -> None:
+        self.data_dir = self.mktemp()
+        writer = JournalWriter(FakeReactor(), SyncPool())  # type: ignore[arg-type]
+        journal = Journal(queue_dir(self.data_dir, "many"), writer, "never")
+        # Far more than a pipe holds, so the tool is still writing when the
+        # reader leaves.
+        for i in range(1, 5001):
+            journal.add(Item(i, b"%032d" % i, 0, None, 1.0))
+        journal.close()
+
+    def run_tool(self, *argv: str, read_a_line: bool) -> tuple[int, bytes, bytes]:
+        """Run the tool into a pipe that is closed after its first line, or
+        before it writes anything; its status, that line and its stderr."""
+        reader, writer = os.pipe()
+        if not read_a_line:
+            os.close(reader)
+        with subprocess.Popen(
+            [sys.executable, "-m", "erq.journal", *argv],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+        ) as tool:
+            os.close(writer)
+            line = b""
+            if read_a_line:
+                with os.fdopen(reader, "rb") as pipe:
+                    line = pipe.readline()
+            _, err = tool.communicate(timeout=60)
+        return tool.returncode, line, err
+
+    def test_dump_into_head(self) -> None:
+        code, line, err = self.run_tool("dump", self.data_dir, read_a_line=True)
+        self.assertEqual(line, f"queue 'many' in {self.data_dir}/many\n".encode())
+        self.assertEqual((code, err), (141, b""))
+
+    def test_stats_into_a_closed_pipe(self) -> None:
+        code, _, err = self.run_tool("stats", self.data_dir, read_a_line=False)
+        self.assertEqual((code, err), (141, b""))
+
+    def test_whole_output_read(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "erq.journal", "dump", self.data_dir],
+            capture_output=True,
+            timeout=60,
+        )
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        self.assertEqual(len(result.stdout.splitlines()), 1 + 5000)

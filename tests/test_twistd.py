@@ -84,15 +84,19 @@ class TwistdCase(TestCase):
         self.directory = temporary_directory(self)
         self.log_file = os.path.join(self.directory, "twistd.log")
 
-    def spawn(self, port: str, *options: str) -> TwistdProcess:
+    def spawn(
+        self, port: str, *options: str, directory: str | None = None
+    ) -> TwistdProcess:
         """Start ``twistd -n erq`` listening on ``port``, with more erq
-        ``options``; it is killed if it still runs when the test ends."""
+        ``options``; it is killed if it still runs when the test ends.  It
+        runs in the test's directory, or in ``directory``, where it then
+        logs too."""
         process = TwistdProcess()
         arguments = twistd_command() + [
             "-n",
             "--pidfile=",
             "-l",
-            self.log_file,
+            self.log_file if directory is None else "twistd.log",
             "erq",
             "--port",
             port,
@@ -105,7 +109,7 @@ class TwistdCase(TestCase):
             arguments[0],
             arguments,
             env=dict(os.environ),
-            path=self.directory,
+            path=self.directory if directory is None else directory,
         )
 
         def kill() -> Deferred[int | None] | None:
