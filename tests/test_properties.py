@@ -1,5 +1,5 @@
 """Stateful property tests: random sessions of several connections, checked
-against a plain Python model of PROTOCOL.md.
+against a plain Python model of docs/protocol.md.
 
 The machine drives one ``QueueService`` (in memory, on a ``task.Clock``)
 through a few connections (the ``Client`` of ``test_protocol``) with sets,
@@ -14,7 +14,7 @@ Hypothesis prints the shortest failing sequence of steps it finds;
 How the model serialises connections follows the server: a request that
 hands an item to a waiting get (a set, an abort, a dropped connection) runs
 that waiter's connection, and the requests buffered behind its get, before
-it goes on.  Within that order the model is PROTOCOL.md: waiters are served
+it goes on.  Within that order the model is docs/protocol.md: waiters are served
 first come, first served, an open read goes back to the head, and so on.
 """
 
@@ -112,7 +112,7 @@ GOOD_OPTIONS = (
 )
 #: Options of a key that may wait.
 WAIT_OPTIONS = ("/t=100", "/open/t=100", "/t=250/peek", "/close/open/t=250")
-#: Combinations PROTOCOL.md refuses with ``CLIENT_ERROR``.
+#: Combinations docs/protocol.md refuses with ``CLIENT_ERROR``.
 BAD_OPTIONS = ("/peek/open", "/close/peek", "/abort/open", "/close/abort")
 
 queues = st.sampled_from(("a", "a", "b"))

@@ -1,4 +1,4 @@
-"""Tests for erq.protocol: the memcache text protocol as PROTOCOL.md states it."""
+"""Tests for erq.protocol: the memcache text protocol as docs/protocol.md states it."""
 
 from __future__ import annotations
 
