@@ -1,7 +1,14 @@
-"""twistd's way in: command-line options turned into a running server."""
+"""twistd's way in: command-line options turned into a running server.
+
+Start-up is where an operator learns what is wrong, so a bad option or
+configuration file is one line naming the option (or the file's key) and
+its value, with exit status 1 (`StartupError`): twistd would print a usage
+error after the whole usage text, where it is easily missed.
+"""
 
 from __future__ import annotations
 
+import json
 import signal
 from types import FrameType
 from typing import Any
@@ -14,13 +21,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python import usage
 
-from erq.config import (
-    Config,
-    ConfigError,
-    load_config,
-    parse_size,
-    parse_sync_journal,
-)
+from erq.config import Config, ConfigError, load_config, parse_option
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 
@@ -34,12 +35,19 @@ def endpoint_description(port: str) -> str:
     return port
 
 
-def _integer_or_text(value: str) -> int | str:
-    """An option's integer, or its text for the setting's check to name."""
-    try:
-        return int(value)
-    except ValueError:
+class StartupError(SystemExit):
+    """A server that cannot start: one line for the operator, exit status 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"erq: {message}")
+
+
+def _shown(value: str) -> str:
+    """An option's value in a message: as typed, quoted if it would not
+    read as one word."""
+    if value and value.isprintable() and not any(c.isspace() for c in value):
         return value
+    return json.dumps(value)
 
 
 class Options(usage.Options):
@@ -56,7 +64,8 @@ class Options(usage.Options):
             "p",
             None,
             "Port number to listen on (127.0.0.1 only), or an endpoint "
-            "description such as tcp:22122:interface=0.0.0.0 or "
+            "description such as tcp:22122:interface=0.0.0.0, "
+            "ssl:22122:privateKey=key.pem:certKey=cert.pem or "
             f"unix:/run/erq.sock. [default: {DEFAULT_PORT}]",
         ],
         [
@@ -77,34 +86,57 @@ class Options(usage.Options):
             None,
             None,
             "Bytes of a queue kept in memory, beyond which items are read "
-            "back from the journal (e.g. 128MiB).",
+            "back from the journal: 134217728 or 128MiB.",
         ],
-        ["max-connections", None, None, "Most client connections at once."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Most client connections at once, or unlimited.",
+        ],
     ]
     optFlags = [["no-shutdown", None, "Refuse the shutdown command."]]
 
-    def postOptions(self) -> None:
-        if self["port"] == "":
-            raise usage.UsageError("--port must not be empty")
-        overrides: dict[str, Any] = {
-            "port": self["port"],
-            "data_dir": self["data-dir"],
-            "allow_shutdown": False if self["no-shutdown"] else None,
-        }
+    #: Each option that sets a setting, and the setting's name.
+    settings = {
+        "port": "port",
+        "data-dir": "data_dir",
+        "sync": "sync_journal",
+        "max-memory-size": "max_memory_size",
+        "max-connections": "max_connections",
+    }
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Options parsed, or `StartupError`: twistd would print a usage
+        error after the whole usage text, where it is easily missed."""
         try:
-            if self["sync"] is not None:
-                overrides["sync_journal"] = parse_sync_journal(self["sync"])
-            if self["max-memory-size"] is not None:
-                overrides["max_memory_size"] = parse_size(self["max-memory-size"])
-            connections = self["max-connections"]
-            if connections is not None:
-                overrides["max_connections"] = _integer_or_text(connections)
-            overrides = {k: v for k, v in overrides.items() if v is not None}
-            path = self["config"]
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            raise StartupError(
+                f"{error} (twistd erq --help lists the options)"
+            ) from None
+
+    def postOptions(self) -> None:
+        overrides: dict[str, Any] = {}
+        for option, key in self.settings.items():
+            text = self[option]
+            if text is None:
+                continue
+            try:
+                value = parse_option(key, text)
+            except ValueError as error:
+                raise StartupError(f"--{option} {_shown(text)}: {error}") from None
+            if key == "max_connections" and value is None:
+                value = "unlimited"
+            overrides[key] = value
+        if self["no-shutdown"]:
+            overrides["allow_shutdown"] = False
+        path = self["config"]
+        try:
             config = load_config(path) if path else Config()
             self.config = config.with_overrides(**overrides)
-        except (ConfigError, ValueError) as error:
-            raise usage.UsageError(str(error)) from None
+        except ConfigError as error:
+            raise StartupError(str(error)) from None
         self.overrides = overrides
 
 
@@ -188,4 +220,4 @@ def makeService(options: Any) -> MultiService:
     return top
 
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "StartupError", "makeService"]

@@ -10,7 +10,6 @@ from typing import Any, cast
 
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
-from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import service as service_module
@@ -24,7 +23,7 @@ from erq.config import (
 )
 from erq.protocol import QueueFactory
 from erq.service import QueueService
-from erq.tap import Options, makeService
+from erq.tap import Options, StartupError, makeService
 from tests.test_config import toml
 from tests.test_protocol import ProtocolTestCase, set_line, value
 
@@ -822,11 +821,11 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(queues.create_queue("careful").settings.sync_journal, "always")
         self.assertEqual(queues.create_queue("other").settings.sync_journal, "never")
 
-    def test_bad_config_is_a_usage_error(self) -> None:
+    def test_bad_config_is_a_start_up_error(self) -> None:
         path = os.path.abspath(self.mktemp())
         write(path, "[defaults]\nmax_open_reads = 0\n")
         error = self.assertRaises(
-            UsageError, Options().parseOptions, ["--config", path]
+            StartupError, Options().parseOptions, ["--config", path]
         )
         self.assertIn("line 2: defaults.max_open_reads", str(error))
 

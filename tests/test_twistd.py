@@ -186,6 +186,74 @@ class TwistdTests(TwistdCase):
         self.assertIn(str(port), log)
 
 
+class StartupFailureTests(TwistdCase):
+    """Whatever stops the server from starting is one line naming the option
+    and its value, and exit status 1: no traceback, no usage text, no pid
+    file left behind, in the foreground and in the background alike."""
+
+    def launch(self, daemon: bool, options: tuple[str, ...]) -> TwistdProcess:
+        mode = "daemon" if daemon else "foreground"
+        pidfile = os.path.join(self.directory, f"{mode}.pid")
+        arguments = twistd_command() + [
+            *([] if daemon else ["-n"]),
+            f"--pidfile={pidfile}",
+            f"--logfile={os.path.join(self.directory, f'{mode}.log')}",
+            "erq",
+            *options,
+        ]
+        process = TwistdProcess()
+        transport = reactor.spawnProcess(
+            process, arguments[0], arguments, env=dict(os.environ), path=self.directory
+        )
+
+        def kill() -> Deferred[int | None] | None:
+            # A daemon that started after all is found by its pid file.
+            if os.path.exists(pidfile):
+                with open(pidfile) as file:
+                    os.kill(int(file.read()), 9)
+            if process.ended:
+                return None
+            transport.signalProcess("KILL")
+            return process.wait()
+
+        self.addCleanup(kill)
+        return process
+
+    async def fails(self, *options: str) -> str:
+        """Run twistd with ``options`` in the foreground, then in the
+        background; the line both said."""
+        said = []
+        for daemon in (False, True):
+            process = self.launch(daemon, options)
+            code = await self.exit_code(process)
+            output = process.output.decode("utf-8", "replace")
+            self.assertEqual(code, 1, output)
+            self.assertEqual(len(output.splitlines()), 1, output)
+            self.assertTrue(output.startswith("erq: "), output)
+            mode = "daemon" if daemon else "foreground"
+            self.assertEqual(
+                os.listdir(self.directory).count(f"{mode}.pid"), 0, "pid file left"
+            )
+            said.append(output.strip())
+        self.assertEqual(said[0], said[1])
+        return said[0]
+
+    async def test_configuration_file_does_not_validate(self) -> None:
+        path = os.path.join(self.directory, "erq.toml")
+        with open(path, "w") as file:
+            file.write("[defaults]\nmax_open_reads = 0\n")
+        line = await self.fails("--config", path)
+        self.assertEqual(
+            line,
+            f"erq: {path} line 2: defaults.max_open_reads: expected a positive"
+            " integer, got 0",
+        )
+
+    async def test_bad_option_value(self) -> None:
+        line = await self.fails("--max-memory-size", "12XB")
+        self.assertTrue(line.startswith("erq: --max-memory-size 12XB: "), line)
+
+
 class PluginTests(SynchronousTestCase):
     def test_twistd_lists_erq(self) -> None:
         directory = temporary_directory(self)
