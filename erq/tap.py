@@ -1,23 +1,38 @@
 """twistd's way in: command-line options turned into a running server.
 
-Start-up is where an operator learns what is wrong, so a bad option or
-configuration file is one line naming the option (or the file's key) and
-its value, with exit status 1 (`StartupError`): twistd would print a usage
-error after the whole usage text, where it is easily missed.
+Start-up is where an operator learns what is wrong, so every failure there
+is one line naming the option and its value, with exit status 1: no
+traceback, no usage text, no pid file left behind. twistd runs
+``makeService`` before it forks into the background (its parent process
+then waits on a status pipe for the daemon to say how its start went), so
+everything that can be checked is checked there, in the process the
+operator is looking at: the options, the configuration file, the endpoint
+description (and the TLS libraries an ``ssl:`` endpoint needs), the data
+directory, and the port, which is bound there and held until the queues are
+replayed and the server listens on it.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import signal
+import socket
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFromThreads,
+)
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -27,12 +42,24 @@ from erq.service import QueueService
 
 DEFAULT_PORT = 22122
 
+#: Each endpoint type's positional arguments, in order (Twisted's parsers).
+_POSITIONAL: dict[str, tuple[str, ...]] = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": (
+        "port",
+        "privateKey",
+        "certKey",
+        "sslmethod",
+        "interface",
+        "backlog",
+        "extraCertChain",
+        "dhParameters",
+    ),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
 
-def endpoint_description(port: str) -> str:
-    """A bare port number listens on loopback only: safe by default."""
-    if port.isdigit():
-        return f"tcp:{port}:interface=127.0.0.1"
-    return port
+log = Logger()
 
 
 class StartupError(SystemExit):
@@ -42,12 +69,123 @@ class StartupError(SystemExit):
         super().__init__(f"erq: {message}")
 
 
+def _endpoint_arguments(description: str) -> tuple[str, dict[str, str]]:
+    """An endpoint description's type and its arguments by name."""
+    # Twisted's own tokenizer, so that escapes (\\:) read as Twisted reads them.
+    positional, named = endpoints._parse(description)
+    kind = positional[0] if positional else ""
+    names = _POSITIONAL.get(kind, ())
+    arguments = dict(zip(names, positional[1:], strict=False))
+    arguments.update(named)
+    return kind, arguments
+
+
+def endpoint_description(port: str) -> str:
+    """A bare port number listens on loopback only: safe by default."""
+    if port.isdigit():
+        return f"tcp:{port}:interface=127.0.0.1"
+    return port
+
+
+def _check_endpoint(description: str) -> None:
+    """What Twisted would report as a traceback, said in one line instead;
+    `ValueError` with the reason."""
+    kind, arguments = _endpoint_arguments(description)
+    if kind not in _POSITIONAL:
+        known = {*_POSITIONAL, *(parser.prefix for parser in _endpoint_parsers())}
+        if kind not in known:
+            raise ValueError(
+                f"unknown endpoint type {kind!r}; known: {', '.join(sorted(known))}"
+            )
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = arguments.get("port", "")
+        if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+            raise ValueError(
+                f"expected a port number from 0 to 65535 after {kind}:, got {port!r}"
+            )
+    if kind == "ssl":
+        try:
+            importlib.import_module("OpenSSL")
+        except ImportError:
+            raise ValueError(
+                "ssl: needs the TLS libraries (pyOpenSSL, service_identity):"
+                " pip install 'erq[tls]'"
+            ) from None
+    if kind == "unix":
+        directory = os.path.dirname(arguments.get("address", "")) or "."
+        if not os.path.isdir(directory):
+            raise ValueError(f"no directory {directory} for the socket")
+
+
 def _shown(value: str) -> str:
     """An option's value in a message: as typed, quoted if it would not
     read as one word."""
     if value and value.isprintable() and not any(c.isspace() for c in value):
         return value
     return json.dumps(value)
+
+
+def _endpoint_parsers() -> list[Any]:
+    """The endpoint types that plugins add to Twisted's own."""
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    return list(getPlugins(IStreamServerEndpointStringParser))
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as the rest of a one-line message."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _check_data_dir(path: str) -> None:
+    """A data directory that exists and can be written, or that can be
+    made; `ValueError` otherwise."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError("not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError("the directory is not writable")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot make it: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot make it: {parent} is not writable")
+
+
+def _reserve(description: str) -> socket.socket | None:
+    """Bind, without listening, the address a tcp:/tcp6:/ssl: description
+    listens on: a port in use fails here, before twistd forks, and nothing
+    else takes the port while the queues are replayed. A client that comes
+    meanwhile is refused, not left waiting. `OSError` when it cannot bind."""
+    kind, arguments = _endpoint_arguments(description)
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    port = int(arguments["port"])
+    if port == 0:
+        return None
+    interface = arguments.get("interface", "")
+    ipv6 = kind == "tcp6" or isIPv6Address(interface)
+    reserved = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET)
+    try:
+        # As Twisted binds: a restart does not wait for old connections.
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reserved.bind((interface, port))
+    except OSError as error:
+        reserved.close()
+        shown = f"[{interface}]" if ":" in interface else interface or "*"
+        raise OSError(f"cannot listen on {shown}:{port}: {_reason(error)}") from None
+    except BaseException:
+        reserved.close()
+        raise
+    return reserved
 
 
 class Options(usage.Options):
@@ -139,25 +277,55 @@ class Options(usage.Options):
             raise StartupError(str(error)) from None
         self.overrides = overrides
 
+    def named(self, key: str, value: object) -> str:
+        """The setting ``key`` with ``value`` as the operator gave it: the
+        option, or the key in the configuration file."""
+        option = next(name for name, setting in self.settings.items() if setting == key)
+        if self[option] is None and self["config"]:
+            return f"server.{key} {json.dumps(value)} in {self['config']}"
+        return f"--{option} {_shown(str(value))}"
+
 
 class ListeningService(StreamServerEndpointService):
     """A listening port whose failure to bind stops twistd with a message
-    rather than a server that runs and serves nothing."""
+    rather than a server that runs and serves nothing.
+
+    ``reservation`` is the address already bound by `makeService`, closed
+    just before the endpoint binds it again. Should binding fail after all
+    (another process took the port in between), twistd in the background
+    must hear of it through its status pipe, which only an ``Exception``
+    reaches (``daemon``); in the foreground the message is enough, and the
+    ``pidfile`` that twistd wrote is removed.
+    """
 
     def __init__(self, description: str, factory: QueueFactory) -> None:
         from twisted.internet import reactor
 
         super().__init__(serverFromString(reactor, description), factory)
         self.description = description
+        self.kind = _endpoint_arguments(description)[0]
         self._raiseSynchronously = True
+        self.reservation: socket.socket | None = None
+        self.daemon = False
+        self.pidfile: str | None = None
 
     def privilegedStartService(self) -> None:
+        if self.reservation is not None:
+            self.reservation.close()
+            self.reservation = None
         try:
             super().privilegedStartService()
         except Exception as error:
-            raise SystemExit(
-                f"erq: cannot listen on {self.description}: {error}"
-            ) from None
+            message = f"erq: cannot listen on {self.description}: {_reason(error)}"
+            log.error("{message}", message=message)
+            if self.daemon:
+                raise RuntimeError(message) from None
+            if self.pidfile:
+                try:
+                    os.unlink(self.pidfile)
+                except OSError:
+                    pass
+            raise SystemExit(message) from None
 
     def stopService(self) -> Deferred[None]:
         def forget(result: object) -> None:
@@ -202,22 +370,51 @@ class SignalHandlers(Service):
 
 
 def makeService(options: Any) -> MultiService:
-    """The server: a ``QueueService`` and the port that serves it."""
+    """The server: a ``QueueService`` and the port that serves it.
+
+    Under twistd (``options.parent`` is twistd's own options) this runs
+    before the process forks into the background: every check that can fail
+    is made here, as a `StartupError`.
+    """
     config: Config = options.config
+    twistd: Mapping[str, Any] | None = getattr(options, "parent", None)
+    server = config.server
+
+    data_dir = server.data_dir
+    # twistd changes to its --rundir only after this.
+    rundir = twistd.get("rundir", ".") if twistd is not None else "."
+    try:
+        _check_data_dir(os.path.join(rundir or ".", data_dir))
+    except ValueError as error:
+        raise StartupError(f"{options.named('data_dir', data_dir)}: {error}") from None
+
     top = MultiService()
     queues = QueueService(
         config,
-        data_dir=config.server.data_dir,
+        data_dir=data_dir,
         config_path=options["config"],
         overrides=options.overrides,
     )
     queues.setServiceParent(top)
-    listening = ListeningService(
-        endpoint_description(config.server.port), QueueFactory(queues)
-    )
+
+    description = endpoint_description(server.port)
+    named = options.named("port", server.port)
+    try:
+        _check_endpoint(description)
+        listening = ListeningService(description, QueueFactory(queues))
+    except Exception as error:
+        raise StartupError(f"{named}: {_reason(error)}") from None
+    if twistd is not None:
+        try:
+            listening.reservation = _reserve(description)
+        except OSError as error:
+            raise StartupError(f"{named}: {error}") from None
+        listening.daemon = not twistd.get("nodaemon", True)
+        listening.pidfile = twistd.get("pidfile") or None
     listening.setServiceParent(top)
+
     SignalHandlers(queues).setServiceParent(top)
     return top
 
 
-__all__ = ["Options", "StartupError", "makeService"]
+__all__ = ["Options", "StartupError", "endpoint_description", "makeService"]

@@ -4,12 +4,23 @@ start, failures included."""
 from __future__ import annotations
 
 import os
+import socket
+import sys
+from typing import Any, cast
 
+from twisted.application.service import MultiService
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.config import MiB
+from erq.protocol import QueueFactory
 from erq.service import QueueService
-from erq.tap import Options, StartupError, makeService
+from erq.tap import (
+    ListeningService,
+    Options,
+    StartupError,
+    makeService,
+)
+from tests.support import CLIENT_TIMEOUT, LOCALHOST
 
 
 def write(path: str, text: str) -> None:
@@ -21,6 +32,11 @@ def parse(*arguments: str) -> Options:
     options = Options()
     options.parseOptions(list(arguments))
     return options
+
+
+def listening_of(top: MultiService) -> ListeningService:
+    [listening] = [child for child in top if isinstance(child, ListeningService)]
+    return listening
 
 
 # -- options ---------------------------------------------------------------
@@ -91,3 +107,137 @@ class OptionTests(SynchronousTestCase):
         message = str(raised.exception)
         self.assertTrue(message.startswith(f"erq: {path} line 2: server.port: "))
         self.assertNotIn("\n", message)
+
+
+# -- start-up failures -----------------------------------------------------
+
+
+class StartupFailureTests(SynchronousTestCase):
+    """Everything that can be checked before twistd forks fails in
+    ``makeService``, in one line naming the option and its value."""
+
+    def fails(self, *arguments: str, twistd: dict[str, Any] | None = None) -> str:
+        options = parse(*arguments)
+        if twistd is not None:
+            cast(Any, options).parent = twistd
+        with self.assertRaises(StartupError) as raised:
+            makeService(options)
+        message = str(raised.exception)
+        self.assertNotIn("\n", message)
+        return message
+
+    def test_a_port_that_is_not_a_number(self) -> None:
+        self.assertEqual(
+            self.fails("--port", "tcp:abc"),
+            "erq: --port tcp:abc: expected a port number from 0 to 65535 after tcp:,"
+            " got 'abc'",
+        )
+
+    def test_an_unknown_endpoint_type(self) -> None:
+        message = self.fails("--port", "foo:1")
+        self.assertTrue(
+            message.startswith("erq: --port foo:1: unknown endpoint type 'foo'; known:")
+        )
+
+    def test_a_data_directory_that_is_a_file(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        write(path, "")
+        self.assertEqual(
+            self.fails("--port", "0", "--data-dir", path),
+            f"erq: --data-dir {path}: not a directory",
+        )
+
+    def test_a_data_directory_under_a_file(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        write(path, "")
+        self.assertEqual(
+            self.fails("--port", "0", "--data-dir", os.path.join(path, "queues")),
+            f"erq: --data-dir {path}/queues: cannot make it: {path} is not a directory",
+        )
+
+    def test_ssl_without_the_tls_libraries(self) -> None:
+        self.patch(sys, "modules", {**sys.modules, "OpenSSL": None})
+        message = self.fails("--port", "ssl:0:privateKey=key.pem")
+        self.assertTrue(message.startswith("erq: --port ssl:0:privateKey=key.pem: "))
+        self.assertIn("pip install 'erq[tls]'", message)
+
+    def test_a_unix_socket_in_no_directory(self) -> None:
+        missing = os.path.abspath(self.mktemp())
+        message = self.fails("--port", f"unix:{missing}/erq.sock")
+        self.assertEqual(
+            message,
+            f"erq: --port unix:{missing}/erq.sock: no directory {missing} for the"
+            " socket",
+        )
+
+    def test_a_port_from_the_file_is_named_there(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        write(path, '[server]\nport = "tcp:abc"\n')
+        message = self.fails("-c", path)
+        self.assertTrue(
+            message.startswith(f'erq: server.port "tcp:abc" in {path}: expected'),
+            message,
+        )
+
+    def test_a_port_in_use_under_twistd(self) -> None:
+        """Under twistd the port is bound in ``makeService``: before twistd
+        forks, so that its failure reaches the operator."""
+        with socket.socket() as taken:
+            taken.bind((LOCALHOST, 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            twistd = {"nodaemon": False, "pidfile": "twistd.pid", "rundir": "."}
+            message = self.fails("--port", str(port), twistd=twistd)
+        self.assertEqual(
+            message,
+            f"erq: --port {port}: cannot listen on {LOCALHOST}:{port}:"
+            " Address already in use",
+        )
+
+    def test_the_port_is_held_until_the_server_listens(self) -> None:
+        with socket.socket() as probe:
+            probe.bind((LOCALHOST, 0))
+            port = probe.getsockname()[1]
+        options = parse("--port", str(port), "-d", os.path.abspath(self.mktemp()))
+        twistd = {"nodaemon": True, "pidfile": "", "rundir": "."}
+        cast(Any, options).parent = twistd
+        listening = listening_of(makeService(options))
+        reservation = listening.reservation
+        assert reservation is not None
+        self.addCleanup(reservation.close)
+        with socket.socket() as other, self.assertRaises(OSError):
+            other.bind((LOCALHOST, port))
+        # Nothing is accepted meanwhile: a client is refused.
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection((LOCALHOST, port), timeout=CLIENT_TIMEOUT).close()
+
+
+class LateListenFailureTests(SynchronousTestCase):
+    """Should the port be taken after all between ``makeService`` and
+    listening, twistd must still end, and leave no pid file behind."""
+
+    def setUp(self) -> None:
+        self.taken = socket.socket()
+        self.addCleanup(self.taken.close)
+        self.taken.bind((LOCALHOST, 0))
+        self.taken.listen()
+        port = self.taken.getsockname()[1]
+        description = f"tcp:{port}:interface={LOCALHOST}"
+        self.listening = ListeningService(description, QueueFactory(QueueService()))
+
+    def test_in_the_background_twistd_hears_of_it(self) -> None:
+        # Only an Exception reaches twistd's status pipe, which the process
+        # that launched the daemon waits on.
+        self.listening.daemon = True
+        with self.assertRaises(RuntimeError) as raised:
+            self.listening.privilegedStartService()
+        self.assertIn("cannot listen", str(raised.exception))
+
+    def test_in_the_foreground_the_pid_file_goes(self) -> None:
+        pidfile = os.path.abspath(self.mktemp())
+        write(pidfile, "123")
+        self.listening.pidfile = pidfile
+        with self.assertRaises(SystemExit) as raised:
+            self.listening.privilegedStartService()
+        self.assertIn("Address already in use", str(raised.exception.code))
+        self.assertFalse(os.path.exists(pidfile))

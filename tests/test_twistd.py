@@ -238,6 +238,49 @@ class StartupFailureTests(TwistdCase):
         self.assertEqual(said[0], said[1])
         return said[0]
 
+    async def test_a_daemon_that_starts_serves(self) -> None:
+        """The port bound before twistd forks is the one the daemon serves."""
+        port = free_port()
+        process = self.launch(True, ("--port", str(port), "-d", self.directory))
+        self.assertEqual(await self.exit_code(process), 0, self.log(process))
+        await self.wait_until_serving(process, port)
+        closed = await deferToThread(command, port, b"shutdown\r\n", b"")
+        self.assertEqual(closed, b"")
+        pidfile = os.path.join(self.directory, "daemon.pid")
+        deadline = time.monotonic() + DEADLINE
+        while os.path.exists(pidfile):
+            self.assertLess(time.monotonic(), deadline, "the daemon did not stop")
+            await deferLater(reactor, 0.05, lambda: None)
+
+    async def test_port_not_a_number(self) -> None:
+        line = await self.fails("--port", "tcp:abc")
+        self.assertTrue(line.startswith("erq: --port tcp:abc: "), line)
+
+    async def test_unknown_endpoint_type(self) -> None:
+        line = await self.fails("--port", "foo:1")
+        self.assertTrue(
+            line.startswith("erq: --port foo:1: unknown endpoint type 'foo'"), line
+        )
+
+    async def test_data_dir_is_a_file(self) -> None:
+        path = os.path.join(self.directory, "queues")
+        with open(path, "w"):
+            pass
+        line = await self.fails("--port", "0", "--data-dir", path)
+        self.assertEqual(line, f"erq: --data-dir {path}: not a directory")
+
+    async def test_port_in_use(self) -> None:
+        with socket.socket() as taken:
+            taken.bind((LOCALHOST, 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            line = await self.fails("--port", str(port), "-d", self.directory)
+        self.assertEqual(
+            line,
+            f"erq: --port {port}: cannot listen on {LOCALHOST}:{port}:"
+            " Address already in use",
+        )
+
     async def test_configuration_file_does_not_validate(self) -> None:
         path = os.path.join(self.directory, "erq.toml")
         with open(path, "w") as file:
