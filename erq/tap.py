@@ -30,6 +30,7 @@ from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
+    IListeningPort,
     IReactorCore,
     IReactorFromThreads,
 )
@@ -41,6 +42,19 @@ from erq.protocol import QueueFactory
 from erq.service import QueueService
 
 DEFAULT_PORT = 22122
+
+#: Where a bare port number, or a tcp:/ssl: description that names no
+#: interface, listens: nothing beyond this machine reaches a queue by default.
+LOOPBACK = "127.0.0.1"
+
+#: The listen backlog when the description sets none, memcached's: a burst
+#: of clients (a fleet of workers restarting) waits in the kernel rather
+#: than being dropped and retrying a second later.
+BACKLOG = 1024
+
+#: The mode of a unix: socket whose description sets none (Twisted's own
+#: default, 666, lets every local user in).
+UNIX_MODE = "600"
 
 #: Each endpoint type's positional arguments, in order (Twisted's parsers).
 _POSITIONAL: dict[str, tuple[str, ...]] = {
@@ -81,10 +95,29 @@ def _endpoint_arguments(description: str) -> tuple[str, dict[str, str]]:
 
 
 def endpoint_description(port: str) -> str:
-    """A bare port number listens on loopback only: safe by default."""
+    """The endpoint erq listens on for a ``port`` setting.
+
+    A bare port number listens on loopback only; so does a ``tcp:`` or
+    ``ssl:`` description that names no interface (``tcp6:``: ``::1``), so
+    that listening beyond this machine is always said in so many words
+    (``interface=0.0.0.0``). A description that sets no ``backlog`` gets
+    `BACKLOG`, and a ``unix:`` one that sets no ``mode`` gets `UNIX_MODE`.
+    """
     if port.isdigit():
-        return f"tcp:{port}:interface=127.0.0.1"
-    return port
+        return f"tcp:{port}:interface={LOOPBACK}:backlog={BACKLOG}"
+    kind, arguments = _endpoint_arguments(port)
+    if kind not in _POSITIONAL:
+        return port
+    added = []
+    if "interface" not in arguments and kind in ("tcp", "ssl"):
+        added.append(f"interface={LOOPBACK}")
+    if "interface" not in arguments and kind == "tcp6":
+        added.append("interface=\\:\\:1")
+    if "backlog" not in arguments:
+        added.append(f"backlog={BACKLOG}")
+    if "mode" not in arguments and kind == "unix":
+        added.append(f"mode={UNIX_MODE}")
+    return ":".join([port, *added])
 
 
 def _check_endpoint(description: str) -> None:
@@ -308,6 +341,7 @@ class ListeningService(StreamServerEndpointService):
         self.reservation: socket.socket | None = None
         self.daemon = False
         self.pidfile: str | None = None
+        self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
         if self.reservation is not None:
@@ -326,11 +360,19 @@ class ListeningService(StreamServerEndpointService):
                 except OSError:
                     pass
             raise SystemExit(message) from None
+        waiting = self._waitingForPort
+        assert waiting is not None
+        waiting.addCallback(self._bound)
+
+    def _bound(self, port: IListeningPort | None) -> IListeningPort | None:
+        self.port = port
+        return port
 
     def stopService(self) -> Deferred[None]:
         def forget(result: object) -> None:
             # So that a start after this stop listens again.
             self._waitingForPort = None
+            self.port = None
 
         return super().stopService().addBoth(forget)
 

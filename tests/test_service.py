@@ -155,17 +155,19 @@ class TapTests(SynchronousTestCase):
     def test_port_number_listens_on_loopback(self) -> None:
         self.assertEqual(
             self.listening_description("--port", "22122"),
-            "tcp:22122:interface=127.0.0.1",
+            "tcp:22122:interface=127.0.0.1:backlog=1024",
         )
 
     def test_default_port(self) -> None:
-        self.assertEqual(self.listening_description(), "tcp:22122:interface=127.0.0.1")
+        self.assertEqual(
+            self.listening_description(), "tcp:22122:interface=127.0.0.1:backlog=1024"
+        )
 
     def test_endpoint_description_is_passed_through(self) -> None:
         for description in (
-            "tcp:22133:interface=0.0.0.0",
-            "unix:/tmp/erq-test.sock",
-            "tcp6:22122:interface=\\:\\:1",
+            "tcp:22133:interface=0.0.0.0:backlog=5",
+            "unix:/tmp/erq-test.sock:mode=666:backlog=5",
+            "tcp6:22122:interface=\\:\\:1:backlog=5",
         ):
             self.assertEqual(
                 self.listening_description("--port", description), description

@@ -4,13 +4,19 @@ start, failures included."""
 from __future__ import annotations
 
 import os
+import resource
+import selectors
 import socket
+import stat
 import sys
+import time
 from typing import Any, cast
 
 from twisted.application.service import MultiService
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from erq import __version__
 from erq.config import MiB
 from erq.protocol import QueueFactory
 from erq.service import QueueService
@@ -18,9 +24,11 @@ from erq.tap import (
     ListeningService,
     Options,
     StartupError,
+    endpoint_description,
     makeService,
 )
-from tests.support import CLIENT_TIMEOUT, LOCALHOST
+from tests.support import CLIENT_TIMEOUT, LOCALHOST, recv_until
+from tests.test_twistd import temporary_directory
 
 
 def write(path: str, text: str) -> None:
@@ -37,6 +45,27 @@ def parse(*arguments: str) -> Options:
 def listening_of(top: MultiService) -> ListeningService:
     [listening] = [child for child in top if isinstance(child, ListeningService)]
     return listening
+
+
+class StartedServer:
+    """A server as twistd starts it, on this test's reactor."""
+
+    def __init__(self, case: TestCase, *arguments: str) -> None:
+        self.options = parse(*arguments)
+        self.top = makeService(self.options)
+        self.listening = listening_of(self.top)
+        self.queues = self.top.getServiceNamed("erq")
+        # What twistd does before the reactor runs.
+        self.top.privilegedStartService()
+        self.top.startService()
+        case.addCleanup(self.top.stopService)
+
+    @property
+    def port(self) -> int:
+        port = self.listening.port
+        assert port is not None
+        number: int = cast(Any, port.getHost()).port
+        return number
 
 
 # -- options ---------------------------------------------------------------
@@ -107,6 +136,37 @@ class OptionTests(SynchronousTestCase):
         message = str(raised.exception)
         self.assertTrue(message.startswith(f"erq: {path} line 2: server.port: "))
         self.assertNotIn("\n", message)
+
+
+# -- endpoint descriptions ---------------------------------------------------
+
+
+class EndpointDescriptionTests(SynchronousTestCase):
+    def test_defaults_fill_what_a_description_leaves_out(self) -> None:
+        for given, listened in (
+            ("22122", "tcp:22122:interface=127.0.0.1:backlog=1024"),
+            ("tcp:22122", "tcp:22122:interface=127.0.0.1:backlog=1024"),
+            (
+                "ssl:22122:privateKey=key.pem:certKey=cert.pem",
+                "ssl:22122:privateKey=key.pem:certKey=cert.pem"
+                ":interface=127.0.0.1:backlog=1024",
+            ),
+            ("tcp6:22122", "tcp6:22122:interface=\\:\\:1:backlog=1024"),
+            ("unix:/run/erq.sock", "unix:/run/erq.sock:backlog=1024:mode=600"),
+        ):
+            self.assertEqual(endpoint_description(given), listened)
+
+    def test_what_a_description_says_stays(self) -> None:
+        for given in (
+            "tcp:22122:interface=0.0.0.0:backlog=10",
+            # Positional: tcp's interface and backlog, ssl's key and cert.
+            "tcp:22122:0.0.0.0:10",
+            "ssl:22122:key.pem:cert.pem:interface=0.0.0.0:backlog=10",
+            "unix:/run/erq.sock:mode=660:backlog=10",
+            "unix:/run/erq.sock:660:10",
+            "systemd:domain=INET:index=0",
+        ):
+            self.assertEqual(endpoint_description(given), given)
 
 
 # -- start-up failures -----------------------------------------------------
@@ -241,3 +301,110 @@ class LateListenFailureTests(SynchronousTestCase):
             self.listening.privilegedStartService()
         self.assertIn("Address already in use", str(raised.exception.code))
         self.assertFalse(os.path.exists(pidfile))
+
+
+# -- listening ---------------------------------------------------------------
+
+
+class UnixSocketTests(TestCase):
+    timeout = 30
+
+    async def check_mode(self, description: str, mode: int) -> None:
+        directory = temporary_directory(self)
+        path = os.path.join(directory, "erq.sock")
+        StartedServer(
+            self, "--port", description.format(path), "-d", f"{directory}/queues"
+        )
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), mode)
+
+        def version() -> bytes:
+            with socket.socket(socket.AF_UNIX) as client:
+                client.settimeout(CLIENT_TIMEOUT)
+                client.connect(path)
+                client.sendall(b"version\r\n")
+                return recv_until(client, b"\r\n")
+
+        reply = await deferToThread(version)
+        self.assertEqual(reply, b"VERSION %s\r\n" % __version__.encode())
+
+    async def test_only_its_owner_may_connect(self) -> None:
+        await self.check_mode("unix:{}", 0o600)
+
+    async def test_unless_the_description_says_otherwise(self) -> None:
+        await self.check_mode("unix:{}:mode=660", 0o660)
+
+
+class BacklogTests(TestCase):
+    timeout = 60
+
+    #: Connections made while the server accepts none; memcached's backlog
+    #: holds them all, Twisted's default (50) a twentieth of them.
+    BURST = 1000
+
+    def setUp(self) -> None:
+        with open("/proc/sys/net/core/somaxconn") as file:
+            if int(file.read()) < self.BURST + 1:
+                self.skipTest("net.core.somaxconn caps the backlog below the burst")
+        # Both ends of every connection are in this process.
+        needed = 2 * self.BURST + 256
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < needed:
+            if hard != resource.RLIM_INFINITY and hard < needed:
+                self.skipTest(f"at most {hard} open files")
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+
+    async def test_a_burst_of_connections_waits_for_the_server(self) -> None:
+        directory = temporary_directory(self)
+        server = StartedServer(self, "--port", "0", "-d", f"{directory}/queues")
+        clients: list[socket.socket] = []
+
+        def close_all() -> None:
+            for client in clients:
+                client.close()
+
+        self.addCleanup(close_all)
+        # The reactor does not run until this test yields, so the server
+        # accepts nothing meanwhile: only the backlog holds the connections.
+        for _ in range(self.BURST):
+            client = socket.socket()
+            clients.append(client)
+            client.setblocking(False)
+            client.connect_ex((LOCALHOST, server.port))
+        waiting = set(clients)
+        deadline = time.monotonic() + 5
+        with selectors.DefaultSelector() as selector:
+            for client in clients:
+                selector.register(client, selectors.EVENT_WRITE)
+            while waiting and time.monotonic() < deadline:
+                for key, _ in selector.select(deadline - time.monotonic()):
+                    client = cast(socket.socket, key.fileobj)
+                    selector.unregister(client)
+                    error = client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    self.assertEqual(error, 0, os.strerror(error))
+                    waiting.discard(client)
+        self.assertEqual(
+            len(waiting), 0, f"{len(waiting)} of {self.BURST} connections not held"
+        )
+        for client in clients:
+            client.send(b"version\r\n")
+
+        def replies() -> int:
+            expected = b"VERSION %s\r\n" % __version__.encode()
+            served = 0
+            pending = {client: b"" for client in clients}
+            deadline = time.monotonic() + 20
+            with selectors.DefaultSelector() as selector:
+                for client in clients:
+                    selector.register(client, selectors.EVENT_READ)
+                while pending and time.monotonic() < deadline:
+                    for key, _ in selector.select(deadline - time.monotonic()):
+                        client = cast(socket.socket, key.fileobj)
+                        pending[client] += client.recv(100)
+                        if pending[client].endswith(b"\r\n"):
+                            assert pending.pop(client) == expected
+                            selector.unregister(client)
+                            served += 1
+            return served
+
+        self.assertEqual(await deferToThread(replies), self.BURST)
