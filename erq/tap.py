@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from collections.abc import Mapping
 from types import FrameType
 from typing import Any
@@ -37,6 +38,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python import usage
 
+from erq import __version__
 from erq.config import Config, ConfigError, load_config, parse_option
 from erq.protocol import QueueFactory
 from erq.service import QueueService
@@ -276,6 +278,13 @@ class Options(usage.Options):
         "max-memory-size": "max_memory_size",
         "max-connections": "max_connections",
     }
+
+    def opt_version(self) -> None:
+        """Display erq's version (and Twisted's) and exit."""
+        from twisted import __version__ as twisted_version
+
+        print(f"erq {__version__} (Twisted {twisted_version})")
+        sys.exit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Options parsed, or `StartupError`: twistd would print a usage

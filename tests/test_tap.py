@@ -3,6 +3,7 @@ start, failures included."""
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import selectors
@@ -136,6 +137,14 @@ class OptionTests(SynchronousTestCase):
         message = str(raised.exception)
         self.assertTrue(message.startswith(f"erq: {path} line 2: server.port: "))
         self.assertNotIn("\n", message)
+
+    def test_version_is_erq_s(self) -> None:
+        output = io.StringIO()
+        self.patch(sys, "stdout", output)
+        with self.assertRaises(SystemExit) as raised:
+            parse("--version")
+        self.assertEqual(raised.exception.code, 0)
+        self.assertTrue(output.getvalue().startswith(f"erq {__version__} "))
 
 
 # -- endpoint descriptions ---------------------------------------------------

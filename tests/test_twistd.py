@@ -310,6 +310,20 @@ class PluginTests(SynchronousTestCase):
         commands = [line.split() for line in help.stdout.decode().splitlines()]
         self.assertIn("erq", [words[0] for words in commands if words])
 
+    def test_version_is_erq_s(self) -> None:
+        directory = temporary_directory(self)
+        version = subprocess.run(
+            twistd_command() + ["-n", "erq", "--version"],
+            capture_output=True,
+            timeout=DEADLINE,
+            check=True,
+            cwd=directory,
+        )
+        self.assertTrue(
+            version.stdout.decode().startswith(f"erq {__version__} (Twisted "),
+            version.stdout,
+        )
+
     def test_plugin_is_found(self) -> None:
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("erq", makers)
