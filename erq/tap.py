@@ -15,6 +15,7 @@ replayed and the server listens on it.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.abstract import isIPv6Address
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
@@ -39,7 +41,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from erq import __version__
-from erq.config import Config, ConfigError, load_config, parse_option
+from erq.config import Config, ConfigError, SyncPolicy, load_config, parse_option
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 
@@ -328,6 +330,23 @@ class Options(usage.Options):
         return f"--{option} {_shown(str(value))}"
 
 
+def _address(kind: str, port: IListeningPort) -> tuple[str, bool]:
+    """How a listening port is named in the log, and whether only this
+    machine can reach it."""
+    address: Any = port.getHost()
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        path = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        return f"unix {path}", True
+    host = address.host
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'tls' if kind == 'ssl' else 'tcp'} {shown}:{address.port}", loopback
+
+
 class ListeningService(StreamServerEndpointService):
     """A listening port whose failure to bind stops twistd with a message
     rather than a server that runs and serves nothing.
@@ -377,6 +396,12 @@ class ListeningService(StreamServerEndpointService):
         self.port = port
         return port
 
+    def address(self) -> tuple[str, bool] | None:
+        """The address listened on, and whether it is loopback only."""
+        if self.port is None:
+            return None
+        return _address(self.kind, self.port)
+
     def stopService(self) -> Deferred[None]:
         def forget(result: object) -> None:
             # So that a start after this stop listens again.
@@ -384,6 +409,53 @@ class ListeningService(StreamServerEndpointService):
             self.port = None
 
         return super().stopService().addBoth(forget)
+
+
+def sync_policy_text(policy: SyncPolicy) -> str:
+    """A sync policy as the log says it: always, never, every 50ms."""
+    if isinstance(policy, str):
+        return policy
+    return f"every {policy * 1000:g}ms"
+
+
+class Announcement(Service):
+    """The log's first word on a started server: what it is, where it
+    listens, where its queues live, and what it was told."""
+
+    def __init__(
+        self,
+        queues: QueueService,
+        listening: list[ListeningService],
+        config_path: str | None,
+    ) -> None:
+        self.queues = queues
+        self.listening = listening
+        self.config_path = config_path
+
+    def startService(self) -> None:
+        super().startService()
+        config = self.queues.config
+        addresses = [listening.address() for listening in self.listening]
+        shown = [address for address in addresses if address is not None]
+        data_dir = self.queues.data_dir
+        log.info(
+            "erq {version} listening on {addresses}; data directory {data_dir};"
+            " configuration {config}; sync {sync}",
+            version=__version__,
+            addresses=", ".join(name for name, _ in shown) or "nothing",
+            data_dir=os.path.abspath(data_dir) if data_dir else "none (in memory)",
+            config=self.config_path or "none (defaults)",
+            sync=sync_policy_text(config.defaults.sync_journal),
+        )
+        auth_file = getattr(config.server, "auth_file", None)
+        for name, loopback in shown:
+            if not loopback and not auth_file:
+                log.warn(
+                    "erq listens beyond loopback on {address} and no auth_file"
+                    " is set: anyone who can reach it can read, write and"
+                    " flush every queue",
+                    address=name,
+                )
 
 
 class SignalHandlers(Service):
@@ -464,6 +536,7 @@ def makeService(options: Any) -> MultiService:
         listening.pidfile = twistd.get("pidfile") or None
     listening.setServiceParent(top)
 
+    Announcement(queues, [listening], options["config"]).setServiceParent(top)
     SignalHandlers(queues).setServiceParent(top)
     return top
 

@@ -11,10 +11,12 @@ import socket
 import stat
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any, cast
 
 from twisted.application.service import MultiService
 from twisted.internet.threads import deferToThread
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from erq import __version__
@@ -22,6 +24,7 @@ from erq.config import MiB
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 from erq.tap import (
+    Announcement,
     ListeningService,
     Options,
     StartupError,
@@ -46,6 +49,21 @@ def parse(*arguments: str) -> Options:
 def listening_of(top: MultiService) -> ListeningService:
     [listening] = [child for child in top if isinstance(child, ListeningService)]
     return listening
+
+
+def capture_log(case: SynchronousTestCase) -> list[dict[str, Any]]:
+    """Every log event from now to the end of the test."""
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    case.addCleanup(globalLogPublisher.removeObserver, observer)
+    return events
+
+
+def texts(events: list[dict[str, Any]], level: LogLevel) -> list[str]:
+    return [
+        formatEvent(event) or "" for event in events if event.get("log_level") == level
+    ]
 
 
 class StartedServer:
@@ -417,3 +435,60 @@ class BacklogTests(TestCase):
             return served
 
         self.assertEqual(await deferToThread(replies), self.BURST)
+
+
+# -- the start-up log --------------------------------------------------------
+
+
+class AnnouncementTests(TestCase):
+    timeout = 30
+
+    def test_one_line_says_what_started(self) -> None:
+        events = capture_log(self)
+        directory = temporary_directory(self)
+        config = os.path.join(directory, "erq.toml")
+        write(config, "")
+        server = StartedServer(
+            self, "-c", config, "--port", "0", "-d", f"{directory}/q", "--sync", "50ms"
+        )
+        [line] = [text for text in texts(events, LogLevel.info) if "listening" in text]
+        self.assertEqual(
+            line,
+            f"erq {__version__} listening on tcp {LOCALHOST}:{server.port};"
+            f" data directory {directory}/q; configuration {config}; sync every 50ms",
+        )
+        self.assertEqual(texts(events, LogLevel.warn), [])
+
+    def announce(self, address: str, loopback: bool, **server: Any) -> list[str]:
+        events = capture_log(self)
+        queues = QueueService()
+        if server:
+            defaults = queues.config.defaults
+            queues.config = cast(
+                Any,
+                SimpleNamespace(server=SimpleNamespace(**server), defaults=defaults),
+            )
+        listening = cast(
+            ListeningService, SimpleNamespace(address=lambda: (address, loopback))
+        )
+        Announcement(queues, [listening], None).startService()
+        self.assertIn(
+            f"listening on {address}; data directory none (in memory);"
+            " configuration none (defaults); sync always",
+            texts(events, LogLevel.info)[0],
+        )
+        return texts(events, LogLevel.warn)
+
+    def test_beyond_loopback_without_authentication_warns(self) -> None:
+        [warning] = self.announce("tcp 0.0.0.0:22122", False)
+        self.assertIn("beyond loopback on tcp 0.0.0.0:22122", warning)
+        self.assertIn("auth_file", warning)
+
+    def test_beyond_loopback_with_authentication_is_quiet(self) -> None:
+        self.assertEqual(
+            self.announce("tcp 0.0.0.0:22122", False, auth_file="users"), []
+        )
+
+    def test_loopback_and_unix_sockets_are_quiet(self) -> None:
+        self.assertEqual(self.announce("tcp 127.0.0.1:22122", True), [])
+        self.assertEqual(self.announce("unix /run/erq.sock", True), [])
