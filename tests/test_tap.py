@@ -3,11 +3,14 @@ start, failures included."""
 
 from __future__ import annotations
 
+import datetime
 import io
+import ipaddress
 import os
 import resource
 import selectors
 import socket
+import ssl
 import stat
 import sys
 import time
@@ -31,7 +34,7 @@ from erq.tap import (
     endpoint_description,
     makeService,
 )
-from tests.support import CLIENT_TIMEOUT, LOCALHOST, recv_until
+from tests.support import CLIENT_TIMEOUT, LOCALHOST, command, recv_until
 from tests.test_twistd import temporary_directory
 
 
@@ -248,6 +251,12 @@ class StartupFailureTests(SynchronousTestCase):
         self.assertTrue(message.startswith("erq: --port ssl:0:privateKey=key.pem: "))
         self.assertIn("pip install 'erq[tls]'", message)
 
+    def test_ssl_with_a_missing_key_file(self) -> None:
+        missing = os.path.abspath(self.mktemp())
+        message = self.fails("--port", f"ssl:0:privateKey={missing}")
+        self.assertIn(missing, message)
+        self.assertIn("No such file", message)
+
     def test_a_unix_socket_in_no_directory(self) -> None:
         missing = os.path.abspath(self.mktemp())
         message = self.fails("--port", f"unix:{missing}/erq.sock")
@@ -435,6 +444,102 @@ class BacklogTests(TestCase):
             return served
 
         self.assertEqual(await deferToThread(replies), self.BURST)
+
+
+def self_signed(directory: str) -> tuple[str, str]:
+    """A key and a certificate for 127.0.0.1, in two PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "erq test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(LOCALHOST))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_path = os.path.join(directory, "key.pem")
+    cert_path = os.path.join(directory, "cert.pem")
+    with open(key_path, "wb") as file:
+        file.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    with open(cert_path, "wb") as file:
+        file.write(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+class TLSTests(TestCase):
+    timeout = 30
+
+    async def test_pymemcache_over_tls(self) -> None:
+        from pymemcache.client.base import Client
+
+        directory = temporary_directory(self)
+        key, cert = self_signed(directory)
+        server = StartedServer(
+            self,
+            "--port",
+            f"ssl:0:privateKey={key}:certKey={cert}",
+            "-d",
+            f"{directory}/queues",
+        )
+        address, loopback = server.listening.address() or ("", False)
+        self.assertEqual(address, f"tls {LOCALHOST}:{server.port}")
+        self.assertTrue(loopback)
+        context = ssl.create_default_context(cafile=cert)
+
+        def talk() -> None:
+            client = Client(
+                (LOCALHOST, server.port), timeout=CLIENT_TIMEOUT, tls_context=context
+            )
+            try:
+                self.assertTrue(client.set("q", b"secret", noreply=False))
+                self.assertEqual(client.get("q"), b"secret")
+                self.assertEqual(client.version(), __version__.encode())
+            finally:
+                client.close()
+
+        await deferToThread(talk)
+
+    async def test_plain_text_gets_nothing(self) -> None:
+        directory = temporary_directory(self)
+        key, cert = self_signed(directory)
+        server = StartedServer(
+            self,
+            "--port",
+            f"ssl:0:privateKey={key}:certKey={cert}",
+            "-d",
+            f"{directory}/queues",
+        )
+
+        def plain() -> bytes:
+            return command(server.port, b"version\r\n", b"")
+
+        reply = await deferToThread(plain)
+        self.assertNotIn(b"VERSION", reply)
 
 
 # -- the start-up log --------------------------------------------------------
