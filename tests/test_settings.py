@@ -742,8 +742,11 @@ class ReloadWithoutFileTests(SettingsCase):
         """
 
     def test_keeps_the_settings_it_was_given(self) -> None:
-        """With no file to read again, nothing changes."""
-        self.assertEqual(self.ask(b"reload\r\n"), b"Reloaded config.\r\n")
+        """With no file to read again, nothing changes, and the reply does
+        not pretend that something was read."""
+        self.assertEqual(
+            self.ask(b"reload\r\n"), b"SERVER_ERROR no configuration file\r\n"
+        )
         self.assertEqual(
             self.ask(set_line(b"q", b"x") * 2), b"STORED\r\nNOT_STORED\r\n"
         )

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from twisted.application.service import MultiService
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -597,3 +598,52 @@ class AnnouncementTests(TestCase):
     def test_loopback_and_unix_sockets_are_quiet(self) -> None:
         self.assertEqual(self.announce("tcp 127.0.0.1:22122", True), [])
         self.assertEqual(self.announce("unix /run/erq.sock", True), [])
+
+
+# -- reload ------------------------------------------------------------------
+
+
+class ReloadCommandTests(SynchronousTestCase):
+    def ask(self, queues: QueueService, request: bytes) -> bytes:
+        protocol = QueueFactory(queues).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(request)
+        return transport.value()
+
+    def test_without_a_file_nothing_is_reloaded(self) -> None:
+        events = capture_log(self)
+        queues = QueueService()
+        self.assertEqual(
+            self.ask(queues, b"reload\r\n"), b"SERVER_ERROR no configuration file\r\n"
+        )
+        [error] = texts(events, LogLevel.error)
+        self.assertEqual(
+            error,
+            "Configuration not reloaded on the reload command: no configuration file",
+        )
+
+    def test_the_command_is_logged_as_sighup_is(self) -> None:
+        events = capture_log(self)
+        path = os.path.abspath(self.mktemp())
+        write(path, "")
+        queues = QueueService(config_path=path)
+        self.assertEqual(self.ask(queues, b"reload\r\n"), b"Reloaded config.\r\n")
+        self.assertIn(
+            f"Reloaded configuration from {path} on the reload command",
+            texts(events, LogLevel.info),
+        )
+        write(path, "[server]\nbogus = 1\n")
+        reply = self.ask(queues, b"reload\r\n")
+        self.assertTrue(reply.startswith(b"SERVER_ERROR "), reply)
+        [error] = texts(events, LogLevel.error)
+        self.assertTrue(
+            error.startswith("Configuration not reloaded on the reload command: "),
+            error,
+        )
+        queues.reload_logged()
+        self.assertTrue(
+            texts(events, LogLevel.error)[-1].startswith(
+                "Configuration not reloaded on SIGHUP: "
+            )
+        )
