@@ -90,7 +90,11 @@ class StartupError(SystemExit):
 def _endpoint_arguments(description: str) -> tuple[str, dict[str, str]]:
     """An endpoint description's type and its arguments by name."""
     # Twisted's own tokenizer, so that escapes (\\:) read as Twisted reads them.
-    positional, named = endpoints._parse(description)
+    try:
+        positional, named = endpoints._parse(description)
+    except RuntimeError:
+        # Its generator ran out of text after a backslash.
+        raise ValueError("the description ends with a lone backslash") from None
     kind = positional[0] if positional else ""
     names = _POSITIONAL.get(kind, ())
     arguments = dict(zip(names, positional[1:], strict=False))
@@ -520,9 +524,9 @@ def makeService(options: Any) -> MultiService:
     )
     queues.setServiceParent(top)
 
-    description = endpoint_description(server.port)
     named = options.named("port", server.port)
     try:
+        description = endpoint_description(server.port)
         _check_endpoint(description)
         listening = ListeningService(description, QueueFactory(queues))
     except Exception as error:

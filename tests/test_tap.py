@@ -230,6 +230,12 @@ class StartupFailureTests(SynchronousTestCase):
             message.startswith("erq: --port foo:1: unknown endpoint type 'foo'; known:")
         )
 
+    def test_a_description_cut_short(self) -> None:
+        self.assertEqual(
+            self.fails("--port", "tcp:22122\\"),
+            "erq: --port tcp:22122\\: the description ends with a lone backslash",
+        )
+
     def test_a_data_directory_that_is_a_file(self) -> None:
         path = os.path.abspath(self.mktemp())
         write(path, "")
