@@ -230,7 +230,7 @@ class Config:
         *,
         port: str | int | None = None,
         data_dir: str | None = None,
-        max_connections: int | None = None,
+        max_connections: int | Literal["unlimited"] | None = None,
         expiry_sweep: float | None = None,
         allow_shutdown: bool | None = None,
         max_item_cap: int | None = None,
@@ -242,12 +242,13 @@ class Config:
 
         ``sync_journal`` and ``max_memory_size`` are set in the defaults, and
         so in every queue whose table (or whose ancestors' tables) does not
-        set its own. Impossible values raise `ConfigError`.
+        set its own. ``max_connections="unlimited"`` lifts the file's limit.
+        Impossible values raise `ConfigError`.
         """
         checks: dict[str, tuple[object, Callable[[Any], object]]] = {
             "port": (port, _port),
             "data_dir": (data_dir, _data_dir),
-            "max_connections": (max_connections, _positive_count),
+            "max_connections": (max_connections, _SERVER_KEYS["max_connections"]),
             "expiry_sweep": (expiry_sweep, _seconds),
             "allow_shutdown": (allow_shutdown, _boolean),
             "max_item_cap": (max_item_cap, _positive_count),
@@ -540,6 +541,24 @@ _QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
 }
 
 _TABLES = ("server", "defaults", "queues")
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+#: Settings that are text even when they look like a number.
+_TEXT_KEYS = {"data_dir", "expire_to_queue"}
+
+
+def parse_option(key: str, text: str) -> Any:
+    """The value of the setting ``key`` (``"max_memory_size"``) given on the
+    command line as ``text``, checked exactly as the configuration file
+    checks it: ``"1048576"`` is the integer a TOML file would hold, anything
+    else its string (``"128MiB"``, ``"unlimited"``, ``"50ms"``).  Returns
+    the value as the settings hold it; `ValueError` says what was expected.
+    """
+    check = _SERVER_KEYS.get(key) or _QUEUE_KEYS[key]
+    value: int | str = text
+    if key not in _TEXT_KEYS and _INTEGER.fullmatch(text):
+        value = int(text)
+    return check(value)
 
 
 def _checked(source: str, key: str, value: object, check: Callable[[Any], _T]) -> _T:
@@ -840,6 +859,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_duration",
+    "parse_option",
     "parse_size",
     "parse_sync_journal",
     "valid_queue_name",

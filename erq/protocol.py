@@ -990,7 +990,7 @@ class QueueProtocol(LineReceiver):
 
     def _reload(self, words: list[bytes]) -> None:
         try:
-            self.service.reload()
+            self.service.reload_logged("the reload command", reraise=True)
         except ConfigError as error:
             self._reply(b"SERVER_ERROR " + str(error).encode("ascii", "replace"))
         else:

@@ -102,6 +102,15 @@ QUEUE_STATS = (
 )
 
 
+class NoConfigurationFile(ConfigError):
+    """A reload of a server started without a configuration file: nothing
+    is read, so nothing may be said to be reloaded."""
+
+    def __init__(self) -> None:
+        super().__init__("no configuration file")
+        self.args = (self.reason,)
+
+
 class QueueService(Service):
     """Holds every queue by name and runs them.
 
@@ -324,11 +333,13 @@ class QueueService(Service):
         """Read the configuration file again and apply it to live queues.
 
         Raises `ConfigError`, changing nothing, when the file does not parse
-        or validate.  The port and the data directory stay as they are.
-        Without a file, the settings given stay as they are too.
+        or validate, and `NoConfigurationFile` when there is nothing to read
+        again.  The port and the data directory stay as they are.
         """
         path = self.config_path
         if path is None:
+            if getattr(self.config.server, "auth_file", None) is None:
+                raise NoConfigurationFile()
             config = self.config
         else:
             config = load_config(path).with_overrides(**self.overrides)
@@ -353,14 +364,23 @@ class QueueService(Service):
             )
         self.apply(config)
 
-    def reload_logged(self) -> None:
-        """``reload``, telling the log how it went (for SIGHUP)."""
+    def reload_logged(self, by: str = "SIGHUP", *, reraise: bool = False) -> None:
+        """``reload``, telling the log how it went and what asked for it
+        (``by``); a `ConfigError` is raised again if ``reraise``."""
         try:
             self.reload()
         except ConfigError as error:
-            self.log.error("Configuration not reloaded: {why}", why=str(error))
+            self.log.error(
+                "Configuration not reloaded on {by}: {why}", by=by, why=str(error)
+            )
+            if reraise:
+                raise
         else:
-            self.log.info("Reloaded configuration from {path}", path=self.config_path)
+            self.log.info(
+                "Reloaded configuration from {path} on {by}",
+                path=self.config_path,
+                by=by,
+            )
 
     def apply(self, config: Config) -> None:
         """Use ``config`` from now on, for live queues too."""

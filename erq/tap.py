@@ -1,45 +1,232 @@
-"""twistd's way in: command-line options turned into a running server."""
+"""twistd's way in: command-line options turned into a running server.
+
+Start-up is where an operator learns what is wrong, so every failure there
+is one line naming the option and its value, with exit status 1: no
+traceback, no usage text, no pid file left behind. twistd runs
+``makeService`` before it forks into the background (its parent process
+then waits on a status pipe for the daemon to say how its start went), so
+everything that can be checked is checked there, in the process the
+operator is looking at: the options, the configuration file, the endpoint
+description (and the TLS libraries an ``ssl:`` endpoint needs), the data
+directory, and the port, which is bound there and held until the queues are
+replayed and the server listens on it.
+"""
 
 from __future__ import annotations
 
+import importlib
+import ipaddress
+import json
+import os
 import signal
+import socket
+import sys
+from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorFromThreads,
+)
 from twisted.logger import Logger
 from twisted.python import usage
 
-from erq.config import (
-    Config,
-    ConfigError,
-    load_config,
-    parse_size,
-    parse_sync_journal,
-)
+from erq import __version__
+from erq.config import Config, ConfigError, SyncPolicy, load_config, parse_option
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 
 DEFAULT_PORT = 22122
 
+#: Where a bare port number, or a tcp:/ssl: description that names no
+#: interface, listens: nothing beyond this machine reaches a queue by default.
+LOOPBACK = "127.0.0.1"
+
+#: The listen backlog when the description sets none, memcached's: a burst
+#: of clients (a fleet of workers restarting) waits in the kernel rather
+#: than being dropped and retrying a second later.
+BACKLOG = 1024
+
+#: The mode of a unix: socket whose description sets none (Twisted's own
+#: default, 666, lets every local user in).
+UNIX_MODE = "600"
+
+#: Each endpoint type's positional arguments, in order (Twisted's parsers).
+_POSITIONAL: dict[str, tuple[str, ...]] = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": (
+        "port",
+        "privateKey",
+        "certKey",
+        "sslmethod",
+        "interface",
+        "backlog",
+        "extraCertChain",
+        "dhParameters",
+    ),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+
+log = Logger()
+
+
+class StartupError(SystemExit):
+    """A server that cannot start: one line for the operator, exit status 1."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"erq: {message}")
+
+
+def _endpoint_arguments(description: str) -> tuple[str, dict[str, str]]:
+    """An endpoint description's type and its arguments by name."""
+    # Twisted's own tokenizer, so that escapes (\\:) read as Twisted reads them.
+    try:
+        positional, named = endpoints._parse(description)
+    except RuntimeError:
+        # Its generator ran out of text after a backslash.
+        raise ValueError("the description ends with a lone backslash") from None
+    kind = positional[0] if positional else ""
+    names = _POSITIONAL.get(kind, ())
+    arguments = dict(zip(names, positional[1:], strict=False))
+    arguments.update(named)
+    return kind, arguments
+
 
 def endpoint_description(port: str) -> str:
-    """A bare port number listens on loopback only: safe by default."""
+    """The endpoint erq listens on for a ``port`` setting.
+
+    A bare port number listens on loopback only; so does a ``tcp:`` or
+    ``ssl:`` description that names no interface (``tcp6:``: ``::1``), so
+    that listening beyond this machine is always said in so many words
+    (``interface=0.0.0.0``). A description that sets no ``backlog`` gets
+    `BACKLOG`, and a ``unix:`` one that sets no ``mode`` gets `UNIX_MODE`.
+    """
     if port.isdigit():
-        return f"tcp:{port}:interface=127.0.0.1"
-    return port
+        return f"tcp:{port}:interface={LOOPBACK}:backlog={BACKLOG}"
+    kind, arguments = _endpoint_arguments(port)
+    if kind not in _POSITIONAL:
+        return port
+    added = []
+    if "interface" not in arguments and kind in ("tcp", "ssl"):
+        added.append(f"interface={LOOPBACK}")
+    if "interface" not in arguments and kind == "tcp6":
+        added.append("interface=\\:\\:1")
+    if "backlog" not in arguments:
+        added.append(f"backlog={BACKLOG}")
+    if "mode" not in arguments and kind == "unix":
+        added.append(f"mode={UNIX_MODE}")
+    return ":".join([port, *added])
 
 
-def _integer_or_text(value: str) -> int | str:
-    """An option's integer, or its text for the setting's check to name."""
-    try:
-        return int(value)
-    except ValueError:
+def _check_endpoint(description: str) -> None:
+    """What Twisted would report as a traceback, said in one line instead;
+    `ValueError` with the reason."""
+    kind, arguments = _endpoint_arguments(description)
+    if kind not in _POSITIONAL:
+        known = {*_POSITIONAL, *(parser.prefix for parser in _endpoint_parsers())}
+        if kind not in known:
+            raise ValueError(
+                f"unknown endpoint type {kind!r}; known: {', '.join(sorted(known))}"
+            )
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = arguments.get("port", "")
+        if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+            raise ValueError(
+                f"expected a port number from 0 to 65535 after {kind}:, got {port!r}"
+            )
+    if kind == "ssl":
+        try:
+            importlib.import_module("OpenSSL")
+        except ImportError:
+            raise ValueError(
+                "ssl: needs the TLS libraries (pyOpenSSL, service_identity):"
+                " pip install 'erq[tls]'"
+            ) from None
+    if kind == "unix":
+        directory = os.path.dirname(arguments.get("address", "")) or "."
+        if not os.path.isdir(directory):
+            raise ValueError(f"no directory {directory} for the socket")
+
+
+def _shown(value: str) -> str:
+    """An option's value in a message: as typed, quoted if it would not
+    read as one word."""
+    if value and value.isprintable() and not any(c.isspace() for c in value):
         return value
+    return json.dumps(value)
+
+
+def _endpoint_parsers() -> list[Any]:
+    """The endpoint types that plugins add to Twisted's own."""
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    return list(getPlugins(IStreamServerEndpointStringParser))
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as the rest of a one-line message."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _check_data_dir(path: str) -> None:
+    """A data directory that exists and can be written, or that can be
+    made; `ValueError` otherwise."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ValueError("not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError("the directory is not writable")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"cannot make it: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot make it: {parent} is not writable")
+
+
+def _reserve(description: str) -> socket.socket | None:
+    """Bind, without listening, the address a tcp:/tcp6:/ssl: description
+    listens on: a port in use fails here, before twistd forks, and nothing
+    else takes the port while the queues are replayed. A client that comes
+    meanwhile is refused, not left waiting. `OSError` when it cannot bind."""
+    kind, arguments = _endpoint_arguments(description)
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return None
+    port = int(arguments["port"])
+    if port == 0:
+        return None
+    interface = arguments.get("interface", "")
+    ipv6 = kind == "tcp6" or isIPv6Address(interface)
+    reserved = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET)
+    try:
+        # As Twisted binds: a restart does not wait for old connections.
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reserved.bind((interface, port))
+    except OSError as error:
+        reserved.close()
+        shown = f"[{interface}]" if ":" in interface else interface or "*"
+        raise OSError(f"cannot listen on {shown}:{port}: {_reason(error)}") from None
+    except BaseException:
+        reserved.close()
+        raise
+    return reserved
 
 
 class Options(usage.Options):
@@ -56,7 +243,8 @@ class Options(usage.Options):
             "p",
             None,
             "Port number to listen on (127.0.0.1 only), or an endpoint "
-            "description such as tcp:22122:interface=0.0.0.0 or "
+            "description such as tcp:22122:interface=0.0.0.0, "
+            "ssl:22122:privateKey=key.pem:certKey=cert.pem or "
             f"unix:/run/erq.sock. [default: {DEFAULT_PORT}]",
         ],
         [
@@ -77,62 +265,201 @@ class Options(usage.Options):
             None,
             None,
             "Bytes of a queue kept in memory, beyond which items are read "
-            "back from the journal (e.g. 128MiB).",
+            "back from the journal: 134217728 or 128MiB.",
         ],
-        ["max-connections", None, None, "Most client connections at once."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Most client connections at once, or unlimited.",
+        ],
     ]
     optFlags = [["no-shutdown", None, "Refuse the shutdown command."]]
 
-    def postOptions(self) -> None:
-        if self["port"] == "":
-            raise usage.UsageError("--port must not be empty")
-        overrides: dict[str, Any] = {
-            "port": self["port"],
-            "data_dir": self["data-dir"],
-            "allow_shutdown": False if self["no-shutdown"] else None,
-        }
+    #: Each option that sets a setting, and the setting's name.
+    settings = {
+        "port": "port",
+        "data-dir": "data_dir",
+        "sync": "sync_journal",
+        "max-memory-size": "max_memory_size",
+        "max-connections": "max_connections",
+    }
+
+    def opt_version(self) -> None:
+        """Display erq's version (and Twisted's) and exit."""
+        from twisted import __version__ as twisted_version
+
+        print(f"erq {__version__} (Twisted {twisted_version})")
+        sys.exit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Options parsed, or `StartupError`: twistd would print a usage
+        error after the whole usage text, where it is easily missed."""
         try:
-            if self["sync"] is not None:
-                overrides["sync_journal"] = parse_sync_journal(self["sync"])
-            if self["max-memory-size"] is not None:
-                overrides["max_memory_size"] = parse_size(self["max-memory-size"])
-            connections = self["max-connections"]
-            if connections is not None:
-                overrides["max_connections"] = _integer_or_text(connections)
-            overrides = {k: v for k, v in overrides.items() if v is not None}
-            path = self["config"]
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            raise StartupError(
+                f"{error} (twistd erq --help lists the options)"
+            ) from None
+
+    def postOptions(self) -> None:
+        overrides: dict[str, Any] = {}
+        for option, key in self.settings.items():
+            text = self[option]
+            if text is None:
+                continue
+            try:
+                value = parse_option(key, text)
+            except ValueError as error:
+                raise StartupError(f"--{option} {_shown(text)}: {error}") from None
+            if key == "max_connections" and value is None:
+                value = "unlimited"
+            overrides[key] = value
+        if self["no-shutdown"]:
+            overrides["allow_shutdown"] = False
+        path = self["config"]
+        try:
             config = load_config(path) if path else Config()
             self.config = config.with_overrides(**overrides)
-        except (ConfigError, ValueError) as error:
-            raise usage.UsageError(str(error)) from None
+        except ConfigError as error:
+            raise StartupError(str(error)) from None
         self.overrides = overrides
+
+    def named(self, key: str, value: object) -> str:
+        """The setting ``key`` with ``value`` as the operator gave it: the
+        option, or the key in the configuration file."""
+        option = next(name for name, setting in self.settings.items() if setting == key)
+        if self[option] is None and self["config"]:
+            return f"server.{key} {json.dumps(value)} in {self['config']}"
+        return f"--{option} {_shown(str(value))}"
+
+
+def _address(kind: str, port: IListeningPort) -> tuple[str, bool]:
+    """How a listening port is named in the log, and whether only this
+    machine can reach it."""
+    address: Any = port.getHost()
+    if isinstance(address, UNIXAddress):
+        name = address.name
+        path = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        return f"unix {path}", True
+    host = address.host
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'tls' if kind == 'ssl' else 'tcp'} {shown}:{address.port}", loopback
 
 
 class ListeningService(StreamServerEndpointService):
     """A listening port whose failure to bind stops twistd with a message
-    rather than a server that runs and serves nothing."""
+    rather than a server that runs and serves nothing.
+
+    ``reservation`` is the address already bound by `makeService`, closed
+    just before the endpoint binds it again. Should binding fail after all
+    (another process took the port in between), twistd in the background
+    must hear of it through its status pipe, which only an ``Exception``
+    reaches (``daemon``); in the foreground the message is enough, and the
+    ``pidfile`` that twistd wrote is removed.
+    """
 
     def __init__(self, description: str, factory: QueueFactory) -> None:
         from twisted.internet import reactor
 
         super().__init__(serverFromString(reactor, description), factory)
         self.description = description
+        self.kind = _endpoint_arguments(description)[0]
         self._raiseSynchronously = True
+        self.reservation: socket.socket | None = None
+        self.daemon = False
+        self.pidfile: str | None = None
+        self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
+        if self.reservation is not None:
+            self.reservation.close()
+            self.reservation = None
         try:
             super().privilegedStartService()
         except Exception as error:
-            raise SystemExit(
-                f"erq: cannot listen on {self.description}: {error}"
-            ) from None
+            message = f"erq: cannot listen on {self.description}: {_reason(error)}"
+            log.error("{message}", message=message)
+            if self.daemon:
+                raise RuntimeError(message) from None
+            if self.pidfile:
+                try:
+                    os.unlink(self.pidfile)
+                except OSError:
+                    pass
+            raise SystemExit(message) from None
+        waiting = self._waitingForPort
+        assert waiting is not None
+        waiting.addCallback(self._bound)
+
+    def _bound(self, port: IListeningPort | None) -> IListeningPort | None:
+        self.port = port
+        return port
+
+    def address(self) -> tuple[str, bool] | None:
+        """The address listened on, and whether it is loopback only."""
+        if self.port is None:
+            return None
+        return _address(self.kind, self.port)
 
     def stopService(self) -> Deferred[None]:
         def forget(result: object) -> None:
             # So that a start after this stop listens again.
             self._waitingForPort = None
+            self.port = None
 
         return super().stopService().addBoth(forget)
+
+
+def sync_policy_text(policy: SyncPolicy) -> str:
+    """A sync policy as the log says it: always, never, every 50ms."""
+    if isinstance(policy, str):
+        return policy
+    return f"every {policy * 1000:g}ms"
+
+
+class Announcement(Service):
+    """The log's first word on a started server: what it is, where it
+    listens, where its queues live, and what it was told."""
+
+    def __init__(
+        self,
+        queues: QueueService,
+        listening: list[ListeningService],
+        config_path: str | None,
+    ) -> None:
+        self.queues = queues
+        self.listening = listening
+        self.config_path = config_path
+
+    def startService(self) -> None:
+        super().startService()
+        config = self.queues.config
+        addresses = [listening.address() for listening in self.listening]
+        shown = [address for address in addresses if address is not None]
+        data_dir = self.queues.data_dir
+        log.info(
+            "erq {version} listening on {addresses}; data directory {data_dir};"
+            " configuration {config}; sync {sync}",
+            version=__version__,
+            addresses=", ".join(name for name, _ in shown) or "nothing",
+            data_dir=os.path.abspath(data_dir) if data_dir else "none (in memory)",
+            config=self.config_path or "none (defaults)",
+            sync=sync_policy_text(config.defaults.sync_journal),
+        )
+        auth_file = getattr(config.server, "auth_file", None)
+        for name, loopback in shown:
+            if not loopback and not auth_file:
+                log.warn(
+                    "erq listens beyond loopback on {address} and no auth_file"
+                    " is set: anyone who can reach it can read, write and"
+                    " flush every queue",
+                    address=name,
+                )
 
 
 class SignalHandlers(Service):
@@ -170,22 +497,52 @@ class SignalHandlers(Service):
 
 
 def makeService(options: Any) -> MultiService:
-    """The server: a ``QueueService`` and the port that serves it."""
+    """The server: a ``QueueService`` and the port that serves it.
+
+    Under twistd (``options.parent`` is twistd's own options) this runs
+    before the process forks into the background: every check that can fail
+    is made here, as a `StartupError`.
+    """
     config: Config = options.config
+    twistd: Mapping[str, Any] | None = getattr(options, "parent", None)
+    server = config.server
+
+    data_dir = server.data_dir
+    # twistd changes to its --rundir only after this.
+    rundir = twistd.get("rundir", ".") if twistd is not None else "."
+    try:
+        _check_data_dir(os.path.join(rundir or ".", data_dir))
+    except ValueError as error:
+        raise StartupError(f"{options.named('data_dir', data_dir)}: {error}") from None
+
     top = MultiService()
     queues = QueueService(
         config,
-        data_dir=config.server.data_dir,
+        data_dir=data_dir,
         config_path=options["config"],
         overrides=options.overrides,
     )
     queues.setServiceParent(top)
-    listening = ListeningService(
-        endpoint_description(config.server.port), QueueFactory(queues)
-    )
+
+    named = options.named("port", server.port)
+    try:
+        description = endpoint_description(server.port)
+        _check_endpoint(description)
+        listening = ListeningService(description, QueueFactory(queues))
+    except Exception as error:
+        raise StartupError(f"{named}: {_reason(error)}") from None
+    if twistd is not None:
+        try:
+            listening.reservation = _reserve(description)
+        except OSError as error:
+            raise StartupError(f"{named}: {error}") from None
+        listening.daemon = not twistd.get("nodaemon", True)
+        listening.pidfile = twistd.get("pidfile") or None
     listening.setServiceParent(top)
+
+    Announcement(queues, [listening], options["config"]).setServiceParent(top)
     SignalHandlers(queues).setServiceParent(top)
     return top
 
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "StartupError", "endpoint_description", "makeService"]

@@ -17,14 +17,13 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.threads import deferToThread
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from erq import __version__
 from erq.protocol import QueueFactory
 from erq.service import QueueService
-from erq.tap import ListeningService, Options, makeService
+from erq.tap import ListeningService, Options, StartupError, makeService
 from tests.support import CLIENT_TIMEOUT, LOCALHOST, command, poll_until
 
 
@@ -156,31 +155,37 @@ class TapTests(SynchronousTestCase):
     def test_port_number_listens_on_loopback(self) -> None:
         self.assertEqual(
             self.listening_description("--port", "22122"),
-            "tcp:22122:interface=127.0.0.1",
+            "tcp:22122:interface=127.0.0.1:backlog=1024",
         )
 
     def test_default_port(self) -> None:
-        self.assertEqual(self.listening_description(), "tcp:22122:interface=127.0.0.1")
+        self.assertEqual(
+            self.listening_description(), "tcp:22122:interface=127.0.0.1:backlog=1024"
+        )
 
     def test_endpoint_description_is_passed_through(self) -> None:
         for description in (
-            "tcp:22133:interface=0.0.0.0",
-            "unix:/tmp/erq-test.sock",
-            "tcp6:22122:interface=\\:\\:1",
+            "tcp:22133:interface=0.0.0.0:backlog=5",
+            "unix:/tmp/erq-test.sock:mode=666:backlog=5",
+            "tcp6:22122:interface=\\:\\:1:backlog=5",
         ):
             self.assertEqual(
                 self.listening_description("--port", description), description
             )
 
     def test_a_bad_connection_limit_is_named(self) -> None:
-        for value, said in (("abc", '"abc"'), ("0", "0"), ("-3", "-3"), ("", '""')):
+        for value, reason in (
+            ("abc", 'expected a positive integer or "unlimited", got "abc"'),
+            ("0", "expected a positive integer, got 0"),
+            ("-3", "expected a positive integer, got -3"),
+            ("", 'expected a positive integer or "unlimited", got ""'),
+        ):
             options = Options()
-            with self.assertRaises(usage.UsageError) as raised:
+            with self.assertRaises(StartupError) as raised:
                 options.parseOptions(["--max-connections", value])
+            shown = value or '""'
             self.assertEqual(
-                str(raised.exception),
-                f"command line: max_connections: expected a positive integer, "
-                f"got {said}",
+                str(raised.exception), f"erq: --max-connections {shown}: {reason}"
             )
 
     def test_makes_a_queue_service(self) -> None:

@@ -10,7 +10,6 @@ from typing import Any, cast
 
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel, formatEvent
-from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import service as service_module
@@ -24,7 +23,7 @@ from erq.config import (
 )
 from erq.protocol import QueueFactory
 from erq.service import QueueService
-from erq.tap import Options, makeService
+from erq.tap import Options, StartupError, makeService
 from tests.test_config import toml
 from tests.test_protocol import ProtocolTestCase, set_line, value
 
@@ -743,8 +742,11 @@ class ReloadWithoutFileTests(SettingsCase):
         """
 
     def test_keeps_the_settings_it_was_given(self) -> None:
-        """With no file to read again, nothing changes."""
-        self.assertEqual(self.ask(b"reload\r\n"), b"Reloaded config.\r\n")
+        """With no file to read again, nothing changes, and the reply does
+        not pretend that something was read."""
+        self.assertEqual(
+            self.ask(b"reload\r\n"), b"SERVER_ERROR no configuration file\r\n"
+        )
         self.assertEqual(
             self.ask(set_line(b"q", b"x") * 2), b"STORED\r\nNOT_STORED\r\n"
         )
@@ -822,11 +824,11 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(queues.create_queue("careful").settings.sync_journal, "always")
         self.assertEqual(queues.create_queue("other").settings.sync_journal, "never")
 
-    def test_bad_config_is_a_usage_error(self) -> None:
+    def test_bad_config_is_a_start_up_error(self) -> None:
         path = os.path.abspath(self.mktemp())
         write(path, "[defaults]\nmax_open_reads = 0\n")
         error = self.assertRaises(
-            UsageError, Options().parseOptions, ["--config", path]
+            StartupError, Options().parseOptions, ["--config", path]
         )
         self.assertIn("line 2: defaults.max_open_reads", str(error))
 

@@ -190,6 +190,117 @@ class TwistdTests(TwistdCase):
         self.assertIn(str(port), log)
 
 
+class StartupFailureTests(TwistdCase):
+    """Whatever stops the server from starting is one line naming the option
+    and its value, and exit status 1: no traceback, no usage text, no pid
+    file left behind, in the foreground and in the background alike."""
+
+    def launch(self, daemon: bool, options: tuple[str, ...]) -> TwistdProcess:
+        mode = "daemon" if daemon else "foreground"
+        pidfile = os.path.join(self.directory, f"{mode}.pid")
+        arguments = twistd_command() + [
+            *([] if daemon else ["-n"]),
+            f"--pidfile={pidfile}",
+            f"--logfile={os.path.join(self.directory, f'{mode}.log')}",
+            "erq",
+            *options,
+        ]
+        process = TwistdProcess()
+        transport = reactor.spawnProcess(
+            process, arguments[0], arguments, env=dict(os.environ), path=self.directory
+        )
+
+        def kill() -> Deferred[int | None] | None:
+            # A daemon that started after all is found by its pid file.
+            if os.path.exists(pidfile):
+                with open(pidfile) as file:
+                    os.kill(int(file.read()), 9)
+            if process.ended:
+                return None
+            transport.signalProcess("KILL")
+            return process.wait()
+
+        self.addCleanup(kill)
+        return process
+
+    async def fails(self, *options: str) -> str:
+        """Run twistd with ``options`` in the foreground, then in the
+        background; the line both said."""
+        said = []
+        for daemon in (False, True):
+            process = self.launch(daemon, options)
+            code = await self.exit_code(process)
+            output = process.output.decode("utf-8", "replace")
+            self.assertEqual(code, 1, output)
+            self.assertEqual(len(output.splitlines()), 1, output)
+            self.assertTrue(output.startswith("erq: "), output)
+            mode = "daemon" if daemon else "foreground"
+            self.assertEqual(
+                os.listdir(self.directory).count(f"{mode}.pid"), 0, "pid file left"
+            )
+            said.append(output.strip())
+        self.assertEqual(said[0], said[1])
+        return said[0]
+
+    async def test_a_daemon_that_starts_serves(self) -> None:
+        """The port bound before twistd forks is the one the daemon serves."""
+        port = free_port()
+        process = self.launch(True, ("--port", str(port), "-d", self.directory))
+        self.assertEqual(await self.exit_code(process), 0, self.log(process))
+        await self.wait_until_serving(process, port)
+        closed = await deferToThread(command, port, b"shutdown\r\n", b"")
+        self.assertEqual(closed, b"")
+        pidfile = os.path.join(self.directory, "daemon.pid")
+        deadline = time.monotonic() + DEADLINE
+        while os.path.exists(pidfile):
+            self.assertLess(time.monotonic(), deadline, "the daemon did not stop")
+            await deferLater(reactor, 0.05, lambda: None)
+
+    async def test_port_not_a_number(self) -> None:
+        line = await self.fails("--port", "tcp:abc")
+        self.assertTrue(line.startswith("erq: --port tcp:abc: "), line)
+
+    async def test_unknown_endpoint_type(self) -> None:
+        line = await self.fails("--port", "foo:1")
+        self.assertTrue(
+            line.startswith("erq: --port foo:1: unknown endpoint type 'foo'"), line
+        )
+
+    async def test_data_dir_is_a_file(self) -> None:
+        path = os.path.join(self.directory, "queues")
+        with open(path, "w"):
+            pass
+        line = await self.fails("--port", "0", "--data-dir", path)
+        self.assertEqual(line, f"erq: --data-dir {path}: not a directory")
+
+    async def test_port_in_use(self) -> None:
+        with socket.socket() as taken:
+            taken.bind((LOCALHOST, 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            line = await self.fails("--port", str(port), "-d", self.directory)
+        self.assertEqual(
+            line,
+            f"erq: --port {port}: cannot listen on {LOCALHOST}:{port}:"
+            " Address already in use",
+        )
+
+    async def test_configuration_file_does_not_validate(self) -> None:
+        path = os.path.join(self.directory, "erq.toml")
+        with open(path, "w") as file:
+            file.write("[defaults]\nmax_open_reads = 0\n")
+        line = await self.fails("--config", path)
+        self.assertEqual(
+            line,
+            f"erq: {path} line 2: defaults.max_open_reads: expected a positive"
+            " integer, got 0",
+        )
+
+    async def test_bad_option_value(self) -> None:
+        line = await self.fails("--max-memory-size", "12XB")
+        self.assertTrue(line.startswith("erq: --max-memory-size 12XB: "), line)
+
+
 class PluginTests(SynchronousTestCase):
     def test_twistd_lists_erq(self) -> None:
         directory = temporary_directory(self)
@@ -202,6 +313,20 @@ class PluginTests(SynchronousTestCase):
         )
         commands = [line.split() for line in help.stdout.decode().splitlines()]
         self.assertIn("erq", [words[0] for words in commands if words])
+
+    def test_version_is_erq_s(self) -> None:
+        directory = temporary_directory(self)
+        version = subprocess.run(
+            twistd_command() + ["-n", "erq", "--version"],
+            capture_output=True,
+            timeout=DEADLINE,
+            check=True,
+            cwd=directory,
+        )
+        self.assertTrue(
+            version.stdout.decode().startswith(f"erq {__version__} (Twisted "),
+            version.stdout,
+        )
 
     def test_plugin_is_found(self) -> None:
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
