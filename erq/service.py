@@ -177,12 +177,12 @@ class QueueService(Service):
         (and its plain get answered to nobody when it gives up).  The
         writer's thread starts later, in ``startService``: a port that
         cannot be bound must still end the process."""
-        self._lock_data_dir()
+        self.hold_data_dir()
         super().privilegedStartService()
         self._replay_journals()
 
     def startService(self) -> None:
-        self._lock_data_dir()
+        self.hold_data_dir()
         self.shutting_down = False
         self.started_at = self.clock.seconds()
         super().startService()
@@ -192,12 +192,14 @@ class QueueService(Service):
         self._create_configured()
         self._start_sweeper()
 
-    def _lock_data_dir(self) -> None:
+    def hold_data_dir(self, path: str | None = None) -> None:
         """Hold the data directory (see ``erq.datadir``) before anything
         reads it; raises `DataDirectoryInUse`, with nothing started, when
-        another server holds it."""
+        another server holds it.  ``path`` names the data directory as seen
+        from here, where the process will change directories before the
+        service starts (twistd's ``--rundir``)."""
         if self.data_dir is not None and self._lock is None:
-            self._lock = lock_data_dir(self.data_dir)
+            self._lock = lock_data_dir(path if path is not None else self.data_dir)
 
     def _unlock_data_dir(self, result: object = None) -> object:
         lock, self._lock = self._lock, None

@@ -42,6 +42,7 @@ from twisted.python import usage
 
 from erq import __version__
 from erq.config import Config, ConfigError, SyncPolicy, load_config, parse_option
+from erq.datadir import DataDirectoryInUse
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 
@@ -523,6 +524,13 @@ def makeService(options: Any) -> MultiService:
         overrides=options.overrides,
     )
     queues.setServiceParent(top)
+    if twistd is not None:
+        # Before the fork: a directory in use is one line, and the lock
+        # (held by an open file) goes on with the daemon.
+        try:
+            queues.hold_data_dir(os.path.join(rundir or ".", data_dir))
+        except DataDirectoryInUse as error:
+            raise StartupError(str(error)) from None
 
     named = options.named("port", server.port)
     try:

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from erq import __version__
+from erq.datadir import lock_data_dir
 from tests.support import LOCALHOST, command, free_port, reactor
 
 #: Longest a twistd process may take to start, or to stop once told to.
@@ -272,6 +273,17 @@ class StartupFailureTests(TwistdCase):
             pass
         line = await self.fails("--port", "0", "--data-dir", path)
         self.assertEqual(line, f"erq: --data-dir {path}: not a directory")
+
+    async def test_data_dir_in_use(self) -> None:
+        path = os.path.join(self.directory, "queues")
+        held = lock_data_dir(path)
+        self.addCleanup(held.release)
+        line = await self.fails("--port", "0", "--data-dir", path)
+        self.assertEqual(
+            line,
+            f"erq: data directory {path} is in use by another erq process"
+            f" (pid {os.getpid()})",
+        )
 
     async def test_port_in_use(self) -> None:
         with socket.socket() as taken:
