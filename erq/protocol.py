@@ -197,6 +197,9 @@ class QueueProtocol(LineReceiver):
         self._out_size = 0
         self._direct = False
         self._waiting: Deferred[Item | None] | None = None
+        # The reply slot of the get or monitor that waits, and the parts of
+        # its reply gathered so far.
+        self._waiting_reply: tuple[_Slot, list[bytes]] = (_Slot(), [])
         self._paused_for: set[str] = set()
         self._running = False
         self._closing = False
@@ -243,12 +246,31 @@ class QueueProtocol(LineReceiver):
                 queue.abort(list(items))
 
     def disconnect(self) -> None:
-        """Close this connection (the server is stopping); its open reads
-        go back now, while their journals still take records."""
+        """The server is stopping: read no more requests, and close once the
+        replies to those read so far have left, a durable set's when its
+        journal write is done.  A waiting get is answered with what it has;
+        open reads go back now, while their journals still take records."""
         self._close()
+        self._end_wait()
         self._give_back()
+        if not self._running:
+            self._flush()
+
+    def abort(self) -> None:
+        """Close now, whatever is still to be answered."""
+        self._close()
         if not self._gone:
-            self._transport.loseConnection()
+            self._transport.abortConnection()
+
+    def _end_wait(self) -> None:
+        """Stop waiting, and answer the get or monitor that waited with
+        the items it had gathered."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return
+        slot, parts = self._waiting_reply
+        waiting.cancel()
+        self._fill(slot, b"".join(parts) + b"END\r\n")
 
     def pauseProducing(self) -> None:
         """The client does not read its replies: stop reading its requests."""
@@ -722,10 +744,13 @@ class QueueProtocol(LineReceiver):
             self._reply_raw(_ONE_VALUE % (request.key, item.flags, len(data), data))
         else:
             self._waiting = waiting = cast(Deferred, result)
+            slot = self._hold()
+            parts: list[bytes] = []
+            self._waiting_reply = (slot, parts)
             waiting.addCallbacks(
                 self._got,
                 self._wait_failed,
-                callbackArgs=([request], 0, [], self._hold()),
+                callbackArgs=([request], 0, parts, slot),
             )
 
     def _breaks_open_rules(self, requests: list[GetRequest]) -> bool:
@@ -775,6 +800,7 @@ class QueueProtocol(LineReceiver):
                 if slot is None:
                     slot = self._hold()
                 self._waiting = waiting = cast(Deferred, result)
+                self._waiting_reply = (slot, parts)
                 waiting.addCallbacks(
                     self._got,
                     self._wait_failed,
@@ -858,6 +884,7 @@ class QueueProtocol(LineReceiver):
             result = service.get(name, timeout if timeout > 0 else None, True, False)
             if isinstance(result, Deferred):
                 self._waiting = result
+                self._waiting_reply = (slot, [])
                 result.addCallbacks(
                     self._monitored,
                     self._wait_failed,

@@ -40,6 +40,10 @@ SEGMENT_SIZE = 16 * MiB
 #: exptime values above this are absolute Unix times, as in memcached.
 ABSOLUTE_EXPTIME = 1_000_000
 
+#: Seconds a stopping server waits, once its journals are written, for its
+#: connections to send the replies they still owe; then it cuts them off.
+SHUTDOWN_GRACE = 5.0
+
 
 class Counters:
     """Server-wide counters, bumped by the protocol and the service."""
@@ -153,6 +157,8 @@ class QueueService(Service):
         # Fanout: each parent's children, ``parent+<anything>``.
         self._children: dict[str, set[str]] = {}
         self.connections: set[QueueProtocol] = set()
+        # Connections that a stop waits to see closed, and what it waits on.
+        self._closing: list[tuple[set[QueueProtocol], Deferred[None]]] = []
         self.counters = Counters()
         self.started_at = clock.seconds()
         self.shutting_down = False
@@ -202,11 +208,38 @@ class QueueService(Service):
             self._sweeper.stop()
         self._sweeper = None
         self.shutting_down = True
-        for connection in list(self.connections):
+        closing = set(self.connections)
+        for connection in closing:
             connection.disconnect()
-        if self.writer is None:
+        written = succeed(None) if self.writer is None else self.writer.stop()
+        # The last journal write answers the durable sets still waiting; the
+        # reactor must not stop (and drop every connection) before their
+        # replies have left.
+        return written.addCallback(lambda _: self._closed(closing))
+
+    def _closed(self, closing: set[QueueProtocol]) -> Deferred[None]:
+        """Fires once these connections have closed, or have been cut off
+        `SHUTDOWN_GRACE` seconds from now.  (Those made after a stop, by a
+        start before it was done, are not waited for.)"""
+        closing &= self.connections
+        if not closing:
             return succeed(None)
-        return self.writer.stop()
+        closed: Deferred[None] = Deferred()
+        self._closing.append((closing, closed))
+        cut_off = self.clock.callLater(SHUTDOWN_GRACE, self._cut_off, closing)
+        closed.addBoth(lambda result: cut_off.cancel() if cut_off.active() else None)
+        return closed
+
+    def _cut_off(self, closing: set[QueueProtocol]) -> None:
+        self.log.warn(
+            "Cutting off {count} connections that did not take their replies"
+            " within {grace} s of stopping",
+            count=len(closing),
+            grace=SHUTDOWN_GRACE,
+        )
+        for connection in list(closing):
+            connection.abort()
+            self.connection_lost(connection)
 
     def _replay(self, data_dir: str) -> None:
         """Bring back every queue journaled under ``data_dir``."""
@@ -281,6 +314,12 @@ class QueueService(Service):
 
     def connection_lost(self, connection: QueueProtocol) -> None:
         self.connections.discard(connection)
+        if self._closing:
+            for closing, closed in list(self._closing):
+                closing.discard(connection)
+                if not closing:
+                    self._closing.remove((closing, closed))
+                    closed.callback(None)
 
     # -- queues ----------------------------------------------------------
 

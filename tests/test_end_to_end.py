@@ -453,3 +453,42 @@ class RawSocketTests(EndToEndCase):
         protocol = await self.server.protocol_for(sock)
         transport: Any = protocol.transport
         self.assertTrue(transport.getTcpNoDelay())
+
+
+def read_to_end(sock: Any) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = bytearray()
+    while chunk := sock.recv(65536):
+        received += chunk
+    return bytes(received)
+
+
+class ShutdownTests(TestCase):
+    timeout = 30
+
+    async def test_a_set_pipelined_before_shutdown_is_answered(self) -> None:
+        """The reply of a durable set that shutdown follows in the same write
+        reaches the client before the connection closes, and the item is in
+        the journal."""
+        data_dir = self.mktemp()
+        stopped: list[Deferred[None]] = []
+        service = QueueService(
+            data_dir=data_dir,
+            stop_server=lambda: stopped.append(service.stopService()),
+        )
+        server = start_server(self, service)
+
+        def talk() -> bytes:
+            with connect(server.port) as sock:
+                sock.sendall(b"set q 0 0 1\r\na\r\nshutdown\r\n")
+                return read_to_end(sock)
+
+        self.assertEqual(await deferToThread(talk), b"STORED\r\n")
+        await poll_until(lambda: bool(stopped))
+        await stopped[0]
+        again = QueueService(data_dir=data_dir)
+        again.startService()
+        self.addCleanup(again.stopService)
+        queue = again.queue("q")
+        assert queue is not None
+        self.assertEqual(queue.items, 1)

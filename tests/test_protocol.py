@@ -14,7 +14,7 @@ from erq.config import Config, QueueSettings, ServerSettings
 from erq.journal import JournalWriter
 from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
 from erq.queue import Item, Queue
-from erq.service import QueueService
+from erq.service import SHUTDOWN_GRACE, QueueService
 from tests.test_journal import FakeReactor, ManualPool
 
 SERVER_STAT_NAMES = (
@@ -1231,6 +1231,84 @@ class ShutdownTests(ProtocolTestCase):
         self.assertEqual(self.service.connections, set())
         self.clock.advance(0)
         self.assertEqual(self.stops, [None])
+
+    def journal(self, name: str) -> FakeJournal:
+        journal = FakeJournal()
+        self.service.create_queue(name).journal = journal
+        return journal
+
+    def test_a_durable_set_before_shutdown_is_answered_first(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") + b"shutdown\r\nversion\r\n")
+        self.assertFalse(self.client.closed)
+        self.assertEqual(self.client.take(), b"")
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.take(), b"STORED\r\n")
+        self.assertTrue(self.client.closed)
+        self.clock.advance(0)
+        self.assertEqual(self.stops, [None])
+
+    def test_other_connections_get_their_durable_replies(self) -> None:
+        journal = self.journal("q")
+        other = self.connect()
+        other.send(set_line(b"q", b"a", flags=1) + set_line(b"q", b"b", flags=2))
+        self.ask(b"shutdown\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertFalse(other.closed)
+        # Nothing more is read from it.
+        other.send(b"version\r\n" + set_line(b"q", b"c"))
+        self.assertEqual(len(journal.pending), 2)
+        journal.pending[1].callback(None)
+        self.assertEqual(other.take(), b"")
+        journal.pending[0].errback(OSError("disk full"))
+        self.assertEqual(other.take(), b"SERVER_ERROR disk full\r\nSTORED\r\n")
+        self.assertTrue(other.closed)
+
+    def test_a_waiting_get_is_answered_with_what_it_took(self) -> None:
+        self.ask(set_line(b"a", b"x"))
+        other = self.connect()
+        other.send(b"get a b/t=1000\r\nversion\r\n")
+        self.assertEqual(other.take(), b"")
+        self.ask(b"shutdown\r\n")
+        self.assertEqual(other.take(), value(b"a", b"x") + b"END\r\n")
+        self.assertTrue(other.closed)
+        self.clock.advance(2)
+        self.assertEqual(self.queue("a").items, 0)
+        self.assertEqual(self.service.queue("b"), None)
+
+    def test_a_monitor_ends_and_its_reads_go_back(self) -> None:
+        self.ask(set_line(b"q", b"x"))
+        other = self.connect()
+        other.send(b"monitor q 10\r\n")
+        self.assertEqual(other.take(), value(b"q", b"x"))
+        self.ask(b"shutdown\r\n")
+        self.assertEqual(other.take(), b"END\r\n")
+        self.assertTrue(other.closed)
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_stopping_waits_for_replies_still_owed(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a"))
+        stopped = self.service.stopService()
+        self.assertNoResult(stopped)
+        self.assertFalse(self.client.closed)
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.take(), b"STORED\r\n")
+        self.assertTrue(self.client.closed)
+        self.successResultOf(stopped)
+
+    def test_stopping_cuts_off_what_is_late(self) -> None:
+        self.journal("q")
+        self.client.send(set_line(b"q", b"a"))
+        stopped = self.service.stopService()
+        self.clock.advance(SHUTDOWN_GRACE - 0.001)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.002)
+        self.successResultOf(stopped)
+        self.assertTrue(self.client.closed)
+        self.assertEqual(self.client.take(), b"")
+        self.assertEqual(self.service.connections, set())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ShutdownDisabledTests(ProtocolTestCase):

@@ -99,7 +99,8 @@ class ComposedServiceTests(TestCase):
             self.assertEqual(client.version(), __version__.encode())
 
         await deferToThread(talk)
-        # A client that waits when the server stops is disconnected.
+        # A client that waits when the server stops is answered END (it
+        # took nothing) and disconnected.
         waiting = deferToThread(client.get, "q2/t=10000")
         await poll_until(lambda: queues.counters.cmd_get > 0)
 
@@ -108,8 +109,9 @@ class ComposedServiceTests(TestCase):
         await stopped
         self.assertFalse(queues.running)
         self.assertFalse(listening.running)
+        self.assertIsNone(await waiting)
         with self.assertRaises(MemcacheUnexpectedCloseError):
-            await waiting
+            await deferToThread(client.version)
         with self.assertRaises(ConnectionRefusedError):
             await deferToThread(command, port, b"version\r\n")
         await poll_until(lambda: not queues.connections)
