@@ -14,7 +14,9 @@ file, with each key at its default::
     max_connections = "unlimited" # or a positive integer
     expiry_sweep = "1s"           # how often expired items are dropped and
                                   # idle queues (max_queue_age) deleted
-    allow_shutdown = true         # whether the shutdown command is obeyed
+    allow_shutdown = true         # shutdown obeyed from loopback and Unix
+                                  # sockets; "any": from every connection;
+                                  # false: never
     max_item_cap = "64MiB"        # the largest <bytes> any set may announce;
                                   # above it: SERVER_ERROR, connection closed
 
@@ -126,7 +128,9 @@ class ServerSettings:
     max_connections: int | None = None
     #: Seconds between sweeps for expired items and idle queues.
     expiry_sweep: float = 1.0
-    allow_shutdown: bool = True
+    #: ``True``: from loopback and Unix sockets only; ``"any"``: from every
+    #: connection; ``False``: never.
+    allow_shutdown: bool | Literal["any"] = True
     #: The largest item a ``set`` may announce, in bytes.
     max_item_cap: int = 64 * MiB
 
@@ -232,7 +236,7 @@ class Config:
         data_dir: str | None = None,
         max_connections: int | None = None,
         expiry_sweep: float | None = None,
-        allow_shutdown: bool | None = None,
+        allow_shutdown: bool | Literal["any"] | None = None,
         max_item_cap: int | None = None,
         sync_journal: SyncPolicy | None = None,
         max_memory_size: int | None = None,
@@ -249,7 +253,7 @@ class Config:
             "data_dir": (data_dir, _data_dir),
             "max_connections": (max_connections, _positive_count),
             "expiry_sweep": (expiry_sweep, _seconds),
-            "allow_shutdown": (allow_shutdown, _boolean),
+            "allow_shutdown": (allow_shutdown, _allow_shutdown),
             "max_item_cap": (max_item_cap, _positive_count),
         }
         changes: dict[str, Any] = {}
@@ -474,6 +478,14 @@ def _boolean(value: object) -> bool:
     raise ValueError(f"expected true or false, got {_show(value)}")
 
 
+def _allow_shutdown(value: object) -> bool | Literal["any"]:
+    if isinstance(value, bool):
+        return value
+    if value == "any":
+        return "any"
+    raise ValueError(f'expected true, false or "any", got {_show(value)}')
+
+
 def _queue_name_or_none(value: object) -> str | None:
     if value == "":
         return None
@@ -518,7 +530,7 @@ _SERVER_KEYS: dict[str, Callable[[Any], object]] = {
         None if value == "unlimited" else _count(value, 1, unlimited=True)
     ),
     "expiry_sweep": _duration,
-    "allow_shutdown": _boolean,
+    "allow_shutdown": _allow_shutdown,
     "max_item_cap": _positive_size,
 }
 

@@ -1008,11 +1008,11 @@ class QueueProtocol(LineReceiver):
         self._reply(b"VERSION " + __version__.encode())
 
     def _shutdown(self, words: list[bytes]) -> None:
-        if not self.service.allow_shutdown:
-            raise ClientError("shutdown disabled")
-        self._close()
-        # The replies before this one leave before the connection closes.
-        self._flush()
+        refused = self.service.shutdown_refused(self._transport.getPeer())
+        if refused is not None:
+            raise ClientError(refused)
+        # Every connection, this one too, closes once the replies to the
+        # requests it has read have left.
         self.service.shutdown()
 
     def _reload(self, words: list[bytes]) -> None:

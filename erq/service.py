@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -328,8 +330,18 @@ class QueueService(Service):
         return self.config.server.max_item_cap
 
     @property
-    def allow_shutdown(self) -> bool:
+    def allow_shutdown(self) -> bool | Literal["any"]:
         return self.config.server.allow_shutdown
+
+    def shutdown_refused(self, peer: IAddress) -> str | None:
+        """Why a client at ``peer`` may not shut the server down, or
+        ``None`` when it may."""
+        allowed = self.allow_shutdown
+        if allowed is False:
+            return "shutdown disabled"
+        if allowed == "any" or is_local(peer):
+            return None
+        return "shutdown disabled except from loopback or a Unix socket"
 
     @property
     def max_connections(self) -> int | None:
@@ -642,6 +654,22 @@ class QueueService(Service):
     def children(self, name: str) -> list[str]:
         """Fanout children of a queue: ``name+<anything>``."""
         return sorted(self._children.get(name, ()))
+
+
+def is_local(peer: IAddress) -> bool:
+    """Whether a client at ``peer`` is on this machine: a Unix socket, or a
+    loopback address (an IPv4 one mapped into IPv6 too)."""
+    if isinstance(peer, UNIXAddress):
+        return True
+    if not isinstance(peer, IPv4Address | IPv6Address):
+        return False
+    try:
+        address = ipaddress.ip_address(peer.host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def all_durable(waits: list[Deferred[None]]) -> Deferred[list[None]]:

@@ -103,6 +103,14 @@ class ValueTests(SynchronousTestCase):
             ),
         )
 
+    def test_allow_shutdown(self) -> None:
+        for text, expected in [("true", True), ("false", False), ('"any"', "any")]:
+            config = parse_config(f"[server]\nallow_shutdown = {text}\n")
+            self.assertEqual(config.server.allow_shutdown, expected)
+        self.assertEqual(
+            Config().with_overrides(allow_shutdown="any").server.allow_shutdown, "any"
+        )
+
     def test_port_endpoint_description(self) -> None:
         text = '[server]\nport = "tcp:22133:interface=0.0.0.0"\n'
         self.assertEqual(parse_config(text).server.port, "tcp:22133:interface=0.0.0.0")
@@ -475,7 +483,8 @@ class ErrorTests(SynchronousTestCase):
             ("data_dir", '""', "expected a directory"),
             ("max_connections", "0", "positive integer"),
             ("expiry_sweep", "1", 'write "1s"'),
-            ("allow_shutdown", '"no"', "expected true or false"),
+            ("allow_shutdown", '"no"', 'expected true, false or "any", got "no"'),
+            ("allow_shutdown", "1", 'expected true, false or "any", got 1'),
             ("max_item_cap", "0", "positive size"),
         ]
         for key, value, reason in cases:

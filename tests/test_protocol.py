@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.trial.unittest import SynchronousTestCase
@@ -30,11 +33,15 @@ QUEUE_STAT_NAMES = (
 ).split()
 
 
+#: Where test clients connect from, unless a test says otherwise.
+LOOPBACK_PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
 class RecordingTransport(StringTransportWithDisconnection):
     """Records each write, and can ask its producer to pause after writing."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, peer: IAddress = LOOPBACK_PEER) -> None:
+        super().__init__(peerAddress=peer)
         self.writes: list[bytes] = []
         self.pause_after_write = False
 
@@ -83,9 +90,9 @@ class FakeJournal:
 class Client:
     """One connection to the server under test."""
 
-    def __init__(self, factory: QueueFactory) -> None:
+    def __init__(self, factory: QueueFactory, peer: IAddress = LOOPBACK_PEER) -> None:
         self.protocol: QueueProtocol = factory.buildProtocol(None)
-        self.transport = RecordingTransport()
+        self.transport = RecordingTransport(peer)
         self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
 
@@ -121,7 +128,7 @@ def set_line(name: bytes, data: bytes, flags: int = 0, exptime: int = 0) -> byte
 class ProtocolTestCase(SynchronousTestCase):
     """A service on a fake clock, and a first client connected to it."""
 
-    allow_shutdown = True
+    allow_shutdown: bool | Literal["any"] = True
     defaults: QueueSettings | None = None
     max_item_cap = 64 * 1024 * 1024
 
@@ -140,8 +147,8 @@ class ProtocolTestCase(SynchronousTestCase):
         self.factory = QueueFactory(self.service)
         self.client = self.connect()
 
-    def connect(self) -> Client:
-        return Client(self.factory)
+    def connect(self, peer: IAddress = LOOPBACK_PEER) -> Client:
+        return Client(self.factory, peer)
 
     def ask(self, data: bytes) -> bytes:
         return self.client.ask(data)
@@ -1310,6 +1317,43 @@ class ShutdownTests(ProtocolTestCase):
         self.assertEqual(self.service.connections, set())
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_from_local_peers_only(self) -> None:
+        refused = (
+            b"CLIENT_ERROR shutdown disabled except from loopback or a Unix socket\r\n"
+        )
+        for host in ["192.168.1.1", "10.0.0.127", "::ffff:10.0.0.1", "fe80::1%eth0"]:
+            kind = IPv6Address if ":" in host else IPv4Address
+            client = self.connect(kind("TCP", host, 40000))
+            self.assertEqual(client.ask(b"shutdown\r\n"), refused, host)
+            self.assertFalse(client.closed)
+            self.assertEqual(client.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+        self.clock.advance(1)
+        self.assertEqual(self.stops, [])
+        client = self.connect(UNIXAddress(b"/run/erq.sock"))
+        self.assertEqual(client.ask(b"shutdown\r\n"), b"")
+        self.assertTrue(client.closed)
+        self.clock.advance(0)
+        self.assertEqual(self.stops, [None])
+
+    def test_from_other_loopback_addresses(self) -> None:
+        for host in ["127.0.0.2", "::1", "::ffff:127.0.0.1"]:
+            kind = IPv6Address if ":" in host else IPv4Address
+            self.service.shutting_down = False
+            client = self.connect(kind("TCP", host, 40000))
+            self.assertEqual(client.ask(b"shutdown\r\n"), b"", host)
+            self.assertTrue(client.closed, host)
+
+
+class ShutdownFromAnywhereTests(ProtocolTestCase):
+    allow_shutdown = "any"
+
+    def test_obeyed_from_any_peer(self) -> None:
+        client = self.connect(IPv4Address("TCP", "192.168.1.1", 40000))
+        self.assertEqual(client.ask(b"version\r\nshutdown\r\n"), b"VERSION 1.0.0\r\n")
+        self.assertTrue(client.closed)
+        self.clock.advance(0)
+        self.assertEqual(self.stops, [None])
+
 
 class ShutdownDisabledTests(ProtocolTestCase):
     allow_shutdown = False
@@ -1319,9 +1363,13 @@ class ShutdownDisabledTests(ProtocolTestCase):
         self.assertEqual(
             self.ask(b"shutdown\r\n"), b"CLIENT_ERROR shutdown disabled\r\n"
         )
+        unix = self.connect(UNIXAddress(b"/run/erq.sock"))
+        self.assertEqual(
+            unix.ask(b"shutdown\r\n"), b"CLIENT_ERROR shutdown disabled\r\n"
+        )
         self.clock.advance(1)
         self.assertEqual(self.stops, [])
-        self.assertFalse(self.client.closed or other.closed)
+        self.assertFalse(self.client.closed or other.closed or unix.closed)
         self.assertEqual(self.ask(set_line(b"q", b"x")), b"STORED\r\n")
 
 
