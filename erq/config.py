@@ -19,6 +19,10 @@ file, with each key at its default::
                                   # false: never
     max_item_cap = "64MiB"        # the largest <bytes> any set may announce;
                                   # above it: SERVER_ERROR, connection closed
+    auth_file = ""                # a file of user:password lines (see
+                                  # erq.auth): clients must log in; a
+                                  # relative path is relative to the working
+                                  # directory; "" for none
 
     [defaults]                    # every queue that does not say otherwise
     max_items = "unlimited"       # items held; a non-negative integer
@@ -87,7 +91,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, time
 from decimal import Decimal
-from typing import Any, Literal, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar
+
+if TYPE_CHECKING:
+    from erq.auth import Credentials
 
 MiB = 1024 * 1024
 
@@ -133,6 +140,9 @@ class ServerSettings:
     allow_shutdown: bool | Literal["any"] = True
     #: The largest item a ``set`` may announce, in bytes.
     max_item_cap: int = 64 * MiB
+    #: The file of ``user:password`` lines clients log in with (an absolute
+    #: path when read from a file or the command line); ``None``: no login.
+    auth_file: str | None = None
 
 
 class ConfigError(ValueError):
@@ -222,6 +232,26 @@ class Config:
     _tables: dict[str, dict[str, Any]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    #: The users of ``server.auth_file``, read when the configuration is
+    #: made (so that a configuration naming an auth file always has them),
+    #: or ``None`` without one.
+    credentials: Credentials | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        path = self.server.auth_file
+        credentials = self.credentials
+        if path is None:
+            credentials = None
+        elif credentials is None or credentials.path != path:
+            from erq.auth import load_credentials
+
+            credentials = load_credentials(path)
+        object.__setattr__(self, "credentials", credentials)
+
+    def with_credentials_read_again(self) -> Config:
+        """This configuration with its auth file read again; `ConfigError`
+        when it can no longer be read or is wrong."""
+        return replace(self, credentials=None)
 
     def settings_for(self, name: str) -> QueueSettings:
         """The settings of the queue ``name``, table or not."""
@@ -240,6 +270,7 @@ class Config:
         max_item_cap: int | None = None,
         sync_journal: SyncPolicy | None = None,
         max_memory_size: int | None = None,
+        auth_file: str | None = None,
     ) -> Config:
         """This configuration with command-line options applied; ``None``
         leaves a setting as the file has it.
@@ -255,6 +286,7 @@ class Config:
             "expiry_sweep": (expiry_sweep, _seconds),
             "allow_shutdown": (allow_shutdown, _allow_shutdown),
             "max_item_cap": (max_item_cap, _positive_count),
+            "auth_file": (auth_file, _auth_file),
         }
         changes: dict[str, Any] = {}
         for key, (value, check) in checks.items():
@@ -281,7 +313,7 @@ class Config:
         }
         resolved = _resolve(defaults, self._tables, fixed)
         queues = {name: resolved[name] for name in self.queues}
-        return Config(server, defaults, queues, self._tables)
+        return Config(server, defaults, queues, self._tables, self.credentials)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -523,6 +555,16 @@ def _data_dir(value: object) -> str:
     raise ValueError(f"expected a directory path, got {_show(value)}")
 
 
+def _auth_file(value: object) -> str | None:
+    if value == "":
+        return None
+    if isinstance(value, str) and "\0" not in value:
+        # Read again at each reload: the same file, wherever the server's
+        # working directory is by then.
+        return os.path.abspath(value)
+    raise ValueError(f'expected a file path or "" for none, got {_show(value)}')
+
+
 _SERVER_KEYS: dict[str, Callable[[Any], object]] = {
     "port": _port,
     "data_dir": _data_dir,
@@ -532,6 +574,7 @@ _SERVER_KEYS: dict[str, Callable[[Any], object]] = {
     "expiry_sweep": _duration,
     "allow_shutdown": _allow_shutdown,
     "max_item_cap": _positive_size,
+    "auth_file": _auth_file,
 }
 
 _QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
@@ -608,7 +651,26 @@ class _Reader:
             else:
                 raise self.unknown((key,), value, _TABLES)
         queues = _resolve(defaults, tables, {})
-        return Config(server, defaults, {name: queues[name] for name in tables}, tables)
+        credentials = None
+        if server.auth_file is not None:
+            from erq.auth import load_credentials
+
+            try:
+                credentials = load_credentials(server.auth_file)
+            except ConfigError as error:
+                if error.line is not None:
+                    raise
+                # The file itself cannot be read: say where it was named.
+                raise self.error(
+                    ("server", "auth_file"), f"{error.source}: {error.reason}"
+                ) from None
+        return Config(
+            server,
+            defaults,
+            {name: queues[name] for name in tables},
+            tables,
+            credentials,
+        )
 
     def table(
         self, path: _Path, value: object, keys: dict[str, Callable[[Any], object]]

@@ -36,6 +36,10 @@ MAX_RUN_BYTES = 1024 * 1024
 MAX_HELD_OUTPUT = 64 * 1024
 MAX_FLAGS = 2**32 - 1
 MAX_NAME = 250
+#: The largest data block read from a client that has not logged in: a
+#: login is a user name and a password, and a stranger may not make the
+#: server hold more.
+MAX_LOGIN = 4096
 
 
 class ClientError(Exception):
@@ -204,6 +208,10 @@ class QueueProtocol(LineReceiver):
         self._running = False
         self._closing = False
         self._gone = False
+        # Requests are refused until a login (the server has an auth file).
+        self._locked = False
+        self._logged_in = False
+        self._login_noreply = False
         #: This connection's open reads, oldest first, by queue.
         self.open_reads: dict[Queue, deque[Item]] = {}
 
@@ -219,6 +227,7 @@ class QueueProtocol(LineReceiver):
             self._transport.write(b"SERVER_ERROR too many connections\r\n")
             self._transport.loseConnection()
             return
+        self._locked = self.service.config.credentials is not None
         self._transport.registerProducer(self, True)
         # A plain TCP connection of the reactor's: replies may skip its
         # write buffer when it is empty (see _send).
@@ -271,6 +280,12 @@ class QueueProtocol(LineReceiver):
         slot, parts = self._waiting_reply
         waiting.cancel()
         self._fill(slot, b"".join(parts) + b"END\r\n")
+
+    def login_required(self, required: bool) -> None:
+        """The server now has an auth file (``required``) or none: a
+        connection that has logged in stays so, the others must now log in,
+        or no longer."""
+        self._locked = required and not self._logged_in
 
     def pauseProducing(self) -> None:
         """The client does not read its replies: stop reading its requests."""
@@ -353,7 +368,7 @@ class QueueProtocol(LineReceiver):
                 line = bytes(buffer[position:end])
                 start = position
                 position = newline + 1
-                known = _known_lines.get(line)
+                known = None if self._locked else _known_lines.get(line)
                 # Bytes after this line: a run needs at least one more.
                 more = len(buffer) - position
                 if known.__class__ is GetRequest and more >= position - start:
@@ -384,6 +399,9 @@ class QueueProtocol(LineReceiver):
         self._line(line, _known_lines.get(line))
 
     def _line(self, line: bytes, known: GetRequest | _SetLine | None) -> None:
+        if self._locked:
+            self._before_login(line)
+            return
         if known is not None:
             if known.__class__ is _SetLine:
                 known_set = cast(_SetLine, known)
@@ -426,7 +444,63 @@ class QueueProtocol(LineReceiver):
             _known_lines.clear()
         _known_lines[line] = parsed
 
+    # -- login -----------------------------------------------------------
+
+    def _before_login(self, line: bytes) -> None:
+        """A request before this connection has logged in: only a login
+        (a ``set``) or ``quit`` is obeyed."""
+        words = [word for word in line.split(b" ") if word]
+        command = words[0].lower() if words else b""
+        if command == b"quit":
+            self._close()
+        elif command == b"set":
+            self._login(words[1:])
+        elif command in _OTHER_STORAGE:
+            # Its data block is read and dropped, to keep in step.
+            self._read_block(words[1:], self._drop_unauthenticated, MAX_LOGIN)
+        else:
+            self._client_error(b"unauthenticated")
+
+    def _drop_unauthenticated(self, block: bytes) -> None:
+        if block[-2:] != b"\r\n":
+            self._fatal(b"CLIENT_ERROR bad data chunk")
+        else:
+            self._client_error(b"unauthenticated")
+
+    def _login(self, words: list[bytes]) -> None:
+        """``set <any key> <flags> <exptime> <bytes> [noreply]`` whose data
+        is ``<user> <password>``."""
+        if len(words) >= 4 and words[3].isdigit() and int(words[3]) > MAX_LOGIN:
+            # Not read: too long to be a login.
+            self.counters.auth_cmds += 1
+            self.counters.auth_errors += 1
+            self._fatal(b"CLIENT_ERROR authentication failure")
+            return
+        if self._read_block(words, self._check_login, MAX_LOGIN):
+            self._login_noreply = len(words) == 5 and words[4] == b"noreply"
+
+    def _check_login(self, block: bytes) -> None:
+        if block[-2:] != b"\r\n":
+            self._fatal(b"CLIENT_ERROR bad data chunk")
+            return
+        self.counters.auth_cmds += 1
+        user, space, password = block[:-2].partition(b" ")
+        credentials = self.service.config.credentials
+        if credentials is None or (space and credentials.check(user, password)):
+            self._locked = False
+            self._logged_in = True
+            if not self._login_noreply:
+                self._reply(b"STORED")
+        else:
+            self.counters.auth_errors += 1
+            self._client_error(b"authentication failure", self._login_noreply)
+
     # -- output ----------------------------------------------------------
+
+    def _client_error(self, reason: bytes, noreply: bool = False) -> None:
+        """The client did something wrong: ``CLIENT_ERROR <reason>``."""
+        if not noreply:
+            self._reply(b"CLIENT_ERROR " + reason)
 
     def _reply(self, data: bytes) -> None:
         """Queue one reply (without its line end) in request order."""
@@ -516,15 +590,20 @@ class QueueProtocol(LineReceiver):
     # -- storage commands ------------------------------------------------
 
     def _read_block(
-        self, words: list[bytes], reply_to: Callable[[bytes], None]
+        self,
+        words: list[bytes],
+        reply_to: Callable[[bytes], None],
+        cap: int | None = None,
     ) -> bool:
         """Check a storage command's ``<bytes>`` and arrange for its data
-        block to reach ``reply_to``; ``False`` when the connection closes."""
+        block to reach ``reply_to``; ``False`` when the connection closes.
+        ``cap`` is the largest block read, the server's item cap unless
+        given."""
         if len(words) < 4 or not words[3].isdigit():
             self._fatal(b"CLIENT_ERROR bad data chunk length")
             return False
         length = int(words[3])
-        if length > self.service.max_item_cap:
+        if length > (self.service.max_item_cap if cap is None else cap):
             self._fatal(b"SERVER_ERROR object too large")
             return False
         self._want = length + 2
@@ -1052,6 +1131,10 @@ class QueueProtocol(LineReceiver):
         b"prepend": _unsupported,
         b"cas": _unsupported,
     }
+
+
+#: Commands with a data block that erq does not support.
+_OTHER_STORAGE = frozenset((b"add", b"replace", b"append", b"prepend", b"cas"))
 
 
 def _check_set(words: list[bytes], noreply: bool) -> bytes | None:

@@ -62,10 +62,14 @@ class Counters:
         "queue_creates",
         "queue_deletes",
         "queue_expires",
+        "auth_cmds",
+        "auth_errors",
     )
 
     def __init__(self) -> None:
         self.total_connections = 0
+        self.auth_cmds = 0
+        self.auth_errors = 0
         self.cmd_get = 0
         self.cmd_set = 0
         self.cmd_peek = 0
@@ -363,7 +367,8 @@ class QueueService(Service):
         """
         path = self.config_path
         if path is None:
-            config = self.config
+            # The auth file is read again even so.
+            config = self.config.with_credentials_read_again()
         else:
             config = load_config(path).with_overrides(**self.overrides)
         running = self.config.server
@@ -399,7 +404,13 @@ class QueueService(Service):
     def apply(self, config: Config) -> None:
         """Use ``config`` from now on, for live queues too."""
         sweep_changed = config.server.expiry_sweep != self.config.server.expiry_sweep
+        required = config.credentials is not None
+        login_changed = required != (self.config.credentials is not None)
         self.config = config
+        if login_changed:
+            # Logged-in connections stay so; the others may now need to.
+            for connection in self.connections:
+                connection.login_required(required)
         for queue in self.queues.values():
             self._configure(queue)
         if self.running:

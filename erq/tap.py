@@ -80,6 +80,12 @@ class Options(usage.Options):
             "back from the journal (e.g. 128MiB).",
         ],
         ["max-connections", None, None, "Most client connections at once."],
+        [
+            "auth-file",
+            None,
+            None,
+            "File of user:password lines: clients must log in first.",
+        ],
     ]
     optFlags = [["no-shutdown", None, "Refuse the shutdown command."]]
 
@@ -90,6 +96,7 @@ class Options(usage.Options):
             "port": self["port"],
             "data_dir": self["data-dir"],
             "allow_shutdown": False if self["no-shutdown"] else None,
+            "auth_file": self["auth-file"],
         }
         try:
             if self["sync"] is not None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
@@ -23,7 +24,7 @@ from tests.test_journal import FakeReactor, ManualPool
 SERVER_STAT_NAMES = (
     "uptime time version curr_items total_items bytes curr_connections "
     "total_connections cmd_get cmd_set cmd_peek get_hits get_misses bytes_read "
-    "bytes_written queue_creates queue_deletes queue_expires"
+    "bytes_written queue_creates queue_deletes queue_expires auth_cmds auth_errors"
 ).split()
 
 QUEUE_STAT_NAMES = (
@@ -131,13 +132,22 @@ class ProtocolTestCase(SynchronousTestCase):
     allow_shutdown: bool | Literal["any"] = True
     defaults: QueueSettings | None = None
     max_item_cap = 64 * 1024 * 1024
+    #: The text of an auth file, if the server has one.
+    users: bytes | None = None
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.stops: list[None] = []
+        self.auth_file = None
+        if self.users is not None:
+            self.auth_file = self.mktemp()
+            with open(self.auth_file, "wb") as file:
+                file.write(self.users)
         config = Config(
             ServerSettings(
-                max_item_cap=self.max_item_cap, allow_shutdown=self.allow_shutdown
+                max_item_cap=self.max_item_cap,
+                allow_shutdown=self.allow_shutdown,
+                auth_file=self.auth_file,
             ),
             self.defaults or QueueSettings(),
         )
@@ -1371,6 +1381,221 @@ class ShutdownDisabledTests(ProtocolTestCase):
         self.assertEqual(self.stops, [])
         self.assertFalse(self.client.closed or other.closed or unix.closed)
         self.assertEqual(self.ask(set_line(b"q", b"x")), b"STORED\r\n")
+
+
+def login(user: bytes, password: bytes, key: bytes = b"login") -> bytes:
+    return set_line(key, user + b" " + password)
+
+
+class AuthTests(ProtocolTestCase):
+    users = b"# who may use erq\nalice:s3cret\nbob:hunter2 with spaces\n"
+
+    def test_every_command_before_login_is_refused(self) -> None:
+        for request in [
+            b"version",
+            b"get q",
+            b"get q/t=1000",
+            b"gets q",
+            b"stats",
+            b"dump_stats",
+            b"delete q",
+            b"flush q",
+            b"flush_all",
+            b"reload",
+            b"monitor q 1",
+            b"confirm q 0",
+            b"shutdown",
+            b"bogus",
+            b"",
+            b"  ",
+        ]:
+            self.assertEqual(
+                self.ask(request + b"\r\n"),
+                b"CLIENT_ERROR unauthenticated\r\n",
+                request,
+            )
+        self.assertFalse(self.client.closed)
+        self.clock.advance(1)
+        self.assertEqual(self.stops, [])
+        self.assertEqual(self.service.queues, {})
+
+    def test_login_then_the_protocol(self) -> None:
+        self.assertEqual(self.ask(login(b"alice", b"s3cret")), b"STORED\r\n")
+        self.assertEqual(self.service.queues, {})
+        self.assertEqual(
+            self.ask(set_line(b"q", b"x") + b"get q\r\nversion\r\n"),
+            b"STORED\r\n" + value(b"q", b"x") + b"END\r\nVERSION 1.0.0\r\n",
+        )
+        other = self.connect()
+        self.assertEqual(
+            other.ask(login(b"bob", b"hunter2 with spaces", b"any/key")),
+            b"STORED\r\n",
+        )
+        stats = self.stats(other)
+        self.assertEqual((stats["auth_cmds"], stats["auth_errors"]), ("2", "0"))
+
+    def test_login_and_requests_in_one_write(self) -> None:
+        self.assertEqual(
+            self.ask(login(b"alice", b"s3cret") + set_line(b"q", b"x") + b"get q\r\n"),
+            b"STORED\r\nSTORED\r\n" + value(b"q", b"x") + b"END\r\n",
+        )
+
+    def test_failed_logins(self) -> None:
+        for data in [
+            b"alice hunter2 with spaces",
+            b"bob s3cret",
+            b"alice s3cret ",
+            b"alice  s3cret",
+            b"carol s3cret",
+            b"alice",
+            b"alice:s3cret",
+            b"",
+        ]:
+            self.assertEqual(
+                self.ask(set_line(b"k", data)),
+                b"CLIENT_ERROR authentication failure\r\n",
+                data,
+            )
+            self.assertEqual(
+                self.ask(b"version\r\n"), b"CLIENT_ERROR unauthenticated\r\n"
+            )
+        self.assertFalse(self.client.closed)
+        stats = self.stats(self.logged_in())
+        self.assertEqual((stats["auth_cmds"], stats["auth_errors"]), ("9", "8"))
+        self.assertEqual(self.ask(login(b"alice", b"s3cret")), b"STORED\r\n")
+
+    def logged_in(self) -> Client:
+        client = self.connect()
+        self.assertEqual(client.ask(login(b"alice", b"s3cret")), b"STORED\r\n")
+        return client
+
+    def test_lines_known_from_logged_in_connections_are_refused(self) -> None:
+        """The fast ways through repeated lines check the login too."""
+        ready = self.logged_in()
+        ready.ask((set_line(b"q", b"a") + b"get q\r\n") * 3)
+        self.assertEqual(
+            self.ask(b"get q\r\n" * 3), b"CLIENT_ERROR unauthenticated\r\n" * 3
+        )
+        self.assertEqual(
+            self.ask(set_line(b"q", b"a") * 3),
+            b"CLIENT_ERROR authentication failure\r\n" * 3,
+        )
+        self.assertEqual(self.queue("q").items, 0)
+
+    def test_other_storage_commands_are_read_and_refused(self) -> None:
+        self.assertEqual(
+            self.ask(b"add q 0 0 5\r\nhello\r\ncas q 0 0 1 1\r\nx\r\nversion\r\n"),
+            b"CLIENT_ERROR unauthenticated\r\n" * 3,
+        )
+        self.assertFalse(self.client.closed)
+        self.assertEqual(
+            self.ask(b"append q 0 0 5000\r\n"),
+            b"SERVER_ERROR object too large\r\n",
+        )
+        self.assertTrue(self.client.closed)
+
+    def test_a_login_too_long_is_not_read(self) -> None:
+        self.assertEqual(
+            self.ask(b"set k 0 0 4097\r\n"),
+            b"CLIENT_ERROR authentication failure\r\n",
+        )
+        self.assertTrue(self.client.closed)
+
+    def test_a_login_with_a_bad_block(self) -> None:
+        self.assertEqual(
+            self.ask(b"set k 0 0 12\r\nalice s3cretXX"),
+            b"CLIENT_ERROR bad data chunk\r\n",
+        )
+        self.assertTrue(self.client.closed)
+        client = self.connect()
+        self.assertEqual(
+            client.ask(b"set k 0 0 x\r\n"),
+            b"CLIENT_ERROR bad data chunk length\r\n",
+        )
+        self.assertTrue(client.closed)
+
+    def test_noreply_login(self) -> None:
+        self.assertEqual(
+            self.ask(b"set k 0 0 10 noreply\r\nalice nope\r\nversion\r\n"),
+            b"CLIENT_ERROR unauthenticated\r\n",
+        )
+        self.assertEqual(
+            self.ask(b"set k 0 0 12 noreply\r\nalice s3cret\r\nversion\r\n"),
+            b"VERSION 1.0.0\r\n",
+        )
+
+    def test_quit_before_login(self) -> None:
+        self.assertEqual(self.ask(b"QUIT\r\n"), b"")
+        self.assertTrue(self.client.closed)
+
+    def write_users(self, users: bytes) -> None:
+        assert self.auth_file is not None
+        with open(self.auth_file, "wb") as file:
+            file.write(users)
+
+    def test_reload_reads_the_file_again(self) -> None:
+        ready = self.logged_in()
+        self.write_users(b"carol:new\n")
+        self.assertEqual(ready.ask(b"reload\r\n"), b"Reloaded config.\r\n")
+        # Logged in before: still.
+        self.assertEqual(ready.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+        self.assertEqual(
+            self.ask(login(b"alice", b"s3cret")),
+            b"CLIENT_ERROR authentication failure\r\n",
+        )
+        self.assertEqual(self.ask(login(b"carol", b"new")), b"STORED\r\n")
+
+    def test_a_reload_that_cannot_read_the_file_keeps_the_users(self) -> None:
+        ready = self.logged_in()
+        assert self.auth_file is not None
+        os.remove(self.auth_file)
+        self.assertEqual(
+            ready.ask(b"reload\r\n"),
+            b"SERVER_ERROR %s: cannot read: No such file or directory\r\n"
+            % self.auth_file.encode(),
+        )
+        self.write_users(b"alice:s3cret\nbob\n")
+        self.assertEqual(
+            ready.ask(b"reload\r\n"),
+            b"SERVER_ERROR %s line 2: expected user:password\r\n"
+            % self.auth_file.encode(),
+        )
+        self.assertEqual(self.ask(login(b"alice", b"s3cret")), b"STORED\r\n")
+
+    def test_a_reload_may_turn_logins_off_and_on(self) -> None:
+        ready = self.logged_in()
+        waiting = self.connect()
+        assert self.auth_file is not None
+        self.service.apply(Config())
+        self.assertEqual(waiting.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+        self.service.apply(Config(ServerSettings(auth_file=self.auth_file)))
+        self.assertEqual(
+            waiting.ask(b"version\r\n"), b"CLIENT_ERROR unauthenticated\r\n"
+        )
+        self.assertEqual(ready.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+        self.assertEqual(
+            self.connect().ask(b"version\r\n"), b"CLIENT_ERROR unauthenticated\r\n"
+        )
+
+    def test_secrets_are_never_logged(self) -> None:
+        events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, events.append)
+        self.service.log = Logger(observer=observer)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        ready = self.logged_in()
+        for _ in range(3):
+            self.ask(login(b"alice", b"hunter2 with spaces"))
+            self.clock.advance(2)
+        self.ask(login(b"alice", b"s3cret"))
+        self.write_users(b"alice:s3cret\nbob hunter2\n")
+        ready.ask(b"reload\r\n")
+        self.service.reload_logged()
+        self.connect().ask(b"set k 0 0 100\r\nhunter2 s3cret\r\n")
+        text = "\n".join(formatEvent(event) + repr(event) for event in events)
+        for secret in ["s3cret", "hunter2"]:
+            self.assertNotIn(secret, text)
+        self.assertNotIn(b"s3cret", self.ask(b"stats\r\ndump_stats\r\n"))
 
 
 class StatsTests(ProtocolTestCase):

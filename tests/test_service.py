@@ -185,6 +185,24 @@ class TapTests(SynchronousTestCase):
                 f"got {said}",
             )
 
+    def test_auth_file(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        options = Options()
+        with self.assertRaises(usage.UsageError) as raised:
+            options.parseOptions(["--auth-file", path])
+        self.assertEqual(
+            str(raised.exception), f"{path}: cannot read: No such file or directory"
+        )
+        with open(path, "wb") as file:
+            file.write(b"alice:s3cret\n")
+        options = Options()
+        options.parseOptions(["--auth-file", path])
+        queues = makeService(options).getServiceNamed("erq")
+        assert isinstance(queues, QueueService)
+        credentials = queues.config.credentials
+        assert credentials is not None
+        self.assertTrue(credentials.check(b"alice", b"s3cret"))
+
     def test_makes_a_queue_service(self) -> None:
         options = Options()
         options.parseOptions(["--no-shutdown"])
