@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IAddress, IPushProducer, ITCPTransport
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -221,6 +221,12 @@ class QueueProtocol(LineReceiver):
     def _transport(self) -> Any:
         return self.transport
 
+    @property
+    def peer(self) -> IAddress:
+        """Where the client is."""
+        address: IAddress = self._transport.getPeer()
+        return address
+
     def connectionMade(self) -> None:
         if not self.service.connection_made(self):
             self._gone = True
@@ -418,17 +424,17 @@ class QueueProtocol(LineReceiver):
         if b"" in words:
             words = [word for word in words if word]
             if not words:
-                self._reply(b"ERROR")
+                self._refuse(b"ERROR", "empty line")
                 return
         command = words[0].lower()
         handler = self._commands.get(command)
         if handler is None:
-            self._reply(b"ERROR")
+            self._refuse(b"ERROR", "unknown command")
             return
         try:
             handler(self, words[1:])
         except ClientError as error:
-            self._reply(b"CLIENT_ERROR " + str(error).encode("ascii"))
+            self._refuse(b"CLIENT_ERROR " + str(error).encode("ascii"))
             return
         if command == b"set":
             if self._want and self._storing[4] is None:
@@ -459,13 +465,13 @@ class QueueProtocol(LineReceiver):
             # Its data block is read and dropped, to keep in step.
             self._read_block(words[1:], self._drop_unauthenticated, MAX_LOGIN)
         else:
-            self._client_error(b"unauthenticated")
+            self._refuse(b"CLIENT_ERROR unauthenticated")
 
     def _drop_unauthenticated(self, block: bytes) -> None:
         if block[-2:] != b"\r\n":
             self._fatal(b"CLIENT_ERROR bad data chunk")
         else:
-            self._client_error(b"unauthenticated")
+            self._refuse(b"CLIENT_ERROR unauthenticated")
 
     def _login(self, words: list[bytes]) -> None:
         """``set <any key> <flags> <exptime> <bytes> [noreply]`` whose data
@@ -493,14 +499,30 @@ class QueueProtocol(LineReceiver):
                 self._reply(b"STORED")
         else:
             self.counters.auth_errors += 1
-            self._client_error(b"authentication failure", self._login_noreply)
+            self._refuse(
+                b"CLIENT_ERROR authentication failure", quiet=self._login_noreply
+            )
 
     # -- output ----------------------------------------------------------
 
-    def _client_error(self, reason: bytes, noreply: bool = False) -> None:
-        """The client did something wrong: ``CLIENT_ERROR <reason>``."""
-        if not noreply:
-            self._reply(b"CLIENT_ERROR " + reason)
+    def _refuse(
+        self,
+        reply: bytes,
+        why: str | None = None,
+        *,
+        close: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        """The client did something wrong, as ``reply`` tells it (unless
+        ``quiet``: a noreply request).  Counted and logged, as ``reply``
+        and ``why`` say, never with what the client sent; ``close``: the
+        stream cannot be trusted any more."""
+        kind = reply.decode("ascii", "replace")
+        self.service.client_error(kind if why is None else f"{kind} ({why})", self.peer)
+        if not quiet:
+            self._reply(reply)
+        if close:
+            self._close()
 
     def _reply(self, data: bytes) -> None:
         """Queue one reply (without its line end) in request order."""
@@ -577,10 +599,9 @@ class QueueProtocol(LineReceiver):
             data = data[sent:]
         transport.write(data)
 
-    def _fatal(self, data: bytes) -> None:
-        """Reply, then close: the stream cannot be trusted any more."""
-        self._reply(data)
-        self._close()
+    def _fatal(self, data: bytes, why: str | None = None) -> None:
+        """Refuse, then close: the stream cannot be trusted any more."""
+        self._refuse(data, why, close=True)
 
     def _close(self) -> None:
         self._closing = True
@@ -632,8 +653,7 @@ class QueueProtocol(LineReceiver):
             self._fatal(b"CLIENT_ERROR bad data chunk")
             return
         if error is not None:
-            if not noreply:
-                self._reply(b"CLIENT_ERROR " + error)
+            self._refuse(b"CLIENT_ERROR " + error, quiet=noreply)
             return
         result = self.service.put(name, block[:-2], flags, exptime)
         self._check_backlog()
@@ -747,7 +767,7 @@ class QueueProtocol(LineReceiver):
             if block[-2:] != b"\r\n":
                 self._fatal(b"CLIENT_ERROR bad data chunk")
             else:
-                self._reply(b"CLIENT_ERROR not supported by a queue")
+                self._refuse(b"CLIENT_ERROR not supported by a queue")
 
         self._read_block(words, dropped)
 
@@ -760,13 +780,13 @@ class QueueProtocol(LineReceiver):
                 self._get_one(request)
                 return
         if not words:
-            self._reply(b"ERROR")
+            self._refuse(b"ERROR", "get without a key")
             return
         requests = [get_request(key) for key in words]
         if (
             self.open_reads or not all(request.simple for request in requests)
         ) and self._breaks_open_rules(requests):
-            self._fatal(b"ERROR")
+            self._fatal(b"ERROR", "open reads beyond the rules")
             return
         self._get_from(requests, 0, [])
 
@@ -1012,7 +1032,7 @@ class QueueProtocol(LineReceiver):
         queue = self.service.queue(queue_name(words[0]))
         items = self.open_reads.get(queue) if queue is not None else None
         if count and (queue is None or items is None or len(items) < count):
-            self._reply(b"ERROR")
+            self._refuse(b"ERROR", "confirm of reads not open")
             return
         if queue is not None and items is not None:
             for _ in range(count):
@@ -1087,7 +1107,7 @@ class QueueProtocol(LineReceiver):
         self._reply(b"VERSION " + __version__.encode())
 
     def _shutdown(self, words: list[bytes]) -> None:
-        refused = self.service.shutdown_refused(self._transport.getPeer())
+        refused = self.service.shutdown_refused(self.peer)
         if refused is not None:
             raise ClientError(refused)
         # Every connection, this one too, closes once the replies to the

@@ -42,6 +42,9 @@ SEGMENT_SIZE = 16 * MiB
 #: exptime values above this are absolute Unix times, as in memcached.
 ABSOLUTE_EXPTIME = 1_000_000
 
+#: Seconds between two log lines of one kind about clients' mistakes.
+LOG_INTERVAL = 1.0
+
 #: Seconds a stopping server waits, once its journals are written, for its
 #: connections to send the replies they still owe; then it cuts them off.
 SHUTDOWN_GRACE = 5.0
@@ -64,12 +67,16 @@ class Counters:
         "queue_expires",
         "auth_cmds",
         "auth_errors",
+        "client_errors",
+        "rejected_connections",
     )
 
     def __init__(self) -> None:
         self.total_connections = 0
         self.auth_cmds = 0
         self.auth_errors = 0
+        self.client_errors = 0
+        self.rejected_connections = 0
         self.cmd_get = 0
         self.cmd_set = 0
         self.cmd_peek = 0
@@ -169,6 +176,9 @@ class QueueService(Service):
         self.started_at = clock.seconds()
         self.shutting_down = False
         self.log = Logger()
+        # Each kind of log line limited to one a LOG_INTERVAL: when the last
+        # was logged, and how many were not since.
+        self._limited: dict[str, tuple[float, int]] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -313,10 +323,39 @@ class QueueService(Service):
             self.max_connections is not None
             and len(self.connections) >= self.max_connections
         ):
+            self.counters.rejected_connections += 1
+            self.warn_limited(
+                "too many connections",
+                "Refused a connection from {peer}: already {limit} connections",
+                peer=describe_peer(connection.peer),
+                limit=self.max_connections,
+            )
             return False
         self.connections.add(connection)
         self.counters.total_connections += 1
         return True
+
+    def client_error(self, kind: str, peer: IAddress) -> None:
+        """A client at ``peer`` did something wrong, which ``kind`` names."""
+        self.counters.client_errors += 1
+        self.warn_limited(
+            kind, "{error} to {peer}", error=kind, peer=describe_peer(peer)
+        )
+
+    def warn_limited(self, kind: str, format: str, **fields: object) -> None:
+        """Log ``format`` as a warning, but one line of each ``kind`` in
+        `LOG_INTERVAL` at most, so that a client repeating a mistake
+        cannot flood the log; the next line logged tells how many were
+        not."""
+        now = self.clock.seconds()
+        last, held = self._limited.get(kind, (None, 0))
+        if last is not None and now - last < LOG_INTERVAL:
+            self._limited[kind] = (last, held + 1)
+            return
+        self._limited[kind] = (now, 0)
+        if held:
+            format += " ({held} more like it since the last such line)"
+        self.log.warn(format, held=held, **fields)
 
     def connection_lost(self, connection: QueueProtocol) -> None:
         self.connections.discard(connection)
@@ -665,6 +704,17 @@ class QueueService(Service):
     def children(self, name: str) -> list[str]:
         """Fanout children of a queue: ``name+<anything>``."""
         return sorted(self._children.get(name, ()))
+
+
+def describe_peer(peer: IAddress) -> str:
+    """A client's address as a log line shows it."""
+    if isinstance(peer, IPv4Address):
+        return f"{peer.host}:{peer.port}"
+    if isinstance(peer, IPv6Address):
+        return f"[{peer.host}]:{peer.port}"
+    if isinstance(peer, UNIXAddress):
+        return "a Unix socket"
+    return str(peer)
 
 
 def is_local(peer: IAddress) -> bool:

@@ -24,7 +24,8 @@ from tests.test_journal import FakeReactor, ManualPool
 SERVER_STAT_NAMES = (
     "uptime time version curr_items total_items bytes curr_connections "
     "total_connections cmd_get cmd_set cmd_peek get_hits get_misses bytes_read "
-    "bytes_written queue_creates queue_deletes queue_expires auth_cmds auth_errors"
+    "bytes_written queue_creates queue_deletes queue_expires auth_cmds auth_errors "
+    "client_errors rejected_connections"
 ).split()
 
 QUEUE_STAT_NAMES = (
@@ -1596,6 +1597,90 @@ class AuthTests(ProtocolTestCase):
         for secret in ["s3cret", "hunter2"]:
             self.assertNotIn(secret, text)
         self.assertNotIn(b"s3cret", self.ask(b"stats\r\ndump_stats\r\n"))
+
+
+class ClientErrorTests(ProtocolTestCase):
+    def capture_log(self) -> list[str]:
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            text = formatEvent(event)
+            lines.append(text)
+
+        self.service.log = Logger(observer=cast(ILogObserver, observe))
+        return lines
+
+    def test_counted(self) -> None:
+        self.ask(set_line(b"q", b"x") + b"get q\r\nversion\r\nstats\r\n")
+        self.assertEqual(self.stats()["client_errors"], "0")
+        self.ask(
+            b"bogus\r\n"
+            + set_line(b"bad/name", b"x")
+            + b"set q 0 x 1 noreply\r\nx\r\n"
+            + b"get q/t=x\r\nconfirm q 1\r\nget\r\n"
+            + b"add q 0 0 1\r\nx\r\n"
+        )
+        self.assertEqual(self.stats()["client_errors"], "7")
+        other = self.connect()
+        other.ask(b"g" * 3000 + b"\r\n")
+        self.assertTrue(other.closed)
+        big = self.connect()
+        big.ask(b"set q 0 0 %d\r\n" % (self.max_item_cap + 1))
+        self.assertTrue(big.closed)
+        self.assertEqual(self.stats()["client_errors"], "9")
+
+    def test_logged_once_a_second_for_each_kind(self) -> None:
+        lines = self.capture_log()
+        self.ask(b"bogus\r\n" * 3 + set_line(b"bad/name", b"x") * 2)
+        self.assertEqual(
+            lines,
+            [
+                "ERROR (unknown command) to 127.0.0.1:40000",
+                "CLIENT_ERROR bad queue name to 127.0.0.1:40000",
+            ],
+        )
+        self.clock.advance(0.999)
+        self.ask(b"bogus\r\n")
+        self.assertEqual(len(lines), 2)
+        self.clock.advance(0.002)
+        other = self.connect(IPv6Address("TCP", "::1", 50000))
+        other.ask(b"bogus\r\nbogus\r\n")
+        self.assertEqual(
+            lines[2:],
+            [
+                "ERROR (unknown command) to [::1]:50000"
+                " (3 more like it since the last such line)"
+            ],
+        )
+        self.clock.advance(1)
+        self.connect(UNIXAddress(b"/run/erq.sock")).ask(b"bogus\r\n")
+        self.assertEqual(
+            lines[3:],
+            [
+                "ERROR (unknown command) to a Unix socket"
+                " (1 more like it since the last such line)"
+            ],
+        )
+
+    def test_rejected_connections(self) -> None:
+        lines = self.capture_log()
+        self.service.apply(Config(ServerSettings(max_connections=1)))
+        refused = [self.connect() for _ in range(3)]
+        self.assertTrue(all(client.closed for client in refused))
+        self.assertEqual(refused[0].take(), b"SERVER_ERROR too many connections\r\n")
+        self.clock.advance(1)
+        refused.append(self.connect())
+        self.assertEqual(
+            lines,
+            [
+                "Refused a connection from 127.0.0.1:40000: already 1 connections",
+                "Refused a connection from 127.0.0.1:40000: already 1 connections"
+                " (2 more like it since the last such line)",
+            ],
+        )
+        stats = self.stats(self.client)
+        self.assertEqual(stats["rejected_connections"], "4")
+        self.assertEqual(stats["client_errors"], "0")
 
 
 class StatsTests(ProtocolTestCase):
