@@ -14,9 +14,15 @@ file, with each key at its default::
     max_connections = "unlimited" # or a positive integer
     expiry_sweep = "1s"           # how often expired items are dropped and
                                   # idle queues (max_queue_age) deleted
-    allow_shutdown = true         # whether the shutdown command is obeyed
+    allow_shutdown = true         # shutdown obeyed from loopback and Unix
+                                  # sockets; "any": from every connection;
+                                  # false: never
     max_item_cap = "64MiB"        # the largest <bytes> any set may announce;
                                   # above it: SERVER_ERROR, connection closed
+    auth_file = ""                # a file of user:password lines (see
+                                  # erq.auth): clients must log in; a
+                                  # relative path is relative to the working
+                                  # directory; "" for none
 
     [defaults]                    # every queue that does not say otherwise
     max_items = "unlimited"       # items held; a non-negative integer
@@ -85,7 +91,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, time
 from decimal import Decimal
-from typing import Any, Literal, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar
+
+if TYPE_CHECKING:
+    from erq.auth import Credentials
 
 MiB = 1024 * 1024
 
@@ -126,9 +135,14 @@ class ServerSettings:
     max_connections: int | None = None
     #: Seconds between sweeps for expired items and idle queues.
     expiry_sweep: float = 1.0
-    allow_shutdown: bool = True
+    #: ``True``: from loopback and Unix sockets only; ``"any"``: from every
+    #: connection; ``False``: never.
+    allow_shutdown: bool | Literal["any"] = True
     #: The largest item a ``set`` may announce, in bytes.
     max_item_cap: int = 64 * MiB
+    #: The file of ``user:password`` lines clients log in with (an absolute
+    #: path when read from a file or the command line); ``None``: no login.
+    auth_file: str | None = None
 
 
 class ConfigError(ValueError):
@@ -218,6 +232,26 @@ class Config:
     _tables: dict[str, dict[str, Any]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    #: The users of ``server.auth_file``, read when the configuration is
+    #: made (so that a configuration naming an auth file always has them),
+    #: or ``None`` without one.
+    credentials: Credentials | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        path = self.server.auth_file
+        credentials = self.credentials
+        if path is None:
+            credentials = None
+        elif credentials is None or credentials.path != path:
+            from erq.auth import load_credentials
+
+            credentials = load_credentials(path)
+        object.__setattr__(self, "credentials", credentials)
+
+    def with_credentials_read_again(self) -> Config:
+        """This configuration with its auth file read again; `ConfigError`
+        when it can no longer be read or is wrong."""
+        return replace(self, credentials=None)
 
     def settings_for(self, name: str) -> QueueSettings:
         """The settings of the queue ``name``, table or not."""
@@ -232,10 +266,11 @@ class Config:
         data_dir: str | None = None,
         max_connections: int | Literal["unlimited"] | None = None,
         expiry_sweep: float | None = None,
-        allow_shutdown: bool | None = None,
+        allow_shutdown: bool | Literal["any"] | None = None,
         max_item_cap: int | None = None,
         sync_journal: SyncPolicy | None = None,
         max_memory_size: int | None = None,
+        auth_file: str | None = None,
     ) -> Config:
         """This configuration with command-line options applied; ``None``
         leaves a setting as the file has it.
@@ -250,8 +285,9 @@ class Config:
             "data_dir": (data_dir, _data_dir),
             "max_connections": (max_connections, _SERVER_KEYS["max_connections"]),
             "expiry_sweep": (expiry_sweep, _seconds),
-            "allow_shutdown": (allow_shutdown, _boolean),
+            "allow_shutdown": (allow_shutdown, _allow_shutdown),
             "max_item_cap": (max_item_cap, _positive_count),
+            "auth_file": (auth_file, _auth_file),
         }
         changes: dict[str, Any] = {}
         for key, (value, check) in checks.items():
@@ -278,7 +314,7 @@ class Config:
         }
         resolved = _resolve(defaults, self._tables, fixed)
         queues = {name: resolved[name] for name in self.queues}
-        return Config(server, defaults, queues, self._tables)
+        return Config(server, defaults, queues, self._tables, self.credentials)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -475,6 +511,14 @@ def _boolean(value: object) -> bool:
     raise ValueError(f"expected true or false, got {_show(value)}")
 
 
+def _allow_shutdown(value: object) -> bool | Literal["any"]:
+    if isinstance(value, bool):
+        return value
+    if value == "any":
+        return "any"
+    raise ValueError(f'expected true, false or "any", got {_show(value)}')
+
+
 def _queue_name_or_none(value: object) -> str | None:
     if value == "":
         return None
@@ -512,6 +556,16 @@ def _data_dir(value: object) -> str:
     raise ValueError(f"expected a directory path, got {_show(value)}")
 
 
+def _auth_file(value: object) -> str | None:
+    if value == "":
+        return None
+    if isinstance(value, str) and "\0" not in value:
+        # Read again at each reload: the same file, wherever the server's
+        # working directory is by then.
+        return os.path.abspath(value)
+    raise ValueError(f'expected a file path or "" for none, got {_show(value)}')
+
+
 _SERVER_KEYS: dict[str, Callable[[Any], object]] = {
     "port": _port,
     "data_dir": _data_dir,
@@ -519,8 +573,9 @@ _SERVER_KEYS: dict[str, Callable[[Any], object]] = {
         None if value == "unlimited" else _count(value, 1, unlimited=True)
     ),
     "expiry_sweep": _duration,
-    "allow_shutdown": _boolean,
+    "allow_shutdown": _allow_shutdown,
     "max_item_cap": _positive_size,
+    "auth_file": _auth_file,
 }
 
 _QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
@@ -544,7 +599,7 @@ _TABLES = ("server", "defaults", "queues")
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 #: Settings that are text even when they look like a number.
-_TEXT_KEYS = {"data_dir", "expire_to_queue"}
+_TEXT_KEYS = {"data_dir", "expire_to_queue", "auth_file"}
 
 
 def parse_option(key: str, text: str) -> Any:
@@ -615,7 +670,26 @@ class _Reader:
             else:
                 raise self.unknown((key,), value, _TABLES)
         queues = _resolve(defaults, tables, {})
-        return Config(server, defaults, {name: queues[name] for name in tables}, tables)
+        credentials = None
+        if server.auth_file is not None:
+            from erq.auth import load_credentials
+
+            try:
+                credentials = load_credentials(server.auth_file)
+            except ConfigError as error:
+                if error.line is not None:
+                    raise
+                # The file itself cannot be read: say where it was named.
+                raise self.error(
+                    ("server", "auth_file"), f"{error.source}: {error.reason}"
+                ) from None
+        return Config(
+            server,
+            defaults,
+            {name: queues[name] for name in tables},
+            tables,
+            credentials,
+        )
 
     def table(
         self, path: _Path, value: object, keys: dict[str, Callable[[Any], object]]

@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IAddress, IPushProducer, ITCPTransport
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -36,6 +36,10 @@ MAX_RUN_BYTES = 1024 * 1024
 MAX_HELD_OUTPUT = 64 * 1024
 MAX_FLAGS = 2**32 - 1
 MAX_NAME = 250
+#: The largest data block read from a client that has not logged in: a
+#: login is a user name and a password, and a stranger may not make the
+#: server hold more.
+MAX_LOGIN = 4096
 
 
 class ClientError(Exception):
@@ -197,10 +201,17 @@ class QueueProtocol(LineReceiver):
         self._out_size = 0
         self._direct = False
         self._waiting: Deferred[Item | None] | None = None
+        # The reply slot of the get or monitor that waits, and the parts of
+        # its reply gathered so far.
+        self._waiting_reply: tuple[_Slot, list[bytes]] = (_Slot(), [])
         self._paused_for: set[str] = set()
         self._running = False
         self._closing = False
         self._gone = False
+        # Requests are refused until a login (the server has an auth file).
+        self._locked = False
+        self._logged_in = False
+        self._login_noreply = False
         #: This connection's open reads, oldest first, by queue.
         self.open_reads: dict[Queue, deque[Item]] = {}
 
@@ -210,12 +221,19 @@ class QueueProtocol(LineReceiver):
     def _transport(self) -> Any:
         return self.transport
 
+    @property
+    def peer(self) -> IAddress:
+        """Where the client is."""
+        address: IAddress = self._transport.getPeer()
+        return address
+
     def connectionMade(self) -> None:
         if not self.service.connection_made(self):
             self._gone = True
             self._transport.write(b"SERVER_ERROR too many connections\r\n")
             self._transport.loseConnection()
             return
+        self._locked = self.service.config.credentials is not None
         self._transport.registerProducer(self, True)
         # A plain TCP connection of the reactor's: replies may skip its
         # write buffer when it is empty (see _send).
@@ -243,12 +261,37 @@ class QueueProtocol(LineReceiver):
                 queue.abort(list(items))
 
     def disconnect(self) -> None:
-        """Close this connection (the server is stopping); its open reads
-        go back now, while their journals still take records."""
+        """The server is stopping: read no more requests, and close once the
+        replies to those read so far have left, a durable set's when its
+        journal write is done.  A waiting get is answered with what it has;
+        open reads go back now, while their journals still take records."""
         self._close()
+        self._end_wait()
         self._give_back()
+        if not self._running:
+            self._flush()
+
+    def abort(self) -> None:
+        """Close now, whatever is still to be answered."""
+        self._close()
         if not self._gone:
-            self._transport.loseConnection()
+            self._transport.abortConnection()
+
+    def _end_wait(self) -> None:
+        """Stop waiting, and answer the get or monitor that waited with
+        the items it had gathered."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return
+        slot, parts = self._waiting_reply
+        waiting.cancel()
+        self._fill(slot, b"".join(parts) + b"END\r\n")
+
+    def login_required(self, required: bool) -> None:
+        """The server now has an auth file (``required``) or none: a
+        connection that has logged in stays so, the others must now log in,
+        or no longer."""
+        self._locked = required and not self._logged_in
 
     def pauseProducing(self) -> None:
         """The client does not read its replies: stop reading its requests."""
@@ -331,7 +374,7 @@ class QueueProtocol(LineReceiver):
                 line = bytes(buffer[position:end])
                 start = position
                 position = newline + 1
-                known = _known_lines.get(line)
+                known = None if self._locked else _known_lines.get(line)
                 # Bytes after this line: a run needs at least one more.
                 more = len(buffer) - position
                 if known.__class__ is GetRequest and more >= position - start:
@@ -362,6 +405,9 @@ class QueueProtocol(LineReceiver):
         self._line(line, _known_lines.get(line))
 
     def _line(self, line: bytes, known: GetRequest | _SetLine | None) -> None:
+        if self._locked:
+            self._before_login(line)
+            return
         if known is not None:
             if known.__class__ is _SetLine:
                 known_set = cast(_SetLine, known)
@@ -378,17 +424,17 @@ class QueueProtocol(LineReceiver):
         if b"" in words:
             words = [word for word in words if word]
             if not words:
-                self._reply(b"ERROR")
+                self._refuse(b"ERROR", "empty line")
                 return
         command = words[0].lower()
         handler = self._commands.get(command)
         if handler is None:
-            self._reply(b"ERROR")
+            self._refuse(b"ERROR", "unknown command")
             return
         try:
             handler(self, words[1:])
         except ClientError as error:
-            self._reply(b"CLIENT_ERROR " + str(error).encode("ascii"))
+            self._refuse(b"CLIENT_ERROR " + str(error).encode("ascii"))
             return
         if command == b"set":
             if self._want and self._storing[4] is None:
@@ -404,7 +450,79 @@ class QueueProtocol(LineReceiver):
             _known_lines.clear()
         _known_lines[line] = parsed
 
+    # -- login -----------------------------------------------------------
+
+    def _before_login(self, line: bytes) -> None:
+        """A request before this connection has logged in: only a login
+        (a ``set``) or ``quit`` is obeyed."""
+        words = [word for word in line.split(b" ") if word]
+        command = words[0].lower() if words else b""
+        if command == b"quit":
+            self._close()
+        elif command == b"set":
+            self._login(words[1:])
+        elif command in _OTHER_STORAGE:
+            # Its data block is read and dropped, to keep in step.
+            self._read_block(words[1:], self._drop_unauthenticated, MAX_LOGIN)
+        else:
+            self._refuse(b"CLIENT_ERROR unauthenticated")
+
+    def _drop_unauthenticated(self, block: bytes) -> None:
+        if block[-2:] != b"\r\n":
+            self._fatal(b"CLIENT_ERROR bad data chunk")
+        else:
+            self._refuse(b"CLIENT_ERROR unauthenticated")
+
+    def _login(self, words: list[bytes]) -> None:
+        """``set <any key> <flags> <exptime> <bytes> [noreply]`` whose data
+        is ``<user> <password>``."""
+        if len(words) >= 4 and words[3].isdigit() and int(words[3]) > MAX_LOGIN:
+            # Not read: too long to be a login.
+            self.counters.auth_cmds += 1
+            self.counters.auth_errors += 1
+            self._fatal(b"CLIENT_ERROR authentication failure")
+            return
+        if self._read_block(words, self._check_login, MAX_LOGIN):
+            self._login_noreply = len(words) == 5 and words[4] == b"noreply"
+
+    def _check_login(self, block: bytes) -> None:
+        if block[-2:] != b"\r\n":
+            self._fatal(b"CLIENT_ERROR bad data chunk")
+            return
+        self.counters.auth_cmds += 1
+        user, space, password = block[:-2].partition(b" ")
+        credentials = self.service.config.credentials
+        if credentials is None or (space and credentials.check(user, password)):
+            self._locked = False
+            self._logged_in = True
+            if not self._login_noreply:
+                self._reply(b"STORED")
+        else:
+            self.counters.auth_errors += 1
+            self._refuse(
+                b"CLIENT_ERROR authentication failure", quiet=self._login_noreply
+            )
+
     # -- output ----------------------------------------------------------
+
+    def _refuse(
+        self,
+        reply: bytes,
+        why: str | None = None,
+        *,
+        close: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        """The client did something wrong, as ``reply`` tells it (unless
+        ``quiet``: a noreply request).  Counted and logged, as ``reply``
+        and ``why`` say, never with what the client sent; ``close``: the
+        stream cannot be trusted any more."""
+        kind = reply.decode("ascii", "replace")
+        self.service.client_error(kind if why is None else f"{kind} ({why})", self.peer)
+        if not quiet:
+            self._reply(reply)
+        if close:
+            self._close()
 
     def _reply(self, data: bytes) -> None:
         """Queue one reply (without its line end) in request order."""
@@ -481,10 +599,9 @@ class QueueProtocol(LineReceiver):
             data = data[sent:]
         transport.write(data)
 
-    def _fatal(self, data: bytes) -> None:
-        """Reply, then close: the stream cannot be trusted any more."""
-        self._reply(data)
-        self._close()
+    def _fatal(self, data: bytes, why: str | None = None) -> None:
+        """Refuse, then close: the stream cannot be trusted any more."""
+        self._refuse(data, why, close=True)
 
     def _close(self) -> None:
         self._closing = True
@@ -494,15 +611,20 @@ class QueueProtocol(LineReceiver):
     # -- storage commands ------------------------------------------------
 
     def _read_block(
-        self, words: list[bytes], reply_to: Callable[[bytes], None]
+        self,
+        words: list[bytes],
+        reply_to: Callable[[bytes], None],
+        cap: int | None = None,
     ) -> bool:
         """Check a storage command's ``<bytes>`` and arrange for its data
-        block to reach ``reply_to``; ``False`` when the connection closes."""
+        block to reach ``reply_to``; ``False`` when the connection closes.
+        ``cap`` is the largest block read, the server's item cap unless
+        given."""
         if len(words) < 4 or not words[3].isdigit():
             self._fatal(b"CLIENT_ERROR bad data chunk length")
             return False
         length = int(words[3])
-        if length > self.service.max_item_cap:
+        if length > (self.service.max_item_cap if cap is None else cap):
             self._fatal(b"SERVER_ERROR object too large")
             return False
         self._want = length + 2
@@ -531,8 +653,7 @@ class QueueProtocol(LineReceiver):
             self._fatal(b"CLIENT_ERROR bad data chunk")
             return
         if error is not None:
-            if not noreply:
-                self._reply(b"CLIENT_ERROR " + error)
+            self._refuse(b"CLIENT_ERROR " + error, quiet=noreply)
             return
         result = self.service.put(name, block[:-2], flags, exptime)
         self._check_backlog()
@@ -646,7 +767,7 @@ class QueueProtocol(LineReceiver):
             if block[-2:] != b"\r\n":
                 self._fatal(b"CLIENT_ERROR bad data chunk")
             else:
-                self._reply(b"CLIENT_ERROR not supported by a queue")
+                self._refuse(b"CLIENT_ERROR not supported by a queue")
 
         self._read_block(words, dropped)
 
@@ -659,13 +780,13 @@ class QueueProtocol(LineReceiver):
                 self._get_one(request)
                 return
         if not words:
-            self._reply(b"ERROR")
+            self._refuse(b"ERROR", "get without a key")
             return
         requests = [get_request(key) for key in words]
         if (
             self.open_reads or not all(request.simple for request in requests)
         ) and self._breaks_open_rules(requests):
-            self._fatal(b"ERROR")
+            self._fatal(b"ERROR", "open reads beyond the rules")
             return
         self._get_from(requests, 0, [])
 
@@ -722,10 +843,13 @@ class QueueProtocol(LineReceiver):
             self._reply_raw(_ONE_VALUE % (request.key, item.flags, len(data), data))
         else:
             self._waiting = waiting = cast(Deferred, result)
+            slot = self._hold()
+            parts: list[bytes] = []
+            self._waiting_reply = (slot, parts)
             waiting.addCallbacks(
                 self._got,
                 self._wait_failed,
-                callbackArgs=([request], 0, [], self._hold()),
+                callbackArgs=([request], 0, parts, slot),
             )
 
     def _breaks_open_rules(self, requests: list[GetRequest]) -> bool:
@@ -775,6 +899,7 @@ class QueueProtocol(LineReceiver):
                 if slot is None:
                     slot = self._hold()
                 self._waiting = waiting = cast(Deferred, result)
+                self._waiting_reply = (slot, parts)
                 waiting.addCallbacks(
                     self._got,
                     self._wait_failed,
@@ -858,6 +983,7 @@ class QueueProtocol(LineReceiver):
             result = service.get(name, timeout if timeout > 0 else None, True, False)
             if isinstance(result, Deferred):
                 self._waiting = result
+                self._waiting_reply = (slot, [])
                 result.addCallbacks(
                     self._monitored,
                     self._wait_failed,
@@ -906,7 +1032,7 @@ class QueueProtocol(LineReceiver):
         queue = self.service.queue(queue_name(words[0]))
         items = self.open_reads.get(queue) if queue is not None else None
         if count and (queue is None or items is None or len(items) < count):
-            self._reply(b"ERROR")
+            self._refuse(b"ERROR", "confirm of reads not open")
             return
         if queue is not None and items is not None:
             for _ in range(count):
@@ -981,11 +1107,11 @@ class QueueProtocol(LineReceiver):
         self._reply(b"VERSION " + __version__.encode())
 
     def _shutdown(self, words: list[bytes]) -> None:
-        if not self.service.allow_shutdown:
-            raise ClientError("shutdown disabled")
-        self._close()
-        # The replies before this one leave before the connection closes.
-        self._flush()
+        refused = self.service.shutdown_refused(self.peer)
+        if refused is not None:
+            raise ClientError(refused)
+        # Every connection, this one too, closes once the replies to the
+        # requests it has read have left.
         self.service.shutdown()
 
     def _reload(self, words: list[bytes]) -> None:
@@ -1025,6 +1151,10 @@ class QueueProtocol(LineReceiver):
         b"prepend": _unsupported,
         b"cas": _unsupported,
     }
+
+
+#: Commands with a data block that erq does not support.
+_OTHER_STORAGE = frozenset((b"add", b"replace", b"append", b"prepend", b"cas"))
 
 
 def _check_set(words: list[bytes], noreply: bool) -> bytes | None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,6 +42,13 @@ SEGMENT_SIZE = 16 * MiB
 #: exptime values above this are absolute Unix times, as in memcached.
 ABSOLUTE_EXPTIME = 1_000_000
 
+#: Seconds between two log lines of one kind about clients' mistakes.
+LOG_INTERVAL = 1.0
+
+#: Seconds a stopping server waits, once its journals are written, for its
+#: connections to send the replies they still owe; then it cuts them off.
+SHUTDOWN_GRACE = 5.0
+
 
 class Counters:
     """Server-wide counters, bumped by the protocol and the service."""
@@ -56,10 +65,18 @@ class Counters:
         "queue_creates",
         "queue_deletes",
         "queue_expires",
+        "auth_cmds",
+        "auth_errors",
+        "client_errors",
+        "rejected_connections",
     )
 
     def __init__(self) -> None:
         self.total_connections = 0
+        self.auth_cmds = 0
+        self.auth_errors = 0
+        self.client_errors = 0
+        self.rejected_connections = 0
         self.cmd_get = 0
         self.cmd_set = 0
         self.cmd_peek = 0
@@ -163,10 +180,15 @@ class QueueService(Service):
         # Fanout: each parent's children, ``parent+<anything>``.
         self._children: dict[str, set[str]] = {}
         self.connections: set[QueueProtocol] = set()
+        # Connections that a stop waits to see closed, and what it waits on.
+        self._closing: list[tuple[set[QueueProtocol], Deferred[None]]] = []
         self.counters = Counters()
         self.started_at = clock.seconds()
         self.shutting_down = False
         self.log = Logger()
+        # Each kind of log line limited to one a LOG_INTERVAL: when the last
+        # was logged, and how many were not since.
+        self._limited: dict[str, tuple[float, int]] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -229,13 +251,40 @@ class QueueService(Service):
             self._sweeper.stop()
         self._sweeper = None
         self.shutting_down = True
-        for connection in list(self.connections):
+        closing = set(self.connections)
+        for connection in closing:
             connection.disconnect()
-        if self.writer is None:
-            self._unlock_data_dir()
-            return succeed(None)
+        written = succeed(None) if self.writer is None else self.writer.stop()
         # Another server may have the directory once every file is closed.
-        return self.writer.stop().addBoth(self._unlock_data_dir)
+        written.addBoth(self._unlock_data_dir)
+        # The last journal write answers the durable sets still waiting; the
+        # reactor must not stop (and drop every connection) before their
+        # replies have left.
+        return written.addCallback(lambda _: self._closed(closing))
+
+    def _closed(self, closing: set[QueueProtocol]) -> Deferred[None]:
+        """Fires once these connections have closed, or have been cut off
+        `SHUTDOWN_GRACE` seconds from now.  (Those made after a stop, by a
+        start before it was done, are not waited for.)"""
+        closing &= self.connections
+        if not closing:
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+        self._closing.append((closing, closed))
+        cut_off = self.clock.callLater(SHUTDOWN_GRACE, self._cut_off, closing)
+        closed.addBoth(lambda result: cut_off.cancel() if cut_off.active() else None)
+        return closed
+
+    def _cut_off(self, closing: set[QueueProtocol]) -> None:
+        self.log.warn(
+            "Cutting off {count} connections that did not take their replies"
+            " within {grace} s of stopping",
+            count=len(closing),
+            grace=SHUTDOWN_GRACE,
+        )
+        for connection in list(closing):
+            connection.abort()
+            self.connection_lost(connection)
 
     def _replay(self, data_dir: str) -> None:
         """Bring back every queue journaled under ``data_dir``."""
@@ -302,13 +351,48 @@ class QueueService(Service):
             self.max_connections is not None
             and len(self.connections) >= self.max_connections
         ):
+            self.counters.rejected_connections += 1
+            self.warn_limited(
+                "too many connections",
+                "Refused a connection from {peer}: already {limit} connections",
+                peer=describe_peer(connection.peer),
+                limit=self.max_connections,
+            )
             return False
         self.connections.add(connection)
         self.counters.total_connections += 1
         return True
 
+    def client_error(self, kind: str, peer: IAddress) -> None:
+        """A client at ``peer`` did something wrong, which ``kind`` names."""
+        self.counters.client_errors += 1
+        self.warn_limited(
+            kind, "{error} to {peer}", error=kind, peer=describe_peer(peer)
+        )
+
+    def warn_limited(self, kind: str, format: str, **fields: object) -> None:
+        """Log ``format`` as a warning, but one line of each ``kind`` in
+        `LOG_INTERVAL` at most, so that a client repeating a mistake
+        cannot flood the log; the next line logged tells how many were
+        not."""
+        now = self.clock.seconds()
+        last, held = self._limited.get(kind, (None, 0))
+        if last is not None and now - last < LOG_INTERVAL:
+            self._limited[kind] = (last, held + 1)
+            return
+        self._limited[kind] = (now, 0)
+        if held:
+            format += " ({held} more like it since the last such line)"
+        self.log.warn(format, held=held, **fields)
+
     def connection_lost(self, connection: QueueProtocol) -> None:
         self.connections.discard(connection)
+        if self._closing:
+            for closing, closed in list(self._closing):
+                closing.discard(connection)
+                if not closing:
+                    self._closing.remove((closing, closed))
+                    closed.callback(None)
 
     # -- queues ----------------------------------------------------------
 
@@ -317,8 +401,18 @@ class QueueService(Service):
         return self.config.server.max_item_cap
 
     @property
-    def allow_shutdown(self) -> bool:
+    def allow_shutdown(self) -> bool | Literal["any"]:
         return self.config.server.allow_shutdown
+
+    def shutdown_refused(self, peer: IAddress) -> str | None:
+        """Why a client at ``peer`` may not shut the server down, or
+        ``None`` when it may."""
+        allowed = self.allow_shutdown
+        if allowed is False:
+            return "shutdown disabled"
+        if allowed == "any" or is_local(peer):
+            return None
+        return "shutdown disabled except from loopback or a Unix socket"
 
     @property
     def max_connections(self) -> int | None:
@@ -340,9 +434,10 @@ class QueueService(Service):
         """
         path = self.config_path
         if path is None:
-            if getattr(self.config.server, "auth_file", None) is None:
+            if self.config.server.auth_file is None:
                 raise NoConfigurationFile()
-            config = self.config
+            # The auth file is read again even so.
+            config = self.config.with_credentials_read_again()
         else:
             config = load_config(path).with_overrides(**self.overrides)
         running = self.config.server
@@ -387,7 +482,13 @@ class QueueService(Service):
     def apply(self, config: Config) -> None:
         """Use ``config`` from now on, for live queues too."""
         sweep_changed = config.server.expiry_sweep != self.config.server.expiry_sweep
+        required = config.credentials is not None
+        login_changed = required != (self.config.credentials is not None)
         self.config = config
+        if login_changed:
+            # Logged-in connections stay so; the others may now need to.
+            for connection in self.connections:
+                connection.login_required(required)
         for queue in self.queues.values():
             self._configure(queue)
         if self.running:
@@ -642,6 +743,33 @@ class QueueService(Service):
     def children(self, name: str) -> list[str]:
         """Fanout children of a queue: ``name+<anything>``."""
         return sorted(self._children.get(name, ()))
+
+
+def describe_peer(peer: IAddress) -> str:
+    """A client's address as a log line shows it."""
+    if isinstance(peer, IPv4Address):
+        return f"{peer.host}:{peer.port}"
+    if isinstance(peer, IPv6Address):
+        return f"[{peer.host}]:{peer.port}"
+    if isinstance(peer, UNIXAddress):
+        return "a Unix socket"
+    return str(peer)
+
+
+def is_local(peer: IAddress) -> bool:
+    """Whether a client at ``peer`` is on this machine: a Unix socket, or a
+    loopback address (an IPv4 one mapped into IPv6 too)."""
+    if isinstance(peer, UNIXAddress):
+        return True
+    if not isinstance(peer, IPv4Address | IPv6Address):
+        return False
+    try:
+        address = ipaddress.ip_address(peer.host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 def all_durable(waits: list[Deferred[None]]) -> Deferred[list[None]]:

@@ -274,6 +274,12 @@ class Options(usage.Options):
             None,
             "Most client connections at once, or unlimited.",
         ],
+        [
+            "auth-file",
+            None,
+            None,
+            "File of user:password lines: clients must log in first.",
+        ],
     ]
     optFlags = [["no-shutdown", None, "Refuse the shutdown command."]]
 
@@ -284,6 +290,7 @@ class Options(usage.Options):
         "sync": "sync_journal",
         "max-memory-size": "max_memory_size",
         "max-connections": "max_connections",
+        "auth-file": "auth_file",
     }
 
     def opt_version(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import fields
 from textwrap import dedent
 
@@ -101,6 +103,14 @@ class ValueTests(SynchronousTestCase):
                 allow_shutdown=False,
                 max_item_cap=MiB,
             ),
+        )
+
+    def test_allow_shutdown(self) -> None:
+        for text, expected in [("true", True), ("false", False), ('"any"', "any")]:
+            config = parse_config(f"[server]\nallow_shutdown = {text}\n")
+            self.assertEqual(config.server.allow_shutdown, expected)
+        self.assertEqual(
+            Config().with_overrides(allow_shutdown="any").server.allow_shutdown, "any"
         )
 
     def test_port_endpoint_description(self) -> None:
@@ -475,7 +485,8 @@ class ErrorTests(SynchronousTestCase):
             ("data_dir", '""', "expected a directory"),
             ("max_connections", "0", "positive integer"),
             ("expiry_sweep", "1", 'write "1s"'),
-            ("allow_shutdown", '"no"', "expected true or false"),
+            ("allow_shutdown", '"no"', 'expected true, false or "any", got "no"'),
+            ("allow_shutdown", "1", 'expected true, false or "any", got 1'),
             ("max_item_cap", "0", "positive size"),
         ]
         for key, value, reason in cases:
@@ -787,3 +798,89 @@ class OverrideTests(SynchronousTestCase):
             )
             self.assertEqual(error.key, key)
             self.assertTrue(str(error).startswith(f"command line: {key}: "))
+
+
+class AuthFileTests(SynchronousTestCase):
+    def users(self, text: bytes = b"alice:s3cret\n") -> str:
+        path = self.mktemp()
+        with open(path, "wb") as file:
+            file.write(text)
+        return path
+
+    def test_none_by_default(self) -> None:
+        self.assertIsNone(ServerSettings().auth_file)
+        self.assertIsNone(Config().credentials)
+        config = parse_config('[server]\nauth_file = ""\n')
+        self.assertIsNone(config.server.auth_file)
+        self.assertIsNone(config.credentials)
+
+    def test_read_with_the_configuration(self) -> None:
+        path = self.users()
+        config = parse_config(f"[server]\nauth_file = {json.dumps(path)}\n")
+        self.assertEqual(config.server.auth_file, os.path.abspath(path))
+        assert config.credentials is not None
+        self.assertTrue(config.credentials.check(b"alice", b"s3cret"))
+        self.assertNotIn("s3cret", repr(config))
+        # The users do not make two configurations differ.
+        self.assertEqual(
+            config, Config(ServerSettings(auth_file=config.server.auth_file))
+        )
+
+    def test_relative_to_the_working_directory(self) -> None:
+        path = self.users()
+        relative = os.path.relpath(path)
+        self.assertFalse(os.path.isabs(relative))
+        config = parse_config(f"[server]\nauth_file = {json.dumps(relative)}\n")
+        self.assertEqual(config.server.auth_file, os.path.abspath(path))
+        overridden = Config().with_overrides(auth_file=relative)
+        self.assertEqual(overridden.server.auth_file, os.path.abspath(path))
+        assert overridden.credentials is not None
+        self.assertEqual(len(overridden.credentials), 1)
+
+    def test_a_missing_file_is_named_with_its_key(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        error = self.assertRaises(
+            ConfigError,
+            parse_config,
+            f"# erq\n[server]\nauth_file = {json.dumps(path)}\n",
+            "erq.toml",
+        )
+        self.assertEqual(
+            str(error),
+            f"erq.toml line 3: server.auth_file: {path}: cannot read:"
+            " No such file or directory",
+        )
+        error = self.assertRaises(ConfigError, Config().with_overrides, auth_file=path)
+        self.assertEqual(str(error), f"{path}: cannot read: No such file or directory")
+
+    def test_a_malformed_line_is_named_not_shown(self) -> None:
+        path = os.path.abspath(self.users(b"alice:s3cret\n\nbob\n"))
+        error = self.assertRaises(
+            ConfigError,
+            parse_config,
+            f"[server]\nauth_file = {json.dumps(path)}\n",
+            "erq.toml",
+        )
+        self.assertEqual(str(error), f"{path} line 3: expected user:password")
+
+    def test_bad_value(self) -> None:
+        for value in ["1", "true", '"a\\u0000b"']:
+            error = self.assertRaises(
+                ConfigError, parse_config, f"[server]\nauth_file = {value}\n"
+            )
+            self.assertIn('expected a file path or "" for none', str(error))
+
+    def test_overrides_keep_the_users_read(self) -> None:
+        path = self.users()
+        config = Config().with_overrides(auth_file=path)
+        credentials = config.credentials
+        self.assertIs(config.with_overrides(max_connections=3).credentials, credentials)
+        self.assertIs(
+            config.with_overrides(sync_journal="never").credentials, credentials
+        )
+        with open(path, "wb") as file:
+            file.write(b"bob:other\n")
+        again = config.with_credentials_read_again()
+        assert again.credentials is not None
+        self.assertTrue(again.credentials.check(b"bob", b"other"))
+        self.assertFalse(again.credentials.check(b"alice", b"s3cret"))

@@ -8,11 +8,13 @@ from typing import Any
 
 import memcache
 from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheClientError
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from erq import __version__
+from erq.config import Config, ServerSettings
 from erq.service import QUEUE_STATS, SERVER_STATS, QueueService
 from tests.support import (
     CLIENT_TIMEOUT,
@@ -453,3 +455,77 @@ class RawSocketTests(EndToEndCase):
         protocol = await self.server.protocol_for(sock)
         transport: Any = protocol.transport
         self.assertTrue(transport.getTcpNoDelay())
+
+
+class AuthTests(EndToEndCase):
+    def setUp(self) -> None:
+        path = self.mktemp()
+        with open(path, "wb") as file:
+            file.write(b"# users\nalice:s3cret\n")
+        service = QueueService(Config(ServerSettings(auth_file=path)))
+        self.server = start_server(self, service)
+        self.port = self.server.port
+
+    async def test_login_with_pymemcache_then_use_it(self) -> None:
+        client = self.pymemcache(raw=True)
+        stranger = self.pymemcache(raw=True)
+
+        def talk() -> None:
+            with self.assertRaises(MemcacheClientError) as refused:
+                client.get("q")
+            self.assertIn("unauthenticated", str(refused.exception))
+            with self.assertRaises(MemcacheClientError) as failed:
+                client.set("login", "alice wrong", noreply=False)
+            self.assertIn("authentication failure", str(failed.exception))
+            self.assertTrue(client.set("login", "alice s3cret", noreply=False))
+            self.assertTrue(client.set("q", b"work", noreply=False))
+            self.assertEqual(client.get("q"), b"work")
+            self.assertIsNone(client.get("q"))
+            with self.assertRaises(MemcacheClientError):
+                stranger.set("q", b"intruder", noreply=False)
+            with self.assertRaises(MemcacheClientError):
+                stranger.stats()
+
+        await deferToThread(talk)
+        self.assertEqual(self.stat("auth_cmds"), "3")
+        self.assertEqual(self.stat("auth_errors"), "2")
+        self.assertEqual(self.stat("total_items"), "1")
+
+
+def read_to_end(sock: Any) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = bytearray()
+    while chunk := sock.recv(65536):
+        received += chunk
+    return bytes(received)
+
+
+class ShutdownTests(TestCase):
+    timeout = 30
+
+    async def test_a_set_pipelined_before_shutdown_is_answered(self) -> None:
+        """The reply of a durable set that shutdown follows in the same write
+        reaches the client before the connection closes, and the item is in
+        the journal."""
+        data_dir = self.mktemp()
+        stopped: list[Deferred[None]] = []
+        service = QueueService(
+            data_dir=data_dir,
+            stop_server=lambda: stopped.append(service.stopService()),
+        )
+        server = start_server(self, service)
+
+        def talk() -> bytes:
+            with connect(server.port) as sock:
+                sock.sendall(b"set q 0 0 1\r\na\r\nshutdown\r\n")
+                return read_to_end(sock)
+
+        self.assertEqual(await deferToThread(talk), b"STORED\r\n")
+        await poll_until(lambda: bool(stopped))
+        await stopped[0]
+        again = QueueService(data_dir=data_dir)
+        again.startService()
+        self.addCleanup(again.stopService)
+        queue = again.queue("q")
+        assert queue is not None
+        self.assertEqual(queue.items, 1)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Literal, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
@@ -14,13 +18,14 @@ from erq.config import Config, QueueSettings, ServerSettings
 from erq.journal import JournalWriter
 from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
 from erq.queue import Item, Queue
-from erq.service import QueueService
+from erq.service import SHUTDOWN_GRACE, QueueService
 from tests.test_journal import FakeReactor, ManualPool
 
 SERVER_STAT_NAMES = (
     "uptime time version curr_items total_items bytes curr_connections "
     "total_connections cmd_get cmd_set cmd_peek get_hits get_misses bytes_read "
-    "bytes_written queue_creates queue_deletes queue_expires"
+    "bytes_written queue_creates queue_deletes queue_expires auth_cmds auth_errors "
+    "client_errors rejected_connections"
 ).split()
 
 QUEUE_STAT_NAMES = (
@@ -30,11 +35,15 @@ QUEUE_STAT_NAMES = (
 ).split()
 
 
+#: Where test clients connect from, unless a test says otherwise.
+LOOPBACK_PEER = IPv4Address("TCP", "127.0.0.1", 40000)
+
+
 class RecordingTransport(StringTransportWithDisconnection):
     """Records each write, and can ask its producer to pause after writing."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, peer: IAddress = LOOPBACK_PEER) -> None:
+        super().__init__(peerAddress=peer)
         self.writes: list[bytes] = []
         self.pause_after_write = False
 
@@ -83,9 +92,9 @@ class FakeJournal:
 class Client:
     """One connection to the server under test."""
 
-    def __init__(self, factory: QueueFactory) -> None:
+    def __init__(self, factory: QueueFactory, peer: IAddress = LOOPBACK_PEER) -> None:
         self.protocol: QueueProtocol = factory.buildProtocol(None)
-        self.transport = RecordingTransport()
+        self.transport = RecordingTransport(peer)
         self.transport.protocol = self.protocol
         self.protocol.makeConnection(self.transport)
 
@@ -121,16 +130,25 @@ def set_line(name: bytes, data: bytes, flags: int = 0, exptime: int = 0) -> byte
 class ProtocolTestCase(SynchronousTestCase):
     """A service on a fake clock, and a first client connected to it."""
 
-    allow_shutdown = True
+    allow_shutdown: bool | Literal["any"] = True
     defaults: QueueSettings | None = None
     max_item_cap = 64 * 1024 * 1024
+    #: The text of an auth file, if the server has one.
+    users: bytes | None = None
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.stops: list[None] = []
+        self.auth_file = None
+        if self.users is not None:
+            self.auth_file = self.mktemp()
+            with open(self.auth_file, "wb") as file:
+                file.write(self.users)
         config = Config(
             ServerSettings(
-                max_item_cap=self.max_item_cap, allow_shutdown=self.allow_shutdown
+                max_item_cap=self.max_item_cap,
+                allow_shutdown=self.allow_shutdown,
+                auth_file=self.auth_file,
             ),
             self.defaults or QueueSettings(),
         )
@@ -140,8 +158,8 @@ class ProtocolTestCase(SynchronousTestCase):
         self.factory = QueueFactory(self.service)
         self.client = self.connect()
 
-    def connect(self) -> Client:
-        return Client(self.factory)
+    def connect(self, peer: IAddress = LOOPBACK_PEER) -> Client:
+        return Client(self.factory, peer)
 
     def ask(self, data: bytes) -> bytes:
         return self.client.ask(data)
@@ -1232,6 +1250,121 @@ class ShutdownTests(ProtocolTestCase):
         self.clock.advance(0)
         self.assertEqual(self.stops, [None])
 
+    def journal(self, name: str) -> FakeJournal:
+        journal = FakeJournal()
+        self.service.create_queue(name).journal = journal
+        return journal
+
+    def test_a_durable_set_before_shutdown_is_answered_first(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") + b"shutdown\r\nversion\r\n")
+        self.assertFalse(self.client.closed)
+        self.assertEqual(self.client.take(), b"")
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.take(), b"STORED\r\n")
+        self.assertTrue(self.client.closed)
+        self.clock.advance(0)
+        self.assertEqual(self.stops, [None])
+
+    def test_other_connections_get_their_durable_replies(self) -> None:
+        journal = self.journal("q")
+        other = self.connect()
+        other.send(set_line(b"q", b"a", flags=1) + set_line(b"q", b"b", flags=2))
+        self.ask(b"shutdown\r\n")
+        self.assertTrue(self.client.closed)
+        self.assertFalse(other.closed)
+        # Nothing more is read from it.
+        other.send(b"version\r\n" + set_line(b"q", b"c"))
+        self.assertEqual(len(journal.pending), 2)
+        journal.pending[1].callback(None)
+        self.assertEqual(other.take(), b"")
+        journal.pending[0].errback(OSError("disk full"))
+        self.assertEqual(other.take(), b"SERVER_ERROR disk full\r\nSTORED\r\n")
+        self.assertTrue(other.closed)
+
+    def test_a_waiting_get_is_answered_with_what_it_took(self) -> None:
+        self.ask(set_line(b"a", b"x"))
+        other = self.connect()
+        other.send(b"get a b/t=1000\r\nversion\r\n")
+        self.assertEqual(other.take(), b"")
+        self.ask(b"shutdown\r\n")
+        self.assertEqual(other.take(), value(b"a", b"x") + b"END\r\n")
+        self.assertTrue(other.closed)
+        self.clock.advance(2)
+        self.assertEqual(self.queue("a").items, 0)
+        self.assertEqual(self.service.queue("b"), None)
+
+    def test_a_monitor_ends_and_its_reads_go_back(self) -> None:
+        self.ask(set_line(b"q", b"x"))
+        other = self.connect()
+        other.send(b"monitor q 10\r\n")
+        self.assertEqual(other.take(), value(b"q", b"x"))
+        self.ask(b"shutdown\r\n")
+        self.assertEqual(other.take(), b"END\r\n")
+        self.assertTrue(other.closed)
+        self.assertEqual(self.queue("q").items, 1)
+
+    def test_stopping_waits_for_replies_still_owed(self) -> None:
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a"))
+        stopped = self.service.stopService()
+        self.assertNoResult(stopped)
+        self.assertFalse(self.client.closed)
+        journal.pending[0].callback(None)
+        self.assertEqual(self.client.take(), b"STORED\r\n")
+        self.assertTrue(self.client.closed)
+        self.successResultOf(stopped)
+
+    def test_stopping_cuts_off_what_is_late(self) -> None:
+        self.journal("q")
+        self.client.send(set_line(b"q", b"a"))
+        stopped = self.service.stopService()
+        self.clock.advance(SHUTDOWN_GRACE - 0.001)
+        self.assertNoResult(stopped)
+        self.clock.advance(0.002)
+        self.successResultOf(stopped)
+        self.assertTrue(self.client.closed)
+        self.assertEqual(self.client.take(), b"")
+        self.assertEqual(self.service.connections, set())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_from_local_peers_only(self) -> None:
+        refused = (
+            b"CLIENT_ERROR shutdown disabled except from loopback or a Unix socket\r\n"
+        )
+        for host in ["192.168.1.1", "10.0.0.127", "::ffff:10.0.0.1", "fe80::1%eth0"]:
+            kind = IPv6Address if ":" in host else IPv4Address
+            client = self.connect(kind("TCP", host, 40000))
+            self.assertEqual(client.ask(b"shutdown\r\n"), refused, host)
+            self.assertFalse(client.closed)
+            self.assertEqual(client.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+        self.clock.advance(1)
+        self.assertEqual(self.stops, [])
+        client = self.connect(UNIXAddress(b"/run/erq.sock"))
+        self.assertEqual(client.ask(b"shutdown\r\n"), b"")
+        self.assertTrue(client.closed)
+        self.clock.advance(0)
+        self.assertEqual(self.stops, [None])
+
+    def test_from_other_loopback_addresses(self) -> None:
+        for host in ["127.0.0.2", "::1", "::ffff:127.0.0.1"]:
+            kind = IPv6Address if ":" in host else IPv4Address
+            self.service.shutting_down = False
+            client = self.connect(kind("TCP", host, 40000))
+            self.assertEqual(client.ask(b"shutdown\r\n"), b"", host)
+            self.assertTrue(client.closed, host)
+
+
+class ShutdownFromAnywhereTests(ProtocolTestCase):
+    allow_shutdown = "any"
+
+    def test_obeyed_from_any_peer(self) -> None:
+        client = self.connect(IPv4Address("TCP", "192.168.1.1", 40000))
+        self.assertEqual(client.ask(b"version\r\nshutdown\r\n"), b"VERSION 1.0.0\r\n")
+        self.assertTrue(client.closed)
+        self.clock.advance(0)
+        self.assertEqual(self.stops, [None])
+
 
 class ShutdownDisabledTests(ProtocolTestCase):
     allow_shutdown = False
@@ -1241,10 +1374,313 @@ class ShutdownDisabledTests(ProtocolTestCase):
         self.assertEqual(
             self.ask(b"shutdown\r\n"), b"CLIENT_ERROR shutdown disabled\r\n"
         )
+        unix = self.connect(UNIXAddress(b"/run/erq.sock"))
+        self.assertEqual(
+            unix.ask(b"shutdown\r\n"), b"CLIENT_ERROR shutdown disabled\r\n"
+        )
         self.clock.advance(1)
         self.assertEqual(self.stops, [])
-        self.assertFalse(self.client.closed or other.closed)
+        self.assertFalse(self.client.closed or other.closed or unix.closed)
         self.assertEqual(self.ask(set_line(b"q", b"x")), b"STORED\r\n")
+
+
+def login(user: bytes, password: bytes, key: bytes = b"login") -> bytes:
+    return set_line(key, user + b" " + password)
+
+
+class AuthTests(ProtocolTestCase):
+    users = b"# who may use erq\nalice:s3cret\nbob:hunter2 with spaces\n"
+
+    def test_every_command_before_login_is_refused(self) -> None:
+        for request in [
+            b"version",
+            b"get q",
+            b"get q/t=1000",
+            b"gets q",
+            b"stats",
+            b"dump_stats",
+            b"delete q",
+            b"flush q",
+            b"flush_all",
+            b"reload",
+            b"monitor q 1",
+            b"confirm q 0",
+            b"shutdown",
+            b"bogus",
+            b"",
+            b"  ",
+        ]:
+            self.assertEqual(
+                self.ask(request + b"\r\n"),
+                b"CLIENT_ERROR unauthenticated\r\n",
+                request,
+            )
+        self.assertFalse(self.client.closed)
+        self.clock.advance(1)
+        self.assertEqual(self.stops, [])
+        self.assertEqual(self.service.queues, {})
+
+    def test_login_then_the_protocol(self) -> None:
+        self.assertEqual(self.ask(login(b"alice", b"s3cret")), b"STORED\r\n")
+        self.assertEqual(self.service.queues, {})
+        self.assertEqual(
+            self.ask(set_line(b"q", b"x") + b"get q\r\nversion\r\n"),
+            b"STORED\r\n" + value(b"q", b"x") + b"END\r\nVERSION 1.0.0\r\n",
+        )
+        other = self.connect()
+        self.assertEqual(
+            other.ask(login(b"bob", b"hunter2 with spaces", b"any/key")),
+            b"STORED\r\n",
+        )
+        stats = self.stats(other)
+        self.assertEqual((stats["auth_cmds"], stats["auth_errors"]), ("2", "0"))
+
+    def test_login_and_requests_in_one_write(self) -> None:
+        self.assertEqual(
+            self.ask(login(b"alice", b"s3cret") + set_line(b"q", b"x") + b"get q\r\n"),
+            b"STORED\r\nSTORED\r\n" + value(b"q", b"x") + b"END\r\n",
+        )
+
+    def test_failed_logins(self) -> None:
+        for data in [
+            b"alice hunter2 with spaces",
+            b"bob s3cret",
+            b"alice s3cret ",
+            b"alice  s3cret",
+            b"carol s3cret",
+            b"alice",
+            b"alice:s3cret",
+            b"",
+        ]:
+            self.assertEqual(
+                self.ask(set_line(b"k", data)),
+                b"CLIENT_ERROR authentication failure\r\n",
+                data,
+            )
+            self.assertEqual(
+                self.ask(b"version\r\n"), b"CLIENT_ERROR unauthenticated\r\n"
+            )
+        self.assertFalse(self.client.closed)
+        stats = self.stats(self.logged_in())
+        self.assertEqual((stats["auth_cmds"], stats["auth_errors"]), ("9", "8"))
+        self.assertEqual(self.ask(login(b"alice", b"s3cret")), b"STORED\r\n")
+
+    def logged_in(self) -> Client:
+        client = self.connect()
+        self.assertEqual(client.ask(login(b"alice", b"s3cret")), b"STORED\r\n")
+        return client
+
+    def test_lines_known_from_logged_in_connections_are_refused(self) -> None:
+        """The fast ways through repeated lines check the login too."""
+        ready = self.logged_in()
+        ready.ask((set_line(b"q", b"a") + b"get q\r\n") * 3)
+        self.assertEqual(
+            self.ask(b"get q\r\n" * 3), b"CLIENT_ERROR unauthenticated\r\n" * 3
+        )
+        self.assertEqual(
+            self.ask(set_line(b"q", b"a") * 3),
+            b"CLIENT_ERROR authentication failure\r\n" * 3,
+        )
+        self.assertEqual(self.queue("q").items, 0)
+
+    def test_other_storage_commands_are_read_and_refused(self) -> None:
+        self.assertEqual(
+            self.ask(b"add q 0 0 5\r\nhello\r\ncas q 0 0 1 1\r\nx\r\nversion\r\n"),
+            b"CLIENT_ERROR unauthenticated\r\n" * 3,
+        )
+        self.assertFalse(self.client.closed)
+        self.assertEqual(
+            self.ask(b"append q 0 0 5000\r\n"),
+            b"SERVER_ERROR object too large\r\n",
+        )
+        self.assertTrue(self.client.closed)
+
+    def test_a_login_too_long_is_not_read(self) -> None:
+        self.assertEqual(
+            self.ask(b"set k 0 0 4097\r\n"),
+            b"CLIENT_ERROR authentication failure\r\n",
+        )
+        self.assertTrue(self.client.closed)
+
+    def test_a_login_with_a_bad_block(self) -> None:
+        self.assertEqual(
+            self.ask(b"set k 0 0 12\r\nalice s3cretXX"),
+            b"CLIENT_ERROR bad data chunk\r\n",
+        )
+        self.assertTrue(self.client.closed)
+        client = self.connect()
+        self.assertEqual(
+            client.ask(b"set k 0 0 x\r\n"),
+            b"CLIENT_ERROR bad data chunk length\r\n",
+        )
+        self.assertTrue(client.closed)
+
+    def test_noreply_login(self) -> None:
+        self.assertEqual(
+            self.ask(b"set k 0 0 10 noreply\r\nalice nope\r\nversion\r\n"),
+            b"CLIENT_ERROR unauthenticated\r\n",
+        )
+        self.assertEqual(
+            self.ask(b"set k 0 0 12 noreply\r\nalice s3cret\r\nversion\r\n"),
+            b"VERSION 1.0.0\r\n",
+        )
+
+    def test_quit_before_login(self) -> None:
+        self.assertEqual(self.ask(b"QUIT\r\n"), b"")
+        self.assertTrue(self.client.closed)
+
+    def write_users(self, users: bytes) -> None:
+        assert self.auth_file is not None
+        with open(self.auth_file, "wb") as file:
+            file.write(users)
+
+    def test_reload_reads_the_file_again(self) -> None:
+        ready = self.logged_in()
+        self.write_users(b"carol:new\n")
+        self.assertEqual(ready.ask(b"reload\r\n"), b"Reloaded config.\r\n")
+        # Logged in before: still.
+        self.assertEqual(ready.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+        self.assertEqual(
+            self.ask(login(b"alice", b"s3cret")),
+            b"CLIENT_ERROR authentication failure\r\n",
+        )
+        self.assertEqual(self.ask(login(b"carol", b"new")), b"STORED\r\n")
+
+    def test_a_reload_that_cannot_read_the_file_keeps_the_users(self) -> None:
+        ready = self.logged_in()
+        assert self.auth_file is not None
+        os.remove(self.auth_file)
+        self.assertEqual(
+            ready.ask(b"reload\r\n"),
+            b"SERVER_ERROR %s: cannot read: No such file or directory\r\n"
+            % self.auth_file.encode(),
+        )
+        self.write_users(b"alice:s3cret\nbob\n")
+        self.assertEqual(
+            ready.ask(b"reload\r\n"),
+            b"SERVER_ERROR %s line 2: expected user:password\r\n"
+            % self.auth_file.encode(),
+        )
+        self.assertEqual(self.ask(login(b"alice", b"s3cret")), b"STORED\r\n")
+
+    def test_a_reload_may_turn_logins_off_and_on(self) -> None:
+        ready = self.logged_in()
+        waiting = self.connect()
+        assert self.auth_file is not None
+        self.service.apply(Config())
+        self.assertEqual(waiting.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+        self.service.apply(Config(ServerSettings(auth_file=self.auth_file)))
+        self.assertEqual(
+            waiting.ask(b"version\r\n"), b"CLIENT_ERROR unauthenticated\r\n"
+        )
+        self.assertEqual(ready.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
+        self.assertEqual(
+            self.connect().ask(b"version\r\n"), b"CLIENT_ERROR unauthenticated\r\n"
+        )
+
+    def test_secrets_are_never_logged(self) -> None:
+        events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, events.append)
+        self.service.log = Logger(observer=observer)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        ready = self.logged_in()
+        for _ in range(3):
+            self.ask(login(b"alice", b"hunter2 with spaces"))
+            self.clock.advance(2)
+        self.ask(login(b"alice", b"s3cret"))
+        self.write_users(b"alice:s3cret\nbob hunter2\n")
+        ready.ask(b"reload\r\n")
+        self.service.reload_logged()
+        self.connect().ask(b"set k 0 0 100\r\nhunter2 s3cret\r\n")
+        text = "\n".join(formatEvent(event) + repr(event) for event in events)
+        for secret in ["s3cret", "hunter2"]:
+            self.assertNotIn(secret, text)
+        self.assertNotIn(b"s3cret", self.ask(b"stats\r\ndump_stats\r\n"))
+
+
+class ClientErrorTests(ProtocolTestCase):
+    def capture_log(self) -> list[str]:
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            text = formatEvent(event)
+            lines.append(text)
+
+        self.service.log = Logger(observer=cast(ILogObserver, observe))
+        return lines
+
+    def test_counted(self) -> None:
+        self.ask(set_line(b"q", b"x") + b"get q\r\nversion\r\nstats\r\n")
+        self.assertEqual(self.stats()["client_errors"], "0")
+        self.ask(
+            b"bogus\r\n"
+            + set_line(b"bad/name", b"x")
+            + b"set q 0 x 1 noreply\r\nx\r\n"
+            + b"get q/t=x\r\nconfirm q 1\r\nget\r\n"
+            + b"add q 0 0 1\r\nx\r\n"
+        )
+        self.assertEqual(self.stats()["client_errors"], "7")
+        other = self.connect()
+        other.ask(b"g" * 3000 + b"\r\n")
+        self.assertTrue(other.closed)
+        big = self.connect()
+        big.ask(b"set q 0 0 %d\r\n" % (self.max_item_cap + 1))
+        self.assertTrue(big.closed)
+        self.assertEqual(self.stats()["client_errors"], "9")
+
+    def test_logged_once_a_second_for_each_kind(self) -> None:
+        lines = self.capture_log()
+        self.ask(b"bogus\r\n" * 3 + set_line(b"bad/name", b"x") * 2)
+        self.assertEqual(
+            lines,
+            [
+                "ERROR (unknown command) to 127.0.0.1:40000",
+                "CLIENT_ERROR bad queue name to 127.0.0.1:40000",
+            ],
+        )
+        self.clock.advance(0.999)
+        self.ask(b"bogus\r\n")
+        self.assertEqual(len(lines), 2)
+        self.clock.advance(0.002)
+        other = self.connect(IPv6Address("TCP", "::1", 50000))
+        other.ask(b"bogus\r\nbogus\r\n")
+        self.assertEqual(
+            lines[2:],
+            [
+                "ERROR (unknown command) to [::1]:50000"
+                " (3 more like it since the last such line)"
+            ],
+        )
+        self.clock.advance(1)
+        self.connect(UNIXAddress(b"/run/erq.sock")).ask(b"bogus\r\n")
+        self.assertEqual(
+            lines[3:],
+            [
+                "ERROR (unknown command) to a Unix socket"
+                " (1 more like it since the last such line)"
+            ],
+        )
+
+    def test_rejected_connections(self) -> None:
+        lines = self.capture_log()
+        self.service.apply(Config(ServerSettings(max_connections=1)))
+        refused = [self.connect() for _ in range(3)]
+        self.assertTrue(all(client.closed for client in refused))
+        self.assertEqual(refused[0].take(), b"SERVER_ERROR too many connections\r\n")
+        self.clock.advance(1)
+        refused.append(self.connect())
+        self.assertEqual(
+            lines,
+            [
+                "Refused a connection from 127.0.0.1:40000: already 1 connections",
+                "Refused a connection from 127.0.0.1:40000: already 1 connections"
+                " (2 more like it since the last such line)",
+            ],
+        )
+        stats = self.stats(self.client)
+        self.assertEqual(stats["rejected_connections"], "4")
+        self.assertEqual(stats["client_errors"], "0")
 
 
 class StatsTests(ProtocolTestCase):

@@ -98,7 +98,8 @@ class ComposedServiceTests(TestCase):
             self.assertEqual(client.version(), __version__.encode())
 
         await deferToThread(talk)
-        # A client that waits when the server stops is disconnected.
+        # A client that waits when the server stops is answered END (it
+        # took nothing) and disconnected.
         waiting = deferToThread(client.get, "q2/t=10000")
         await poll_until(lambda: queues.counters.cmd_get > 0)
 
@@ -107,8 +108,9 @@ class ComposedServiceTests(TestCase):
         await stopped
         self.assertFalse(queues.running)
         self.assertFalse(listening.running)
+        self.assertIsNone(await waiting)
         with self.assertRaises(MemcacheUnexpectedCloseError):
-            await waiting
+            await deferToThread(client.version)
         with self.assertRaises(ConnectionRefusedError):
             await deferToThread(command, port, b"version\r\n")
         await poll_until(lambda: not queues.connections)
@@ -187,6 +189,25 @@ class TapTests(SynchronousTestCase):
             self.assertEqual(
                 str(raised.exception), f"erq: --max-connections {shown}: {reason}"
             )
+
+    def test_auth_file(self) -> None:
+        path = os.path.abspath(self.mktemp())
+        options = Options()
+        with self.assertRaises(StartupError) as raised:
+            options.parseOptions(["--auth-file", path])
+        self.assertEqual(
+            str(raised.exception),
+            f"erq: {path}: cannot read: No such file or directory",
+        )
+        with open(path, "wb") as file:
+            file.write(b"alice:s3cret\n")
+        options = Options()
+        options.parseOptions(["--auth-file", path])
+        queues = makeService(options).getServiceNamed("erq")
+        assert isinstance(queues, QueueService)
+        credentials = queues.config.credentials
+        assert credentials is not None
+        self.assertTrue(credentials.check(b"alice", b"s3cret"))
 
     def test_makes_a_queue_service(self) -> None:
         options = Options()

@@ -334,3 +334,11 @@ class TwistdConfigTests(TwistdCase):
         log = self.log(process)
         self.assertNotEqual(code, 0, log)
         self.assertIn(f"{path} line 2: server.expiry_sweep: expected a duration", log)
+
+    async def test_missing_auth_file_at_start_up(self) -> None:
+        path = os.path.join(self.directory, "users")
+        process = self.spawn(str(free_port()), "--auth-file", path)
+        code = await self.exit_code(process)
+        log = self.log(process)
+        self.assertNotEqual(code, 0, log)
+        self.assertIn(f"{path}: cannot read: No such file or directory\n", log)

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from erq import __version__
 from erq.datadir import lock_data_dir
-from tests.support import LOCALHOST, command, free_port, reactor
+from tests.support import LOCALHOST, command, connect, free_port, reactor
 
 #: Longest a twistd process may take to start, or to stop once told to.
 DEADLINE = 20.0
@@ -169,6 +169,30 @@ class TwistdTests(TwistdCase):
         # shutdown closes the connection that asked, with no reply.
         closed = await deferToThread(command, port, b"shutdown\r\n", b"")
         self.assertEqual(closed, b"")
+        self.assertEqual(await self.exit_code(process), 0, self.log(process))
+
+    async def test_a_set_pipelined_before_shutdown_is_answered(self) -> None:
+        """Its reply arrives before the server closes the connection and
+        stops, and the item is there after a restart."""
+        port = free_port()
+        process = self.spawn(str(port))
+        await self.wait_until_serving(process, port)
+
+        def set_then_shutdown() -> bytes:
+            with connect(port) as sock:
+                sock.sendall(b"set q 0 0 1\r\na\r\nshutdown\r\n")
+                received = b""
+                while chunk := sock.recv(65536):
+                    received += chunk
+                return received
+
+        self.assertEqual(await deferToThread(set_then_shutdown), b"STORED\r\n")
+        self.assertEqual(await self.exit_code(process), 0, self.log(process))
+        process = self.spawn(str(port))
+        await self.wait_until_serving(process, port)
+        got = await deferToThread(command, port, b"get q\r\n", b"END\r\n")
+        self.assertEqual(got, b"VALUE q 0 1\r\na\r\nEND\r\n")
+        os.kill(self.pid(process), 15)
         self.assertEqual(await self.exit_code(process), 0, self.log(process))
 
     async def test_sigterm_stops_cleanly(self) -> None:
