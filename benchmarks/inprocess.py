@@ -79,7 +79,7 @@ class Bench:
     def __init__(self, sync: str) -> None:
         self.directory = tempfile.mkdtemp(prefix="erq-inprocess-")
         self.clock = _Reactor()
-        service = QueueService(clock=self.clock, data_dir=self.directory)
+        service = QueueService(reactor=self.clock, data_dir=self.directory)
         policy: Any = sync
         service.config = service.config.with_overrides(sync_journal=policy)
         reactor: Any = self.clock

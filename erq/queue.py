@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from erq.config import QueueSettings
+from erq.config import QueueSettings, SyncPolicy
 
 log = Logger()
 
@@ -74,6 +74,21 @@ class QueueJournal(Protocol):
     def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
         """Read the next items that are journaled but not held in memory, in
         queue order, about ``max_bytes`` of them (at least one)."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of the journal on disk (for stats)."""
+
+    @property
+    def sync(self) -> SyncPolicy:
+        """When adds are durable; a reload may change it."""
+
+    @sync.setter
+    def sync(self, policy: SyncPolicy) -> None: ...
+
+    def erase(self) -> Deferred[None]:
+        """The queue is deleted: remove its journal; nothing is recorded
+        after this."""
 
 
 class _Waiter:

@@ -1,131 +1,51 @@
-"""The queue server's service: names to queues, stats and lifecycle."""
+"""The queue server's service: names to queues, fanout, and lifecycle."""
 
 from __future__ import annotations
 
-import ipaddress
-import sys
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 from twisted.application.service import Service
-from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorCore, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from erq import __version__
 from erq.config import (
     Config,
     ConfigError,
-    MiB,
     QueueSettings,
     fanout_parent,
-    load_config,
 )
-from erq.datadir import DataDirLock, lock_data_dir
-from erq.journal import LINGER, Journal, JournalWriter, list_queue_dirs, queue_dir
+from erq.connections import (
+    SHUTDOWN_GRACE,
+    Connection,
+    Connections,
+    LogLimit,
+    describe_peer,
+    is_local,
+)
+from erq.journal import JournalWriter
 from erq.queue import Item, Queue
+from erq.reload import NoConfigurationFile, read_again
+from erq.stats import QUEUE_STATS, SERVER_STATS, Counters, queue_stats, server_stats
+from erq.storage import SEGMENT_SIZE, Storage
 
-if TYPE_CHECKING:
-    from erq.protocol import QueueProtocol
+__all__ = [
+    "QUEUE_STATS",
+    "SEGMENT_SIZE",
+    "SERVER_STATS",
+    "SHUTDOWN_GRACE",
+    "NoConfigurationFile",
+    "QueueService",
+]
 
 #: Most expired items one sweep drops, so that a sweep never stalls requests.
 SWEEP_BUDGET = 10_000
 
-#: Bytes of a journal segment file before the next one starts.
-SEGMENT_SIZE = 16 * MiB
-
 #: exptime values above this are absolute Unix times, as in memcached.
 ABSOLUTE_EXPTIME = 1_000_000
-
-#: Seconds between two log lines of one kind about clients' mistakes.
-LOG_INTERVAL = 1.0
-
-#: Seconds a stopping server waits, once its journals are written, for its
-#: connections to send the replies they still owe; then it cuts them off.
-SHUTDOWN_GRACE = 5.0
-
-
-class Counters:
-    """Server-wide counters, bumped by the protocol and the service."""
-
-    __slots__ = (
-        "total_connections",
-        "cmd_get",
-        "cmd_set",
-        "cmd_peek",
-        "get_hits",
-        "get_misses",
-        "bytes_read",
-        "bytes_written",
-        "queue_creates",
-        "queue_deletes",
-        "queue_expires",
-        "auth_cmds",
-        "auth_errors",
-        "client_errors",
-        "rejected_connections",
-    )
-
-    def __init__(self) -> None:
-        self.total_connections = 0
-        self.auth_cmds = 0
-        self.auth_errors = 0
-        self.client_errors = 0
-        self.rejected_connections = 0
-        self.cmd_get = 0
-        self.cmd_set = 0
-        self.cmd_peek = 0
-        self.get_hits = 0
-        self.get_misses = 0
-        self.bytes_read = 0
-        self.bytes_written = 0
-        self.queue_creates = 0
-        self.queue_deletes = 0
-        self.queue_expires = 0
-
-
-SERVER_STATS = (
-    "uptime",
-    "time",
-    "version",
-    "curr_items",
-    "total_items",
-    "bytes",
-    "curr_connections",
-    # The rest are counted as they happen:
-    *Counters.__slots__,
-)
-
-QUEUE_STATS = (
-    "items",
-    "bytes",
-    "total_items",
-    "logsize",
-    "expired_items",
-    "mem_items",
-    "mem_bytes",
-    "age",
-    "discarded",
-    "waiters",
-    "open_transactions",
-    "transactions",
-    "canceled_transactions",
-    "total_flushes",
-)
-
-
-class NoConfigurationFile(ConfigError):
-    """A reload of a server started without a configuration file: nothing
-    is read, so nothing may be said to be reloaded."""
-
-    def __init__(self) -> None:
-        super().__init__("no configuration file")
-        self.args = (self.reason,)
 
 
 class QueueService(Service):
@@ -136,12 +56,18 @@ class QueueService(Service):
     twistd.
     """
 
+    # Over 400 lines: it is the one table every command goes through (name
+    # to queue, fanout children, queues waited on before they exist), and
+    # those three change together on every create and delete.  Storage,
+    # connections, stats and reloading live in their own modules.
+
     name = "erq"
 
     def __init__(
         self,
         config: Config | None = None,
         *,
+        reactor: IReactorTime,
         clock: IReactorTime | None = None,
         stop_server: Callable[[], object] | None = None,
         data_dir: str | None = None,
@@ -151,27 +77,28 @@ class QueueService(Service):
     ) -> None:
         """``config`` holds every setting (the defaults when ``None``).
 
-        ``config_path`` is the file that ``reload`` reads again, with the
-        command line's ``overrides`` (``Config.with_overrides`` keywords)
-        applied on top each time.  ``stop_server`` is what ``shutdown`` calls
-        (by default the reactor's ``stop``).  Without ``data_dir`` queues
-        live in memory only; with it each is journaled in a directory there,
-        in segment files of ``segment_size`` bytes (`SEGMENT_SIZE`).
+        ``reactor`` is the reactor the service runs on: its clock times
+        every wait and expiry, and with a ``data_dir`` it runs the journal
+        writer's hand-offs (a `twisted.internet.task.Clock` does for a
+        service that journals nothing); ``clock``, when given, times them
+        instead (tests of expiry).  ``config_path`` is the file that
+        ``reload`` reads again, with the command line's ``overrides``
+        (``Config.with_overrides`` keywords) applied on top each time.
+        ``stop_server`` is what ``shutdown`` calls (by default the reactor's
+        ``stop``).  Without ``data_dir`` queues live in memory only; with it
+        each is journaled in a directory there, in segment files of
+        ``segment_size`` bytes (`SEGMENT_SIZE`).
         """
-        if clock is None:
-            from twisted.internet import reactor
-
-            clock = reactor
-        assert clock is not None
-        self.clock = clock
+        self.clock = reactor if clock is None else clock
         self.config = config if config is not None else Config()
         self.config_path = config_path
         self.data_dir = data_dir
-        self.writer: JournalWriter | None = None
-        self._lock: DataDirLock | None = None
-        self.segment_size = SEGMENT_SIZE if segment_size is None else segment_size
-        self._replayed = False
+        self.storage = (
+            None if data_dir is None else Storage(reactor, data_dir, segment_size)
+        )
         self.overrides = dict(overrides or {})
+        if stop_server is None and IReactorCore.providedBy(reactor):
+            stop_server = IReactorCore(reactor).stop
         self._stop_server = stop_server
         self._sweeper: LoopingCall | None = None
         self.queues: dict[str, Queue] = {}
@@ -179,16 +106,22 @@ class QueueService(Service):
         self._unborn: dict[str, Queue] = {}
         # Fanout: each parent's children, ``parent+<anything>``.
         self._children: dict[str, set[str]] = {}
-        self.connections: set[QueueProtocol] = set()
-        # Connections that a stop waits to see closed, and what it waits on.
-        self._closing: list[tuple[set[QueueProtocol], Deferred[None]]] = []
         self.counters = Counters()
-        self.started_at = clock.seconds()
+        self.started_at = self.clock.seconds()
         self.shutting_down = False
         self.log = Logger()
-        # Each kind of log line limited to one a LOG_INTERVAL: when the last
-        # was logged, and how many were not since.
-        self._limited: dict[str, tuple[float, int]] = {}
+        self.connections = Connections(self.clock, self.log)
+        self._log_limit = LogLimit(self.clock)
+
+    @property
+    def writer(self) -> JournalWriter | None:
+        """The journal writer, once there is one (with a data directory)."""
+        return None if self.storage is None else self.storage.writer
+
+    @writer.setter
+    def writer(self, writer: JournalWriter) -> None:
+        assert self.storage is not None, "a writer needs a data directory"
+        self.storage.writer = writer
 
     # -- lifecycle -------------------------------------------------------
 
@@ -209,8 +142,8 @@ class QueueService(Service):
         self.started_at = self.clock.seconds()
         super().startService()
         self._replay_journals()
-        if self.writer is not None:
-            self.writer.start()
+        if self.storage is not None:
+            self.storage.start()
         self._create_configured()
         self._start_sweeper()
 
@@ -220,23 +153,24 @@ class QueueService(Service):
         another server holds it.  ``path`` names the data directory as seen
         from here, where the process will change directories before the
         service starts (twistd's ``--rundir``)."""
-        if self.data_dir is not None and self._lock is None:
-            self._lock = lock_data_dir(path if path is not None else self.data_dir)
-
-    def _unlock_data_dir(self, result: object = None) -> object:
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.release()
-        return result
+        if self.storage is not None:
+            self.storage.hold(path)
 
     def _replay_journals(self) -> None:
-        if self.data_dir is None or self._replayed:
+        """Bring back every queue journaled in the data directory."""
+        storage = self.storage
+        if storage is None or storage.replayed:
             return
-        if self.writer is None:
-            from twisted.internet import reactor
-
-            self.writer = JournalWriter(cast(Any, reactor), linger=LINGER)
-        self._replay(self.data_dir)
+        for name, journal, replayed in storage.replay(self.settings_for, self.log):
+            queue = Queue(name, self.clock, self.settings_for(name), journal)
+            self._configure(queue)
+            queue.restore(
+                replayed.items,
+                replayed.behind_items,
+                replayed.behind_bytes,
+                replayed.next_id,
+            )
+            self._register(queue)
 
     def _start_sweeper(self) -> None:
         if self._sweeper is not None and self._sweeper.running:
@@ -251,101 +185,24 @@ class QueueService(Service):
             self._sweeper.stop()
         self._sweeper = None
         self.shutting_down = True
-        closing = set(self.connections)
-        for connection in closing:
-            connection.disconnect()
-        written = succeed(None) if self.writer is None else self.writer.stop()
-        # Another server may have the directory once every file is closed.
-        written.addBoth(self._unlock_data_dir)
+        closing = self.connections.disconnect_all()
+        written = succeed(None) if self.storage is None else self.storage.stop()
         # The last journal write answers the durable sets still waiting; the
         # reactor must not stop (and drop every connection) before their
         # replies have left.
-        return written.addCallback(lambda _: self._closed(closing))
-
-    def _closed(self, closing: set[QueueProtocol]) -> Deferred[None]:
-        """Fires once these connections have closed, or have been cut off
-        `SHUTDOWN_GRACE` seconds from now.  (Those made after a stop, by a
-        start before it was done, are not waited for.)"""
-        closing &= self.connections
-        if not closing:
-            return succeed(None)
-        closed: Deferred[None] = Deferred()
-        self._closing.append((closing, closed))
-        cut_off = self.clock.callLater(SHUTDOWN_GRACE, self._cut_off, closing)
-        closed.addBoth(lambda result: cut_off.cancel() if cut_off.active() else None)
-        return closed
-
-    def _cut_off(self, closing: set[QueueProtocol]) -> None:
-        self.log.warn(
-            "Cutting off {count} connections that did not take their replies"
-            " within {grace} s of stopping",
-            count=len(closing),
-            grace=SHUTDOWN_GRACE,
-        )
-        for connection in list(closing):
-            connection.abort()
-            self.connection_lost(connection)
-
-    def _replay(self, data_dir: str) -> None:
-        """Bring back every queue journaled under ``data_dir``."""
-        started = time.monotonic()
-        items = 0
-        for name, path in sorted(list_queue_dirs(data_dir).items()):
-            settings = self.settings_for(name)
-            assert self.writer is not None
-            journal = Journal(
-                path,
-                self.writer,
-                settings.sync_journal,
-                segment_size=self.segment_size,
-                name=name,
-            )
-            # A queue no longer journaled takes all its items into memory,
-            # and its journal is erased once they are there.
-            keeps_journal = settings.journal
-            replayed = journal.replay(
-                settings.max_memory_size if keeps_journal else sys.maxsize
-            )
-            for damage in replayed.damage:
-                self.log.warn("Journal of {queue}: {damage}", queue=name, damage=damage)
-            if not keeps_journal:
-                journal.erase()
-            queue = Queue(
-                name, self.clock, settings, journal if keeps_journal else None
-            )
-            self._configure(queue)
-            queue.restore(
-                replayed.items,
-                replayed.behind_items,
-                replayed.behind_bytes,
-                replayed.next_id,
-            )
-            self._register(queue)
-            items += queue.items
-        self._replayed = True
-        self.log.info(
-            "Replayed {queues} queues, {items} items, in {seconds:.2f} s",
-            queues=len(self.queues),
-            items=items,
-            seconds=time.monotonic() - started,
-        )
+        return written.addCallback(lambda _: self.connections.closed(closing))
 
     def shutdown(self) -> bool:
         """Stop the whole server, if this server allows clients to."""
         if not self.allow_shutdown:
             return False
         self.shutting_down = True
-        for connection in list(self.connections):
-            connection.disconnect()
-        stop = self._stop_server
-        if stop is None:
-            from twisted.internet import reactor
-
-            stop = reactor.stop
-        self.clock.callLater(0, stop)
+        self.connections.disconnect_all()
+        if self._stop_server is not None:
+            self.clock.callLater(0, self._stop_server)
         return True
 
-    def connection_made(self, connection: QueueProtocol) -> bool:
+    def connection_made(self, connection: Connection) -> bool:
         """Count a new connection; ``False`` when there are too many."""
         if (
             self.max_connections is not None
@@ -371,28 +228,17 @@ class QueueService(Service):
         )
 
     def warn_limited(self, kind: str, format: str, **fields: object) -> None:
-        """Log ``format`` as a warning, but one line of each ``kind`` in
-        `LOG_INTERVAL` at most, so that a client repeating a mistake
-        cannot flood the log; the next line logged tells how many were
-        not."""
-        now = self.clock.seconds()
-        last, held = self._limited.get(kind, (None, 0))
-        if last is not None and now - last < LOG_INTERVAL:
-            self._limited[kind] = (last, held + 1)
+        """Log ``format`` as a warning, but one line of each ``kind`` a
+        second at most; the next line logged tells how many were not."""
+        held = self._log_limit.admit(kind)
+        if held is None:
             return
-        self._limited[kind] = (now, 0)
         if held:
             format += " ({held} more like it since the last such line)"
         self.log.warn(format, held=held, **fields)
 
-    def connection_lost(self, connection: QueueProtocol) -> None:
-        self.connections.discard(connection)
-        if self._closing:
-            for closing, closed in list(self._closing):
-                closing.discard(connection)
-                if not closing:
-                    self._closing.remove((closing, closed))
-                    closed.callback(None)
+    def connection_lost(self, connection: Connection) -> None:
+        self.connections.lost(connection)
 
     # -- queues ----------------------------------------------------------
 
@@ -432,34 +278,7 @@ class QueueService(Service):
         or validate, and `NoConfigurationFile` when there is nothing to read
         again.  The port and the data directory stay as they are.
         """
-        path = self.config_path
-        if path is None:
-            if self.config.server.auth_file is None:
-                raise NoConfigurationFile()
-            # The auth file is read again even so.
-            config = self.config.with_credentials_read_again()
-        else:
-            config = load_config(path).with_overrides(**self.overrides)
-        running = self.config.server
-        if (config.server.port, config.server.data_dir) != (
-            running.port,
-            running.data_dir,
-        ):
-            # The port is bound and the journals are open: the file's new
-            # values wait for a restart, and the settings say what is in use.
-            self.log.warn(
-                "Port and data directory stay {port} and {data_dir} until "
-                "the server restarts",
-                port=running.port,
-                data_dir=running.data_dir,
-            )
-            config = replace(
-                config,
-                server=replace(
-                    config.server, port=running.port, data_dir=running.data_dir
-                ),
-            )
-        self.apply(config)
+        self.apply(read_again(self.config, self.config_path, self.overrides, self.log))
 
     def reload_logged(self, by: str = "SIGHUP", *, reraise: bool = False) -> None:
         """``reload``, telling the log how it went and what asked for it
@@ -505,7 +324,7 @@ class QueueService(Service):
     def _configure(self, queue: Queue) -> None:
         settings = self.settings_for(queue.name)
         queue.settings = settings
-        if isinstance(queue.journal, Journal):
+        if queue.journal is not None:
             queue.journal.sync = settings.sync_journal
         target = settings.expire_to_queue
         queue.expired_sink = None if target is None else self._expire_into(target)
@@ -523,15 +342,8 @@ class QueueService(Service):
         if queue is not None:
             return queue
         settings = self.settings_for(name)
-        journal = None
-        if self.writer is not None and self.data_dir is not None and settings.journal:
-            journal = Journal(
-                queue_dir(self.data_dir, name),
-                self.writer,
-                settings.sync_journal,
-                segment_size=self.segment_size,
-                name=name,
-            )
+        storage = self.storage
+        journal = None if storage is None else storage.journal(name, settings)
         queue = Queue(name, self.clock, settings, journal)
         self._configure(queue)
         unborn = self._unborn.pop(name, None)
@@ -645,7 +457,7 @@ class QueueService(Service):
         self.counters.queue_deletes += 1
         journal = queue.journal
         queue.close()
-        if isinstance(journal, Journal):
+        if journal is not None:
             journal.erase()
         parent = fanout_parent(name)
         if parent is not None:
@@ -693,83 +505,15 @@ class QueueService(Service):
 
     def stats(self) -> list[tuple[str, object]]:
         """The ``stats`` reply: server figures, then each queue's."""
-        now = self.clock.seconds()
-        queues = list(self.queues.values())
-        counters = self.counters
-        values: dict[str, object] = {
-            "uptime": int(now - self.started_at),
-            "time": int(now),
-            "version": __version__,
-            "curr_items": sum(queue.items for queue in queues),
-            "total_items": sum(queue.total_items for queue in queues),
-            "bytes": sum(queue.queued_bytes for queue in queues),
-            "curr_connections": len(self.connections),
-        }
-        for name in Counters.__slots__:
-            values[name] = getattr(counters, name)
-        result = [(name, values[name]) for name in SERVER_STATS]
-        for queue in queues:
-            prefix = f"queue_{queue.name}_"
-            result.extend(
-                (prefix + name, value) for name, value in self.queue_stats(queue)
-            )
-        return result
+        return server_stats(self)
 
     def queue_stats(self, queue: Queue) -> Iterable[tuple[str, object]]:
-        journal = queue.journal
-        logsize = getattr(journal, "size", 0) if journal is not None else 0
-        values = {
-            "items": queue.items,
-            "bytes": queue.queued_bytes,
-            "total_items": queue.total_items,
-            "logsize": logsize,
-            "expired_items": queue.expired_items,
-            "mem_items": queue.mem_items,
-            "mem_bytes": queue.mem_bytes,
-            "age": int(queue.age * 1000),
-            "discarded": queue.discarded,
-            "waiters": queue.waiters,
-            "open_transactions": queue.open_items,
-            "transactions": queue.transactions,
-            "canceled_transactions": queue.canceled_transactions,
-            "total_flushes": queue.total_flushes,
-        }
-        result = [(name, values[name]) for name in QUEUE_STATS]
-        children = self.children(queue.name)
-        if children:
-            result.append(("children", ",".join(children)))
-        return result
+        """One queue's figures, as ``dump_stats`` shows them."""
+        return queue_stats(self, queue)
 
     def children(self, name: str) -> list[str]:
         """Fanout children of a queue: ``name+<anything>``."""
         return sorted(self._children.get(name, ()))
-
-
-def describe_peer(peer: IAddress) -> str:
-    """A client's address as a log line shows it."""
-    if isinstance(peer, IPv4Address):
-        return f"{peer.host}:{peer.port}"
-    if isinstance(peer, IPv6Address):
-        return f"[{peer.host}]:{peer.port}"
-    if isinstance(peer, UNIXAddress):
-        return "a Unix socket"
-    return str(peer)
-
-
-def is_local(peer: IAddress) -> bool:
-    """Whether a client at ``peer`` is on this machine: a Unix socket, or a
-    loopback address (an IPv4 one mapped into IPv6 too)."""
-    if isinstance(peer, UNIXAddress):
-        return True
-    if not isinstance(peer, IPv4Address | IPv6Address):
-        return False
-    try:
-        address = ipaddress.ip_address(peer.host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 def all_durable(waits: list[Deferred[None]]) -> Deferred[list[None]]:

@@ -371,9 +371,9 @@ class ListeningService(StreamServerEndpointService):
     ``pidfile`` that twistd wrote is removed.
     """
 
-    def __init__(self, description: str, factory: QueueFactory) -> None:
-        from twisted.internet import reactor
-
+    def __init__(
+        self, reactor: IReactorCore, description: str, factory: QueueFactory
+    ) -> None:
         super().__init__(serverFromString(reactor, description), factory)
         self.description = description
         self.kind = _endpoint_arguments(description)[0]
@@ -477,15 +477,14 @@ class SignalHandlers(Service):
     Twisted's own SIGTERM handler stops the reactor too, but then makes
     twistd kill itself with the signal, which reads as a crash."""
 
-    def __init__(self, queues: QueueService) -> None:
+    def __init__(self, reactor: IReactorCore, queues: QueueService) -> None:
+        self.reactor = reactor
         self.queues = queues
 
     def startService(self) -> None:
-        from twisted.internet import reactor
-
         super().startService()
         # After the reactor installs its handlers, which would replace ours.
-        reactor.addSystemEventTrigger("after", "startup", self._install)
+        self.reactor.addSystemEventTrigger("after", "startup", self._install)
 
     def _install(self) -> None:
         if self.running:
@@ -493,24 +492,25 @@ class SignalHandlers(Service):
             signal.signal(signal.SIGHUP, self._hung_up)
 
     def _terminated(self, number: int, frame: FrameType | None) -> None:
-        from twisted.internet import reactor
-
         Logger().info("Received SIGTERM, shutting down.")
-        IReactorFromThreads(reactor).callFromThread(IReactorCore(reactor).stop)
+        IReactorFromThreads(self.reactor).callFromThread(self.reactor.stop)
 
     def _hung_up(self, number: int, frame: FrameType | None) -> None:
-        from twisted.internet import reactor
-
-        IReactorFromThreads(reactor).callFromThread(self.queues.reload_logged)
+        IReactorFromThreads(self.reactor).callFromThread(self.queues.reload_logged)
 
 
-def makeService(options: Any) -> MultiService:
-    """The server: a ``QueueService`` and the port that serves it.
+def makeService(options: Any, reactor: Any = None) -> MultiService:
+    """The server: a ``QueueService`` and the port that serves it, on
+    ``reactor`` (by default the one twistd installed).
 
     Under twistd (``options.parent`` is twistd's own options) this runs
     before the process forks into the background: every check that can fail
     is made here, as a `StartupError`.
     """
+    if reactor is None:
+        # twistd has installed the reactor it was asked for by now; this is
+        # the one place that takes it.
+        from twisted.internet import reactor
     config: Config = options.config
     twistd: Mapping[str, Any] | None = getattr(options, "parent", None)
     server = config.server
@@ -526,6 +526,7 @@ def makeService(options: Any) -> MultiService:
     top = MultiService()
     queues = QueueService(
         config,
+        reactor=reactor,
         data_dir=data_dir,
         config_path=options["config"],
         overrides=options.overrides,
@@ -543,7 +544,7 @@ def makeService(options: Any) -> MultiService:
     try:
         description = endpoint_description(server.port)
         _check_endpoint(description)
-        listening = ListeningService(description, QueueFactory(queues))
+        listening = ListeningService(reactor, description, QueueFactory(queues))
     except Exception as error:
         raise StartupError(f"{named}: {_reason(error)}") from None
     if twistd is not None:
@@ -556,7 +557,7 @@ def makeService(options: Any) -> MultiService:
     listening.setServiceParent(top)
 
     Announcement(queues, [listening], options["config"]).setServiceParent(top)
-    SignalHandlers(queues).setServiceParent(top)
+    SignalHandlers(reactor, queues).setServiceParent(top)
     return top
 
 

@@ -89,6 +89,7 @@ def start_server(
     ``service_options``) on ``127.0.0.1`` port 0 for one test; it is
     stopped, and every connection to it closed, when the test ends."""
     if service is None:
+        service_options.setdefault("reactor", reactor)
         service = QueueService(**service_options)
     service.startService()
     factory = TrackingFactory(service)

@@ -273,7 +273,9 @@ class CrashPointTests(DurabilityCase):
 
         for target, stored_count, delivered_count in ops.snapshots:
             where = f"seed {seed}, {target}"
-            crashed = QueueService(config, data_dir=target, segment_size=2048)
+            crashed = QueueService(
+                config, reactor=reactor, data_dir=target, segment_size=2048
+            )
             self.addCleanup(self._finished, crashed)
             crashed.startService()
             back: list[int] = []

@@ -19,7 +19,7 @@ from erq.datadir import (
 )
 from erq.journal import FileOps, queue_dir
 from erq.service import QueueService
-from tests.support import LOCALHOST, command, free_port
+from tests.support import LOCALHOST, command, free_port, reactor
 from tests.test_twistd import TwistdCase, TwistdProcess, temporary_directory
 
 #: Longer than a directory name may be, so its queue directory has a name file.
@@ -72,7 +72,7 @@ class LockTests(TestCase):
 
     def service(self) -> QueueService:
         """A service on ``self.data_dir``, stopped when the test ends."""
-        service = QueueService(data_dir=self.data_dir)
+        service = QueueService(reactor=reactor, data_dir=self.data_dir)
         self.addCleanup(lambda: service.stopService() if service.running else None)
         return service
 
@@ -178,7 +178,7 @@ class ModeTests(TestCase):
         self.assertGreater(seen, 0)
 
     async def test_what_the_server_makes_is_private(self) -> None:
-        service = QueueService(data_dir=self.data_dir)
+        service = QueueService(reactor=reactor, data_dir=self.data_dir)
         service.startService()
         for name in ("jobs", "jobs", HASHED_NAME):
             await put(service, name, b"x" * 100)
@@ -193,7 +193,7 @@ class ModeTests(TestCase):
         with open(segment, "r+b") as f:
             f.seek(20)
             f.write(b"\xff")
-        service = QueueService(data_dir=self.data_dir)
+        service = QueueService(reactor=reactor, data_dir=self.data_dir)
         service.startService()
         await service.stopService()
         saved = [n for n in os.listdir(os.path.dirname(segment)) if ".cut-" in n]
@@ -203,7 +203,7 @@ class ModeTests(TestCase):
     async def test_an_existing_directory_keeps_its_mode(self) -> None:
         os.makedirs(self.data_dir)
         os.chmod(self.data_dir, 0o750)
-        service = QueueService(data_dir=self.data_dir)
+        service = QueueService(reactor=reactor, data_dir=self.data_dir)
         service.startService()
         await service.stopService()
         self.assertEqual(mode(self.data_dir), 0o750)

@@ -232,7 +232,9 @@ class DurabilityCase(TestCase):
         """A server journaling in ``self.data_dir``; stopped, and its
         journal thread finished, when the test ends."""
         if service is None:
-            service = QueueService(config, data_dir=self.data_dir, **options)
+            service = QueueService(
+                config, reactor=reactor, data_dir=self.data_dir, **options
+            )
         if writer is not None:
             service.writer = writer
         # Runs after start_server's cleanup, which does not wait for it.
@@ -350,7 +352,7 @@ class ReplayTests(DurabilityCase):
             self.assertEqual((queue.items, queue.open_items), (0, 0))
 
     async def test_stop_and_start_the_same_service(self) -> None:
-        service = QueueService(data_dir=self.data_dir)
+        service = QueueService(reactor=reactor, data_dir=self.data_dir)
         server = self.serve(service=service)
 
         def fill() -> None:
@@ -384,7 +386,7 @@ class ReplayTests(DurabilityCase):
         self.assertEqual(await deferToThread(drained), [b"three", b"four"])
 
     async def test_start_again_before_the_stop_is_done(self) -> None:
-        service = QueueService(data_dir=self.data_dir)
+        service = QueueService(reactor=reactor, data_dir=self.data_dir)
         server = self.serve(service=service)
         client = self.client(server)
         self.assertEqual(await deferToThread(client.store, "q", [b"a"]), [b"STORED"])
@@ -702,7 +704,7 @@ class ReadBehindTests(DurabilityCase):
         size = 1024
         count = 100_000
         config = parse_config(f"[defaults]\nmax_memory_size = {limit}\n")
-        service = WatchedService(config, data_dir=self.data_dir)
+        service = WatchedService(config, reactor=reactor, data_dir=self.data_dir)
         server = self.serve(service=service)
         queue = service.create_queue("deep")
 

@@ -365,7 +365,7 @@ class RawSocketTests(EndToEndCase):
     async def test_backpressure_behind_a_durable_set(self) -> None:
         """Replies held behind a set that waits for its journal are bounded
         too: the requests after it wait until it is answered."""
-        server = start_server(self, SlowJournalService())
+        server = start_server(self, SlowJournalService(reactor=reactor))
         await self.check_backpressure(
             server, b"set small 0 0 1\r\nx\r\n", b"STORED\r\n"
         )
@@ -462,7 +462,7 @@ class AuthTests(EndToEndCase):
         path = self.mktemp()
         with open(path, "wb") as file:
             file.write(b"# users\nalice:s3cret\n")
-        service = QueueService(Config(ServerSettings(auth_file=path)))
+        service = QueueService(Config(ServerSettings(auth_file=path)), reactor=reactor)
         self.server = start_server(self, service)
         self.port = self.server.port
 
@@ -510,6 +510,7 @@ class ShutdownTests(TestCase):
         data_dir = self.mktemp()
         stopped: list[Deferred[None]] = []
         service = QueueService(
+            reactor=reactor,
             data_dir=data_dir,
             stop_server=lambda: stopped.append(service.stopService()),
         )
@@ -523,7 +524,7 @@ class ShutdownTests(TestCase):
         self.assertEqual(await deferToThread(talk), b"STORED\r\n")
         await poll_until(lambda: bool(stopped))
         await stopped[0]
-        again = QueueService(data_dir=data_dir)
+        again = QueueService(reactor=reactor, data_dir=data_dir)
         again.startService()
         self.addCleanup(again.stopService)
         queue = again.queue("q")

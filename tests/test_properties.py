@@ -208,7 +208,7 @@ class QueueMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = Clock()
         config = Config(defaults=QueueSettings(max_open_reads=self.max_open_reads))
-        self.service = QueueService(config, clock=self.clock)
+        self.service = QueueService(config, reactor=self.clock)
         self.factory = QueueFactory(self.service)
         self.connections = [self.connect() for _ in range(CONNECTIONS)]
         # The model.

@@ -6,7 +6,7 @@ import os
 from typing import Any, Literal, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -14,7 +14,7 @@ from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
-from erq.config import Config, QueueSettings, ServerSettings
+from erq.config import Config, QueueSettings, ServerSettings, SyncPolicy
 from erq.journal import JournalWriter
 from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
 from erq.queue import Item, Queue
@@ -88,6 +88,12 @@ class FakeJournal:
     def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
         raise AssertionError("nothing is behind")
 
+    size = 0
+    sync: SyncPolicy = "always"
+
+    def erase(self) -> Deferred[None]:
+        return succeed(None)
+
 
 class Client:
     """One connection to the server under test."""
@@ -153,7 +159,7 @@ class ProtocolTestCase(SynchronousTestCase):
             self.defaults or QueueSettings(),
         )
         self.service = QueueService(
-            config, clock=self.clock, stop_server=lambda: self.stops.append(None)
+            config, reactor=self.clock, stop_server=lambda: self.stops.append(None)
         )
         self.factory = QueueFactory(self.service)
         self.client = self.connect()
@@ -1246,7 +1252,7 @@ class ShutdownTests(ProtocolTestCase):
         self.assertEqual(reply, b"VERSION 1.0.0\r\n")
         self.assertTrue(self.client.closed)
         self.assertTrue(all(other.closed for other in others))
-        self.assertEqual(self.service.connections, set())
+        self.assertEqual(list(self.service.connections), [])
         self.clock.advance(0)
         self.assertEqual(self.stops, [None])
 
@@ -1325,7 +1331,7 @@ class ShutdownTests(ProtocolTestCase):
         self.successResultOf(stopped)
         self.assertTrue(self.client.closed)
         self.assertEqual(self.client.take(), b"")
-        self.assertEqual(self.service.connections, set())
+        self.assertEqual(list(self.service.connections), [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_from_local_peers_only(self) -> None:
@@ -2134,7 +2140,7 @@ class JournalBacklogTests(SynchronousTestCase):
         self.clock = FakeReactor()
         self.pool = ManualPool()
         self.service = QueueService(
-            clock=self.clock, data_dir=os.path.abspath(self.mktemp())
+            reactor=self.clock, data_dir=os.path.abspath(self.mktemp())
         )
         self.service.config = self.service.config.with_overrides(sync_journal="never")
         self.writer = JournalWriter(self.clock, self.pool)  # type: ignore[arg-type]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq.config import QueueSettings
+from erq.config import QueueSettings, SyncPolicy
 from erq.queue import Item, Queue
 
 
@@ -64,6 +64,12 @@ class FakeJournal:
         reading: Deferred[list[Item]] = Deferred()
         self.reads.append((max_bytes, reading))
         return reading
+
+    size = 0
+    sync: SyncPolicy = "always"
+
+    def erase(self) -> Deferred[None]:
+        return succeed(None)
 
     def read_back(self, count: int) -> None:
         """Fire the oldest pending read with the next ``count`` items."""

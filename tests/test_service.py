@@ -24,7 +24,7 @@ from erq import __version__
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 from erq.tap import ListeningService, Options, StartupError, makeService
-from tests.support import CLIENT_TIMEOUT, LOCALHOST, command, poll_until
+from tests.support import CLIENT_TIMEOUT, LOCALHOST, command, poll_until, reactor
 
 
 @implementer(IStreamServerEndpoint)
@@ -71,7 +71,7 @@ class ComposedServiceTests(TestCase):
 
     def application(self) -> tuple[MultiService, QueueService]:
         top = MultiService()
-        queues = QueueService()
+        queues = QueueService(reactor=reactor)
         queues.setServiceParent(top)
         self.addCleanup(lambda: top.stopService() if top.running else None)
         return top, queues
@@ -224,7 +224,7 @@ class StartOrderTests(TestCase):
 
     async def test_queues_are_back_before_the_port_listens(self) -> None:
         data_dir = os.path.abspath(self.mktemp())
-        first = QueueService(data_dir=data_dir)
+        first = QueueService(reactor=reactor, data_dir=data_dir)
         first.startService()
         for i in range(3):
             stored = first.put("q", b"item %d" % i, 0, 0)
@@ -266,8 +266,10 @@ class ListeningServiceTests(TestCase):
 
     async def test_listens_again_after_a_stop(self) -> None:
         """An embedding application may stop and start its services."""
-        queues = QueueService()
-        listening = ListeningService("tcp:0:interface=127.0.0.1", QueueFactory(queues))
+        queues = QueueService(reactor=reactor)
+        listening = ListeningService(
+            reactor, "tcp:0:interface=127.0.0.1", QueueFactory(queues)
+        )
         for _ in range(2):
             listening.startService()
             waiting = listening._waitingForPort

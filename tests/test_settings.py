@@ -50,7 +50,7 @@ class SettingsCase(ProtocolTestCase):
         self.stops: list[None] = []
         self.service = QueueService(
             parse_config(toml(self.config)),
-            clock=self.clock,
+            reactor=self.clock,
             stop_server=lambda: self.stops.append(None),
         )
         self.service.startService()

@@ -56,7 +56,7 @@ class ConfiguredCase(EndToEndCase):
     config = ""
 
     def setUp(self) -> None:
-        service = QueueService(parse_config(toml(self.config)))
+        service = QueueService(parse_config(toml(self.config)), reactor=reactor)
         self.server = start_server(self, service)
         self.port = self.server.port
 
@@ -197,7 +197,9 @@ class ReloadOverTcpTests(ConfiguredCase):
             max_items = 2
             """,
         )
-        service = QueueService(load_config(self.path), config_path=self.path)
+        service = QueueService(
+            load_config(self.path), reactor=reactor, config_path=self.path
+        )
         self.server = start_server(self, service)
         self.port = self.server.port
 

@@ -10,7 +10,7 @@ from erq.service import QueueService
 
 class SmokeTests(SynchronousTestCase):
     def test_set_then_get(self) -> None:
-        service = QueueService(clock=Clock())
+        service = QueueService(reactor=Clock())
         protocol = QueueFactory(service).buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)

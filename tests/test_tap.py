@@ -35,7 +35,7 @@ from erq.tap import (
     endpoint_description,
     makeService,
 )
-from tests.support import CLIENT_TIMEOUT, LOCALHOST, command, recv_until
+from tests.support import CLIENT_TIMEOUT, LOCALHOST, command, reactor, recv_until
 from tests.test_twistd import temporary_directory
 
 
@@ -326,7 +326,9 @@ class LateListenFailureTests(SynchronousTestCase):
         self.taken.listen()
         port = self.taken.getsockname()[1]
         description = f"tcp:{port}:interface={LOCALHOST}"
-        self.listening = ListeningService(description, QueueFactory(QueueService()))
+        self.listening = ListeningService(
+            reactor, description, QueueFactory(QueueService(reactor=reactor))
+        )
 
     def test_in_the_background_twistd_hears_of_it(self) -> None:
         # Only an Exception reaches twistd's status pipe, which the process
@@ -573,7 +575,7 @@ class AnnouncementTests(TestCase):
 
     def announce(self, address: str, loopback: bool, **server: Any) -> list[str]:
         events = capture_log(self)
-        queues = QueueService()
+        queues = QueueService(reactor=reactor)
         if server:
             defaults = queues.config.defaults
             queues.config = cast(
@@ -619,7 +621,7 @@ class ReloadCommandTests(SynchronousTestCase):
 
     def test_without_a_file_nothing_is_reloaded(self) -> None:
         events = capture_log(self)
-        queues = QueueService()
+        queues = QueueService(reactor=reactor)
         self.assertEqual(
             self.ask(queues, b"reload\r\n"), b"SERVER_ERROR no configuration file\r\n"
         )
@@ -633,7 +635,7 @@ class ReloadCommandTests(SynchronousTestCase):
         events = capture_log(self)
         path = os.path.abspath(self.mktemp())
         write(path, "")
-        queues = QueueService(config_path=path)
+        queues = QueueService(reactor=reactor, config_path=path)
         self.assertEqual(self.ask(queues, b"reload\r\n"), b"Reloaded config.\r\n")
         self.assertIn(
             f"Reloaded configuration from {path} on the reload command",

@@ -1,0 +1,135 @@
+"""Where a server keeps its queues: the data directory, its lock, the one
+journal writer, and a journal per queue.
+
+The service routes requests to queues and knows nothing of files; this is
+the one place that turns a data directory into journals.  The lock is held
+from before the first journal is read until the writer's last file is
+closed (see ``erq.datadir``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from erq.config import MiB, QueueSettings
+from erq.datadir import DataDirLock, lock_data_dir
+from erq.journal import (
+    LINGER,
+    Journal,
+    JournalWriter,
+    Replayed,
+    list_queue_dirs,
+    queue_dir,
+)
+
+#: Bytes of a journal segment file before the next one starts.
+SEGMENT_SIZE = 16 * MiB
+
+
+class Storage:
+    """A data directory and the journals in it."""
+
+    def __init__(
+        self, reactor: IReactorTime, data_dir: str, segment_size: int | None = None
+    ) -> None:
+        """``reactor`` runs the writer's hand-offs (it must also take calls
+        from threads, as a real reactor does)."""
+        self.reactor = reactor
+        self.data_dir = data_dir
+        self.segment_size = SEGMENT_SIZE if segment_size is None else segment_size
+        #: The writer of every journal here; made when first needed, unless
+        #: one is given (tests and benchmarks give theirs).
+        self.writer: JournalWriter | None = None
+        self._lock: DataDirLock | None = None
+        self.replayed = False
+
+    def hold(self, path: str | None = None) -> None:
+        """Take the data directory's lock, if not held yet; raises
+        `DataDirectoryInUse`, with nothing read, when another server holds
+        it.  ``path`` names the directory as seen from here, where the
+        process will change directories before the service starts."""
+        if self._lock is None:
+            self._lock = lock_data_dir(path if path is not None else self.data_dir)
+
+    def release(self, result: object = None) -> object:
+        """Let go of the lock (passes ``result`` through, for a Deferred)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+        return result
+
+    def _writer(self) -> JournalWriter:
+        if self.writer is None:
+            self.writer = JournalWriter(cast(Any, self.reactor), linger=LINGER)
+        return self.writer
+
+    def replay(
+        self, settings_for: Callable[[str], QueueSettings], log: Logger
+    ) -> Iterator[tuple[str, Journal | None, Replayed]]:
+        """Every queue journaled here: its name, its journal (``None`` for
+        a queue no longer journaled, whose journal is erased once read),
+        and what the journal holds.  Damage found is logged."""
+        started = time.monotonic()
+        items = queues = 0
+        for name, path in sorted(list_queue_dirs(self.data_dir).items()):
+            settings = settings_for(name)
+            journal = Journal(
+                path,
+                self._writer(),
+                settings.sync_journal,
+                segment_size=self.segment_size,
+                name=name,
+            )
+            # A queue no longer journaled takes all its items into memory,
+            # and its journal is erased once they are there.
+            keeps_journal = settings.journal
+            replayed = journal.replay(
+                settings.max_memory_size if keeps_journal else sys.maxsize
+            )
+            for damage in replayed.damage:
+                log.warn("Journal of {queue}: {damage}", queue=name, damage=damage)
+            if not keeps_journal:
+                journal.erase()
+            queues += 1
+            items += len(replayed.items) + replayed.behind_items
+            yield name, journal if keeps_journal else None, replayed
+        self.replayed = True
+        log.info(
+            "Replayed {queues} queues, {items} items, in {seconds:.2f} s",
+            queues=queues,
+            items=items,
+            seconds=time.monotonic() - started,
+        )
+
+    def journal(self, name: str, settings: QueueSettings) -> Journal | None:
+        """A new queue's journal, unless its settings say not to keep one."""
+        if not settings.journal:
+            return None
+        return Journal(
+            queue_dir(self.data_dir, name),
+            self._writer(),
+            settings.sync_journal,
+            segment_size=self.segment_size,
+            name=name,
+        )
+
+    def start(self) -> None:
+        if self.writer is not None:
+            self.writer.start()
+
+    def stop(self) -> Deferred[None]:
+        """Write what is pending, close every file, then let the directory
+        go: another server may have it once every file is closed."""
+        if self.writer is None:
+            self.release()
+            return succeed(None)
+        stopped = self.writer.stop()
+        stopped.addBoth(self.release)
+        return stopped
