@@ -27,7 +27,12 @@ from erq.journal import (
     Journal,
     JournalError,
     JournalWriter,
+    compaction,
+    files,
+    readbehind,
+    writer,
 )
+from erq.journal import journal as journal_class_module
 from erq.queue import Item
 
 reactor: Any = _reactor
@@ -909,7 +914,7 @@ class ZerosAheadTests(_Base):
             journal.add(item(i))
         end = journal.size
         # Written after the first append, and the later ones went over them.
-        zeroed = HEADER_SIZE + 8 + 29 + 10 + journal_module._ZERO_AHEAD
+        zeroed = HEADER_SIZE + 8 + 29 + 10 + files._ZERO_AHEAD
         self.assertEqual(os.path.getsize(self.path()), zeroed)
         self.assertEqual(self.tail(self.path(), end), bytes(zeroed - end))
         # Closing drops them: the file ends where its records do.
@@ -994,7 +999,7 @@ class ZerosAheadTests(_Base):
         journal = Journal(self.dir, self.fake_writer(), sync="always")
         for i in range(1, 11):
             journal.add(item(i), in_memory=False)
-        items, cursor = journal_module._read_behind(
+        items, cursor = readbehind._read_behind(
             [(1, self.path())], (1, HEADER_SIZE), 100, 1 << 20, frozenset()
         )
         self.assertEqual(ids(items), list(range(1, 11)))
@@ -1192,11 +1197,10 @@ class FailureTests(_Base):
     def setUp(self) -> None:
         super().setUp()
         self.events: list[dict[str, Any]] = []
-        self.patch(
-            journal_module,
-            "_log",
-            Logger(observer=cast(ILogObserver, self.events.append)),
-        )
+        log = Logger(observer=cast(ILogObserver, self.events.append))
+        # Every part of the journal that logs.
+        for module in (journal_class_module, writer, compaction, readbehind):
+            self.patch(module, "_log", log)
 
     def errors(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e["log_level"] == LogLevel.error]

@@ -12,7 +12,6 @@ from typing import TextIO
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq import journal as journal_module
 from erq.datadir import DataDirectoryInUse, lock_data_dir
 from erq.journal import (
     Journal,
@@ -23,6 +22,7 @@ from erq.journal import (
     queue_dir_name,
     queue_name_from_dir,
 )
+from erq.journal import tool as tool_module
 from erq.queue import Item
 from tests.test_journal import FakeReactor, SyncPool
 
@@ -219,7 +219,7 @@ class ToolTests(SynchronousTestCase):
             refused.append(str(caught.exception))
             return 0
 
-        self.patch(journal_module, "_stats", stats)
+        self.patch(tool_module, "_stats", stats)
         self.assertEqual(self.run_main("stats", self.data_dir)[0], 0)
         self.assertEqual(
             refused,
