@@ -1,6 +1,7 @@
-"""Tests for the journal writer's C engine (``_erq_writer``): its groups and
-failures on their own, then the writer handing it appends and fsyncs with a
-real reactor, and taking its failures back to the Python loop."""
+"""Tests for the journal writer's C engine (``erq.journal._engine``): its
+groups and failures on their own, then the writer handing it appends and
+fsyncs with a real reactor, and taking its failures back to the Python
+loop."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def dirty_pages(path: str, fd: int) -> int | None:
 
 def engine_class() -> Any:
     if engine_module.Engine is None:
-        raise SkipTest("the _erq_writer extension is not built here")
+        raise SkipTest("the erq.journal._engine extension is not built here")
     return engine_module.Engine
 
 

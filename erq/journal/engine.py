@@ -6,7 +6,7 @@ Appends without the GIL
 A Python thread must take the GIL back after every write and fsync, and the
 reactor holds it most of the time: each batch then waits for the reactor to
 let go, and the reactor waits for the thread to wake.  So when the C
-extension ``_erq_writer`` is built (it is optional: without a compiler the
+extension ``erq.journal._engine`` is built (it is optional: without a compiler the
 Python loop of ``erq.journal.writer`` does everything), the same thread
 spends its idle time inside ``Engine.serve``, which never holds the GIL.
 The commonest batch, appends to open segments and their fsyncs, goes to it
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from erq.journal.writer import JournalWriter
 
 try:
-    from _erq_writer import Engine
+    from erq.journal._engine import Engine
 except ImportError:  # built without its C extension: the Python loop writes
     Engine = None  # type: ignore[assignment, misc]
 
@@ -77,7 +77,7 @@ def _engine_steps(batch: list[_Chunk]) -> bool:
 
 
 class _Engine(Protocol):
-    """What the writer needs of the C engine (``_erq_writer.Engine``, or a
+    """What the writer needs of the C engine (``erq.journal._engine.Engine``, or a
     test double)."""
 
     def submit(self, ops: list[tuple[int, bytes | None]], notify: bool) -> None: ...
