@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -31,7 +31,6 @@ from erq.journal.writer import JournalWriter, _cancel
 from erq.queue import Item
 
 if TYPE_CHECKING:
-    from erq.journal.journal import Journal
     from erq.journal.readbehind import _Read
 
 # A journal's state: open, or closed (``close``) or erased (``erase``), when
@@ -132,8 +131,9 @@ class _JournalBase(_Index):
     def _get_chunk(self) -> _Chunk:
         chunk = self._chunk
         if chunk is None:
-            # Only ``Journal``, which adds its roles to this class, is made.
-            chunk = self._chunk = _Chunk(cast("Journal", self))
+            # Only ``Journal``, which adds its roles to this class, is made;
+            # no cast, so that this path runs as it did before the split.
+            chunk = self._chunk = _Chunk(self)  # type: ignore[arg-type]
             self._writer._pending.append(chunk)
         return chunk
 

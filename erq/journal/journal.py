@@ -33,17 +33,15 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from erq.journal import records as record_format
 from erq.journal.base import _CLOSED, _ERASED, _JournalBase
 from erq.journal.compaction import _Compaction
 from erq.journal.files import _Added, _Chunk, _Close, _reason, _Step, _Sync, _Write
 from erq.journal.readbehind import _ReadBehind
 from erq.journal.records import (
-    _ADD,
     _ADD_SIZE,
     _FLUSH_RECORD,
     _NAN,
-    _REC,
-    _REMOVE,
     ADD,
     OPEN,
     REMOVE,
@@ -54,6 +52,14 @@ from erq.journal.records import (
 )
 from erq.journal.replay import _Replaying
 from erq.queue import Item
+
+# Assigned, not imported: a method call on an imported name compiles as a
+# call of a module's function (an attribute load, then a call, which makes a
+# bound method each time); on an assigned name it compiles to the cheaper
+# method call.  These calls are on hot paths.
+_ADD = record_format._ADD
+_REC = record_format._REC
+_REMOVE = record_format._REMOVE
 
 # The namespace of the whole package, as before it was split.
 _log = Logger(namespace="erq.journal")

@@ -40,22 +40,15 @@ import zlib
 from dataclasses import dataclass, field
 
 from erq.datadir import private_opener
+from erq.journal import records as record_format
 from erq.journal.base import _JournalBase
 from erq.journal.files import _Mkdir, _SegmentFile
 from erq.journal.names import _read_name_file
 from erq.journal.records import (
-    _ABORT,
-    _ADD,
     _ADD_SIZE,
-    _FORWARD,
     _FORWARD_SIZE,
-    _QUARANTINE_RE,
-    _REC,
-    _REF,
     _REFILL,
-    _REMOVE,
     _REMOVE_SIZE,
-    _SEGMENT_RE,
     ABORT,
     ADD,
     FLUSH,
@@ -74,6 +67,19 @@ from erq.journal.records import (
 )
 from erq.journal.segments import _Index, _Segment
 from erq.queue import Item
+
+# Assigned, not imported: a method call on an imported name compiles as a
+# call of a module's function (an attribute load, then a call, which makes a
+# bound method each time); on an assigned name it compiles to the cheaper
+# method call.  These calls are on hot paths.
+_ABORT = record_format._ABORT
+_ADD = record_format._ADD
+_FORWARD = record_format._FORWARD
+_QUARANTINE_RE = record_format._QUARANTINE_RE
+_REC = record_format._REC
+_REF = record_format._REF
+_REMOVE = record_format._REMOVE
+_SEGMENT_RE = record_format._SEGMENT_RE
 
 
 @dataclass

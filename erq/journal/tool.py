@@ -12,20 +12,14 @@ from typing import TextIO
 
 from erq.config import MiB
 from erq.datadir import DataDirectoryInUse, lock_data_dir_shared
+from erq.journal import records as record_format
 from erq.journal.names import list_queue_dirs
 from erq.journal.records import (
-    _ABORT,
-    _ADD,
     _ADD_SIZE,
-    _FORWARD,
     _FORWARD_SIZE,
-    _REF,
-    _REMOVE,
-    _SEGMENT_RE,
     ABORT,
     ADD,
     FORWARD,
-    KIND_NAMES,
     OPEN,
     OPENED,
     REMOVE,
@@ -35,6 +29,18 @@ from erq.journal.records import (
     _records,
 )
 from erq.journal.replay import _Replay
+
+# Assigned, not imported: a method call on an imported name compiles as a
+# call of a module's function (an attribute load, then a call, which makes a
+# bound method each time); on an assigned name it compiles to the cheaper
+# method call.  These calls are on hot paths.
+KIND_NAMES = record_format.KIND_NAMES
+_ABORT = record_format._ABORT
+_ADD = record_format._ADD
+_FORWARD = record_format._FORWARD
+_REF = record_format._REF
+_REMOVE = record_format._REMOVE
+_SEGMENT_RE = record_format._SEGMENT_RE
 
 
 def _describe(buf: bytes, kind: int, start: int, end: int) -> str:
