@@ -253,8 +253,8 @@ def describe(
     )
     writer = (
         "C engine"
-        if importlib.util.find_spec("_erq_writer") is not None
-        else "Python loop (_erq_writer not built)"
+        if importlib.util.find_spec("erq.journal._engine") is not None
+        else "Python loop (erq.journal._engine not built)"
     )
     return [
         f"erq {erq_version} ({sync}; extra args: {settings.erq_args or 'none'}; "

@@ -1,6 +1,7 @@
-"""Tests for the journal writer's C engine (``_erq_writer``): its groups and
-failures on their own, then the writer handing it appends and fsyncs with a
-real reactor, and taking its failures back to the Python loop."""
+"""Tests for the journal writer's C engine (``erq.journal._engine``): its
+groups and failures on their own, then the writer handing it appends and
+fsyncs with a real reactor, and taking its failures back to the Python
+loop."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from erq import journal as journal_module
 from erq.journal import Journal, JournalError, JournalWriter
+from erq.journal import engine as engine_module
+from erq.journal import files as files_module
 from erq.queue import Item
 from tests.support import poll_until
 
@@ -66,9 +68,9 @@ def dirty_pages(path: str, fd: int) -> int | None:
 
 
 def engine_class() -> Any:
-    if journal_module.Engine is None:
-        raise SkipTest("the _erq_writer extension is not built here")
-    return journal_module.Engine
+    if engine_module.Engine is None:
+        raise SkipTest("the erq.journal._engine extension is not built here")
+    return engine_module.Engine
 
 
 class EngineTests(TestCase):
@@ -211,7 +213,7 @@ class WriterEngineTests(TestCase):
     async def test_zeros_ahead_keep_appends_in_order(self) -> None:
         # Zeros every few records: appends that need them go to the Python
         # loop, which must wait for the batches the engine has.
-        self.patch(journal_module, "_ZERO_AHEAD", 1024)
+        self.patch(files_module, "_ZERO_AHEAD", 1024)
         writer, journal = await self.opened()
         adds = []
         for i in range(2, 2000):

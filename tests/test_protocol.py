@@ -19,7 +19,7 @@ from erq.journal import JournalWriter
 from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
 from erq.queue import Item, Queue
 from erq.service import SHUTDOWN_GRACE, QueueService
-from tests.test_journal import FakeReactor, ManualPool
+from tests.journal_support import FakeReactor, ManualPool
 
 SERVER_STAT_NAMES = (
     "uptime time version curr_items total_items bytes curr_connections "

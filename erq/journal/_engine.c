@@ -371,7 +371,7 @@ static PyMethodDef Engine_methods[] = {
 
 static PyTypeObject EngineType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "_erq_writer.Engine",
+    .tp_name = "erq.journal._engine.Engine",
     .tp_basicsize = sizeof(Engine),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Appends and fdatasyncs for the journal writer, without the GIL.",
@@ -383,13 +383,13 @@ static PyTypeObject EngineType = {
 
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
-    .m_name = "_erq_writer",
+    .m_name = "erq.journal._engine",
     .m_doc = "The journal writer's appends and syncs, without the GIL.",
     .m_size = -1,
 };
 
 PyMODINIT_FUNC
-PyInit__erq_writer(void)
+PyInit__engine(void)
 {
     if (PyType_Ready(&EngineType) < 0)
         return NULL;

@@ -1,4 +1,4 @@
-"""Types of the optional C extension built from erq/_writer.c."""
+"""Types of the optional C extension built from erq/journal/_engine.c."""
 
 class Engine:
     def __init__(self, notify_fd: int) -> None: ...

@@ -1,0 +1,115 @@
+"""The writer's optional C engine (``erq.journal._engine``): which batches
+it can run, and the eventfd through which it says that they are done.
+
+Appends without the GIL
+-----------------------
+A Python thread must take the GIL back after every write and fsync, and the
+reactor holds it most of the time: each batch then waits for the reactor to
+let go, and the reactor waits for the thread to wake.  So when the C
+extension ``erq.journal._engine`` is built (it is optional: without a compiler the
+Python loop of ``erq.journal.writer`` does everything), the same thread
+spends its idle time inside ``Engine.serve``, which never holds the GIL.
+The commonest batch, appends to open segments and their fsyncs, goes to it
+as a plain list of ``(fd, bytes)`` and ``(fd, None)`` operations; the engine
+takes every such batch queued while it was busy as one group (their appends
+in order, then one fdatasync per file) and tells the reactor through an
+eventfd.  Files it appends to without syncing it has the kernel start
+writing out at once (``sync_file_range``): the fsync that closes a full
+segment, whatever the policy, then finds little left to write, and does not
+hold up the appends behind it while a whole segment goes to disk.  Such
+batches do not wait for each other: the next one is queued while one is
+synced, and the thread starts on it the moment the fsync returns.  Anything
+else (opening, cutting or closing a file, reads, deletes) goes to the Python
+loop, once the engine's batches are done, so records still reach
+disk in the order they were made.  A failed group stops the engine; its
+batches and those queued behind it are undone (their files cut back on the
+next write) and retried on the Python path, which handles failures as
+described in ``erq.journal.journal``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Protocol, cast
+
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from erq.journal.files import _SMALL_APPEND, _Chunk, _Sync, _Write
+
+if TYPE_CHECKING:
+    from erq.journal.writer import JournalWriter
+
+try:
+    from erq.journal._engine import Engine
+except ImportError:  # built without its C extension: the Python loop writes
+    Engine = None  # type: ignore[assignment, misc]
+
+
+def _engine_steps(batch: list[_Chunk]) -> bool:
+    """Whether the engine can run this batch: appends to open segment
+    files that need no cut, and their fsyncs, of journals not failing."""
+    for chunk in batch:
+        if chunk.journal._failing is not None:
+            return False
+        for step in chunk.steps:
+            kind = type(step)
+            if kind is _Write:
+                write = cast(_Write, step)
+                f = write.file
+                if f.fd is None or f.needs_cut:
+                    return False
+                if write.ahead > f.zeroed and f.offset + _SMALL_APPEND > f.zeroed:
+                    # It may be time to write zeros ahead (the Python loop
+                    # does that).
+                    size = sum(map(len, write.bufs))
+                    if f.offset + size > f.zeroed and size <= _SMALL_APPEND:
+                        return False
+            elif kind is _Sync:
+                # A new file's first fsync also syncs its directory.
+                f = cast(_Sync, step).file
+                if f.fd is None or f.fresh:
+                    return False
+            else:
+                return False
+    return True
+
+
+class _Engine(Protocol):
+    """What the writer needs of the C engine (``erq.journal._engine.Engine``, or a
+    test double)."""
+
+    def submit(self, ops: list[tuple[int, bytes | None]], notify: bool) -> None: ...
+
+    def poll(self, wake: bool) -> list[int]: ...
+
+    def resume(self) -> None: ...
+
+    def interrupt(self) -> None: ...
+
+
+@implementer(IReadDescriptor)
+class _EngineDone:
+    """The eventfd through which the engine tells the reactor that batches
+    are done."""
+
+    def __init__(self, writer: JournalWriter, fd: int) -> None:
+        self.writer = writer
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self) -> None:
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+        self.writer.engine_finished()
+
+    def connectionLost(self, reason: Failure) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "erq journal writer"

@@ -1,0 +1,357 @@
+"""Tests for erq.journal.replay: a queue rebuilt from its segments, and
+the damage it cuts off."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import deque
+
+from erq.journal import (
+    FILE_HEADER,
+    HEADER_SIZE,
+    Journal,
+)
+from erq.queue import Item
+from tests.journal_support import (
+    JournalTestCase,
+    ids,
+    item,
+    segment_files,
+)
+
+
+class ReplayTests(JournalTestCase):
+    """What goes in comes back out, in order."""
+
+    def test_round_trip(self) -> None:
+        writer = self.fake_writer()
+        journal = Journal(self.dir, writer, name="work")
+        items = [item(1), item(2, 0), item(3, 100, expiry=1700000100.125), item(4)]
+        items[1].flags = 2**32 - 1
+        for it in items:
+            journal.add(it)
+        journal.close()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [1, 2, 3, 4])
+        for got, want in zip(replayed.items, items, strict=True):
+            self.assertEqual(
+                (got.data, got.flags, got.expiry, got.added),
+                (want.data, want.flags, want.expiry, want.added),
+            )
+        self.assertIsNone(replayed.items[0].expiry)
+        self.assertEqual(replayed.next_id, 5)
+        self.assertEqual((replayed.behind_items, replayed.damage), (0, []))
+        with open(os.path.join(self.dir, "name")) as f:
+            self.assertEqual(f.read(), "work\n")
+
+    def test_empty_and_missing(self) -> None:
+        _, replayed = self.replay()
+        self.assertEqual((replayed.items, replayed.next_id), ([], 1))
+
+    def test_remove_anywhere(self) -> None:
+        journal = Journal(self.dir, self.fake_writer())
+        items = [item(i) for i in range(1, 11)]
+        for it in items:
+            journal.add(it)
+        for i in (1, 5, 10):
+            journal.remove(items[i - 1])
+        journal.close()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [2, 3, 4, 6, 7, 8, 9])
+        self.assertEqual(replayed.next_id, 11)
+
+    def test_open_reads_come_back_at_head_in_order(self) -> None:
+        journal = Journal(self.dir, self.fake_writer())
+        items = [item(i) for i in range(1, 8)]
+        for it in items:
+            journal.add(it)
+        journal.remove(items[0])
+        journal.open(items[1])
+        journal.open(items[2])
+        journal.remove(items[2])
+        journal.open(items[3])
+        journal.open(items[4])
+        journal.close()
+        journal2, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [2, 4, 5, 6, 7])
+        self.assertEqual(replayed.reopened, 3)
+        # The replay journaled the aborts: a second replay agrees, and the
+        # items are no longer open.
+        journal2.close()
+        _, again = self.replay()
+        self.assertEqual(ids(again.items), [2, 4, 5, 6, 7])
+        self.assertEqual(again.reopened, 0)
+
+    def test_abort_puts_back_at_head(self) -> None:
+        journal = Journal(self.dir, self.fake_writer())
+        items = [item(i) for i in range(1, 6)]
+        for it in items:
+            journal.add(it)
+        journal.open(items[0])
+        journal.open(items[1])
+        journal.abort(items[0])
+        journal.abort(items[1])
+        # Reopened from the aborted head, and given back again.
+        journal.open(items[1])
+        journal.abort(items[1])
+        journal.close()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [2, 1, 3, 4, 5])
+        self.assertEqual(replayed.reopened, 0)
+
+    def test_flush_keeps_open_reads(self) -> None:
+        journal = Journal(self.dir, self.fake_writer())
+        items = [item(i) for i in range(1, 6)]
+        for it in items:
+            journal.add(it)
+        journal.open(items[0])
+        journal.open(items[1])
+        journal.abort(items[1])
+        journal.flush()
+        journal.add(item(6))
+        journal.close()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [1, 6])
+        self.assertEqual(replayed.next_id, 7)
+
+    def test_unknown_ids_are_ignored(self) -> None:
+        journal = Journal(self.dir, self.fake_writer())
+        journal.add(item(5))
+        for it in (item(1), item(2), item(99)):
+            journal.remove(it)
+            journal.open(it)
+            journal.abort(it)
+        journal.close()
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [5])
+        self.assertEqual(replayed.next_id, 100)
+
+    def test_appends_to_last_segment_after_replay(self) -> None:
+        journal = Journal(self.dir, self.fake_writer())
+        journal.add(item(1))
+        journal.close()
+        journal, replayed = self.replay()
+        journal.add(item(replayed.next_id))
+        journal.close()
+        self.assertEqual(segment_files(self.dir), ["00000001.seg"])
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [1, 2])
+
+    def test_randomized_against_a_model(self) -> None:
+        """Random adds, opens, confirms, aborts, removes and flushes, with
+        tiny segments (so compaction and forwarding run a lot), replayed
+        and compared with a plain model of the queue."""
+        for seed in range(12):
+            rng = random.Random(seed)
+            directory = os.path.join(self.dir, str(seed))
+            writer = self.fake_writer()
+            journal = Journal(
+                directory, writer, sync="never", segment_size=rng.choice([300, 2000])
+            )
+            queued: deque[Item] = deque()
+            opened: list[Item] = []
+            next_id = 1
+            for _ in range(1500):
+                r = rng.random()
+                if r < 0.45 or not (queued or opened):
+                    it = item(next_id, rng.randrange(0, 40))
+                    next_id += 1
+                    journal.add(it)
+                    queued.append(it)
+                elif r < 0.55 and queued:
+                    it = queued.popleft()
+                    journal.open(it)
+                    opened.append(it)
+                elif r < 0.7 and opened:
+                    it = opened.pop(rng.randrange(len(opened)))
+                    journal.remove(it)
+                elif r < 0.8 and opened:
+                    it = opened.pop(rng.randrange(len(opened)))
+                    journal.abort(it)
+                    queued.appendleft(it)
+                elif r < 0.95 and queued:
+                    it = queued[rng.randrange(len(queued))]
+                    queued.remove(it)
+                    journal.remove(it)
+                elif r < 0.96:
+                    journal.flush()
+                    queued.clear()
+            journal.close()
+            sizes = os.path.getsize
+            on_disk = sum(
+                sizes(os.path.join(directory, n)) for n in os.listdir(directory)
+            )
+            self.assertLess(on_disk, 40000, f"seed {seed}")
+            for max_memory in (1 << 30, 50):
+                replay_journal = Journal(directory, self.fake_writer(), sync="never")
+                replayed = replay_journal.replay(max_memory)
+                got = ids(replayed.items)
+                behind: list[Item] = []
+                while replayed.behind_items > len(behind):
+                    d = replay_journal.read_behind(100)
+                    d.addCallback(behind.extend)
+                got += ids(behind)
+                want = sorted(ids(opened)) + ids(list(queued))
+                self.assertEqual(got, want, f"seed {seed} {max_memory}")
+                self.assertEqual(replayed.reopened, len(opened))
+                self.assertEqual(replayed.damage, [])
+                self.assertGreaterEqual(replayed.next_id, next_id)
+                replay_journal.close()
+                # The replay journaled the open reads as aborted.
+                opened.sort(key=lambda it: it.id)
+                queued.extendleft(reversed(opened))
+                opened = []
+
+    def test_randomized_with_read_behind(self) -> None:
+        """Like the queue: past a memory limit items are journaled only and
+        read back as the head drains; compaction runs all the while."""
+        for seed in range(8):
+            rng = random.Random(1000 + seed)
+            directory = os.path.join(self.dir, str(seed))
+            journal = Journal(
+                directory, self.fake_writer(), sync="never", segment_size=700
+            )
+            limit = 200
+            memory: deque[Item] = deque()
+            behind: deque[Item] = deque()
+            opened: list[Item] = []
+            next_id = 1
+
+            for _ in range(3000):
+                r = rng.random()
+                if not memory and behind:
+                    got = self.successResultOf(journal.read_behind(limit // 2))
+                    self.assertEqual(ids(got), ids(list(behind)[: len(got)]))
+                    self.assertTrue(got)
+                    for _ in got:
+                        memory.append(behind.popleft())
+                if r < 0.45:
+                    it = item(next_id, rng.randrange(1, 30))
+                    next_id += 1
+                    in_memory = sum(len(queued.data) for queued in memory)
+                    keep = not behind and in_memory + len(it.data) <= limit
+                    journal.add(it, in_memory=keep)
+                    (memory if keep else behind).append(it)
+                elif r < 0.6 and memory:
+                    it = memory.popleft()
+                    journal.open(it)
+                    opened.append(it)
+                elif r < 0.7 and opened:
+                    journal.remove(opened.pop(rng.randrange(len(opened))))
+                elif r < 0.75 and opened:
+                    it = opened.pop(rng.randrange(len(opened)))
+                    journal.abort(it)
+                    memory.appendleft(it)
+                elif r < 0.97 and memory:
+                    journal.remove(memory.popleft())
+                elif r >= 0.995:
+                    journal.flush()
+                    memory.clear()
+                    behind.clear()
+            journal.close()
+            files = segment_files(directory)
+            # A few segments of a tiny size; most hold the (deep) queue.
+            self.assertLessEqual(len(files), 10, f"seed {seed}")
+            replay_journal = Journal(directory, self.fake_writer(), sync="never")
+            replayed = replay_journal.replay(limit)
+            head = ids(replayed.items)
+            rest: list[Item] = []
+            while replayed.behind_items > len(rest):
+                replay_journal.read_behind(limit // 2).addCallback(rest.extend)
+            # Open reads come back first, in the order they were queued in.
+            want = sorted(ids(opened)) + ids(list(memory)) + ids(list(behind))
+            self.assertEqual(head + ids(rest), want, f"seed {seed}")
+            self.assertEqual(replayed.damage, [])
+
+
+class DamageTests(JournalTestCase):
+    def write_items(self, count: int, segment_size: int = 16 << 20) -> None:
+        journal = Journal(
+            self.dir, self.fake_writer(), sync="never", segment_size=segment_size
+        )
+        for i in range(1, count + 1):
+            journal.add(item(i, 20))
+        journal.close()
+
+    def test_torn_tail(self) -> None:
+        self.write_items(10)
+        path = os.path.join(self.dir, "00000001.seg")
+        size = os.path.getsize(path)
+        record = 8 + 29 + 20
+        os.truncate(path, size - record // 2)
+        journal, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), list(range(1, 10)))
+        [message] = replayed.damage
+        self.assertIn("torn record", message)
+        self.assertIn(f"offset {size - record}", message)
+        self.assertIn(f"cut {record - record // 2} bytes", message)
+        self.assertEqual(os.path.getsize(path), size - record)
+        self.assertEqual(os.listdir(self.dir).count("00000001.seg.cut"), 0)
+        # Writing goes on after the cut, and the next replay is clean.
+        journal.add(item(replayed.next_id))
+        journal.close()
+        _, again = self.replay()
+        self.assertEqual(ids(again.items), list(range(1, 11)))
+        self.assertEqual(again.damage, [])
+
+    def test_torn_header(self) -> None:
+        self.write_items(3, segment_size=100)
+        files = segment_files(self.dir)
+        with open(os.path.join(self.dir, "00000099.seg"), "wb") as f:
+            f.write(FILE_HEADER[:3])
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [1, 2, 3])
+        self.assertIn("torn header", replayed.damage[0])
+        self.assertEqual(segment_files(self.dir), files)
+
+    def test_flipped_byte_in_a_middle_segment(self) -> None:
+        """Damage in an old segment: records before it are kept, the rest
+        of that segment is cut (and saved), and later segments still
+        count."""
+        self.write_items(50, segment_size=600)
+        files = segment_files(self.dir)
+        self.assertGreater(len(files), 3)
+        path = os.path.join(self.dir, files[1])
+        with open(path, "rb") as f:
+            raw = bytearray(f.read())
+        record = 8 + 29 + 20
+        in_segment = (len(raw) - HEADER_SIZE) // record
+        first_id = 1 + (os.path.getsize(os.path.join(self.dir, files[0])) - 8) // record
+        damaged_at = HEADER_SIZE + record * 2
+        raw[damaged_at + 20] ^= 0x40
+        with open(path, "wb") as f:
+            f.write(raw)
+        _, replayed = self.replay()
+        lost = set(range(first_id + 2, first_id + in_segment))
+        self.assertEqual(
+            ids(replayed.items), [i for i in range(1, 51) if i not in lost]
+        )
+        [message] = replayed.damage
+        self.assertIn(f"segment {files[1]}: corrupt record", message)
+        self.assertIn(f"offset {damaged_at}", message)
+        self.assertIn(f"cut {len(raw) - damaged_at} bytes", message)
+        self.assertEqual(os.path.getsize(path), damaged_at)
+        with open(os.path.join(self.dir, f"{files[1]}.cut-{damaged_at}"), "rb") as f:
+            self.assertEqual(f.read(), bytes(raw[damaged_at:]))
+
+    def test_flipped_byte_in_the_last_segment(self) -> None:
+        self.write_items(10)
+        path = os.path.join(self.dir, "00000001.seg")
+        with open(path, "r+b") as f:
+            f.seek(HEADER_SIZE + 57 * 4 + 40)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 1]))
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [1, 2, 3, 4])
+        self.assertIn("checksum mismatch", replayed.damage[0])
+
+    def test_foreign_file(self) -> None:
+        self.write_items(3)
+        with open(os.path.join(self.dir, "00000002.seg"), "wb") as f:
+            f.write(b"hello, this is not a journal")
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), [1, 2, 3])
+        self.assertIn("not an erq segment", replayed.damage[0])
+        self.assertTrue(os.path.exists(os.path.join(self.dir, "00000002.seg.bad")))
