@@ -1,11 +1,21 @@
-"""Where each key of a TOML document is: its line, for error messages."""
+"""Where each key of a TOML document is: its line, for error messages.
+
+tomllib, which reads the configuration, keeps no positions, so a second
+parse with tree-sitter's TOML grammar finds them: only for a document
+tomllib has already accepted, and only when there is an error to place.
+The grammar gives each table header and each ``key = value`` pair with
+its line; this module turns their keys into paths like the ones tomllib's
+nested dicts give (``("queues", "orders+audit", "max_items")``).
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import tomllib
-from bisect import bisect_left
+
+import tree_sitter_toml
+from tree_sitter import Language, Node, Parser
 
 #: A key's path from the top of the document: ``("queues", "orders",
 #: "max_items")``.
@@ -13,6 +23,8 @@ KeyPath = tuple[str, ...]
 
 #: A key TOML lets stand unquoted.
 BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+_TOML = Language(tree_sitter_toml.language())
 
 
 def dotted(path: KeyPath) -> str:
@@ -25,31 +37,41 @@ def dotted(path: KeyPath) -> str:
 def key_lines(text: str) -> dict[KeyPath, int]:
     """The line of each key in a TOML document that tomllib has accepted.
 
-    tomllib keeps no positions, so this walks the text once more, knowing
-    just enough TOML to tell keys from strings, comments and values. A table
-    or key first implied by a longer dotted key or header gets that line
-    unless the text spells it out itself. Should anything surprise it, what
+    A table or key first implied by a longer dotted key or header gets that
+    line unless the text spells it out itself.  What the grammar cannot make
+    out is left without a line, and should anything surprise this walk, what
     it found so far is returned: an error message without a line is better
     than none.
     """
-    scanner = _KeyScanner(text)
+    lines = _Lines()
+    tree = Parser(_TOML).parse(text.encode("utf-8", "surrogatepass"))
     try:
-        scanner.document()
+        lines.document(tree.root_node)
     except Exception:
         pass
-    return scanner.lines
+    return lines.lines
 
 
-class _KeyScanner:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.newlines = [found.start() for found in re.finditer("\n", text)]
+class _Lines:
+    """The lines found so far, and which paths the text spells out."""
+
+    def __init__(self) -> None:
         self.lines: dict[KeyPath, int] = {}
         self.spelled: set[KeyPath] = set()
 
-    def line(self) -> int:
-        return bisect_left(self.newlines, self.pos) + 1
+    def document(self, root: Node) -> None:
+        for node in root.named_children:
+            if node.type in ("table", "table_array_element"):
+                key = _key_node(node)
+                if key is None:
+                    continue
+                table = _path(key)
+                self.record(table, node.start_point.row + 1)
+                for pair in node.named_children:
+                    if pair.type == "pair":
+                        self.pair(table, pair)
+            elif node.type == "pair":
+                self.pair((), node)
 
     def record(self, path: KeyPath, line: int) -> None:
         for end in range(1, len(path)):
@@ -58,122 +80,36 @@ class _KeyScanner:
             self.spelled.add(path)
             self.lines[path] = line
 
-    def skip(self, newlines: bool) -> None:
-        """Past blanks and comments, and past line ends if ``newlines``."""
-        text = self.text
-        while self.pos < len(text):
-            char = text[self.pos]
-            if char in " \t" or (newlines and char in "\r\n"):
-                self.pos += 1
-            elif char == "#":
-                end = text.find("\n", self.pos)
-                self.pos = len(text) if end < 0 else end
-            else:
-                return
+    def pair(self, table: KeyPath, pair: Node) -> None:
+        key = _key_node(pair)
+        if key is None:
+            return
+        path = table + _path(key)
+        self.record(path, pair.start_point.row + 1)
+        self.value(path, pair.named_children[-1])
 
-    def document(self) -> None:
-        text = self.text
-        table: KeyPath = ()
-        while True:
-            self.skip(newlines=True)
-            if self.pos >= len(text):
-                return
-            line = self.line()
-            if text[self.pos] == "[":
-                brackets = 2 if text.startswith("[[", self.pos) else 1
-                self.pos += brackets
-                table = self.key()
-                self.skip(newlines=False)
-                self.expect("]" * brackets)
-                self.record(table, line)
-            else:
-                self.key_value(table, line)
-
-    def key_value(self, table: KeyPath, line: int) -> None:
-        path = table + self.key()
-        self.record(path, line)
-        self.skip(newlines=False)
-        self.expect("=")
-        self.skip(newlines=False)
-        self.value(path)
-
-    def expect(self, token: str) -> None:
-        if not self.text.startswith(token, self.pos):
-            raise ValueError(f"expected {token!r} at {self.pos}")
-        self.pos += len(token)
-
-    def key(self) -> KeyPath:
-        text = self.text
-        parts: list[str] = []
-        while True:
-            self.skip(newlines=False)
-            if text[self.pos] in "\"'":
-                start = self.pos
-                self.string()
-                # Let tomllib undo the quoting and escapes.
-                parts.append(tomllib.loads("k = " + text[start : self.pos])["k"])
-            else:
-                found = BARE_KEY.match(text, self.pos)
-                if found is None:
-                    raise ValueError(f"expected a key at {self.pos}")
-                parts.append(found.group())
-                self.pos = found.end()
-            self.skip(newlines=False)
-            if not text.startswith(".", self.pos):
-                return tuple(parts)
-            self.pos += 1
-
-    def string(self) -> None:
-        text = self.text
-        quote = text[self.pos]
-        escapes = quote == '"'
-        if text.startswith(quote * 3, self.pos):
-            pos = self.pos + 3
-            while pos < len(text):
-                if escapes and text[pos] == "\\":
-                    pos += 2
-                elif text.startswith(quote * 3, pos):
-                    # Up to two quotes may end the content just before the
-                    # closing three.
-                    run = 3
-                    while run < 5 and text.startswith(quote, pos + run):
-                        run += 1
-                    self.pos = pos + run
-                    return
-                else:
-                    pos += 1
-            raise ValueError("unterminated string")
-        pos = self.pos + 1
-        while text[pos] != quote:
-            # Past the end of the text: IndexError, and the scan ends.
-            pos += 2 if escapes and text[pos] == "\\" else 1
-        self.pos = pos + 1
-
-    def value(self, path: KeyPath) -> None:
-        text = self.text
-        char = text[self.pos]
-        if char in "\"'":
-            self.string()
-        elif char in "{[":
-            closing = "}" if char == "{" else "]"
-            self.pos += 1
-            while True:
-                self.skip(newlines=True)
-                if text[self.pos] == closing:
-                    self.pos += 1
-                    return
-                if text[self.pos] == ",":
-                    self.pos += 1
-                elif char == "{":
-                    self.key_value(path, self.line())
-                else:
-                    self.value(path)
-        else:
-            found = _SCALAR.match(text, self.pos)
-            if found is None:
-                raise ValueError(f"expected a value at {self.pos}")
-            self.pos = found.end()
+    def value(self, path: KeyPath, value: Node) -> None:
+        if value.type == "inline_table":
+            for pair in value.named_children:
+                if pair.type == "pair":
+                    self.pair(path, pair)
+        elif value.type == "array":
+            for element in value.named_children:
+                self.value(path, element)
 
 
-# A number, boolean or date: up to a separator (dates may hold a space).
-_SCALAR = re.compile(r"[^,\]}#\r\n]+")
+def _key_node(node: Node) -> Node | None:
+    for child in node.named_children:
+        if child.type in ("bare_key", "quoted_key", "dotted_key"):
+            return child
+    return None
+
+
+def _path(key: Node) -> KeyPath:
+    if key.type == "dotted_key":
+        return tuple(part for child in key.named_children for part in _path(child))
+    text = (key.text or b"").decode("utf-8")
+    if key.type == "quoted_key":
+        # Let tomllib undo the quoting and escapes.
+        return (tomllib.loads("k = " + text)["k"],)
+    return (text,)
