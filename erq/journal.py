@@ -207,7 +207,7 @@ from erq.datadir import (
     make_private_dir,
     private_opener,
 )
-from erq.queue import Item
+from erq.items import Item
 
 try:
     from _erq_writer import Engine

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -12,68 +11,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq.config import QueueSettings
+from erq.items import Item, QueueJournal
 
 log = Logger()
-
-
-class Item:
-    """An item: bytes, the client's flags, and when it expires.
-
-    ``expiry`` and ``added`` are seconds on the queue's clock (for a real
-    reactor, Unix time); ``expiry`` is ``None`` for an item that never
-    expires.  ``id`` is unique and increasing within its queue, so a journal
-    can name the item in later records.
-    """
-
-    __slots__ = ("id", "data", "flags", "expiry", "added")
-
-    def __init__(
-        self, id: int, data: bytes, flags: int, expiry: float | None, added: float
-    ) -> None:
-        self.id = id
-        self.data = data
-        self.flags = flags
-        self.expiry = expiry
-        self.added = added
-
-    def __repr__(self) -> str:
-        return f"<Item {self.id} {len(self.data)} bytes flags={self.flags}>"
-
-
-class QueueJournal(Protocol):
-    """What a queue asks of its journal.  Every call is made on the reactor
-    thread, in the order in which the queue changed."""
-
-    def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
-        """Record a new item at the tail.  ``in_memory`` is false when the
-        queue keeps only its head in memory and drops this item, to be read
-        back later with ``read_behind``.  Returns a Deferred that fires once
-        the record is durable when the sync policy waits for that, else
-        ``None``."""
-
-    def add_many(
-        self, items: list[Item], in_memory: list[bool]
-    ) -> Deferred[None] | None:
-        """``add`` for each item, in order, with one Deferred for them all."""
-
-    def remove(self, item: Item) -> None:
-        """Record that a queued or open item is gone for good."""
-
-    def remove_many(self, items: list[Item]) -> None:
-        """``remove`` for each item, in order."""
-
-    def open(self, item: Item) -> None:
-        """Record that the head item was handed out as an open read."""
-
-    def abort(self, item: Item) -> None:
-        """Record that an open item went back to the head of the queue."""
-
-    def flush(self) -> None:
-        """Record that every queued (not open) item was dropped."""
-
-    def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
-        """Read the next items that are journaled but not held in memory, in
-        queue order, about ``max_bytes`` of them (at least one)."""
 
 
 class _Waiter:
@@ -692,3 +632,6 @@ class Queue:
         """The queue is deleted: nothing more is journaled."""
         self.deleted = True
         self.journal = None
+
+
+__all__ = ["Item", "Queue", "QueueJournal"]

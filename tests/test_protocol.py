@@ -6,7 +6,7 @@ import os
 from typing import Any, Literal, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -14,7 +14,7 @@ from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
-from erq.config import Config, QueueSettings, ServerSettings
+from erq.config import Config, QueueSettings, ServerSettings, SyncPolicy
 from erq.journal import JournalWriter
 from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
 from erq.queue import Item, Queue
@@ -57,6 +57,9 @@ class RecordingTransport(StringTransportWithDisconnection):
 class FakeJournal:
     """A journal whose ``add`` returns a Deferred that the test fires."""
 
+    sync: SyncPolicy = "always"
+    size = 0
+
     def __init__(self) -> None:
         self.pending: list[Deferred[None]] = []
 
@@ -84,6 +87,9 @@ class FakeJournal:
 
     def flush(self) -> None:
         pass
+
+    def erase(self) -> Deferred[None]:
+        return succeed(None)
 
     def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
         raise AssertionError("nothing is behind")

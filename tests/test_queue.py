@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq.config import QueueSettings
+from erq.config import QueueSettings, SyncPolicy
 from erq.queue import Item, Queue
 
 
@@ -18,6 +18,9 @@ class FakeJournal:
     added with ``in_memory=False`` are kept to be read back by
     ``read_behind``, whose Deferreds the test fires with ``read_back``.
     """
+
+    sync: SyncPolicy = "always"
+    size = 0
 
     def __init__(self, durable: bool = False) -> None:
         self.durable = durable
@@ -59,6 +62,9 @@ class FakeJournal:
 
     def flush(self) -> None:
         self.calls.append(("flush", 0))
+
+    def erase(self) -> Deferred[None]:
+        return succeed(None)
 
     def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
         reading: Deferred[list[Item]] = Deferred()
