@@ -133,6 +133,21 @@ class QueueSettings:
     fanout_only: bool = False
     max_queue_age: float | None = None
 
+    def item_expiry(self, expiry: float | None, now: float) -> float | None:
+        """When an item put at ``now`` to expire at ``expiry`` expires,
+        ``max_age`` taken into account."""
+        if self.max_age is None:
+            return expiry
+        limit = now + self.max_age
+        return limit if expiry is None else min(expiry, limit)
+
+    def over_limits(self, items: int, size: int) -> bool:
+        """Whether ``items`` items of ``size`` bytes in all would break
+        ``max_items`` or ``max_size``: the one place they are checked."""
+        return (self.max_items is not None and items > self.max_items) or (
+            self.max_size is not None and size > self.max_size
+        )
+
 
 @dataclass(frozen=True)
 class ServerSettings:
