@@ -824,3 +824,20 @@ class AuthFileTests(SynchronousTestCase):
         assert again.credentials is not None
         self.assertTrue(again.credentials.check(b"bob", b"other"))
         self.assertFalse(again.credentials.check(b"alice", b"s3cret"))
+
+
+class QueueSettingsTests(SynchronousTestCase):
+    def test_over_limits(self) -> None:
+        settings = QueueSettings(max_items=2, max_size=100)
+        self.assertFalse(settings.over_limits(2, 100))
+        self.assertTrue(settings.over_limits(3, 0))
+        self.assertTrue(settings.over_limits(0, 101))
+        self.assertFalse(QueueSettings().over_limits(10**9, 10**12))
+
+    def test_item_expiry_capped_by_max_age(self) -> None:
+        self.assertIsNone(QueueSettings().item_expiry(None, 100.0))
+        self.assertEqual(QueueSettings().item_expiry(150.0, 100.0), 150.0)
+        aged = QueueSettings(max_age=30.0)
+        self.assertEqual(aged.item_expiry(None, 100.0), 130.0)
+        self.assertEqual(aged.item_expiry(110.0, 100.0), 110.0)
+        self.assertEqual(aged.item_expiry(150.0, 100.0), 130.0)
