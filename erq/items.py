@@ -39,13 +39,6 @@ class QueueJournal(Protocol):
     Every call is made on the reactor thread, in the order in which the
     queue changed."""
 
-    #: When adds are durable; a reload may change it.
-    sync: SyncPolicy
-
-    @property
-    def size(self) -> int:
-        """Bytes of the journal on disk, for the queue's ``logsize``."""
-
     def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
         """Record a new item at the tail.  ``in_memory`` is false when the
         queue keeps only its head in memory and drops this item, to be read
@@ -77,6 +70,17 @@ class QueueJournal(Protocol):
         """Read the next items that are journaled but not held in memory, in
         queue order, about ``max_bytes`` of them (at least one)."""
 
+    @property
+    def size(self) -> int:
+        """Bytes of the journal on disk (for stats)."""
+
+    @property
+    def sync(self) -> SyncPolicy:
+        """When adds are durable; a reload may change it."""
+
+    @sync.setter
+    def sync(self, policy: SyncPolicy) -> None: ...
+
     def erase(self) -> Deferred[None]:
-        """Delete the queue's files once what is pending is done; nothing
-        is recorded after this.  For a deleted queue."""
+        """The queue is deleted: remove its journal; nothing is recorded
+        after this."""

@@ -57,9 +57,6 @@ class RecordingTransport(StringTransportWithDisconnection):
 class FakeJournal:
     """A journal whose ``add`` returns a Deferred that the test fires."""
 
-    sync: SyncPolicy = "always"
-    size = 0
-
     def __init__(self) -> None:
         self.pending: list[Deferred[None]] = []
 
@@ -88,11 +85,14 @@ class FakeJournal:
     def flush(self) -> None:
         pass
 
-    def erase(self) -> Deferred[None]:
-        return succeed(None)
-
     def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
         raise AssertionError("nothing is behind")
+
+    size = 0
+    sync: SyncPolicy = "always"
+
+    def erase(self) -> Deferred[None]:
+        return succeed(None)
 
 
 class Client:

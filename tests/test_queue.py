@@ -19,9 +19,6 @@ class FakeJournal:
     ``read_behind``, whose Deferreds the test fires with ``read_back``.
     """
 
-    sync: SyncPolicy = "always"
-    size = 0
-
     def __init__(self, durable: bool = False) -> None:
         self.durable = durable
         self.calls: list[tuple[str, int]] = []
@@ -63,13 +60,16 @@ class FakeJournal:
     def flush(self) -> None:
         self.calls.append(("flush", 0))
 
-    def erase(self) -> Deferred[None]:
-        return succeed(None)
-
     def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
         reading: Deferred[list[Item]] = Deferred()
         self.reads.append((max_bytes, reading))
         return reading
+
+    size = 0
+    sync: SyncPolicy = "always"
+
+    def erase(self) -> Deferred[None]:
+        return succeed(None)
 
     def read_back(self, count: int) -> None:
         """Fire the oldest pending read with the next ``count`` items."""

@@ -16,18 +16,15 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
-from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from erq import __version__
-from erq.config import parse_config
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 from erq.tap import ListeningService, Options, StartupError, makeService
 from tests.support import CLIENT_TIMEOUT, LOCALHOST, command, poll_until
-from tests.test_protocol import FakeJournal
 
 
 @implementer(IStreamServerEndpoint)
@@ -280,40 +277,3 @@ class ListeningServiceTests(TestCase):
             reply = await deferToThread(command, number, b"version\r\n")
             self.assertEqual(reply, b"VERSION %s\r\n" % __version__.encode())
             await listening.stopService()
-
-
-class RecordingJournal(FakeJournal):
-    """A journal that is not erq's own: the service reaches it only through
-    the journal interface."""
-
-    size = 4096
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.erased = 0
-
-    def erase(self) -> Deferred[None]:
-        self.erased += 1
-        return super().erase()
-
-
-class JournalInterfaceTests(SynchronousTestCase):
-    """What the service asks of a queue's journal, it asks of any journal
-    that has the interface, not only of erq's file journal."""
-
-    def setUp(self) -> None:
-        self.service = QueueService(clock=Clock())
-        self.journal = RecordingJournal()
-        self.service.create_queue("q").journal = self.journal
-
-    def test_logsize_is_the_journals_size(self) -> None:
-        stats = dict(self.service.queue_stats(self.service.queues["q"]))
-        self.assertEqual(stats["logsize"], 4096)
-
-    def test_a_reload_sets_the_sync_policy(self) -> None:
-        self.service.apply(parse_config('[defaults]\nsync_journal = "50ms"\n'))
-        self.assertEqual(self.journal.sync, 0.05)
-
-    def test_deleting_the_queue_erases_its_journal(self) -> None:
-        self.assertTrue(self.service.delete("q"))
-        self.assertEqual(self.journal.erased, 1)
