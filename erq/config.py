@@ -76,32 +76,42 @@ wrong type or an impossible one) raises `ConfigError`, naming the file, the
 line and the key: ``erq.toml line 12: queues.thumbs.max_items: expected a
 non-negative integer, got -5``. A command-line option wins over the file:
 `Config.with_overrides`.
+
+Each value is checked by `erq.values`; the line of each key is found by
+`erq.tomllines`, since tomllib keeps no positions.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 import re
 import tomllib
-from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, time
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from erq.tomllines import KeyPath, dotted, key_lines
+from erq.values import (
+    MAX_QUEUE_NAME,
+    QUEUE_KEYS,
+    SERVER_KEYS,
+    SyncPolicy,
+    parse_duration,
+    parse_option,
+    parse_size,
+    parse_sync_journal,
+    positive_count,
+    positive_seconds,
+    show,
+    valid_queue_name,
+)
 
 if TYPE_CHECKING:
     from erq.auth import Credentials
 
 MiB = 1024 * 1024
-
-#: ``"always"``, ``"never"``, or the seconds between fsyncs.
-SyncPolicy = Literal["always", "never"] | float
-
-MAX_QUEUE_NAME = 250
 
 _T = TypeVar("_T")
 
@@ -122,6 +132,21 @@ class QueueSettings:
     max_open_reads: int = 1
     fanout_only: bool = False
     max_queue_age: float | None = None
+
+    def item_expiry(self, expiry: float | None, now: float) -> float | None:
+        """When an item put at ``now`` to expire at ``expiry`` expires,
+        ``max_age`` taken into account."""
+        if self.max_age is None:
+            return expiry
+        limit = now + self.max_age
+        return limit if expiry is None else min(expiry, limit)
+
+    def over_limits(self, items: int, size: int) -> bool:
+        """Whether ``items`` items of ``size`` bytes in all would break
+        ``max_items`` or ``max_size``: the one place they are checked."""
+        return (self.max_items is not None and items > self.max_items) or (
+            self.max_size is not None and size > self.max_size
+        )
 
 
 @dataclass(frozen=True)
@@ -169,14 +194,6 @@ class ConfigError(ValueError):
         where = source if line is None else f"{source} line {line}"
         what = reason if key is None else f"{key}: {reason}"
         super().__init__(f"{where}: {what}")
-
-
-def valid_queue_name(name: str) -> bool:
-    """Whether ``name`` may name a queue: 1 to 250 printable ASCII
-    characters, no space, no ``/``, not starting with ``.``."""
-    if not 0 < len(name) <= MAX_QUEUE_NAME or name.startswith("."):
-        return False
-    return all("!" <= char <= "~" and char != "/" for char in name)
 
 
 def fanout_parent(name: str) -> str | None:
@@ -281,13 +298,13 @@ class Config:
         Impossible values raise `ConfigError`.
         """
         checks: dict[str, tuple[object, Callable[[Any], object]]] = {
-            "port": (port, _port),
-            "data_dir": (data_dir, _data_dir),
-            "max_connections": (max_connections, _SERVER_KEYS["max_connections"]),
-            "expiry_sweep": (expiry_sweep, _seconds),
-            "allow_shutdown": (allow_shutdown, _allow_shutdown),
-            "max_item_cap": (max_item_cap, _positive_count),
-            "auth_file": (auth_file, _auth_file),
+            "port": (port, SERVER_KEYS["port"]),
+            "data_dir": (data_dir, SERVER_KEYS["data_dir"]),
+            "max_connections": (max_connections, SERVER_KEYS["max_connections"]),
+            "expiry_sweep": (expiry_sweep, positive_seconds),
+            "allow_shutdown": (allow_shutdown, SERVER_KEYS["allow_shutdown"]),
+            "max_item_cap": (max_item_cap, positive_count),
+            "auth_file": (auth_file, SERVER_KEYS["auth_file"]),
         }
         changes: dict[str, Any] = {}
         for key, (value, check) in checks.items():
@@ -298,11 +315,13 @@ class Config:
         if sync_journal is not None:
             policy = sync_journal
             if policy != "always" and policy != "never":
-                policy = _checked("command line", "sync_journal", policy, _seconds)
+                policy = _checked(
+                    "command line", "sync_journal", policy, positive_seconds
+                )
             queue_changes["sync_journal"] = policy
         if max_memory_size is not None:
             queue_changes["max_memory_size"] = _checked(
-                "command line", "max_memory_size", max_memory_size, _positive_count
+                "command line", "max_memory_size", max_memory_size, positive_count
             )
         if not queue_changes:
             return replace(self, server=server)
@@ -351,271 +370,6 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     return _Reader(text, source).read(document)
 
 
-# -- values ----------------------------------------------------------------
-# Each parser takes a value as tomllib gives it and returns it as the
-# settings hold it, or raises ValueError saying what was expected.
-
-_SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
-_AMBIGUOUS_UNITS = {"KB": "KiB", "MB": "MiB", "GB": "GiB", "TB": "TiB"}
-_DURATION_UNITS = {
-    "ms": Decimal("0.001"),
-    "s": Decimal(1),
-    "m": Decimal(60),
-    "h": Decimal(3600),
-    "d": Decimal(86400),
-}
-_AMOUNT = re.compile(r"([+-]?[0-9]+(?:\.[0-9]+)?) ?([A-Za-z]+)")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_MAX_SHOWN = 60
-
-
-def _show(value: object) -> str:
-    """A value as the TOML file spells it, on one line."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        shown = json.dumps(value)
-        return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 4] + '..."'
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, date | time):
-        return value.isoformat()
-    return repr(value)
-
-
-def _is_integer(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _count(value: object, minimum: int, unlimited: bool = False) -> int:
-    words = "a non-negative integer" if minimum == 0 else "a positive integer"
-    if _is_integer(value):
-        if value >= minimum:
-            return value
-        raise ValueError(f"expected {words}, got {value}")
-    also = ' or "unlimited"' if unlimited else ""
-    raise ValueError(f"expected {words}{also}, got {_show(value)}")
-
-
-def _positive_count(value: object) -> int:
-    return _count(value, 1)
-
-
-def _size(value: object, minimum: int = 0, unlimited: bool = False) -> int:
-    if _is_integer(value):
-        amount = value
-    elif isinstance(value, str) and (found := _AMOUNT.fullmatch(value)):
-        number, unit = found.groups()
-        if unit in _AMBIGUOUS_UNITS:
-            raise ValueError(
-                f"ambiguous unit {unit} in {_show(value)}: write"
-                f' "{number}{_AMBIGUOUS_UNITS[unit]}" for {_AMBIGUOUS_UNITS[unit]}'
-                " (powers of 1024) or the number of bytes"
-            )
-        if unit not in _SIZE_UNITS:
-            raise ValueError(
-                f"unknown size unit {unit} in {_show(value)}"
-                " (units: B, KiB, MiB, GiB, TiB)"
-            )
-        exact = Decimal(number) * _SIZE_UNITS[unit]
-        if exact != exact.to_integral_value():
-            raise ValueError(f"{_show(value)} is not a whole number of bytes")
-        amount = int(exact)
-    else:
-        also = ' or "unlimited"' if unlimited else ""
-        raise ValueError(
-            "expected a size: an integer of bytes or a string such as"
-            f' "64KiB" or "128MiB"{also}, got {_show(value)}'
-        )
-    if amount < minimum:
-        words = "a non-negative" if minimum == 0 else "a positive"
-        raise ValueError(f"expected {words} size, got {_show(value)}")
-    return amount
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from an integer or a string with a binary unit (``"64KiB"``);
-    `ValueError` for anything else."""
-    return _size(value)
-
-
-def _size_limit(value: object) -> int | None:
-    return None if value == "unlimited" else _size(value, unlimited=True)
-
-
-def _positive_size(value: object) -> int:
-    return _size(value, minimum=1)
-
-
-def _duration(value: object, none: bool = False) -> float:
-    also = ' or "none"' if none else ""
-    expected = (
-        "expected a duration with a unit (ms, s, m, h, d) such as"
-        f' "30s"{also}, got {_show(value)}'
-    )
-    if _is_integer(value):
-        raise ValueError(f'{expected} (write "{value}s" for seconds)')
-    if not isinstance(value, str):
-        raise ValueError(expected)
-    found = _AMOUNT.fullmatch(value)
-    if found is None:
-        raise ValueError(expected)
-    number, unit = found.groups()
-    if unit not in _DURATION_UNITS:
-        raise ValueError(
-            f"unknown duration unit {unit} in {_show(value)} (units: ms, s, m, h, d)"
-        )
-    seconds = float(Decimal(number) * _DURATION_UNITS[unit])
-    if not 0 < seconds < math.inf:
-        raise ValueError(f"expected a positive duration, got {_show(value)}")
-    return seconds
-
-
-def parse_duration(value: str) -> float:
-    """Seconds from a string with a unit (``"250ms"``, ``"30s"``, ``"5m"``,
-    ``"1h"``, ``"7d"``); `ValueError` for anything else."""
-    return _duration(value)
-
-
-def _duration_or_none(value: object) -> float | None:
-    return None if value == "none" else _duration(value, none=True)
-
-
-def parse_sync_journal(value: str) -> SyncPolicy:
-    """``"always"``, ``"never"``, or seconds from a duration (``"50ms"``);
-    `ValueError` for anything else."""
-    if value == "always":
-        return "always"
-    if value == "never":
-        return "never"
-    if isinstance(value, str) and _AMOUNT.fullmatch(value):
-        return _duration(value)
-    raise ValueError(
-        f'expected "always", "never" or a duration such as "50ms", got {_show(value)}'
-    )
-
-
-def _seconds(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        pass
-    elif 0 < value < math.inf:
-        return float(value)
-    raise ValueError(f"expected a positive number of seconds, got {_show(value)}")
-
-
-def _boolean(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ValueError(f"expected true or false, got {_show(value)}")
-
-
-def _allow_shutdown(value: object) -> bool | Literal["any"]:
-    if isinstance(value, bool):
-        return value
-    if value == "any":
-        return "any"
-    raise ValueError(f'expected true, false or "any", got {_show(value)}')
-
-
-def _queue_name_or_none(value: object) -> str | None:
-    if value == "":
-        return None
-    if isinstance(value, str) and valid_queue_name(value):
-        return value
-    raise ValueError(
-        "expected a queue name (1 to 250 printable ASCII characters, no space"
-        f" or '/', not starting with '.') or \"\" for none, got {_show(value)}"
-    )
-
-
-def _port(value: object) -> str:
-    if _is_integer(value):
-        value = str(value)
-    if not isinstance(value, str):
-        raise ValueError(
-            "expected a port number or an endpoint description such as"
-            f' "tcp:22122:interface=0.0.0.0", got {_show(value)}'
-        )
-    if value.isdigit() and value.isascii():
-        if int(value) > 65535:
-            raise ValueError(f"expected a port number up to 65535, got {value}")
-        return value
-    if ":" not in value or value != value.strip():
-        raise ValueError(
-            "expected a port number or an endpoint description such as"
-            f' "tcp:22122:interface=0.0.0.0", got {_show(value)}'
-        )
-    return value
-
-
-def _data_dir(value: object) -> str:
-    if isinstance(value, str) and value and "\0" not in value:
-        return value
-    raise ValueError(f"expected a directory path, got {_show(value)}")
-
-
-def _auth_file(value: object) -> str | None:
-    if value == "":
-        return None
-    if isinstance(value, str) and "\0" not in value:
-        # Read again at each reload: the same file, wherever the server's
-        # working directory is by then.
-        return os.path.abspath(value)
-    raise ValueError(f'expected a file path or "" for none, got {_show(value)}')
-
-
-_SERVER_KEYS: dict[str, Callable[[Any], object]] = {
-    "port": _port,
-    "data_dir": _data_dir,
-    "max_connections": lambda value: (
-        None if value == "unlimited" else _count(value, 1, unlimited=True)
-    ),
-    "expiry_sweep": _duration,
-    "allow_shutdown": _allow_shutdown,
-    "max_item_cap": _positive_size,
-    "auth_file": _auth_file,
-}
-
-_QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
-    "max_items": lambda value: (
-        None if value == "unlimited" else _count(value, 0, unlimited=True)
-    ),
-    "max_size": _size_limit,
-    "max_item_size": _size_limit,
-    "max_age": _duration_or_none,
-    "discard_old_when_full": _boolean,
-    "journal": _boolean,
-    "sync_journal": parse_sync_journal,
-    "max_memory_size": _size,
-    "expire_to_queue": _queue_name_or_none,
-    "max_open_reads": _positive_count,
-    "fanout_only": _boolean,
-    "max_queue_age": _duration_or_none,
-}
-
-_TABLES = ("server", "defaults", "queues")
-
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-#: Settings that are text even when they look like a number.
-_TEXT_KEYS = {"data_dir", "expire_to_queue", "auth_file"}
-
-
-def parse_option(key: str, text: str) -> Any:
-    """The value of the setting ``key`` (``"max_memory_size"``) given on the
-    command line as ``text``, checked exactly as the configuration file
-    checks it: ``"1048576"`` is the integer a TOML file would hold, anything
-    else its string (``"128MiB"``, ``"unlimited"``, ``"50ms"``).  Returns
-    the value as the settings hold it; `ValueError` says what was expected.
-    """
-    check = _SERVER_KEYS.get(key) or _QUEUE_KEYS[key]
-    value: int | str = text
-    if key not in _TEXT_KEYS and _INTEGER.fullmatch(text):
-        value = int(text)
-    return check(value)
-
-
 def _checked(source: str, key: str, value: object, check: Callable[[Any], _T]) -> _T:
     try:
         return check(value)
@@ -625,14 +379,7 @@ def _checked(source: str, key: str, value: object, check: Callable[[Any], _T]) -
 
 # -- the document ----------------------------------------------------------
 
-_Path = tuple[str, ...]
-
-
-def _dotted(path: _Path) -> str:
-    """A key path as TOML writes it: ``queues."orders+audit".max_items``."""
-    return ".".join(
-        part if _BARE_KEY.fullmatch(part) else json.dumps(part) for part in path
-    )
+_TABLES = ("server", "defaults", "queues")
 
 
 class _Reader:
@@ -642,11 +389,11 @@ class _Reader:
     def __init__(self, text: str, source: str) -> None:
         self.text = text
         self.source = source
-        self._lines: dict[_Path, int] | None = None
+        self._lines: dict[KeyPath, int] | None = None
 
-    def error(self, path: _Path, reason: str) -> ConfigError:
+    def error(self, path: KeyPath, reason: str) -> ConfigError:
         if self._lines is None:
-            self._lines = _key_lines(self.text)
+            self._lines = key_lines(self.text)
         line = None
         # A key tomllib made up (a table implied by a dotted key) is found
         # through the nearest key the text spells out.
@@ -654,7 +401,7 @@ class _Reader:
             line = self._lines.get(path[:end])
             if line is not None:
                 break
-        return ConfigError(reason, self.source, line, _dotted(path))
+        return ConfigError(reason, self.source, line, dotted(path))
 
     def read(self, document: dict[str, Any]) -> Config:
         server = ServerSettings()
@@ -662,9 +409,9 @@ class _Reader:
         tables: dict[str, dict[str, Any]] = {}
         for key, value in document.items():
             if key == "server":
-                server = ServerSettings(**self.table((key,), value, _SERVER_KEYS))
+                server = ServerSettings(**self.table((key,), value, SERVER_KEYS))
             elif key == "defaults":
-                defaults = QueueSettings(**self.table((key,), value, _QUEUE_KEYS))
+                defaults = QueueSettings(**self.table((key,), value, QUEUE_KEYS))
             elif key == "queues":
                 tables = self.queues(value)
             else:
@@ -692,10 +439,10 @@ class _Reader:
         )
 
     def table(
-        self, path: _Path, value: object, keys: dict[str, Callable[[Any], object]]
+        self, path: KeyPath, value: object, keys: dict[str, Callable[[Any], object]]
     ) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.error(path, f"expected a table, got {_show(value)}")
+            raise self.error(path, f"expected a table, got {show(value)}")
         parsed: dict[str, Any] = {}
         for key, raw in value.items():
             parser = keys.get(key)
@@ -711,43 +458,46 @@ class _Reader:
         if not isinstance(value, dict):
             raise self.error(
                 ("queues",),
-                f"expected tables such as [queues.orders], got {_show(value)}",
+                f"expected tables such as [queues.orders], got {show(value)}",
             )
         tables: dict[str, dict[str, Any]] = {}
         for name, table in value.items():
             path = ("queues", name)
             if not isinstance(table, dict):
                 hint = ""
-                if name in _QUEUE_KEYS:
+                if name in QUEUE_KEYS:
                     hint = "; a setting for every queue belongs in [defaults]"
                 raise self.error(
                     path,
-                    f"expected a table of queue settings, got {_show(table)}{hint}",
+                    f"expected a table of queue settings, got {show(table)}{hint}",
                 )
             if not valid_queue_name(name):
                 raise self.error(
                     path,
-                    f"bad queue name {_show(name)}: a queue name is 1 to 250"
+                    f"bad queue name {show(name)}: a queue name is 1 to 250"
                     " printable ASCII characters, no space or '/', not"
                     " starting with '.'",
                 )
-            overrides = self.table(path, table, _QUEUE_KEYS)
+            overrides = self.table(path, table, QUEUE_KEYS)
             if overrides.get("expire_to_queue") == name:
                 raise self.error(
                     path + ("expire_to_queue",),
-                    f"a queue cannot expire to itself, got {_show(name)}",
+                    f"a queue cannot expire to itself, got {show(name)}",
                 )
             tables[name] = overrides
         return tables
 
     def unknown(
-        self, path: _Path, value: object, known: Mapping[str, object] | tuple[str, ...]
+        self,
+        path: KeyPath,
+        value: object,
+        known: Mapping[str, object] | tuple[str, ...],
     ) -> ConfigError:
         key = path[-1]
         reason = "unknown table" if isinstance(value, dict) else "unknown key"
-        if len(path) == 1 and key in _SERVER_KEYS:
+        if len(path) == 1 and key in SERVER_KEYS:
             hint = "it belongs in [server]"
-        elif len(path) == 1 and key in _QUEUE_KEYS:
+        elif len(path) == 1 and key in QUEUE_KEYS:
             hint = "it belongs in [defaults] or [queues.<name>]"
         elif path[0] == "queues" and len(path) == 3 and isinstance(value, dict):
             hint = (
@@ -763,167 +513,8 @@ class _Reader:
         return self.error(path, f"{reason}; {hint}")
 
 
-# -- where keys are --------------------------------------------------------
-
-
-def _key_lines(text: str) -> dict[_Path, int]:
-    """The line of each key in a TOML document that tomllib has accepted.
-
-    tomllib keeps no positions, so this walks the text once more, knowing
-    just enough TOML to tell keys from strings, comments and values. A table
-    or key first implied by a longer dotted key or header gets that line
-    unless the text spells it out itself. Should anything surprise it, what
-    it found so far is returned: an error message without a line is better
-    than none.
-    """
-    scanner = _KeyScanner(text)
-    try:
-        scanner.document()
-    except Exception:
-        pass
-    return scanner.lines
-
-
-class _KeyScanner:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.newlines = [found.start() for found in re.finditer("\n", text)]
-        self.lines: dict[_Path, int] = {}
-        self.spelled: set[_Path] = set()
-
-    def line(self) -> int:
-        return bisect_left(self.newlines, self.pos) + 1
-
-    def record(self, path: _Path, line: int) -> None:
-        for end in range(1, len(path)):
-            self.lines.setdefault(path[:end], line)
-        if path not in self.spelled:
-            self.spelled.add(path)
-            self.lines[path] = line
-
-    def skip(self, newlines: bool) -> None:
-        """Past blanks and comments, and past line ends if ``newlines``."""
-        text = self.text
-        while self.pos < len(text):
-            char = text[self.pos]
-            if char in " \t" or (newlines and char in "\r\n"):
-                self.pos += 1
-            elif char == "#":
-                end = text.find("\n", self.pos)
-                self.pos = len(text) if end < 0 else end
-            else:
-                return
-
-    def document(self) -> None:
-        text = self.text
-        table: _Path = ()
-        while True:
-            self.skip(newlines=True)
-            if self.pos >= len(text):
-                return
-            line = self.line()
-            if text[self.pos] == "[":
-                brackets = 2 if text.startswith("[[", self.pos) else 1
-                self.pos += brackets
-                table = self.key()
-                self.skip(newlines=False)
-                self.expect("]" * brackets)
-                self.record(table, line)
-            else:
-                self.key_value(table, line)
-
-    def key_value(self, table: _Path, line: int) -> None:
-        path = table + self.key()
-        self.record(path, line)
-        self.skip(newlines=False)
-        self.expect("=")
-        self.skip(newlines=False)
-        self.value(path)
-
-    def expect(self, token: str) -> None:
-        if not self.text.startswith(token, self.pos):
-            raise ValueError(f"expected {token!r} at {self.pos}")
-        self.pos += len(token)
-
-    def key(self) -> _Path:
-        text = self.text
-        parts: list[str] = []
-        while True:
-            self.skip(newlines=False)
-            if text[self.pos] in "\"'":
-                start = self.pos
-                self.string()
-                # Let tomllib undo the quoting and escapes.
-                parts.append(tomllib.loads("k = " + text[start : self.pos])["k"])
-            else:
-                found = _BARE_KEY.match(text, self.pos)
-                if found is None:
-                    raise ValueError(f"expected a key at {self.pos}")
-                parts.append(found.group())
-                self.pos = found.end()
-            self.skip(newlines=False)
-            if not text.startswith(".", self.pos):
-                return tuple(parts)
-            self.pos += 1
-
-    def string(self) -> None:
-        text = self.text
-        quote = text[self.pos]
-        escapes = quote == '"'
-        if text.startswith(quote * 3, self.pos):
-            pos = self.pos + 3
-            while pos < len(text):
-                if escapes and text[pos] == "\\":
-                    pos += 2
-                elif text.startswith(quote * 3, pos):
-                    # Up to two quotes may end the content just before the
-                    # closing three.
-                    run = 3
-                    while run < 5 and text.startswith(quote, pos + run):
-                        run += 1
-                    self.pos = pos + run
-                    return
-                else:
-                    pos += 1
-            raise ValueError("unterminated string")
-        pos = self.pos + 1
-        while text[pos] != quote:
-            # Past the end of the text: IndexError, and the scan ends.
-            pos += 2 if escapes and text[pos] == "\\" else 1
-        self.pos = pos + 1
-
-    def value(self, path: _Path) -> None:
-        text = self.text
-        char = text[self.pos]
-        if char in "\"'":
-            self.string()
-        elif char in "{[":
-            closing = "}" if char == "{" else "]"
-            self.pos += 1
-            while True:
-                self.skip(newlines=True)
-                if text[self.pos] == closing:
-                    self.pos += 1
-                    return
-                if text[self.pos] == ",":
-                    self.pos += 1
-                elif char == "{":
-                    self.key_value(path, self.line())
-                else:
-                    self.value(path)
-        else:
-            found = _SCALAR.match(text, self.pos)
-            if found is None:
-                raise ValueError(f"expected a value at {self.pos}")
-            self.pos = found.end()
-
-
-# A number, boolean or date: up to a separator (dates may hold a space).
-_SCALAR = re.compile(r"[^,\]}#\r\n]+")
-
-
 __all__ = [
+    "MAX_QUEUE_NAME",
     "Config",
     "ConfigError",
     "MiB",
@@ -936,5 +527,6 @@ __all__ = [
     "parse_option",
     "parse_size",
     "parse_sync_journal",
+    "fanout_parent",
     "valid_queue_name",
 ]

@@ -4,135 +4,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from erq.config import QueueSettings, SyncPolicy
-
-log = Logger()
-
-
-class Item:
-    """An item: bytes, the client's flags, and when it expires.
-
-    ``expiry`` and ``added`` are seconds on the queue's clock (for a real
-    reactor, Unix time); ``expiry`` is ``None`` for an item that never
-    expires.  ``id`` is unique and increasing within its queue, so a journal
-    can name the item in later records.
-    """
-
-    __slots__ = ("id", "data", "flags", "expiry", "added")
-
-    def __init__(
-        self, id: int, data: bytes, flags: int, expiry: float | None, added: float
-    ) -> None:
-        self.id = id
-        self.data = data
-        self.flags = flags
-        self.expiry = expiry
-        self.added = added
-
-    def __repr__(self) -> str:
-        return f"<Item {self.id} {len(self.data)} bytes flags={self.flags}>"
-
-
-class QueueJournal(Protocol):
-    """What a queue asks of its journal.  Every call is made on the reactor
-    thread, in the order in which the queue changed."""
-
-    def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
-        """Record a new item at the tail.  ``in_memory`` is false when the
-        queue keeps only its head in memory and drops this item, to be read
-        back later with ``read_behind``.  Returns a Deferred that fires once
-        the record is durable when the sync policy waits for that, else
-        ``None``."""
-
-    def add_many(
-        self, items: list[Item], in_memory: list[bool]
-    ) -> Deferred[None] | None:
-        """``add`` for each item, in order, with one Deferred for them all."""
-
-    def remove(self, item: Item) -> None:
-        """Record that a queued or open item is gone for good."""
-
-    def remove_many(self, items: list[Item]) -> None:
-        """``remove`` for each item, in order."""
-
-    def open(self, item: Item) -> None:
-        """Record that the head item was handed out as an open read."""
-
-    def abort(self, item: Item) -> None:
-        """Record that an open item went back to the head of the queue."""
-
-    def flush(self) -> None:
-        """Record that every queued (not open) item was dropped."""
-
-    def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
-        """Read the next items that are journaled but not held in memory, in
-        queue order, about ``max_bytes`` of them (at least one)."""
-
-    @property
-    def size(self) -> int:
-        """Bytes of the journal on disk (for stats)."""
-
-    @property
-    def sync(self) -> SyncPolicy:
-        """When adds are durable; a reload may change it."""
-
-    @sync.setter
-    def sync(self, policy: SyncPolicy) -> None: ...
-
-    def erase(self) -> Deferred[None]:
-        """The queue is deleted: remove its journal; nothing is recorded
-        after this."""
-
-
-class _Waiter:
-    """A get that waits for an item: served first-come first-served."""
-
-    __slots__ = ("queue", "deferred", "open", "peek", "timed")
-
-    def __init__(self, queue: Queue, open: bool, peek: bool, timed: bool) -> None:
-        self.queue = queue
-        self.open = open
-        self.peek = peek
-        # An untimed waiter waits only for items being read back from the
-        # journal, never for new ones.
-        self.timed = timed
-        self.deferred: Deferred[Item | None] = Deferred(self._cancel)
-
-    def _cancel(self, deferred: Deferred[Item | None]) -> None:
-        self.queue._forget(self)
-
-
-def _timed_out(result: object, timeout: float) -> None:
-    return None
-
-
-class _Arrival:
-    """Items of one durable ``put`` (or run of puts) that the journal has
-    not made durable yet.  They are counted in the queue but handed to
-    nobody until then; if the journal fails they are not in the queue at
-    all (the client was told ``SERVER_ERROR``)."""
-
-    __slots__ = ("held", "count", "behind_count", "behind_bytes", "state")
-
-    WAITING = 0
-    STORED = 1
-    #: Refused by the journal, or flushed while waiting.
-    GONE = 2
-
-    def __init__(self, held: list[Item], count: int) -> None:
-        # The items kept in memory, in order; the others are behind.
-        self.held = held
-        self.count = count
-        self.behind_count = 0
-        self.behind_bytes = 0
-        self.state = _Arrival.WAITING
+from erq.config import QueueSettings
+from erq.holding import Holding
+from erq.items import Item, QueueJournal
+from erq.waiters import Waiters
 
 
 class Queue:
@@ -155,14 +34,16 @@ class Queue:
         self.settings = settings if settings is not None else QueueSettings()
         self.journal = journal
         self._clock = clock
-        self._items: deque[Item] = deque()
-        # Items at the tail waiting for the journal, oldest first.
-        self._arriving: deque[_Arrival] = deque()
-        self._arriving_held = 0
-        self._waiters: deque[_Waiter] = deque()
+        self._holding = Holding(
+            name,
+            lambda: self.journal,
+            lambda: self.settings.max_memory_size,
+            self._serve,
+            self._read_back,
+            self._refused,
+        )
+        self._waiters = Waiters(self._no_waiters)
         self._next_id = 1
-        self._refilling = False
-        self._serving = False
         # Over its limits while the oldest items, to be dropped, are on disk.
         self._overfull = False
         #: Called with each item that expires, for ``expire_to_queue``.
@@ -172,9 +53,6 @@ class Queue:
         self.on_no_waiters: Callable[[Queue], None] | None = None
         self.deleted = False
 
-        self.mem_bytes = 0
-        self.behind_items = 0
-        self.behind_bytes = 0
         self.open_items = 0
         self.open_bytes = 0
         self.total_items = 0
@@ -192,15 +70,32 @@ class Queue:
     def items(self) -> int:
         """Items queued, in memory or behind it (open reads not counted),
         including those still being made durable."""
-        return len(self._items) + self._arriving_held + self.behind_items
+        return self._holding.count
 
     @property
     def queued_bytes(self) -> int:
-        return self.mem_bytes + self.behind_bytes
+        return self._holding.mem_bytes + self._holding.behind_bytes
 
     @property
     def mem_items(self) -> int:
-        return len(self._items) + self._arriving_held
+        return self._holding.mem_count
+
+    @property
+    def mem_bytes(self) -> int:
+        return self._holding.mem_bytes
+
+    @property
+    def behind_items(self) -> int:
+        return self._holding.behind_items
+
+    @property
+    def behind_bytes(self) -> int:
+        return self._holding.behind_bytes
+
+    @property
+    def _items(self) -> deque[Item]:
+        """The items in memory, ready to hand out, oldest first."""
+        return self._holding.items
 
     @property
     def waiters(self) -> int:
@@ -210,18 +105,13 @@ class Queue:
         self, items: list[Item], behind_items: int, behind_bytes: int, next_id: int
     ) -> None:
         """Take the state a journal replayed, before any other use."""
-        self._items.extend(items)
-        self.mem_bytes = sum(len(item.data) for item in items)
-        self.behind_items = behind_items
-        self.behind_bytes = behind_bytes
+        self._holding.restore(items, behind_items, behind_bytes)
         self._next_id = max(self._next_id, next_id)
 
     def is_idle_since(self, when: float) -> bool:
         """Empty, nothing open or waiting, and untouched since ``when``."""
         return (
-            not self._items
-            and not self._arriving
-            and not self.behind_items
+            self._holding.empty
             and not self.open_items
             and not self._waiters
             and self.touched <= when
@@ -244,7 +134,7 @@ class Queue:
         self.touched = now
         if settings.max_item_size is not None and size > settings.max_item_size:
             return False
-        expiry = self._expiry(expiry, now)
+        expiry = self.settings.item_expiry(expiry, now)
         if (
             settings.max_items is not None or settings.max_size is not None
         ) and not self._make_room(size):
@@ -256,15 +146,14 @@ class Queue:
             # Stored as asked, but never handed out.
             self._expire(item, journaled=False)
             return True
-        in_memory = self._reserve(item)
+        in_memory = self._holding.reserve(item)
         durable = None if self.journal is None else self.journal.add(item, in_memory)
-        if durable is None and not self._arriving:
+        if durable is None and not self._holding.arriving:
             if in_memory:
                 self._items.append(item)
-                if self._waiters:
-                    self._serve()
+                self._serve()
             return True
-        return self._arrive([item], [in_memory], durable)
+        return self._holding.arrive([item], [in_memory], durable)
 
     def put_many(
         self, datas: list[bytes], flags: int = 0, expiry: float | None = None
@@ -284,7 +173,7 @@ class Queue:
         ):
             return None
         now = self._clock.seconds()
-        expiry = self._expiry(expiry, now)
+        expiry = self.settings.item_expiry(expiry, now)
         if expiry is not None and expiry <= now:
             return None
         self.touched = now
@@ -294,98 +183,19 @@ class Queue:
             item = Item(self._next_id, data, flags, expiry, now)
             self._next_id += 1
             items.append(item)
-            held.append(self._reserve(item))
+            held.append(self._holding.reserve(item))
         self.total_items += len(items)
         durable = None if self.journal is None else self.journal.add_many(items, held)
-        if durable is None and not self._arriving:
+        if durable is None and not self._holding.arriving:
             self._items.extend(item for item, h in zip(items, held, strict=True) if h)
             return len(items), None
-        result = self._arrive(items, held, durable)
+        result = self._holding.arrive(items, held, durable)
         return len(items), result if isinstance(result, Deferred) else None
 
-    def _expiry(self, expiry: float | None, now: float) -> float | None:
-        """An item's expiry, ``max_age`` taken into account."""
-        max_age = self.settings.max_age
-        if max_age is None:
-            return expiry
-        limit = now + max_age
-        return limit if expiry is None else min(expiry, limit)
-
-    def _reserve(self, item: Item) -> bool:
-        """Count a new item at the tail: held in memory (``True``), or only
-        counted, its data left to the journal.  The caller puts a held item
-        in place."""
-        size = len(item.data)
-        if self._keeps_in_memory(size):
-            self.mem_bytes += size
-            return True
-        assert self.journal is not None
-        self.behind_items += 1
-        self.behind_bytes += size
-        return False
-
-    def _keeps_in_memory(self, size: int) -> bool:
-        if self.journal is None:
-            return True
-        if self.behind_items:
-            return False
-        return self.mem_bytes + size <= self.settings.max_memory_size or not (
-            self._items or self._arriving_held
-        )
-
-    def _arrive(
-        self, items: list[Item], held: list[bool], durable: Deferred[None] | None
-    ) -> bool | Deferred[None]:
-        """New items wait at the tail until ``durable`` fires (or, with
-        ``None``, until the items before them are durable)."""
-        arrival = _Arrival(
-            [item for item, h in zip(items, held, strict=True) if h], len(items)
-        )
-        for item, h in zip(items, held, strict=True):
-            if not h:
-                arrival.behind_count += 1
-                arrival.behind_bytes += len(item.data)
-        self._arriving.append(arrival)
-        self._arriving_held += len(arrival.held)
-        if durable is None:
-            arrival.state = _Arrival.STORED
-            self._settle()
-            return True
-        durable.addCallbacks(
-            self._stored, self._refused, callbackArgs=(arrival,), errbackArgs=(arrival,)
-        )
-        return durable
-
-    def _stored(self, result: object, arrival: _Arrival) -> object:
-        if arrival.state == _Arrival.WAITING:
-            arrival.state = _Arrival.STORED
-            self._settle()
-        return result
-
-    def _refused(self, failure: Failure, arrival: _Arrival) -> Failure:
-        """The journal could not make the items durable: they were never
-        in the queue (and the journal records as much)."""
-        self.total_items -= arrival.count
-        if arrival.state == _Arrival.WAITING:
-            arrival.state = _Arrival.GONE
-            self.mem_bytes -= sum(len(item.data) for item in arrival.held)
-            self.behind_items -= arrival.behind_count
-            self.behind_bytes -= arrival.behind_bytes
-            self._settle()
-        return failure
-
-    def _settle(self) -> None:
-        """Put the items that are durable, oldest first, in place."""
-        arriving = self._arriving
-        placed = False
-        while arriving and arriving[0].state != _Arrival.WAITING:
-            arrival = arriving.popleft()
-            self._arriving_held -= len(arrival.held)
-            if arrival.state == _Arrival.STORED and not self.deleted:
-                self._items.extend(arrival.held)
-                placed = True
-        if placed and self._waiters:
-            self._serve()
+    def _refused(self, count: int) -> None:
+        """The journal could not make items durable: they were never in the
+        queue (and the journal records as much)."""
+        self.total_items -= count
 
     def _make_room(self, size: int) -> bool:
         settings = self.settings
@@ -393,9 +203,7 @@ class Queue:
         max_size = settings.max_size
 
         def full() -> bool:
-            return (max_items is not None and self.items >= max_items) or (
-                max_size is not None and self.queued_bytes + size > max_size
-            )
+            return settings.over_limits(self.items + 1, self.queued_bytes + size)
 
         if not full():
             return True
@@ -409,31 +217,27 @@ class Queue:
             # The oldest items are still on disk: take the new one now and
             # drop as many of them as it displaced once they are read back.
             self._overfull = True
-            self._refill()
+            self._holding.read_back()
             return True
         return not full()
 
     def _discard_oldest(self, full: Callable[[], bool]) -> None:
         while full() and self._items:
-            item = self._pop()
+            item = self._holding.pop()
             self.discarded += 1
             self._record_remove(item)
 
     def _trim(self) -> None:
         """Drop what a full queue took in while its oldest were on disk."""
         settings = self.settings
-        max_items = settings.max_items
-        max_size = settings.max_size
 
         def over() -> bool:
-            return (max_items is not None and self.items > max_items) or (
-                max_size is not None and self.queued_bytes > max_size
-            )
+            return settings.over_limits(self.items, self.queued_bytes)
 
         self._discard_oldest(over)
         self._overfull = over() and self.behind_items > 0
         if self._overfull:
-            self._refill()
+            self._holding.read_back()
 
     # -- taking ----------------------------------------------------------
 
@@ -460,12 +264,7 @@ class Queue:
             return item
         if not timeout and not self.behind_items:
             return None
-        waiter = _Waiter(self, open, peek, bool(timeout))
-        self._waiters.append(waiter)
-        deferred = waiter.deferred
-        if timeout:
-            deferred.addTimeout(timeout, self._clock, onTimeoutCancel=_timed_out)
-        return deferred
+        return self._waiters.wait(open, peek, timeout, self._clock)
 
     def take_many(self, count: int, max_bytes: int) -> tuple[list[Item], bool]:
         """What ``count`` gets without a timeout would hand out one after
@@ -487,7 +286,7 @@ class Queue:
             if self._head() is None:
                 rest_empty = not self.behind_items
                 break
-            item = self._pop()
+            item = self._holding.pop()
             items.append(item)
             taken += len(item.data)
         if items:
@@ -503,7 +302,7 @@ class Queue:
         if items and items[0].expiry is not None:
             self._drop_expired_head()
         if not items:
-            self._refill()
+            self._holding.read_back()
             return None
         return items[0]
 
@@ -511,7 +310,7 @@ class Queue:
         head = self._head()
         if head is None or peek:
             return head
-        item = self._pop()
+        item = self._holding.pop()
         self.age = self._clock.seconds() - item.added
         if open:
             self.open_items += 1
@@ -523,25 +322,10 @@ class Queue:
             self._record_remove(item)
         return item
 
-    def _pop(self) -> Item:
-        item = self._items.popleft()
-        self.mem_bytes -= len(item.data)
-        if self.behind_items and self.mem_bytes < self.settings.max_memory_size // 2:
-            self._refill()
-        return item
-
     def _drop_expired_head(self, limit: int = -1) -> int:
         """Drop expired items at the head, at most ``limit`` (-1: all)."""
-        items = self._items
         now = self._clock.seconds()
-        dropped = 0
-        while items and dropped != limit:
-            expiry = items[0].expiry
-            if expiry is None or expiry > now:
-                break
-            self._expire(self._pop())
-            dropped += 1
-        return dropped
+        return self._holding.drop_expired_head(now, limit, self._expire)
 
     def sweep(self, limit: int) -> int:
         """The periodic sweep: drop up to ``limit`` expired items from the
@@ -549,83 +333,23 @@ class Queue:
         return self._drop_expired_head(limit)
 
     def _serve(self) -> None:
-        """Hand items to waiters, first come first served."""
-        if self._serving:
-            # A waiter's callback came back here; the outer loop goes on.
-            return
-        self._serving = True
-        try:
-            waiters = self._waiters
-            while waiters:
-                waiter = waiters[0]
-                item = self._take(waiter.open, waiter.peek)
-                if item is None:
-                    if not self._refilling:
-                        self._release_untimed()
-                    return
-                waiters.popleft()
-                waiter.deferred.callback(item)
-        finally:
-            self._serving = False
+        """Hand items to waiters, first come first served (with none
+        waiting, nothing happens)."""
+        self._waiters.serve(self._take, lambda: self._holding.reading)
 
-    def _release_untimed(self) -> None:
-        """Nothing more is coming from the journal: waiters that only
-        waited for it get nothing."""
-        for waiter in [waiter for waiter in self._waiters if not waiter.timed]:
-            self._waiters.remove(waiter)
-            waiter.deferred.callback(None)
-
-    def _forget(self, waiter: _Waiter) -> None:
-        try:
-            self._waiters.remove(waiter)
-        except ValueError:
-            return
-        if not self._waiters and self.on_no_waiters is not None:
+    def _no_waiters(self) -> None:
+        if self.on_no_waiters is not None:
             self.on_no_waiters(self)
 
     def adopt_waiters(self, other: Queue) -> None:
         """Take over the waiters of ``other`` (a queue being replaced)."""
-        for waiter in other._waiters:
-            waiter.queue = self
-        self._waiters.extend(other._waiters)
-        other._waiters.clear()
+        self._waiters.adopt(other._waiters)
 
-    def _refill(self) -> None:
-        if not self.behind_items or self._refilling or self.journal is None:
-            return
-        self._refilling = True
-        wanted = max(self.settings.max_memory_size // 2, 1)
-        self.journal.read_behind(wanted).addCallbacks(self._refilled, self._unreadable)
-
-    def _unreadable(self, failure: Failure) -> None:
-        # The journal could not give the items back (damage found while
-        # running): they are lost to this run; replay at the next start
-        # repairs the journal and says what it cut.
-        log.failure("Reading {queue} back from its journal", failure, queue=self.name)
-        self._refilling = False
-        self.behind_items = 0
-        self.behind_bytes = 0
-        if self._waiters:
-            self._serve()
-
-    def _refilled(self, items: list[Item]) -> None:
-        self._refilling = False
-        if self.deleted:
-            return
-        if not items:
-            # Nothing more behind, whatever the counts said.
-            self.behind_items = 0
-            self.behind_bytes = 0
-        for item in items:
-            size = len(item.data)
-            self.behind_items -= 1
-            self.behind_bytes -= size
-            self._items.append(item)
-            self.mem_bytes += size
+    def _read_back(self) -> None:
+        """Items came back from the journal."""
         if self._overfull:
             self._trim()
-        if self._waiters:
-            self._serve()
+        self._serve()
 
     # -- open reads ------------------------------------------------------
 
@@ -643,27 +367,17 @@ class Queue:
             self.open_items -= 1
             self.open_bytes -= len(item.data)
             self.canceled_transactions += 1
-            self._items.appendleft(item)
-            self.mem_bytes += len(item.data)
+            self._holding.push_back(item)
             if self.journal is not None:
                 self.journal.abort(item)
-        if self._waiters:
-            self._serve()
+        self._serve()
 
     # -- dropping --------------------------------------------------------
 
     def flush(self) -> None:
         """Drop every queued item; open reads stay open."""
         self.touched = self._clock.seconds()
-        for arrival in self._arriving:
-            # Their ADD records come before the FLUSH record.
-            arrival.state = _Arrival.GONE
-        self._arriving.clear()
-        self._arriving_held = 0
-        self._items.clear()
-        self.mem_bytes = 0
-        self.behind_items = 0
-        self.behind_bytes = 0
+        self._holding.clear()
         self._overfull = False
         self.total_flushes += 1
         if self.journal is not None:
@@ -671,24 +385,8 @@ class Queue:
 
     def flush_expired(self, limit: int | None = None) -> int:
         """Drop the expired items held in memory (at most ``limit``)."""
-        now = self._clock.seconds()
-        items = self._items
-        if not any(item.expiry is not None and item.expiry <= now for item in items):
-            return 0
-        kept: deque[Item] = deque()
-        expired: list[Item] = []
-        for item in items:
-            if (
-                item.expiry is not None
-                and item.expiry <= now
-                and (limit is None or len(expired) < limit)
-            ):
-                expired.append(item)
-            else:
-                kept.append(item)
-        self._items = kept
+        expired = self._holding.remove_expired(self._clock.seconds(), limit)
         for item in expired:
-            self.mem_bytes -= len(item.data)
             self._expire(item)
         return len(expired)
 
@@ -707,3 +405,7 @@ class Queue:
         """The queue is deleted: nothing more is journaled."""
         self.deleted = True
         self.journal = None
+        self._holding.close()
+
+
+__all__ = ["Item", "Queue", "QueueJournal"]

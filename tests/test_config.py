@@ -17,10 +17,6 @@ from erq.config import (
     ServerSettings,
     load_config,
     parse_config,
-    parse_duration,
-    parse_size,
-    parse_sync_journal,
-    valid_queue_name,
 )
 
 
@@ -156,56 +152,6 @@ class ValueTests(SynchronousTestCase):
             ),
         )
 
-    def test_sizes(self) -> None:
-        cases: list[tuple[int | str, int]] = [
-            (0, 0),
-            (1000, 1000),
-            ("512B", 512),
-            ("64KiB", 64 * 1024),
-            ("128MiB", 128 * MiB),
-            ("1GiB", 1024 * MiB),
-            ("2TiB", 2 * 1024 * 1024 * MiB),
-            ("1.5KiB", 1536),
-            ("128 MiB", 128 * MiB),
-        ]
-        for given, expected in cases:
-            self.assertEqual(parse_size(given), expected, given)
-
-    def test_bad_sizes(self) -> None:
-        for given in [-1, "-1KiB", "12", "12XB", "0.3B", "1.5", "12 KiB ", "KiB"]:
-            self.assertRaises(ValueError, parse_size, given)
-
-    def test_decimal_units_refused(self) -> None:
-        """KB, MB, GB would leave the reader guessing 1000 or 1024."""
-        for unit, binary in [("KB", "KiB"), ("MB", "MiB"), ("GB", "GiB")]:
-            error = self.assertRaises(ValueError, parse_size, "12" + unit)
-            self.assertIn(f'"12{binary}"', str(error))
-
-    def test_durations(self) -> None:
-        cases = [
-            ("250ms", 0.25),
-            ("30s", 30.0),
-            ("1.5s", 1.5),
-            ("5m", 300.0),
-            ("1h", 3600.0),
-            ("7d", 7 * 86400.0),
-            ("10 s", 10.0),
-        ]
-        for given, expected in cases:
-            self.assertEqual(parse_duration(given), expected, given)
-
-    def test_bad_durations(self) -> None:
-        for given in ["30", "30x", "0s", "-1s", "s", "1h30m", ""]:
-            self.assertRaises(ValueError, parse_duration, given)
-
-    def test_sync_journal(self) -> None:
-        self.assertEqual(parse_sync_journal("always"), "always")
-        self.assertEqual(parse_sync_journal("never"), "never")
-        self.assertEqual(parse_sync_journal("50ms"), 0.05)
-        self.assertEqual(parse_sync_journal("2s"), 2.0)
-        for given in ["sometimes", "Always", "0ms", "50"]:
-            self.assertRaises(ValueError, parse_sync_journal, given)
-
     def test_unlimited_and_none_written_out(self) -> None:
         """The defaults can be spelled, so a table can lift a limit."""
         config = parse_config(
@@ -232,12 +178,6 @@ class ValueTests(SynchronousTestCase):
         )
         self.assertEqual(config.settings_for("free"), QueueSettings())
         self.assertIsNone(config.server.max_connections)
-
-    def test_queue_names(self) -> None:
-        for name in ["a", "orders+audit", "a.b", "x" * 250, "!~"]:
-            self.assertTrue(valid_queue_name(name), name)
-        for name in ["", ".hidden", ".", "..", "a b", "a/b", "x" * 251, "caf\xe9"]:
-            self.assertFalse(valid_queue_name(name), name)
 
     def test_quoted_queue_names(self) -> None:
         config = parse_config(
@@ -884,3 +824,20 @@ class AuthFileTests(SynchronousTestCase):
         assert again.credentials is not None
         self.assertTrue(again.credentials.check(b"bob", b"other"))
         self.assertFalse(again.credentials.check(b"alice", b"s3cret"))
+
+
+class QueueSettingsTests(SynchronousTestCase):
+    def test_over_limits(self) -> None:
+        settings = QueueSettings(max_items=2, max_size=100)
+        self.assertFalse(settings.over_limits(2, 100))
+        self.assertTrue(settings.over_limits(3, 0))
+        self.assertTrue(settings.over_limits(0, 101))
+        self.assertFalse(QueueSettings().over_limits(10**9, 10**12))
+
+    def test_item_expiry_capped_by_max_age(self) -> None:
+        self.assertIsNone(QueueSettings().item_expiry(None, 100.0))
+        self.assertEqual(QueueSettings().item_expiry(150.0, 100.0), 150.0)
+        aged = QueueSettings(max_age=30.0)
+        self.assertEqual(aged.item_expiry(None, 100.0), 130.0)
+        self.assertEqual(aged.item_expiry(110.0, 100.0), 110.0)
+        self.assertEqual(aged.item_expiry(150.0, 100.0), 130.0)

@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
 from erq.config import MiB, SyncPolicy
+from erq.items import Item
 from erq.journal.files import (
     _Chunk,
     _Finish,
@@ -28,7 +29,6 @@ from erq.journal.files import (
 from erq.journal.records import FILE_HEADER, HEADER_SIZE, _segment_name
 from erq.journal.segments import _Index, _Segment
 from erq.journal.writer import JournalWriter, _cancel
-from erq.queue import Item
 
 if TYPE_CHECKING:
     from erq.journal.readbehind import _Read

@@ -34,9 +34,9 @@ from twisted.internet.defer import Deferred
 
 from erq.config import MiB
 from erq.datadir import FILE_MODE, make_private_dir, private_opener
+from erq.items import Item
 from erq.journal.names import NAME_FILE
 from erq.journal.records import JournalError
-from erq.queue import Item
 
 if TYPE_CHECKING:
     from erq.journal.journal import Journal

@@ -33,6 +33,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from erq.items import Item
 from erq.journal import records as record_format
 from erq.journal.base import _CLOSED, _ERASED, _JournalBase
 from erq.journal.compaction import _Compaction
@@ -51,7 +52,6 @@ from erq.journal.records import (
     _ref_record,
 )
 from erq.journal.replay import _Replaying
-from erq.queue import Item
 
 # Assigned, not imported: a method call on an imported name compiles as a
 # call of a module's function (an attribute load, then a call, which makes a

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from erq.config import MiB
+from erq.items import Item
 from erq.journal.base import _JournalBase
 from erq.journal.files import FileOps, _reason, _SegmentFile, _Step
 from erq.journal.records import (
@@ -33,7 +34,6 @@ from erq.journal.records import (
     _expiry_out,
     _zeros_from,
 )
-from erq.queue import Item
 
 if TYPE_CHECKING:
     from erq.journal.journal import Journal

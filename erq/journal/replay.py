@@ -40,6 +40,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from erq.datadir import private_opener
+from erq.items import Item
 from erq.journal import records as record_format
 from erq.journal.base import _JournalBase
 from erq.journal.files import _Mkdir, _SegmentFile
@@ -66,7 +67,6 @@ from erq.journal.records import (
     _zeros_from,
 )
 from erq.journal.segments import _Index, _Segment
-from erq.queue import Item
 
 # Assigned, not imported: a method call on an imported name compiles as a
 # call of a module's function (an attribute load, then a call, which makes a

@@ -1,0 +1,230 @@
+"""Where a queue's items are: the head in memory, the rest in the journal.
+
+A journaled queue keeps items in memory up to ``max_memory_size`` bytes;
+past that, new items are only counted ("behind"), their data left to the
+journal, and every later item goes behind too, so that memory always holds
+an unbroken head of the queue.  As the head drains below half the limit,
+the next items are read back from the journal, about half the limit at a
+time.  A queue without a journal keeps everything in memory.
+
+Items of durable puts wait at the tail as arrivals (`erq.arrivals`) until
+the journal has them; they are counted here, in memory or behind, from the
+moment they are put.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from erq.arrivals import Arrival, Arrivals
+from erq.items import Item, QueueJournal
+
+# Logged as the queue logged it before this module was split from it.
+log = Logger(namespace="erq.queue")
+
+
+class Holding:
+    """The items of one queue, oldest first: ``items`` in memory, then
+    durable puts still arriving, then those left in the journal.
+
+    ``journal`` and ``memory_limit`` give the queue's journal and
+    ``max_memory_size`` as they are at each use (both may change).  The
+    queue is told ``on_items`` when items it may hand out were placed (or
+    lost), ``on_read_back`` when items came back from the journal, and
+    ``on_refused`` with the number of items the journal refused.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        journal: Callable[[], QueueJournal | None],
+        memory_limit: Callable[[], int],
+        on_items: Callable[[], None],
+        on_read_back: Callable[[], None],
+        on_refused: Callable[[int], None],
+    ) -> None:
+        self.name = name
+        self._journal = journal
+        self._memory_limit = memory_limit
+        self._on_items = on_items
+        self._on_read_back = on_read_back
+        self._on_refused = on_refused
+        #: In memory and ready to hand out, oldest first.
+        self.items: deque[Item] = deque()
+        self.mem_bytes = 0
+        self.behind_items = 0
+        self.behind_bytes = 0
+        #: Items are being read back from the journal.
+        self.reading = False
+        self._closed = False
+        # Items at the tail waiting for the journal, oldest first.
+        self._arrivals = Arrivals(self._place, self._refused)
+
+    @property
+    def count(self) -> int:
+        """Items held, in memory or behind, arriving or not."""
+        return len(self.items) + self._arrivals.held + self.behind_items
+
+    @property
+    def mem_count(self) -> int:
+        return len(self.items) + self._arrivals.held
+
+    @property
+    def arriving(self) -> bool:
+        """Durable puts wait for the journal: a new item waits behind them."""
+        return bool(self._arrivals)
+
+    @property
+    def empty(self) -> bool:
+        return not self.items and not self._arrivals and not self.behind_items
+
+    def restore(self, items: list[Item], behind_items: int, behind_bytes: int) -> None:
+        """Take the state a journal replayed."""
+        self.items.extend(items)
+        self.mem_bytes = sum(len(item.data) for item in items)
+        self.behind_items = behind_items
+        self.behind_bytes = behind_bytes
+
+    def reserve(self, item: Item) -> bool:
+        """Count a new item at the tail: held in memory (``True``), or only
+        counted, its data left to the journal.  The caller puts a held item
+        in place, with `append` or through `arrive`."""
+        size = len(item.data)
+        if self._keeps_in_memory(size):
+            self.mem_bytes += size
+            return True
+        assert self._journal() is not None
+        self.behind_items += 1
+        self.behind_bytes += size
+        return False
+
+    def _keeps_in_memory(self, size: int) -> bool:
+        if self._journal() is None:
+            return True
+        if self.behind_items:
+            return False
+        return self.mem_bytes + size <= self._memory_limit() or not (
+            self.items or self._arrivals.held
+        )
+
+    def arrive(
+        self, items: list[Item], held: list[bool], durable: Deferred[None] | None
+    ) -> bool | Deferred[None]:
+        """Reserved items wait at the tail until ``durable`` fires (or, with
+        ``None``, until the items before them are durable)."""
+        return self._arrivals.arrive(items, held, durable)
+
+    def _place(self, stored: list[list[Item]]) -> None:
+        if self._closed:
+            return
+        for held in stored:
+            self.items.extend(held)
+        self._on_items()
+
+    def _refused(self, arrival: Arrival, waiting: bool) -> None:
+        self._on_refused(arrival.count)
+        if waiting:
+            self.mem_bytes -= arrival.held_bytes
+            self.behind_items -= arrival.behind_count
+            self.behind_bytes -= arrival.behind_bytes
+
+    def pop(self) -> Item:
+        """Take the head item out; reading back starts when memory runs low."""
+        item = self.items.popleft()
+        self.mem_bytes -= len(item.data)
+        if self.behind_items and self.mem_bytes < self._memory_limit() // 2:
+            self.read_back()
+        return item
+
+    def drop_expired_head(
+        self, now: float, limit: int, expire: Callable[[Item], None]
+    ) -> int:
+        """Take the items expired by ``now`` off the head, at most ``limit``
+        (-1: all), handing each to ``expire``; how many there were."""
+        dropped = 0
+        while self.items and dropped != limit:
+            expiry = self.items[0].expiry
+            if expiry is None or expiry > now:
+                break
+            expire(self.pop())
+            dropped += 1
+        return dropped
+
+    def push_back(self, item: Item) -> None:
+        """An item handed out goes back to the head."""
+        self.items.appendleft(item)
+        self.mem_bytes += len(item.data)
+
+    def remove_expired(self, now: float, limit: int | None) -> list[Item]:
+        """Take the expired items out of memory (at most ``limit``)."""
+        items = self.items
+        if not any(item.expiry is not None and item.expiry <= now for item in items):
+            return []
+        kept: deque[Item] = deque()
+        expired: list[Item] = []
+        for item in items:
+            if (
+                item.expiry is not None
+                and item.expiry <= now
+                and (limit is None or len(expired) < limit)
+            ):
+                expired.append(item)
+            else:
+                kept.append(item)
+        self.items = kept
+        self.mem_bytes -= sum(len(item.data) for item in expired)
+        return expired
+
+    def clear(self) -> None:
+        """Everything queued is dropped, arrivals included."""
+        # Their ADD records come before the FLUSH record.
+        self._arrivals.drop_all()
+        self.items.clear()
+        self.mem_bytes = 0
+        self.behind_items = 0
+        self.behind_bytes = 0
+
+    def read_back(self) -> None:
+        """Ask the journal for the next items behind, unless it is already
+        reading them or there are none."""
+        journal = self._journal()
+        if not self.behind_items or self.reading or journal is None:
+            return
+        self.reading = True
+        wanted = max(self._memory_limit() // 2, 1)
+        journal.read_behind(wanted).addCallbacks(self._read, self._unreadable)
+
+    def _unreadable(self, failure: Failure) -> None:
+        # The journal could not give the items back (damage found while
+        # running): they are lost to this run; replay at the next start
+        # repairs the journal and says what it cut.
+        log.failure("Reading {queue} back from its journal", failure, queue=self.name)
+        self.reading = False
+        self.behind_items = 0
+        self.behind_bytes = 0
+        self._on_items()
+
+    def _read(self, items: list[Item]) -> None:
+        self.reading = False
+        if self._closed:
+            return
+        if not items:
+            # Nothing more behind, whatever the counts said.
+            self.behind_items = 0
+            self.behind_bytes = 0
+        for item in items:
+            size = len(item.data)
+            self.behind_items -= 1
+            self.behind_bytes -= size
+            self.items.append(item)
+            self.mem_bytes += size
+        self._on_read_back()
+
+    def close(self) -> None:
+        """The queue is deleted: nothing more is placed in it."""
+        self._closed = True

@@ -1,0 +1,145 @@
+"""Tests for erq.holding: the head of a queue in memory, the rest left in
+the journal and read back."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from erq.holding import Holding
+from erq.items import Item, QueueJournal
+from tests.test_queue import FakeJournal
+
+
+def item(id: int, size: int = 10) -> Item:
+    return Item(id, b"x" * size, 0, None, 0.0)
+
+
+class HoldingTests(SynchronousTestCase):
+    memory_limit = 25
+
+    def setUp(self) -> None:
+        self.fake = FakeJournal()
+        self.journal: QueueJournal | None = self.fake
+        self.events: list[str] = []
+        self.refused: list[int] = []
+        self.holding = Holding(
+            "q",
+            lambda: self.journal,
+            lambda: self.memory_limit,
+            lambda: self.events.append("items"),
+            lambda: self.events.append("read back"),
+            self.refused.append,
+        )
+
+    def put(self, new: Item) -> bool:
+        """Reserve ``new`` and place it, as a put that need not wait does."""
+        held = self.holding.reserve(new)
+        self.fake.add(new, held)
+        if held:
+            self.holding.items.append(new)
+        return held
+
+    def test_beyond_the_memory_limit_items_stay_behind(self) -> None:
+        self.assertEqual([self.put(item(i)) for i in (1, 2, 3)], [True, True, False])
+        self.assertEqual((self.holding.mem_count, self.holding.mem_bytes), (2, 20))
+        self.assertEqual(
+            (self.holding.behind_items, self.holding.behind_bytes), (1, 10)
+        )
+        self.assertEqual(self.holding.count, 3)
+        # Once one is behind, every later one is, to keep the head unbroken.
+        self.holding.pop()
+        self.assertFalse(self.put(item(4, 1)))
+
+    def test_the_first_item_is_held_however_large(self) -> None:
+        self.assertTrue(self.put(item(1, 1000)))
+
+    def test_without_a_journal_everything_is_held(self) -> None:
+        self.journal = None
+        self.assertTrue(all(self.put(item(i)) for i in range(10)))
+
+    def test_read_back_below_half_the_limit(self) -> None:
+        self.assertEqual(
+            [self.put(item(1, 5)), self.put(item(2, 15)), self.put(item(3))],
+            [True, True, False],
+        )
+        # 15 bytes left: more than half the limit.
+        self.holding.pop()
+        self.assertEqual(self.fake.reads, [])
+        self.holding.pop()
+        self.assertEqual([wanted for wanted, _ in self.fake.reads], [12])
+        self.assertTrue(self.holding.reading)
+        # One read at a time.
+        self.holding.read_back()
+        self.assertEqual(len(self.fake.reads), 1)
+        self.fake.read_back(1)
+        self.assertFalse(self.holding.reading)
+        self.assertEqual([i.id for i in self.holding.items], [3])
+        self.assertEqual(self.holding.behind_items, 0)
+        self.assertEqual(self.holding.mem_bytes, 10)
+        self.assertEqual(self.events, ["read back"])
+
+    def test_an_empty_read_means_nothing_is_behind(self) -> None:
+        for i in (1, 2, 3):
+            self.put(item(i))
+        self.fake.behind.clear()
+        self.holding.read_back()
+        self.fake.read_back(1)
+        self.assertEqual((self.holding.behind_items, self.holding.behind_bytes), (0, 0))
+
+    def test_unreadable_items_are_lost_to_this_run(self) -> None:
+        for i in (1, 2, 3):
+            self.put(item(i))
+        self.holding.read_back()
+        _, reading = self.fake.reads.pop()
+        reading.errback(Failure(OSError("damaged")))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual((self.holding.behind_items, self.holding.count), (0, 2))
+        self.assertFalse(self.holding.reading)
+        self.assertEqual(self.events, ["items"])
+
+    def test_nothing_is_placed_once_closed(self) -> None:
+        for i in (1, 2, 3):
+            self.put(item(i))
+        self.holding.read_back()
+        durable: Deferred[None] = Deferred()
+        self.holding.arrive([item(4)], [False], durable)
+        self.holding.close()
+        self.fake.read_back(1)
+        durable.callback(None)
+        self.assertEqual([i.id for i in self.holding.items], [1, 2])
+        self.assertEqual(self.events, [])
+
+    def test_refused_arrivals_are_no_longer_counted(self) -> None:
+        self.put(item(1))
+        durable: Deferred[None] = Deferred()
+        new = [item(2), item(3)]
+        held = [self.holding.reserve(i) for i in new]
+        self.assertEqual(held, [True, False])
+        self.holding.arrive(new, held, durable)
+        self.assertEqual((self.holding.count, self.holding.mem_count), (3, 2))
+        durable.errback(Failure(OSError("disk full")))
+        self.failureResultOf(durable, OSError)
+        self.assertEqual(self.refused, [2])
+        self.assertEqual((self.holding.count, self.holding.mem_bytes), (1, 10))
+        self.assertEqual(self.holding.behind_bytes, 0)
+
+    def test_remove_expired(self) -> None:
+        for i, expiry in enumerate([5.0, None, 1.0, 2.0]):
+            self.holding.items.append(Item(i, b"ab", 0, expiry, 0.0))
+            self.holding.mem_bytes += 2
+        expired = self.holding.remove_expired(3.0, limit=1)
+        self.assertEqual([i.id for i in expired], [2])
+        self.assertEqual([i.id for i in self.holding.items], [0, 1, 3])
+        self.assertEqual(self.holding.mem_bytes, 6)
+
+    def test_drop_expired_head(self) -> None:
+        for i, expiry in enumerate([1.0, 2.0, None, 1.0]):
+            self.holding.items.append(Item(i, b"ab", 0, expiry, 0.0))
+        gone: list[int] = []
+        self.assertEqual(
+            self.holding.drop_expired_head(3.0, -1, lambda i: gone.append(i.id)), 2
+        )
+        self.assertEqual(gone, [0, 1])
+        self.assertEqual([i.id for i in self.holding.items], [2, 3])
