@@ -274,7 +274,8 @@ class QueueProtocol(
         finally:
             del buffer[:position]
             self._running = False
-            replies.end_read()
+            # The read is handled: durable sets of the next take a new slot.
+            replies.stores = None
         self._flush()
 
     def lineReceived(self, line: bytes) -> None:
@@ -371,13 +372,17 @@ class QueueProtocol(
 
     def _flush(self) -> None:
         replies = self._replies
-        gone = self._flow.gone
-        if replies.out:
-            data = replies.take()
-            if not gone:
+        flow = self._flow
+        out = replies.out
+        if out:
+            # ReplyOrder.take, inlined: this is every read.
+            if not flow.gone:
+                data = b"".join(out) if len(out) > 1 else out[0]
                 self.counters.bytes_written += len(data)
                 self._send(data)
-        if self._flow.closing and not replies.slots and not gone:
+            out.clear()
+            replies.out_size = 0
+        if flow.closing and not replies.slots and not flow.gone:
             self._transport.loseConnection()
 
 
