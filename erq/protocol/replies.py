@@ -8,9 +8,10 @@ the slot is filled.  A slot's parts leave as soon as every reply before it
 has left, so a reply that streams (``monitor``) is written as it grows.
 The durable sets of one read share one slot (``Stores``): they are usually
 made durable by one journal batch, and their replies leave in one write
-instead of one each.  The protocol takes the gathered output with ``take``
-and writes it to the transport in one call; ``ready`` tells it that a slot
-was filled outside of its own reading.  Nothing here knows a transport or
+instead of one each.  The protocol takes the gathered output (``take``,
+which its flush inlines: it runs on every read) and writes it to the
+transport in one call; ``ready`` tells it that a slot was filled outside
+of its own reading.  Nothing here knows a transport or
 a service, so the order can be tested alone.
 """
 
