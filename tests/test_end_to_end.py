@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from erq import __version__
 from erq.config import Config, ServerSettings
+from erq.protocol.transport import pending
 from erq.service import QUEUE_STATS, SERVER_STATS, QueueService
 from tests.support import (
     CLIENT_TIMEOUT,
@@ -391,7 +392,7 @@ class RawSocketTests(EndToEndCase):
         transport: Any = protocol.transport
 
         def buffered() -> int:
-            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            return pending(transport)
 
         def stalled() -> bool:
             return transport not in reactor.getReaders() and buffered() > 0

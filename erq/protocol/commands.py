@@ -1,0 +1,550 @@
+"""The command handlers: one per command, found by its word in ``COMMANDS``.
+
+A handler takes the connection and the words after the command, answers in
+request order through the connection's replies (``_reply``, ``_reply_raw``
+for a reply with its line ends, ``_hold`` and ``_fill`` for one that comes
+later), and raises a ``RequestError`` for a request it refuses; the
+protocol turns that into the reply word.  The handlers are grouped by what
+they touch: ``StoreCommands`` read data blocks and store them,
+``ReadCommands`` hand items out and keep this connection's open reads,
+``AdminCommands`` ask the service.  Each group is a mixin of
+``QueueProtocol``, so the handlers call one another and the protocol's
+replies as methods, as fast as before the split.
+
+The hot paths are inlined on purpose: a get of one key on a connection
+without open reads (``_get_one``), the same get or set line repeated in one
+read (``_get_run``, ``_set_run``: answered, or stored and journaled, as one
+batch), and a set line seen before (handled in the protocol's ``_line``
+without splitting it).  They repeat a little of the general path rather
+than add a call per request.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.python.failure import Failure
+
+from erq import __version__
+from erq.config import ConfigError
+from erq.protocol.flow import FlowControl
+from erq.protocol.replies import MAX_HELD_OUTPUT, ReplyOrder, Slot
+from erq.protocol.requests import (
+    BrokenRules,
+    BrokenStream,
+    ClientError,
+    CommandError,
+    GetRequest,
+    SetLine,
+    Storing,
+    check_block,
+    get_request,
+    parse_set,
+    queue_name,
+)
+from erq.queue import Item, Queue
+
+if TYPE_CHECKING:
+    from erq.service import Counters, QueueService
+
+#: The whole reply to a get of one key that found an item.
+ONE_VALUE = b"VALUE %s %d %d\r\n%s\r\nEND\r\n"
+#: At most this many repeated requests are answered as one run ...
+MAX_RUN = 1000
+#: ... and a run of sets stops once it holds this much data.
+MAX_RUN_BYTES = 1024 * 1024
+
+
+class Handlers:
+    """What the handlers use of their connection, which provides it."""
+
+    if TYPE_CHECKING:
+        service: QueueService
+        counters: Counters
+        #: This connection's open reads, oldest first, by queue.
+        open_reads: dict[Queue, deque[Item]]
+        _replies: ReplyOrder
+        _flow: FlowControl
+        _storing: Storing
+        _waiting: Deferred[Item | None] | None
+        _waiting_reply: tuple[Slot, list[bytes]]
+        _reply_raw: Callable[[bytes], None]
+        _hold: Callable[[], Slot]
+        _fill: Callable[..., None]
+
+        @property
+        def peer(self) -> IAddress: ...
+        def _reply(self, data: bytes) -> None: ...
+        def _close(self) -> None: ...
+        def _read_block(
+            self,
+            words: list[bytes],
+            reply_to: Callable[[bytes], None],
+            cap: int | None = None,
+        ) -> None: ...
+
+
+class StoreCommands(Handlers):
+    """``set``, and the storage commands a queue does not support."""
+
+    def _set(self, words: list[bytes]) -> None:
+        self._read_block(words, self._store)
+        self._storing = parse_set(words)
+
+    def _store(self, block: bytes) -> None:
+        name, flags, exptime, noreply, error = self._storing
+        # check_block, inlined: this is every set.
+        if block[-2:] != b"\r\n":
+            raise BrokenStream("bad data chunk")
+        if error is not None:
+            raise ClientError(error.decode("ascii"), noreply=noreply)
+        result = self.service.put(name, block[:-2], flags, exptime)
+        self._flow.check_journal(self.service.writer)
+        if noreply:
+            if isinstance(result, Deferred):
+                result.addErrback(_ignore)
+        elif result is True:
+            self._reply_raw(b"STORED\r\n")
+        elif result is False:
+            self._reply_raw(b"NOT_STORED\r\n")
+        else:
+            self._replies.await_stored(result, 1)
+
+    def _set_run(
+        self, known: SetLine, buffer: bytearray, start: int, position: int
+    ) -> int:
+        """The same set line again and again with every data block already
+        read, as a producer sending a batch writes it: stored together and
+        journaled as one.  Returns where the run ends, or -1 where the sets
+        go one by one."""
+        name, flags, exptime, noreply, error = known.storing
+        length = known.length
+        if error is not None or noreply or length > self.service.max_item_cap:
+            return -1
+        raw = bytes(buffer[start:position])
+        total = len(buffer)
+        blocks: list[bytes] = []
+        after = -1
+        at = position
+        taken = 0
+        while len(blocks) < MAX_RUN and taken < MAX_RUN_BYTES:
+            end = at + length
+            if end + 2 > total or not buffer.startswith(b"\r\n", end):
+                break
+            blocks.append(bytes(buffer[at:end]))
+            taken += length
+            after = end + 2
+            if not buffer.startswith(raw, after):
+                break
+            at = after + len(raw)
+        if len(blocks) < 2:
+            return -1
+        result = self.service.put_many(name, blocks, flags, exptime)
+        if result is None:
+            return -1
+        self._flow.check_journal(self.service.writer)
+        count, durable = result
+        if durable is None:
+            self._reply_raw(b"STORED\r\n" * count)
+        else:
+            self._replies.await_stored(durable, count)
+        return after
+
+    def _unsupported(self, words: list[bytes]) -> None:
+        self._read_block(words, _drop_unsupported)
+
+
+def _drop_unsupported(block: bytes) -> None:
+    check_block(block)
+    raise ClientError("not supported by a queue")
+
+
+def _ignore(failure: Failure) -> None:
+    pass
+
+
+class ReadCommands(Handlers):
+    """``get`` with its options, ``monitor`` and ``confirm``: items handed
+    out, and the open reads of this connection."""
+
+    def _get(self, words: list[bytes]) -> None:
+        if len(words) == 1 and not self.open_reads:
+            request = get_request(words[0])
+            if request.simple:
+                self._get_one(request)
+                return
+        if not words:
+            raise CommandError("get without a key")
+        requests = [get_request(key) for key in words]
+        if (
+            self.open_reads or not all(request.simple for request in requests)
+        ) and self._breaks_open_rules(requests):
+            raise BrokenRules("open reads beyond the rules")
+        self._get_from(requests, 0, [])
+
+    def _get_run(
+        self, request: GetRequest, buffer: bytearray, start: int, position: int
+    ) -> int:
+        """The same plain get again and again, as a consumer taking a batch
+        sends it: as many as can be answered now are answered together.
+        Returns where the answered ones end, or -1 where the gets go one by
+        one."""
+        if not request.takes or self.open_reads:
+            return -1
+        raw = bytes(buffer[start:position])
+        count = 1
+        while count < MAX_RUN and buffer.startswith(raw, position):
+            position += len(raw)
+            count += 1
+        if count < 2:
+            return -1
+        items, rest_empty = self.service.take_many(request.name, count, MAX_HELD_OUTPUT)
+        hits = len(items)
+        served = count if rest_empty else hits
+        if not served:
+            return -1
+        counters = self.counters
+        counters.cmd_get += served
+        counters.get_hits += hits
+        counters.get_misses += served - hits
+        key = request.key
+        parts = [
+            ONE_VALUE % (key, item.flags, len(item.data), item.data) for item in items
+        ]
+        if served > hits:
+            parts.append(b"END\r\n" * (served - hits))
+        self._reply_raw(b"".join(parts))
+        return start + served * len(raw)
+
+    def _get_one(self, request: GetRequest) -> None:
+        """``_get_from`` for the most common request, a get or peek of one
+        key on a connection without open reads: no rule to check, no list
+        of parts."""
+        counters = self.counters
+        counters.cmd_get += 1
+        if request.peek:
+            counters.cmd_peek += 1
+        result = self.service.get(request.name, request.timeout, False, request.peek)
+        if result is None:
+            counters.get_misses += 1
+            self._reply_raw(b"END\r\n")
+        elif result.__class__ is Item:
+            counters.get_hits += 1
+            item: Any = result
+            data = item.data
+            self._reply_raw(ONE_VALUE % (request.key, item.flags, len(data), data))
+        else:
+            self._waiting = waiting = cast(Deferred, result)
+            slot = self._hold()
+            parts: list[bytes] = []
+            self._waiting_reply = (slot, parts)
+            waiting.addCallbacks(
+                self._got,
+                _wait_failed,
+                callbackArgs=([request], 0, parts, slot),
+            )
+
+    def _breaks_open_rules(self, requests: list[GetRequest]) -> bool:
+        """Whether these keys, in turn, would open more reads than a queue
+        allows, or read plainly from a queue with an open read here."""
+        counts: dict[str, int] = {}
+        for request in requests:
+            name = request.name
+            if name not in counts:
+                queue = self.service.queue(name)
+                counts[name] = len(self.open_reads.get(queue, ())) if queue else 0
+            if request.close or request.abort:
+                counts[name] = max(counts[name] - 1, 0)
+            if request.open:
+                if counts[name] >= self.service.settings_for(name).max_open_reads:
+                    return True
+                counts[name] += 1
+            elif not (request.peek or request.close or request.abort):
+                if counts[name]:
+                    return True
+        return False
+
+    def _get_from(
+        self,
+        requests: list[GetRequest],
+        index: int,
+        parts: list[bytes],
+        slot: Slot | None = None,
+    ) -> None:
+        """Answer the keys from ``index`` on, waiting where a key waits."""
+        counters = self.counters
+        service = self.service
+        for position in range(index, len(requests)):
+            request = requests[position]
+            counters.cmd_get += 1
+            if request.close or request.abort:
+                self._end_open_read(request)
+                if not request.open:
+                    continue
+            if request.peek:
+                counters.cmd_peek += 1
+            result = service.get(
+                request.name, request.timeout, request.open, request.peek
+            )
+            if result is not None and result.__class__ is not Item:
+                # A Deferred (checked this way: Deferred's isinstance is slow).
+                if slot is None:
+                    slot = self._hold()
+                self._waiting = waiting = cast(Deferred, result)
+                self._waiting_reply = (slot, parts)
+                waiting.addCallbacks(
+                    self._got,
+                    _wait_failed,
+                    callbackArgs=(requests, position, parts, slot),
+                )
+                return
+            self._answer(request, cast(Item | None, result), parts)
+        parts.append(b"END\r\n")
+        data = b"".join(parts)
+        if slot is None:
+            self._reply_raw(data)
+        else:
+            self._fill(slot, data)
+
+    def _got(
+        self,
+        item: Item | None,
+        requests: list[GetRequest],
+        index: int,
+        parts: list[bytes],
+        slot: Slot,
+    ) -> None:
+        self._waiting = None
+        self._answer(requests[index], item, parts)
+        self._get_from(requests, index + 1, parts, slot)
+        if self._waiting is None:
+            self._flow.wait_ended()
+
+    def _answer(
+        self, request: GetRequest, item: Item | None, parts: list[bytes]
+    ) -> None:
+        if item is None:
+            self.counters.get_misses += 1
+            return
+        self.counters.get_hits += 1
+        if request.open:
+            self._opened(request.name, item)
+        data = item.data
+        parts.append(b"VALUE %s %d %d\r\n" % (request.key, item.flags, len(data)))
+        parts.append(data)
+        parts.append(b"\r\n")
+
+    def _end_open_read(self, request: GetRequest) -> None:
+        """``/close`` or ``/abort`` the oldest open read on that queue."""
+        queue = self.service.queue(request.name)
+        if queue is None:
+            return
+        items = self.open_reads.get(queue)
+        if not items:
+            return
+        item = items.popleft()
+        if not items:
+            del self.open_reads[queue]
+        if request.close:
+            queue.confirm(item)
+        else:
+            queue.abort([item])
+
+    def _monitor(self, words: list[bytes]) -> None:
+        if not 2 <= len(words) <= 3 or not all(word.isdigit() for word in words[1:]):
+            raise ClientError("bad command line format")
+        name = queue_name(words[0])
+        limit = int(words[2]) if len(words) == 3 else 100
+        deadline = self.service.clock.seconds() + int(words[1])
+        self._monitor_from(words[0], name, deadline, limit, self._hold())
+
+    def _monitor_from(
+        self, key: bytes, name: str, deadline: float, left: int, slot: Slot
+    ) -> None:
+        """Hand out items as open reads until time or count runs out."""
+        service = self.service
+        while left > 0:
+            timeout = deadline - service.clock.seconds()
+            result = service.get(name, timeout if timeout > 0 else None, True, False)
+            if isinstance(result, Deferred):
+                self._waiting = result
+                self._waiting_reply = (slot, [])
+                result.addCallbacks(
+                    self._monitored,
+                    _wait_failed,
+                    callbackArgs=(key, name, deadline, left, slot),
+                )
+                return
+            if result is None:
+                break
+            self._hand_monitored(key, name, result, slot)
+            left -= 1
+        self._fill(slot, b"END\r\n")
+
+    def _monitored(
+        self,
+        item: Item | None,
+        key: bytes,
+        name: str,
+        deadline: float,
+        left: int,
+        slot: Slot,
+    ) -> None:
+        self._waiting = None
+        if item is None:
+            self._fill(slot, b"END\r\n")
+        else:
+            self._hand_monitored(key, name, item, slot)
+            self._monitor_from(key, name, deadline, left - 1, slot)
+        if self._waiting is None:
+            self._flow.wait_ended()
+
+    def _hand_monitored(self, key: bytes, name: str, item: Item, slot: Slot) -> None:
+        self._opened(name, item)
+        self.counters.get_hits += 1
+        data = item.data
+        self._fill(
+            slot,
+            b"VALUE %s %d %d\r\n%s\r\n" % (key, item.flags, len(data), data),
+            done=False,
+        )
+
+    def _confirm(self, words: list[bytes]) -> None:
+        if len(words) != 2 or not words[1].isdigit():
+            raise ClientError("bad command line format")
+        count = int(words[1])
+        queue = self.service.queue(queue_name(words[0]))
+        items = self.open_reads.get(queue) if queue is not None else None
+        if count and (queue is None or items is None or len(items) < count):
+            raise CommandError("confirm of reads not open")
+        if queue is not None and items is not None:
+            for _ in range(count):
+                queue.confirm(items.popleft())
+            if not items:
+                del self.open_reads[queue]
+        self._reply(b"END")
+
+    def _opened(self, name: str, item: Item) -> None:
+        """Keep an item handed out as an open read of this connection."""
+        queue = self.service.queue(name)
+        assert queue is not None
+        self.open_reads.setdefault(queue, deque()).append(item)
+
+
+def _wait_failed(failure: Failure) -> None:
+    # Cancelled because the connection went away: nothing to answer.
+    failure.trap(CancelledError)
+
+
+class AdminCommands(Handlers):
+    """The commands that ask the service: delete, flush, stats, version,
+    reload, shutdown; and ``quit``."""
+
+    def _delete(self, words: list[bytes]) -> None:
+        noreply = bool(words) and words[-1] == b"noreply"
+        if noreply:
+            words = words[:-1]
+        if not words or len(words) > 2 or (len(words) == 2 and words[1] != b"0"):
+            raise ClientError("bad command line format")
+        name = queue_name(words[0])
+        deleted = self.service.delete(name)
+        if not noreply:
+            self._reply(b"DELETED" if deleted else b"NOT_FOUND")
+
+    def _flush_queue(self, words: list[bytes]) -> None:
+        if len(words) != 1:
+            raise ClientError("bad command line format")
+        self.service.flush(queue_name(words[0]))
+        self._reply(b"END")
+
+    def _flush_all(self, words: list[bytes]) -> None:
+        self.service.flush_all()
+        self._reply(b"Flushed all queues.")
+
+    def _flush_expired(self, words: list[bytes]) -> None:
+        if len(words) != 1:
+            raise ClientError("bad command line format")
+        count = self.service.flush_expired(queue_name(words[0]))
+        self._reply(b"%d" % count)
+
+    def _flush_all_expired(self, words: list[bytes]) -> None:
+        self._reply(b"%d" % self.service.flush_all_expired())
+
+    def _stats(self, words: list[bytes]) -> None:
+        lines = [
+            b"STAT %s %s\r\n" % (name.encode(), str(value).encode())
+            for name, value in self.service.stats()
+        ]
+        lines.append(b"END\r\n")
+        self._reply_raw(b"".join(lines))
+
+    def _dump_stats(self, words: list[bytes]) -> None:
+        service = self.service
+        if words:
+            names = [queue_name(word) for word in words]
+            queues = [service.queues[name] for name in names if name in service.queues]
+        else:
+            queues = list(service.queues.values())
+        lines = []
+        for queue in queues:
+            lines.append(b"queue '%s' {\r\n" % queue.name.encode())
+            for name, value in service.queue_stats(queue):
+                lines.append(b"  %s=%s\r\n" % (name.encode(), str(value).encode()))
+            lines.append(b"}\r\n")
+        lines.append(b"END\r\n")
+        self._reply_raw(b"".join(lines))
+
+    def _version(self, words: list[bytes]) -> None:
+        self._reply(b"VERSION " + __version__.encode())
+
+    def _shutdown(self, words: list[bytes]) -> None:
+        refused = self.service.shutdown_refused(self.peer)
+        if refused is not None:
+            raise ClientError(refused)
+        # Every connection, this one too, closes once the replies to the
+        # requests it has read have left.
+        self.service.shutdown()
+
+    def _reload(self, words: list[bytes]) -> None:
+        try:
+            self.service.reload_logged("the reload command", reraise=True)
+        except ConfigError as error:
+            self._reply(b"SERVER_ERROR " + str(error).encode("ascii", "replace"))
+        else:
+            self._reply(b"Reloaded config.")
+
+    def _quit(self, words: list[bytes]) -> None:
+        self._close()
+
+
+#: A handler: the connection, and the words after the command.
+Handler = Callable[[Any, list[bytes]], None]
+
+#: Every command, by its word (lower case).
+COMMANDS: dict[bytes, Handler] = {
+    b"set": StoreCommands._set,
+    b"get": ReadCommands._get,
+    b"gets": ReadCommands._get,
+    b"delete": AdminCommands._delete,
+    b"flush": AdminCommands._flush_queue,
+    b"flush_all": AdminCommands._flush_all,
+    b"flush_expired": AdminCommands._flush_expired,
+    b"flush_all_expired": AdminCommands._flush_all_expired,
+    b"stats": AdminCommands._stats,
+    b"dump_stats": AdminCommands._dump_stats,
+    b"version": AdminCommands._version,
+    b"shutdown": AdminCommands._shutdown,
+    b"quit": AdminCommands._quit,
+    b"monitor": ReadCommands._monitor,
+    b"reload": AdminCommands._reload,
+    b"confirm": ReadCommands._confirm,
+    b"add": StoreCommands._unsupported,
+    b"replace": StoreCommands._unsupported,
+    b"append": StoreCommands._unsupported,
+    b"prepend": StoreCommands._unsupported,
+    b"cas": StoreCommands._unsupported,
+}

@@ -1,0 +1,163 @@
+"""Replies in request order: the replies of one connection, held until
+every reply before them is ready, and gathered into one write.
+
+A reply that is ready now goes straight to the output (``out``); a request
+whose reply comes later (a durable set, a waiting get, a monitor) holds a
+``Slot`` in the order, and every reply after it waits in ``slots`` until
+the slot is filled.  A slot's parts leave as soon as every reply before it
+has left, so a reply that streams (``monitor``) is written as it grows.
+The durable sets of one read share one slot (``Stores``): they are usually
+made durable by one journal batch, and their replies leave in one write
+instead of one each.  The protocol takes the gathered output (``take``,
+which its flush inlines: it runs on every read) and writes it to the
+transport in one call; ``ready`` tells it that a slot was filled outside
+of its own reading.  Nothing here knows a transport or
+a service, so the order can be tested alone.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+#: Replies held while one batch of requests is handled: beyond this they are
+#: written at once, so that a client that does not read its replies makes
+#: the transport pause us, and a few bytes of pipelined requests cannot make
+#: the server buffer megabytes of replies.
+MAX_HELD_OUTPUT = 64 * 1024
+
+
+class Slot:
+    """A reply that is not ready yet, holding back the replies after it."""
+
+    __slots__ = ("parts", "done")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.done = False
+
+
+class Stores(Slot):
+    """The replies of the durable sets of one read, in order."""
+
+    __slots__ = ("replies", "waiting")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: list[bytes] = []
+        self.waiting = 0
+
+
+def server_error(failure: Failure) -> bytes:
+    """The reply to a set whose journal write failed."""
+    reason = str(failure.value) or "journal failed"
+    return b"SERVER_ERROR " + reason.encode("ascii", "replace") + b"\r\n"
+
+
+class ReplyOrder:
+    """The replies of one connection, in the order of its requests."""
+
+    __slots__ = ("out", "out_size", "slots", "held", "stores", "ready")
+
+    def __init__(self, ready: Callable[[], None]) -> None:
+        #: Replies ready to be written, in order.
+        self.out: list[bytes] = []
+        #: Bytes in ``out``: the protocol writes them once they grow large.
+        self.out_size = 0
+        #: From a slot not yet ready on: slots and the replies behind them.
+        self.slots: deque[Slot | bytes] = deque()
+        #: Bytes of replies ready but held in ``slots`` behind one that is not.
+        self.held = 0
+        #: The slot that the durable sets of the read being handled share.
+        self.stores: Stores | None = None
+        #: Called once a slot was filled and replies may be written.
+        self.ready = ready
+
+    def add(self, data: bytes) -> None:
+        """One reply, whole (with its line ends), ready now."""
+        if self.slots:
+            self.slots.append(data)
+            self.held += len(data)
+        else:
+            self.out.append(data)
+            self.out_size += len(data)
+
+    def hold(self) -> Slot:
+        """Hold a place in the reply order for a reply that comes later."""
+        slot = Slot()
+        self.slots.append(slot)
+        return slot
+
+    def fill(self, slot: Slot, data: bytes, done: bool = True) -> None:
+        """Part of the reply of ``slot`` (the last part when ``done``)."""
+        slot.parts.append(data)
+        slot.done = done
+        slots = self.slots
+        out = self.out
+        while slots:
+            head = slots[0]
+            if isinstance(head, bytes):
+                out.append(head)
+                self.held -= len(head)
+                self.out_size += len(head)
+            else:
+                out.extend(head.parts)
+                self.out_size += sum(len(part) for part in head.parts)
+                head.parts.clear()
+                if not head.done:
+                    break
+            slots.popleft()
+        self.ready()
+
+    def take(self) -> bytes:
+        """Every reply ready to be written, as one string, and forget them."""
+        out = self.out
+        data = b"".join(out) if len(out) > 1 else out[0] if out else b""
+        out.clear()
+        self.out_size = 0
+        return data
+
+    def end_read(self) -> None:
+        """The read is handled: sets of the next one take a new slot."""
+        self.stores = None
+
+    def await_stored(self, durable: Deferred[Any], count: int) -> None:
+        """``count`` sets are stored once ``durable`` fires: their replies
+        join the durable sets of this read in one slot."""
+        stores = self.stores
+        if stores is None or not self.slots or self.slots[-1] is not stores:
+            stores = self.stores = Stores()
+            self.slots.append(stores)
+        index = len(stores.replies)
+        stores.replies.append(b"")
+        stores.waiting += 1
+        durable.addCallbacks(
+            self._stored,
+            self._store_failed,
+            callbackArgs=(stores, index, count),
+            errbackArgs=(stores, index, count),
+        )
+
+    def _stored(self, ok: bool | None, stores: Stores, index: int, count: int) -> None:
+        reply = b"NOT_STORED\r\n" if ok is False else b"STORED\r\n"
+        stores.replies[index] = reply * count
+        stores.waiting -= 1
+        if not stores.waiting:
+            self._stores_ready(stores)
+
+    def _store_failed(
+        self, failure: Failure, stores: Stores, index: int, count: int
+    ) -> None:
+        stores.replies[index] = server_error(failure) * count
+        stores.waiting -= 1
+        if not stores.waiting:
+            self._stores_ready(stores)
+
+    def _stores_ready(self, stores: Stores) -> None:
+        if self.stores is stores:
+            self.stores = None
+        self.fill(stores, b"".join(stores.replies))

@@ -1,0 +1,109 @@
+"""Tests for erq.protocol.replies: replies kept in request order, without a
+connection or a service."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from erq.protocol.replies import ReplyOrder, server_error
+
+
+class ReplyOrderTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.ready_calls = 0
+        self.order = ReplyOrder(self.ready)
+
+    def ready(self) -> None:
+        self.ready_calls += 1
+
+    def test_ready_replies_go_out(self) -> None:
+        self.order.add(b"A\r\n")
+        self.order.add(b"B\r\n")
+        self.assertEqual(self.order.out_size, 6)
+        self.assertEqual(self.order.take(), b"A\r\nB\r\n")
+        self.assertEqual((self.order.out, self.order.out_size), ([], 0))
+
+    def test_take_nothing(self) -> None:
+        self.assertEqual(self.order.take(), b"")
+
+    def test_take_one(self) -> None:
+        reply = b"END\r\n"
+        self.order.add(reply)
+        self.assertIs(self.order.take(), reply)
+
+    def test_slot_holds_back_later_replies(self) -> None:
+        self.order.add(b"1\r\n")
+        slot = self.order.hold()
+        self.order.add(b"3\r\n")
+        self.assertEqual(self.order.take(), b"1\r\n")
+        self.assertEqual(self.order.held, 3)
+        self.order.fill(slot, b"2\r\n")
+        self.assertEqual(self.ready_calls, 1)
+        self.assertEqual(self.order.take(), b"2\r\n3\r\n")
+        self.assertEqual(self.order.held, 0)
+        self.assertFalse(self.order.slots)
+
+    def test_slots_fill_out_of_order(self) -> None:
+        first = self.order.hold()
+        second = self.order.hold()
+        self.order.fill(second, b"2\r\n")
+        self.assertEqual(self.order.take(), b"")
+        self.order.fill(first, b"1\r\n")
+        self.assertEqual(self.order.take(), b"1\r\n2\r\n")
+
+    def test_streamed_slot(self) -> None:
+        slot = self.order.hold()
+        self.order.add(b"after\r\n")
+        self.order.fill(slot, b"VALUE a\r\n", done=False)
+        self.assertEqual(self.order.take(), b"VALUE a\r\n")
+        self.order.fill(slot, b"VALUE b\r\n", done=False)
+        self.assertEqual(self.order.take(), b"VALUE b\r\n")
+        self.order.fill(slot, b"END\r\n")
+        self.assertEqual(self.order.take(), b"END\r\nafter\r\n")
+
+    def test_durable_sets_of_one_read_share_a_slot(self) -> None:
+        first: Deferred[bool | None] = Deferred()
+        second: Deferred[bool | None] = Deferred()
+        self.order.await_stored(first, 1)
+        self.order.await_stored(second, 2)
+        self.assertEqual(len(self.order.slots), 1)
+        second.callback(True)
+        self.assertEqual(self.order.take(), b"")
+        first.callback(False)
+        self.assertEqual(self.ready_calls, 1)
+        self.assertEqual(self.order.take(), b"NOT_STORED\r\n" + b"STORED\r\n" * 2)
+
+    def test_next_read_takes_a_new_slot(self) -> None:
+        first: Deferred[bool | None] = Deferred()
+        second: Deferred[bool | None] = Deferred()
+        self.order.await_stored(first, 1)
+        self.order.end_read()
+        self.order.await_stored(second, 1)
+        self.assertEqual(len(self.order.slots), 2)
+        first.callback(True)
+        self.assertEqual(self.order.take(), b"STORED\r\n")
+        second.callback(True)
+        self.assertEqual(self.order.take(), b"STORED\r\n")
+
+    def test_reply_between_durable_sets_splits_them(self) -> None:
+        first: Deferred[bool | None] = Deferred()
+        second: Deferred[bool | None] = Deferred()
+        self.order.await_stored(first, 1)
+        self.order.add(b"END\r\n")
+        self.order.await_stored(second, 1)
+        second.callback(True)
+        first.callback(True)
+        self.assertEqual(self.order.take(), b"STORED\r\nEND\r\nSTORED\r\n")
+
+    def test_failed_journal_write(self) -> None:
+        durable: Deferred[bool | None] = Deferred()
+        self.order.await_stored(durable, 2)
+        durable.errback(Failure(OSError("disk full")))
+        self.assertEqual(self.order.take(), b"SERVER_ERROR disk full\r\n" * 2)
+
+    def test_server_error_without_reason(self) -> None:
+        self.assertEqual(
+            server_error(Failure(OSError())), b"SERVER_ERROR journal failed\r\n"
+        )
