@@ -134,7 +134,7 @@ class _JournalBase(_Index):
             # Only ``Journal``, which adds its roles to this class, is made;
             # no cast, so that this path runs as it did before the split.
             chunk = self._chunk = _Chunk(self)  # type: ignore[arg-type]
-            self._writer._pending.append(chunk)
+            self._writer.enqueue(chunk)
         return chunk
 
     def _add_step(self, step: _Step) -> None:
@@ -175,9 +175,7 @@ class _JournalBase(_Index):
         return segment, offset, write
 
     def _wake(self) -> None:
-        writer = self._writer
-        writer._fresh = True
-        writer._kick()
+        self._writer.wake()
 
     def _rotate(self) -> _Segment:
         old = self._current
@@ -208,7 +206,11 @@ class _JournalBase(_Index):
 
     # -- internals: the sync policy ---------------------------------------------
 
-    def _seal(self, chunk: _Chunk) -> None:
+    def release_backlog(self, size: int) -> None:
+        """Bytes of items that are written now, or never will be."""
+        self._writer.backlog -= size
+
+    def seal(self, chunk: _Chunk) -> None:
         """The chunk leaves with a batch: add the syncs the policy asks
         for."""
         if self._chunk is chunk:

@@ -51,7 +51,7 @@ def _engine_steps(batch: list[_Chunk]) -> bool:
     """Whether the engine can run this batch: appends to open segment
     files that need no cut, and their fsyncs, of journals not failing."""
     for chunk in batch:
-        if chunk.journal._failing is not None:
+        if chunk.journal.failing is not None:
             return False
         for step in chunk.steps:
             kind = type(step)

@@ -247,7 +247,7 @@ class _Write(_Step):
                 f.zeroed = end
 
     def complete(self, journal: Journal) -> None:
-        journal._writer.backlog -= self.held
+        journal.release_backlog(self.held)
         self.held = 0
         waiters = self.waiters
         self.waiters = []
@@ -263,12 +263,12 @@ class _Write(_Step):
         waiters = self.waiters
         self.waiters = []
         for _, added in waiters:
-            journal._retract(added)
+            journal.retract(added)
         for waiter, _ in waiters:
             waiter.errback(JournalError(reason))
 
     def abandon(self, journal: Journal, reason: str) -> None:
-        journal._writer.backlog -= self.held
+        journal.release_backlog(self.held)
         self.held = 0
         self.fail_waiters(journal, reason)
 

@@ -101,15 +101,12 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         """Records were added up to ``write``: a Deferred for their
         durability when the policy waits for it (the write's steps run in
         order, so the last one's waiters fire once all are done)."""
-        writer = self._writer
-        writer._fresh = True
         if self._always:
             d: Deferred[None] = Deferred()
             write.waiters.append((d, added))
-            writer._urgent = True
-            writer._kick()
+            self._writer.urge()
             return d
-        writer._kick()
+        self._writer.wake()
         return None
 
     def _add_record(self, item: Item, in_memory: bool) -> _Write:
@@ -185,7 +182,7 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         self._compact_if_dead()
         self._wake()
 
-    def _retract(self, added: _Added) -> None:
+    def retract(self, added: _Added) -> None:
         """Durable adds failed, so their items are not in the queue: record
         their removal after them, so that a later write of the retried ADD
         records brings none of them back (see "Failed writes")."""
@@ -267,7 +264,7 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         step = _Close([s.file for s in self._segments], None)
         self._add_step(step)
         self._closed = step.deferred
-        self._writer._urge()
+        self._writer.urge()
         return _chain(step.deferred)
 
     def erase(self) -> Deferred[None]:
@@ -286,12 +283,12 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         self._forwarded = {}
         self._current = None
         self._size = 0
-        self._writer._urge()
+        self._writer.urge()
         return _chain(step.deferred)
 
     # -- internals: what comes back from the writer -----------------------------
 
-    def _chunk_done(self, chunk: _Chunk) -> _Chunk | None:
+    def chunk_done(self, chunk: _Chunk) -> _Chunk | None:
         """A chunk came back from the writer thread.  Returns the pending
         chunk that now holds the steps to retry, if any."""
         error = chunk.error
@@ -340,7 +337,7 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         for step in redo:
             if isinstance(step, _Write):
                 next_chunk.to_sync[step.file] = None
-        self._writer._schedule_retry()
+        self._writer.schedule_retry()
         return next_chunk
 
 

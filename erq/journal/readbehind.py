@@ -85,14 +85,14 @@ class _Read(_Step):
             self.result = e
 
     def complete(self, journal: Journal) -> None:
-        journal._read_done(self)
+        journal.read_done(self)
 
     def awaited(self) -> bool:
         return True
 
     def abandon(self, journal: Journal, reason: str) -> None:
         self.result = JournalError(reason)
-        journal._read_done(self)
+        journal.read_done(self)
 
 
 def _read_behind(
@@ -183,7 +183,7 @@ class _ReadBehind(_JournalBase):
         d: Deferred[list[Item]] = Deferred()
         self._reads.append((max(max_bytes, 1), d))
         self._next_read()
-        self._writer._urge()
+        self._writer.urge()
         return d
 
     def _next_read(self) -> None:
@@ -211,9 +211,9 @@ class _ReadBehind(_JournalBase):
             )
             self._read_step = step
             self._add_step(step)
-            self._writer._urgent = True
+            self._writer.urge()
 
-    def _read_done(self, step: _Read) -> None:
+    def read_done(self, step: _Read) -> None:
         self._read_step = None
         _, d = self._reads.popleft()
         result = step.result

@@ -428,19 +428,27 @@ class JournalWriter:
         self._fresh = True
         self._kick()
 
-    # -- sending ---------------------------------------------------------------
+    # -- what journals call ---------------------------------------------------
 
-    def _wake(self) -> None:
+    def enqueue(self, chunk: _Chunk) -> None:
+        """A journal's share of the next batch; it fills until sent."""
+        self._pending.append(chunk)
+
+    def wake(self) -> None:
+        """Something new is pending: send it when it may go."""
         self._fresh = True
         self._kick()
 
-    def _urge(self) -> None:
-        """Something waits for what is pending: send it now."""
+    def urge(self) -> None:
+        """Something waits for what is pending (a durable add, a read, a
+        close): send it by the end of this turn of the reactor."""
         if not self._pending:
             return
         self._urgent = True
         self._fresh = True
         self._kick()
+
+    # -- sending ---------------------------------------------------------------
 
     def _lingered(self) -> None:
         self._linger_call = None
@@ -493,7 +501,7 @@ class JournalWriter:
         self._linger_call = None
         if life is _Life.CLOSING or life is _Life.STOPPED:
             for chunk in batch:
-                chunk.journal._seal(chunk)
+                chunk.journal.seal(chunk)
                 for step in chunk.steps:
                     step.abandon(chunk.journal, "journal writer stopped")
             return
@@ -501,8 +509,8 @@ class JournalWriter:
         report = False
         for chunk in batch:
             journal = chunk.journal
-            journal._seal(chunk)
-            if journal._failing is not None:
+            journal.seal(chunk)
+            if journal.failing is not None:
                 # So that "writing again" is said when it is true.
                 report = True
         self.batches += 1
@@ -697,7 +705,7 @@ class JournalWriter:
         retried: list[_Chunk] = []
         for chunk in batch:
             try:
-                again = chunk.journal._chunk_done(chunk)
+                again = chunk.journal.chunk_done(chunk)
             except Exception:
                 _log.failure(
                     "journal {directory}: chunk completion failed",
@@ -746,13 +754,15 @@ class JournalWriter:
         finally:
             self._watching = False
 
-    def _schedule_retry(self) -> None:
+    def schedule_retry(self) -> None:
+        """A journal's batch failed: send its retried records after
+        ``retry_delay``, unless something new sends them sooner."""
         if self._retry_call is None and self._life is _Life.RUNNING:
             self._retry_call = self.reactor.callLater(self.retry_delay, self._retry)
 
     def _retry(self) -> None:
         self._retry_call = None
-        self._urge()
+        self.urge()
 
     def _cancel_retry(self) -> None:
         _cancel(self._retry_call)
