@@ -252,7 +252,7 @@ class WriterEngineTests(TestCase):
             journal.add(Item(i, datas[i - 2], 0, None, 1.0), in_memory=False)
         # The end of the turn: the batch goes to the engine, as one copy.
         await deferLater(reactor, 0, lambda: None)
-        self.assertEqual(len(writer._engine_batches), 1)
+        self.assertEqual(writer.on_thread, 1)
         # Referred to by the list only, as bytes nothing else knows are.
         controls = [bytes(400)]
         self.assertEqual(

@@ -30,13 +30,21 @@ described in ``erq.journal.journal``.
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from erq.journal.files import _SMALL_APPEND, _Chunk, _Sync, _Write
+from erq.journal.files import (
+    _LINGER_BYTES,
+    _SMALL_APPEND,
+    _Chunk,
+    _SegmentFile,
+    _Sync,
+    _Write,
+)
 
 if TYPE_CHECKING:
     from erq.journal.writer import JournalWriter
@@ -113,3 +121,93 @@ class _EngineDone:
 
     def logPrefix(self) -> str:
         return "erq journal writer"
+
+
+class _EngineRunner:
+    """The engine as one of the writer's two ways to run a batch (see
+    ``_Runner`` in ``erq.journal.writer``): any number of batches at once,
+    of appends and fsyncs only, taken back in the order they were sent."""
+
+    def __init__(self, engine: _Engine) -> None:
+        self.engine = engine
+        # The batches it has, oldest first.
+        self.batches: deque[list[_Chunk]] = deque()
+        #: Batches it ran.
+        self.count = 0
+
+    def busy(self) -> bool:
+        return bool(self.batches)
+
+    def can_run(self, batch: list[_Chunk]) -> bool:
+        return _engine_steps(batch)
+
+    def submit(self, batch: list[_Chunk], hurry: bool) -> None:
+        """Hand the engine the batch's appends and fsyncs; it wakes the
+        reactor when done if something waits for the batch, or if
+        ``hurry``."""
+        ops: list[tuple[int, bytes | None]] = []
+        notify = hurry
+        written = 0
+        for chunk in batch:
+            for step in chunk.steps:
+                if type(step) is _Write:
+                    write = cast(_Write, step)
+                    f = write.file
+                    data = b"".join(write.bufs)
+                    # The joined copy is all a retry needs: the items' own
+                    # bytes need not be held as well until the batch is back.
+                    write.bufs = [data]
+                    write.offset_before = f.offset
+                    f.offset += len(data)
+                    written += len(data)
+                    ops.append((cast(int, f.fd), data))
+                    if write.waiters:
+                        notify = True
+                else:
+                    ops.append((cast(int, cast(_Sync, step).file.fd), None))
+        self.batches.append(batch)
+        self.count += 1
+        self.engine.submit(ops, notify or written > _LINGER_BYTES)
+
+    def take_back(self, wake: bool) -> list[tuple[list[_Chunk], Failure | None]]:
+        """The batches the engine has finished, in order; with ``wake``,
+        have it wake the reactor when it finishes the next.  After a
+        failure, the failed batch and those behind it are undone (and come
+        back with their errors, latest first, so that each one's retries go
+        in front of what is pending and the oldest end up first)."""
+        results = self.engine.poll(wake)
+        if not results:
+            return []
+        batches = [self.batches.popleft() for _ in results]
+        failed = next((i for i, error in enumerate(results) if error), None)
+        done: list[tuple[list[_Chunk], Failure | None]] = []
+        for batch in batches[:failed]:
+            for chunk in batch:
+                for step in chunk.steps:
+                    step.done = True
+            done.append((batch, None))
+        if failed is not None:
+            _undo(batches[failed:], results[failed])
+            self.engine.resume()
+            done.extend((batch, None) for batch in reversed(batches[failed:]))
+        return done
+
+
+def _undo(batches: list[list[_Chunk]], error: int) -> None:
+    """Undo the appends of batches the engine failed or did not run: the
+    good bytes of each file end where the first of them started."""
+    ends: dict[_SegmentFile, int] = {}
+    for batch in batches:
+        for chunk in batch:
+            chunk.error = OSError(error, os.strerror(error))
+            for step in chunk.steps:
+                step.done = False
+                if type(step) is _Write:
+                    write = cast(_Write, step)
+                    if write.offset_before >= 0:
+                        f = write.file
+                        ends[f] = min(ends.get(f, f.offset), write.offset_before)
+                        write.offset_before = -1
+    for f, offset in ends.items():
+        f.offset = offset
+        f.needs_cut = True

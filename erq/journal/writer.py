@@ -37,7 +37,6 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 from queue import SimpleQueue
@@ -54,17 +53,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq.config import MiB
-from erq.journal.engine import Engine, _Engine, _engine_steps, _EngineDone
+from erq.journal.engine import Engine, _Engine, _EngineDone, _EngineRunner
 from erq.journal.files import (
-    _LINGER_BYTES,
     FileOps,
     _awaited,
     _Chunk,
     _close_all,
     _run_batch,
     _SegmentFile,
-    _Sync,
-    _Write,
 )
 
 # The namespace of the whole package, as before it was split.
@@ -148,6 +144,101 @@ def _serve(jobs: SimpleQueue[_Job | None], engine: Engine | None) -> None:
             _log.failure("journal writer thread: reporting a job failed")
 
 
+#: A batch taken back from the thread, with the failure of a crash there.
+_Done = tuple[list[_Chunk], Failure | None]
+
+
+class _Runner(Protocol):
+    """One of the two ways the writer's thread runs a batch: the Python
+    loop (any step, one batch at a time) or the C engine (appends and
+    fsyncs only, any number of batches).  The writer decides which takes a
+    batch (``JournalWriter._send``) and takes batches back from either the
+    same way."""
+
+    def busy(self) -> bool:
+        """Whether batches sent to it are not taken back yet."""
+
+    def can_run(self, batch: list[_Chunk]) -> bool:
+        """Whether it can run this batch at all."""
+
+    def submit(self, batch: list[_Chunk], hurry: bool) -> None:
+        """Run the batch; when done, wake the reactor if something waits
+        for the batch, or if ``hurry``."""
+
+    def take_back(self, wake: bool) -> list[_Done]:
+        """The batches it has finished, oldest first; with ``wake``, have
+        the reactor woken when it finishes the next."""
+
+
+class _PythonLoop:
+    """The writer thread's Python loop as a `_Runner`: one batch at a time,
+    of any steps.
+
+    The thread leaves the finished batch in ``finished`` and wakes the
+    reactor only when something waits for it; ``waiting`` is the reactor
+    saying that it does.  Each side writes its own field, then reads the
+    other's, so one of the two always sees the other (the GIL orders
+    them)."""
+
+    def __init__(
+        self,
+        reactor: _Reactor,
+        on_thread: Callable[..., None],
+        files: set[_SegmentFile],
+        file_ops: Callable[[], FileOps],
+        collect: Callable[[], object],
+    ) -> None:
+        self._reactor = reactor
+        self._on_thread = on_thread
+        self._files = files
+        self._file_ops = file_ops
+        self._collect = collect
+        # The batch on the thread, if any.
+        self.in_flight: list[_Chunk] | None = None
+        # That batch once the thread has finished it.
+        self.finished: _Done | None = None
+        # The reactor waits for the batch in flight.
+        self.waiting = False
+
+    def busy(self) -> bool:
+        return self.in_flight is not None
+
+    def can_run(self, batch: list[_Chunk]) -> bool:
+        return True
+
+    def submit(self, batch: list[_Chunk], hurry: bool) -> None:
+        self.in_flight = batch
+        self._on_thread(
+            partial(self._ran, batch, hurry),
+            _run_batch,
+            batch,
+            self._file_ops(),
+            self._files,
+        )
+
+    def _ran(self, batch: list[_Chunk], hurry: bool, ok: bool, result: object) -> None:
+        """On the writer thread, after the batch: leave it for the reactor,
+        and wake the reactor only when something waits for it.  Otherwise the
+        reactor takes it back with its next record: one thread hop per
+        batch instead of two."""
+        self.finished = (batch, None if ok else cast(Failure, result))
+        if self.waiting or hurry or not ok or _awaited(batch):
+            self._reactor.callFromThread(self._collect)
+
+    def take_back(self, wake: bool) -> list[_Done]:
+        if self.finished is None:
+            if not wake:
+                return []
+            self.waiting = True
+            if self.finished is None:
+                return []
+        done = self.finished
+        self.finished = None
+        self.in_flight = None
+        self.waiting = False
+        return [done]
+
+
 class _Life(enum.Enum):
     """Where a writer is in its life.
 
@@ -175,9 +266,9 @@ class _Life(enum.Enum):
 # and the writer's thread, one state machine (where each batch is, what may
 # be sent, what is taken back) whose every transition reads and changes the
 # same few fields.  Cut into parts, a reader would have to hold them all at
-# once to see that no batch is forgotten; the thread's file work and the C
-# engine's side are already apart (``erq.journal.files``,
-# ``erq.journal.engine``).
+# once to see that no batch is forgotten; the thread's file work, the Python
+# loop and the C engine (the two `_Runner`s) are already apart
+# (``erq.journal.files``, `_PythonLoop`, ``erq.journal.engine``).
 class JournalWriter:
     """Writes the journals of every queue of a server on one thread, with
     group commit.  Records reach disk in exactly the order the reactor made
@@ -186,9 +277,9 @@ class JournalWriter:
     The hand-off
     ------------
     A batch is in one of three places: pending on the reactor
-    (``_pending``), on the thread's Python loop (``_in_flight``: at most
-    one), or in the C engine (``_engine_batches``: any number, oldest
-    first).  Which of them may take the next batch is decided in one place,
+    (``_pending``), on the thread's Python loop (at most one), or in the C
+    engine (any number, oldest first).  Both of the last two are `_Runner`s;
+    which of them may take the next batch is decided in one place,
     ``_send``:
 
     - while a batch is on the Python loop, nothing else goes anywhere;
@@ -204,9 +295,8 @@ class JournalWriter:
     when something waits in what is pending, it is sent first, so that the
     thread writes it while the reactor answers the batch that came back.
     After the completions, whatever finished meanwhile is taken back, then
-    what is pending is sent.  A batch is so never forgotten: it leaves
-    ``_in_flight`` or ``_engine_batches`` only in ``_collect`` or ``_reap``,
-    which run its completions.
+    what is pending is sent.  A batch is so never forgotten: it leaves a
+    runner only in ``_take_back``, which runs its completions.
     """
 
     def __init__(
@@ -251,26 +341,20 @@ class JournalWriter:
         # closed.
         self._restart = False
         self._stop_waiters: list[Deferred[None]] = []
-        # The batch on the Python loop, if any.
-        self._in_flight: list[_Chunk] | None = None
-        # That batch once the thread has finished it, with the failure of a
-        # crash: set on the thread, taken back on the reactor (``_collect``).
-        self._finished: tuple[list[_Chunk], Failure | None] | None = None
-        # The reactor waits for the batch in flight: the thread must wake it.
-        self._waiting = False
+        self._loop = _PythonLoop(
+            reactor, self._on_thread, self._files, self._ops, self._collect
+        )
         # A batch's completions are running (see "The hand-off").
         self._completing = False
         # The writer thread's jobs, while it runs ``_serve`` (own thread).
         self._jobs: SimpleQueue[_Job | None] | None = None
         #: Batches handed to the thread so far.
         self.batches = 0
-        # The C engine, while the thread serves it (or one passed in), and
-        # the batches it has, oldest first.
-        self._engine: _Engine | None = engine
+        # The C engine, while the thread serves it (or one passed in).
+        self._engine: _EngineRunner | None = None
+        if engine is not None:
+            self._engine = _EngineRunner(engine)
         self._engine_done: _EngineDone | None = None
-        self._engine_batches: deque[list[_Chunk]] = deque()
-        #: Batches the engine ran.
-        self.engine_batches = 0
         #: Bytes of items journaled and not yet written.  Past
         #: ``max_backlog`` (the disk is slower than what comes in),
         #: connections that store more stop being read until it is down to
@@ -302,7 +386,7 @@ class JournalWriter:
         self._start_engine()
         self._thread = threading.Thread(
             target=_serve,
-            args=(self._jobs, self._engine),
+            args=(self._jobs, None if self._engine is None else self._engine.engine),
             name="erq-journal",
             daemon=True,
         )
@@ -324,7 +408,7 @@ class JournalWriter:
         ):
             return
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._engine = Engine(fd)
+        self._engine = _EngineRunner(Engine(fd))
         self._engine_done = _EngineDone(self, fd)
         cast(IReactorFDSet, self.reactor).addReader(self._engine_done)
 
@@ -332,7 +416,7 @@ class JournalWriter:
         done = self._engine_done
         if self._engine is None or done is None:
             return
-        self._engine.interrupt()
+        self._engine.engine.interrupt()
         self._engine = self._engine_done = None
         cast(IReactorFDSet, self.reactor).removeReader(done)
         os.close(done.fd)
@@ -341,6 +425,29 @@ class JournalWriter:
     def uses_engine(self) -> bool:
         """Whether appends and fsyncs run in the C engine."""
         return self._engine is not None
+
+    @property
+    def engine_batches(self) -> int:
+        """Batches the engine ran."""
+        return 0 if self._engine is None else self._engine.count
+
+    @property
+    def on_thread(self) -> int:
+        """Batches sent to the thread and not taken back yet."""
+        engine = 0 if self._engine is None else len(self._engine.batches)
+        return int(self._loop.busy()) + engine
+
+    def _ops(self) -> FileOps:
+        return self.file_ops
+
+    def _busy(self) -> _Runner | None:
+        """The runner that has batches on the thread (never both)."""
+        if self._loop.busy():
+            return self._loop
+        engine = self._engine
+        if engine is not None and engine.busy():
+            return engine
+        return None
 
     def _shutdown(self) -> Deferred[None]:
         self._shutdown_trigger = None
@@ -378,7 +485,7 @@ class JournalWriter:
     def _maybe_stopped(self) -> None:
         if self._life is not _Life.STOPPING or self._completing:
             return
-        if self._in_flight is not None or self._engine_batches:
+        if self._busy() is not None:
             # Taking the batches back comes here again.
             self._land()
             return
@@ -478,19 +585,22 @@ class JournalWriter:
                 self._linger_urgent = True
                 call.reset(0.0)
             return
-        if self._in_flight is not None:
+        busy = self._busy()
+        if busy is self._loop:
             # Nothing goes while the Python loop has a batch; taking it back
             # sends what is pending.
             self._land()
             return
-        if self._engine_batches:
+        engine = self._engine
+        if busy is not None:
+            assert engine is not None
             # Batches the engine finished go back first, in order (which
             # sends what is pending).
-            if self._reap(wake=False):
+            if self._take_back(engine, wake=False):
                 return
-            if not _engine_steps(self._pending):
+            if not engine.can_run(self._pending):
                 # Only the Python loop can run this, after the engine.
-                self._reap(wake=True)
+                self._take_back(engine, wake=True)
                 return
         if life is _Life.CLOSING and self._restart:
             return
@@ -517,18 +627,12 @@ class JournalWriter:
         if self._pool is None and self._thread is None:
             self.start()
         engine = self._engine
-        if engine is not None and not report and _engine_steps(batch):
-            self._to_engine(engine, batch)
+        hurry = bool(self._drain_waiters)
+        if engine is not None and not report and engine.can_run(batch):
+            engine.submit(batch, hurry)
             return
-        self._in_flight = batch
-        self._on_thread(
-            partial(self._ran, batch, report),
-            _run_batch,
-            batch,
-            self.file_ops,
-            self._files,
-        )
-        if self._finished is not None:
+        self._loop.submit(batch, report or hurry)
+        if self._loop.finished is not None:
             # A pool that ran the batch at once.
             self._collect()
 
@@ -544,138 +648,56 @@ class JournalWriter:
             jobs.put((on_result, func, args))
             if self._engine is not None:
                 # Out of the engine, to the job.
-                self._engine.interrupt()
+                self._engine.engine.interrupt()
         else:
             assert self._pool is not None
             self._pool.callInThreadWithCallback(on_result, func, *args)
-
-    def _ran(self, batch: list[_Chunk], report: bool, ok: bool, result: object) -> None:
-        """On the writer thread, after the batch: leave it for the reactor,
-        and wake the reactor only when something waits for it.  Otherwise the
-        reactor takes it back with its next record (``_land``): one thread
-        hop per batch instead of two."""
-        self._finished = (batch, None if ok else cast(Failure, result))
-        # Read after the store above; ``_land`` does the opposite, so one of
-        # the two sees the other.
-        if self._waiting or report or not ok or self._drain_waiters or _awaited(batch):
-            self.reactor.callFromThread(self._collect)
-
-    def _to_engine(self, engine: _Engine, batch: list[_Chunk]) -> None:
-        ops: list[tuple[int, bytes | None]] = []
-        notify = False
-        written = 0
-        for chunk in batch:
-            for step in chunk.steps:
-                if type(step) is _Write:
-                    write = cast(_Write, step)
-                    f = write.file
-                    data = b"".join(write.bufs)
-                    # The joined copy is all a retry needs: the items' own
-                    # bytes need not be held as well until the batch is back.
-                    write.bufs = [data]
-                    write.offset_before = f.offset
-                    f.offset += len(data)
-                    written += len(data)
-                    ops.append((cast(int, f.fd), data))
-                    if write.waiters:
-                        notify = True
-                else:
-                    ops.append((cast(int, cast(_Sync, step).file.fd), None))
-        self._engine_batches.append(batch)
-        self.engine_batches += 1
-        engine.submit(
-            ops, notify or written > _LINGER_BYTES or bool(self._drain_waiters)
-        )
 
     # -- taking batches back ---------------------------------------------------
 
     def engine_finished(self) -> None:
         """The engine said that batches are done: take them back."""
-        self._reap(wake=False)
+        if self._engine is not None:
+            self._take_back(self._engine, wake=False)
+
+    def _collect(self) -> None:
+        """The thread says the Python loop's batch is done: take it back."""
+        self._take_back(self._loop, wake=False)
 
     def _land(self) -> None:
         """With batches on the thread: take back those it has finished (which
         sends what is pending); have it wake the reactor for the rest."""
-        if self._in_flight is None:
-            self._reap(wake=True)
-            return
-        if self._finished is None:
-            self._waiting = True
-            if self._finished is None:
-                return
-        self._collect()
+        busy = self._busy()
+        if busy is not None:
+            self._take_back(busy, wake=True)
 
-    def _collect(self) -> None:
-        """On the reactor: take back the batch the Python loop has finished,
-        if it was not taken back already."""
-        finished = self._finished
-        if finished is None or self._completing:
-            # Not yet; or after the completions running now.
-            return
-        self._finished = None
-        batch, failure = finished
-        self._in_flight = None
-        self._waiting = False
+    def _take_back(self, runner: _Runner, wake: bool) -> bool:
+        """On the reactor: take back the batches ``runner`` has finished and
+        run their completions; with ``wake``, have the reactor woken when it
+        finishes the next.  Whether any came back."""
+        if self._completing:
+            # After the completions running now (``_complete`` looks again).
+            return False
+        done = runner.take_back(wake)
+        if not done:
+            return False
         if (
-            failure is None
-            and self._urgent
+            self._urgent
             and self._pending
             and self._life is _Life.RUNNING
-            and all(chunk.error is None for chunk in batch)
+            and not runner.busy()
+            and all(
+                failure is None and all(chunk.error is None for chunk in batch)
+                for batch, failure in done
+            )
         ):
             # Something waits in what is pending: the thread writes and
-            # syncs it while the reactor answers this batch.  (Not after a
-            # failure: what is retried must go before what is pending.)
+            # syncs it while the reactor answers these batches.  (Not after
+            # a failure: what is retried must go before what is pending.)
             self._released = True
             self._send()
-        self._complete([(batch, failure)])
-
-    def _reap(self, wake: bool) -> bool:
-        """On the reactor: take back the batches the engine has finished, in
-        order; with ``wake``, have the engine wake the reactor when it
-        finishes the next.  Whether any came back."""
-        engine = self._engine
-        if engine is None or not self._engine_batches or self._completing:
-            return False
-        results = engine.poll(wake)
-        if not results:
-            return False
-        batches = [self._engine_batches.popleft() for _ in results]
-        failed = next((i for i, error in enumerate(results) if error), None)
-        done: list[tuple[list[_Chunk], Failure | None]] = []
-        for batch in batches[:failed]:
-            for chunk in batch:
-                for step in chunk.steps:
-                    step.done = True
-            done.append((batch, None))
-        if failed is not None:
-            # Everything from the failure on is undone and retried; what
-            # came before it is done.  Latest first: each batch's retries go
-            # in front of what is pending, so the oldest end up first.
-            self._undo_engine(batches[failed:], results[failed])
-            engine.resume()
-            done.extend((batch, None) for batch in reversed(batches[failed:]))
         self._complete(done)
         return True
-
-    def _undo_engine(self, batches: list[list[_Chunk]], error: int) -> None:
-        """Undo the appends of batches the engine failed or did not run: the
-        good bytes of each file end where the first of them started."""
-        ends: dict[_SegmentFile, int] = {}
-        for batch in batches:
-            for chunk in batch:
-                chunk.error = OSError(error, os.strerror(error))
-                for step in chunk.steps:
-                    step.done = False
-                    if type(step) is _Write:
-                        write = cast(_Write, step)
-                        if write.offset_before >= 0:
-                            f = write.file
-                            ends[f] = min(ends.get(f, f.offset), write.offset_before)
-                            write.offset_before = -1
-        for f, offset in ends.items():
-            f.offset = offset
-            f.needs_cut = True
 
     def _complete(self, done: list[tuple[list[_Chunk], Failure | None]]) -> None:
         """Run the completions of batches taken back, in order; then take
@@ -686,10 +708,9 @@ class JournalWriter:
                 self._batch_done(batch, failure)
         finally:
             self._completing = False
-        if self._finished is not None:
-            self._collect()
-            return
-        if self._engine_batches and self._reap(wake=False):
+        # What finished meanwhile goes back first, in order.
+        busy = self._busy()
+        if busy is not None and self._take_back(busy, wake=False):
             return
         self._kick()
         self._maybe_stopped()
