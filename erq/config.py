@@ -92,9 +92,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from erq.names import MAX_QUEUE_NAME, fanout_parent, valid_queue_name
 from erq.tomllines import KeyPath, dotted, key_lines
 from erq.values import (
-    MAX_QUEUE_NAME,
     QUEUE_KEYS,
     SERVER_KEYS,
     SyncPolicy,
@@ -105,7 +105,6 @@ from erq.values import (
     positive_count,
     positive_seconds,
     show,
-    valid_queue_name,
 )
 
 if TYPE_CHECKING:
@@ -194,13 +193,6 @@ class ConfigError(ValueError):
         where = source if line is None else f"{source} line {line}"
         what = reason if key is None else f"{key}: {reason}"
         super().__init__(f"{where}: {what}")
-
-
-def fanout_parent(name: str) -> str | None:
-    """``orders`` for a fanout child ``orders+audit`` (or ``orders+a+b``: a
-    set to ``orders`` feeds every ``orders+<anything>``), else ``None``."""
-    head, plus, _ = name.partition("+")
-    return head if plus and head else None
 
 
 def _inherited(

@@ -21,19 +21,10 @@ from datetime import date, time
 from decimal import Decimal
 from typing import Any, Literal, TypeGuard
 
+from erq.names import valid_queue_name
+
 #: ``"always"``, ``"never"``, or the seconds between fsyncs.
 SyncPolicy = Literal["always", "never"] | float
-
-MAX_QUEUE_NAME = 250
-
-
-def valid_queue_name(name: str) -> bool:
-    """Whether ``name`` may name a queue: 1 to 250 printable ASCII
-    characters, no space, no ``/``, not starting with ``.``."""
-    if not 0 < len(name) <= MAX_QUEUE_NAME or name.startswith("."):
-        return False
-    return all("!" <= char <= "~" and char != "/" for char in name)
-
 
 _SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 _AMBIGUOUS_UNITS = {"KB": "KiB", "MB": "MiB", "GB": "GiB", "TB": "TiB"}

@@ -13,7 +13,7 @@ from erq.journal import (
     Journal,
 )
 from erq.queue import Item
-from tests.journal_support import (
+from tests.support import (
     JournalTestCase,
     ids,
     item,

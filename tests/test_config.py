@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import fields
-from textwrap import dedent
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,11 +17,9 @@ from erq.config import (
     load_config,
     parse_config,
 )
-
-
-def toml(text: str) -> str:
-    """A TOML document written indented in a test."""
-    return dedent(text).lstrip("\n")
+from tests.support import (
+    toml,
+)
 
 
 class DefaultsTests(SynchronousTestCase):

@@ -19,16 +19,19 @@ from erq.config import parse_config
 from erq.journal import FileOps, JournalWriter
 from erq.queue import Item
 from erq.service import QueueService
-from tests.support import LOCALHOST, free_port, poll_until, reactor
-from tests.test_durability import (
+from tests.support import (
     DEADLINE,
-    Client,
+    LOCALHOST,
     DurabilityCase,
+    SocketClient,
+    TwistdCase,
+    free_port,
     payload,
+    poll_until,
+    reactor,
     set_request,
     take,
 )
-from tests.test_twistd import TwistdCase
 
 #: Producers, items each may set at most, and items per pipelined window.
 PRODUCERS = 4
@@ -48,7 +51,7 @@ def produce(
     """Set numbered items until the server dies; note each one STORED."""
     deadline = time.monotonic() + LOAD_DEADLINE
     try:
-        client = Client(port)
+        client = SocketClient(port)
     except OSError:
         return
     try:
@@ -75,7 +78,7 @@ def consume(port: int, delivered: list[bytes], stop: threading.Event) -> None:
     """Read items as open reads, confirming each with the next read."""
     deadline = time.monotonic() + LOAD_DEADLINE
     try:
-        client = Client(port)
+        client = SocketClient(port)
     except OSError:
         return
     try:
@@ -104,8 +107,8 @@ class CrashTests(TwistdCase):
         await self.start(port)
 
         # A consumer holds an open read when the server dies.
-        def hold_open_read() -> Client:
-            client = Client(port)
+        def hold_open_read() -> SocketClient:
+            client = SocketClient(port)
             self.assertEqual(client.store("jobs", [b"held", b"next"]), [b"STORED"] * 2)
             self.assertEqual(client.take("jobs/open", 1), [(0, b"held")])
             return client
@@ -132,7 +135,7 @@ class CrashTests(TwistdCase):
         await self.start(port)
 
         def drain() -> tuple[list[bytes], list[bytes]]:
-            client = Client(port)
+            client = SocketClient(port)
             try:
                 return client.drain("crash"), client.drain("jobs")
             finally:

@@ -19,8 +19,15 @@ from erq.datadir import (
 )
 from erq.journal import FileOps, queue_dir
 from erq.service import QueueService
-from tests.support import LOCALHOST, command, free_port, reactor
-from tests.test_twistd import TwistdCase, TwistdProcess, temporary_directory
+from tests.support import (
+    LOCALHOST,
+    TwistdCase,
+    TwistdProcess,
+    command,
+    free_port,
+    reactor,
+    temporary_directory,
+)
 
 #: Longer than a directory name may be, so its queue directory has a name file.
 HASHED_NAME = "Q" * 250

@@ -5,9 +5,7 @@ journal thread and real files."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import select
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +14,7 @@ from typing import Any, cast
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
-from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.logger import LogLevel
 
 from erq.config import Config, parse_config
 from erq.journal import FileOps, Journal, JournalWriter, queue_dir
@@ -25,139 +22,17 @@ from erq.queue import Item
 from erq.service import QueueService
 from erq.tap import Options
 from tests.support import (
+    DEADLINE,
+    DurabilityCase,
     Server,
     assert_same_bytes,
-    connect,
     exchange,
+    payload,
     poll_until,
     reactor,
-    start_server,
+    set_request,
+    take,
 )
-
-#: Longest any one wait on the journal thread may take.
-DEADLINE = 20.0
-
-
-# -- a blocking memcache client, for deferToThread -------------------------------
-
-
-def set_request(queue: str, data: bytes, flags: int = 0, exptime: int = 0) -> bytes:
-    head = b"set %s %d %d %d\r\n" % (queue.encode(), flags, exptime, len(data))
-    return head + data + b"\r\n"
-
-
-class Client:
-    """A raw connection that pipelines requests and parses the replies."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = connect(port)
-        self._buffer = bytearray()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 20)
-        if not chunk:
-            raise ConnectionError(f"closed; left: {bytes(self._buffer[-200:])!r}")
-        self._buffer += chunk
-
-    def line(self) -> bytes:
-        while True:
-            end = self._buffer.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 2]
-                return line
-            self._fill()
-
-    def exactly(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            self._fill()
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def value(self) -> tuple[int, bytes] | None:
-        """The reply to a one-key get: (flags, data), or None for END."""
-        line = self.line()
-        if line == b"END":
-            return None
-        word, _, flags, size = line.split()
-        assert word == b"VALUE", line
-        data = self.exactly(int(size) + 2)
-        assert data[-2:] == b"\r\n"
-        end = self.line()
-        assert end == b"END", end
-        return int(flags), data[:-2]
-
-    def call(self, request: bytes) -> bytes:
-        """Send one request whose reply is one line; that line."""
-        self.send(request)
-        return self.line()
-
-    def store(
-        self,
-        queue: str,
-        items: list[bytes] | list[tuple[bytes, int, int]],
-        chunk: int = 500,
-    ) -> list[bytes]:
-        """Set every item (data, or (data, flags, exptime)), pipelined a
-        chunk at a time; the reply lines."""
-        replies: list[bytes] = []
-        for start in range(0, len(items), chunk):
-            part = items[start : start + chunk]
-            requests = [
-                set_request(queue, *entry)
-                if isinstance(entry, tuple)
-                else set_request(queue, entry)
-                for entry in part
-            ]
-            self.send(b"".join(requests))
-            replies.extend(self.line() for _ in part)
-        return replies
-
-    def take(
-        self, key: str, count: int, chunk: int = 500
-    ) -> list[tuple[int, bytes] | None]:
-        """``count`` gets of ``key``, pipelined a chunk at a time."""
-        got: list[tuple[int, bytes] | None] = []
-        request = b"get %s\r\n" % key.encode()
-        for start in range(0, count, chunk):
-            size = min(chunk, count - start)
-            self.send(request * size)
-            got.extend(self.value() for _ in range(size))
-        return got
-
-    def drain(self, key: str, limit: int = 1_000_000) -> list[bytes]:
-        """Every item of the queue, by plain gets, until END."""
-        got: list[bytes] = []
-        while len(got) < limit:
-            batch = self.take(key, 200, 200)
-            for value in batch:
-                if value is None:
-                    return got
-                got.append(value[1])
-        raise AssertionError(f"more than {limit} items in {key}")
-
-    def stats(self) -> dict[str, str]:
-        self.send(b"stats\r\n")
-        stats: dict[str, str] = {}
-        while (line := self.line()) != b"END":
-            _, name, value = line.decode().split(" ", 2)
-            stats[name] = value
-        return stats
-
-    def nothing_yet(self) -> bool:
-        """Whether no reply byte has arrived yet (without waiting)."""
-        if self._buffer:
-            return False
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return not readable
-
 
 # -- file operations a test controls -----------------------------------------------
 
@@ -192,12 +67,6 @@ class ControlledOps(FileOps):
         self.syncs += 1
 
 
-def payload(i: int, size: int) -> bytes:
-    """Item ``i``'s bytes: unique, binary (``\\r\\n`` included), ``size`` long."""
-    block = b"%d\r\n" % i + hashlib.blake2b(i.to_bytes(8, "little")).digest()
-    return (block * (size // len(block) + 1))[:size]
-
-
 def directory_size(path: str) -> int:
     return sum(
         os.path.getsize(os.path.join(root, name))
@@ -210,58 +79,6 @@ def segments(path: str) -> list[str]:
     return sorted(
         os.path.join(path, name) for name in os.listdir(path) if name.endswith(".seg")
     )
-
-
-class DurabilityCase(TestCase):
-    timeout = 60
-
-    def setUp(self) -> None:
-        self.data_dir = os.path.abspath(self.mktemp())
-        self.events: list[dict[str, Any]] = []
-        observer = cast(ILogObserver, self.events.append)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-
-    def serve(
-        self,
-        config: Config | None = None,
-        writer: JournalWriter | None = None,
-        service: QueueService | None = None,
-        **options: Any,
-    ) -> Server:
-        """A server journaling in ``self.data_dir``; stopped, and its
-        journal thread finished, when the test ends."""
-        if service is None:
-            service = QueueService(
-                config, reactor=reactor, data_dir=self.data_dir, **options
-            )
-        if writer is not None:
-            service.writer = writer
-        # Runs after start_server's cleanup, which does not wait for it.
-        self.addCleanup(self._finished, service)
-        return start_server(self, service)
-
-    async def _finished(self, service: QueueService) -> None:
-        await service.stopService()
-        if service.writer is not None:
-            await service.writer.stop()
-
-    async def restart(self, server: Server, **options: Any) -> Server:
-        """Stop the server cleanly and start a new one on the same data."""
-        await server.service.stopService()
-        return self.serve(**options)
-
-    def client(self, server: Server) -> Client:
-        client = Client(server.port)
-        self.addCleanup(client.close)
-        return client
-
-    def logged(self, level: LogLevel | None = None) -> list[str]:
-        return [
-            formatEvent(event) or ""
-            for event in self.events
-            if level is None or event.get("log_level") == level
-        ]
 
 
 class ReplayTests(DurabilityCase):
@@ -687,15 +504,6 @@ async def put_all(
             assert result is True
     # Every one stored: none fired with False (a failure would raise).
     assert False not in await gatherResults(waits)
-
-
-async def take(service: QueueService, name: str) -> Item | None:
-    """A plain get through the service, waiting while the queue reads its
-    items back from the journal."""
-    result = service.get(name, None, False, False)
-    if isinstance(result, Deferred):
-        return await result.addTimeout(DEADLINE, reactor)
-    return result
 
 
 class ReadBehindTests(DurabilityCase):

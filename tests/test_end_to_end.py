@@ -20,6 +20,7 @@ from erq.service import QUEUE_STATS, SERVER_STATS, QueueService
 from tests.support import (
     CLIENT_TIMEOUT,
     LOCALHOST,
+    EndToEndCase,
     Server,
     assert_same_bytes,
     command,
@@ -30,17 +31,6 @@ from tests.support import (
     recv_exactly,
     start_server,
 )
-
-
-class FlagsSerde:
-    """Values go out as ``(data, flags)`` and come back the same way, so
-    that the flags the server keeps are visible."""
-
-    def serialize(self, key: str, value: tuple[bytes, int]) -> tuple[bytes, int]:
-        return value
-
-    def deserialize(self, key: str, value: bytes, flags: int) -> tuple[bytes, int]:
-        return value, flags
 
 
 class SlowJournalService(QueueService):
@@ -56,36 +46,6 @@ class SlowJournalService(QueueService):
         durable: Deferred[bool] = Deferred()
         reactor.callLater(0.2, durable.callback, True)
         return durable
-
-
-class EndToEndCase(TestCase):
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.server: Server = start_server(self)
-        self.port = self.server.port
-
-    def pymemcache(self, raw: bool = False) -> Client:
-        """A pymemcache client, closed after the test; ``raw`` keeps plain
-        bytes values, otherwise values are ``(data, flags)``."""
-        client = Client(
-            (LOCALHOST, self.port),
-            timeout=CLIENT_TIMEOUT,
-            connect_timeout=CLIENT_TIMEOUT,
-            serde=None if raw else FlagsSerde(),
-        )
-        self.addCleanup(client.close)
-        return client
-
-    def python_memcached(self) -> Any:
-        client = memcache.Client(
-            [f"{LOCALHOST}:{self.port}"], socket_timeout=CLIENT_TIMEOUT
-        )
-        self.addCleanup(client.disconnect_all)
-        return client
-
-    def stat(self, name: str) -> str:
-        return str(dict(self.server.service.stats()).get(name, "absent"))
 
 
 class PymemcacheTests(EndToEndCase):

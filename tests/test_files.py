@@ -10,7 +10,7 @@ from erq.journal import (
     files,
     readbehind,
 )
-from tests.journal_support import (
+from tests.support import (
     JournalTestCase,
     ids,
     item,

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from erq.holding import Holding
 from erq.items import Item, QueueJournal
-from tests.test_queue import FakeJournal
+from tests.support import FakeJournal
 
 
 def item(id: int, size: int = 10) -> Item:

@@ -25,7 +25,7 @@ from erq.journal import (
 )
 from erq.journal import journal as journal_class_module
 from erq.queue import Item
-from tests.journal_support import (
+from tests.support import (
     CountingOps,
     GatedOps,
     JournalTestCase,

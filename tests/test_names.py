@@ -16,7 +16,7 @@ from erq.journal import (
     queue_name_from_dir,
 )
 from erq.queue import Item
-from tests.journal_support import FakeReactor, SyncPool
+from tests.support import FakeReactor, SyncPool
 
 
 class QueueDirNameTests(SynchronousTestCase):

@@ -33,7 +33,7 @@ from twisted.internet.task import Clock
 from erq.config import Config, QueueSettings
 from erq.protocol import QueueFactory
 from erq.service import QueueService
-from tests.test_protocol import Client, ProtocolTestCase, set_line, value
+from tests.support import Client, ProtocolTestCase, set_line, value
 
 #: (data, flags): what a client can tell items apart by.
 Entry = tuple[bytes, int]

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
-from erq.config import Config, QueueSettings, ServerSettings, SyncPolicy
+from erq.config import Config, QueueSettings, ServerSettings
 from erq.journal import JournalWriter
-from erq.protocol import MAX_BACKLOG, QueueFactory, QueueProtocol
+from erq.protocol import MAX_BACKLOG, QueueFactory
 from erq.queue import Item, Queue
 from erq.service import SHUTDOWN_GRACE, QueueService
-from tests.journal_support import FakeReactor, ManualPool
+from tests.support import (
+    Client,
+    FakeJournal,
+    FakeReactor,
+    ManualPool,
+    ProtocolTestCase,
+    set_line,
+    value,
+)
 
 SERVER_STAT_NAMES = (
     "uptime time version curr_items total_items bytes curr_connections "
@@ -33,161 +38,6 @@ QUEUE_STAT_NAMES = (
     "discarded waiters open_transactions transactions canceled_transactions "
     "total_flushes"
 ).split()
-
-
-#: Where test clients connect from, unless a test says otherwise.
-LOOPBACK_PEER = IPv4Address("TCP", "127.0.0.1", 40000)
-
-
-class RecordingTransport(StringTransportWithDisconnection):
-    """Records each write, and can ask its producer to pause after writing."""
-
-    def __init__(self, peer: IAddress = LOOPBACK_PEER) -> None:
-        super().__init__(peerAddress=peer)
-        self.writes: list[bytes] = []
-        self.pause_after_write = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-        super().write(data)
-        if self.pause_after_write and self.producer is not None:
-            self.producer.pauseProducing()
-
-
-class FakeJournal:
-    """A journal whose ``add`` returns a Deferred that the test fires."""
-
-    def __init__(self) -> None:
-        self.pending: list[Deferred[None]] = []
-
-    def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
-        durable: Deferred[None] = Deferred()
-        self.pending.append(durable)
-        return durable
-
-    def remove(self, item: Item) -> None:
-        pass
-
-    def add_many(
-        self, items: list[Item], in_memory: list[bool]
-    ) -> Deferred[None] | None:
-        return self.add(items[0])
-
-    def remove_many(self, items: list[Item]) -> None:
-        pass
-
-    def open(self, item: Item) -> None:
-        pass
-
-    def abort(self, item: Item) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
-        raise AssertionError("nothing is behind")
-
-    size = 0
-    sync: SyncPolicy = "always"
-
-    def erase(self) -> Deferred[None]:
-        return succeed(None)
-
-
-class Client:
-    """One connection to the server under test."""
-
-    def __init__(self, factory: QueueFactory, peer: IAddress = LOOPBACK_PEER) -> None:
-        self.protocol: QueueProtocol = factory.buildProtocol(None)
-        self.transport = RecordingTransport(peer)
-        self.transport.protocol = self.protocol
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-
-    def take(self) -> bytes:
-        """What the server wrote since the last ``take``."""
-        value = self.transport.value()
-        self.transport.clear()
-        return value
-
-    def ask(self, data: bytes) -> bytes:
-        self.send(data)
-        return self.take()
-
-    @property
-    def closed(self) -> bool:
-        return not self.transport.connected
-
-    def close(self) -> None:
-        self.transport.loseConnection()
-
-
-def value(key: bytes, data: bytes, flags: int = 0) -> bytes:
-    return b"VALUE %s %d %d\r\n%s\r\n" % (key, flags, len(data), data)
-
-
-def set_line(name: bytes, data: bytes, flags: int = 0, exptime: int = 0) -> bytes:
-    return b"set %s %d %d %d\r\n%s\r\n" % (name, flags, exptime, len(data), data)
-
-
-class ProtocolTestCase(SynchronousTestCase):
-    """A service on a fake clock, and a first client connected to it."""
-
-    allow_shutdown: bool | Literal["any"] = True
-    defaults: QueueSettings | None = None
-    max_item_cap = 64 * 1024 * 1024
-    #: The text of an auth file, if the server has one.
-    users: bytes | None = None
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.stops: list[None] = []
-        self.auth_file = None
-        if self.users is not None:
-            self.auth_file = self.mktemp()
-            with open(self.auth_file, "wb") as file:
-                file.write(self.users)
-        config = Config(
-            ServerSettings(
-                max_item_cap=self.max_item_cap,
-                allow_shutdown=self.allow_shutdown,
-                auth_file=self.auth_file,
-            ),
-            self.defaults or QueueSettings(),
-        )
-        self.service = QueueService(
-            config, reactor=self.clock, stop_server=lambda: self.stops.append(None)
-        )
-        self.factory = QueueFactory(self.service)
-        self.client = self.connect()
-
-    def connect(self, peer: IAddress = LOOPBACK_PEER) -> Client:
-        return Client(self.factory, peer)
-
-    def ask(self, data: bytes) -> bytes:
-        return self.client.ask(data)
-
-    def stats(self, client: Client | None = None) -> dict[str, str]:
-        reply = (client or self.connect()).ask(b"stats\r\n")
-        self.assertTrue(reply.endswith(b"\r\nEND\r\n"), reply)
-        result: dict[str, str] = {}
-        for line in reply.split(b"\r\n")[:-2]:
-            word, name, stat = line.decode().split(" ", 2)
-            self.assertEqual(word, "STAT")
-            self.assertNotIn(name, result)
-            result[name] = stat
-        return result
-
-    def queue_stat(self, queue: str, name: str) -> int:
-        return int(self.stats()[f"queue_{queue}_{name}"])
-
-    def queue(self, name: str) -> Queue:
-        queue = self.service.queue(name)
-        assert queue is not None
-        return queue
 
 
 class FramingTests(ProtocolTestCase):
@@ -700,7 +550,7 @@ class SetRunTests(ProtocolTestCase):
         self.assertEqual(self.queue("srun-h").items, 2)
 
     def journal(self, name: str) -> FakeJournal:
-        journal = FakeJournal()
+        journal = FakeJournal(durable=True)
         self.service.create_queue(name).journal = journal
         return journal
 
@@ -1257,7 +1107,7 @@ class ShutdownTests(ProtocolTestCase):
         self.assertEqual(self.stops, [None])
 
     def journal(self, name: str) -> FakeJournal:
-        journal = FakeJournal()
+        journal = FakeJournal(durable=True)
         self.service.create_queue(name).journal = journal
         return journal
 
@@ -1899,7 +1749,7 @@ class PipelineTests(ProtocolTestCase):
         self.assertEqual(self.client.take(), b"END\r\nVERSION 1.0.0\r\n")
 
     def journal(self, name: str) -> FakeJournal:
-        journal = FakeJournal()
+        journal = FakeJournal(durable=True)
         self.service.create_queue(name).journal = journal
         return journal
 
@@ -2016,7 +1866,7 @@ class DisconnectTests(ProtocolTestCase):
         self.assertEqual((self.queue("a").items, self.queue("a").open_items), (1, 0))
 
     def test_disconnect_during_durable_set(self) -> None:
-        journal = FakeJournal()
+        journal = FakeJournal(durable=True)
         self.service.create_queue("q").journal = journal
         self.client.send(set_line(b"q", b"a") + b"version\r\n")
         self.client.close()

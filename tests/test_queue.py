@@ -2,80 +2,16 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq.config import QueueSettings, SyncPolicy
+from erq.config import QueueSettings
 from erq.queue import Item, Queue
-
-
-class FakeJournal:
-    """Records what the queue tells it, as ``(call, item id)`` pairs.
-
-    With ``durable``, ``add`` returns a Deferred that the test fires.  Items
-    added with ``in_memory=False`` are kept to be read back by
-    ``read_behind``, whose Deferreds the test fires with ``read_back``.
-    """
-
-    def __init__(self, durable: bool = False) -> None:
-        self.durable = durable
-        self.calls: list[tuple[str, int]] = []
-        self.pending: list[Deferred[None]] = []
-        self.behind: list[Item] = []
-        self.reads: list[tuple[int, Deferred[list[Item]]]] = []
-
-    def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
-        self.calls.append(("add" if in_memory else "add_behind", item.id))
-        if not in_memory:
-            self.behind.append(item)
-        if not self.durable:
-            return None
-        durable: Deferred[None] = Deferred()
-        self.pending.append(durable)
-        return durable
-
-    def remove(self, item: Item) -> None:
-        self.calls.append(("remove", item.id))
-
-    def add_many(
-        self, items: list[Item], in_memory: list[bool]
-    ) -> Deferred[None] | None:
-        result = None
-        for item, held in zip(items, in_memory, strict=True):
-            result = self.add(item, held)
-        return result
-
-    def remove_many(self, items: list[Item]) -> None:
-        for item in items:
-            self.remove(item)
-
-    def open(self, item: Item) -> None:
-        self.calls.append(("open", item.id))
-
-    def abort(self, item: Item) -> None:
-        self.calls.append(("abort", item.id))
-
-    def flush(self) -> None:
-        self.calls.append(("flush", 0))
-
-    def read_behind(self, max_bytes: int) -> Deferred[list[Item]]:
-        reading: Deferred[list[Item]] = Deferred()
-        self.reads.append((max_bytes, reading))
-        return reading
-
-    size = 0
-    sync: SyncPolicy = "always"
-
-    def erase(self) -> Deferred[None]:
-        return succeed(None)
-
-    def read_back(self, count: int) -> None:
-        """Fire the oldest pending read with the next ``count`` items."""
-        _, reading = self.reads.pop(0)
-        items, self.behind = self.behind[:count], self.behind[count:]
-        reading.callback(items)
+from tests.support import (
+    FakeJournal,
+)
 
 
 def results(deferred: Deferred[Item | None]) -> list[Item | None]:

@@ -7,7 +7,7 @@ from erq.journal import (
     Journal,
 )
 from erq.queue import Item
-from tests.journal_support import (
+from tests.support import (
     JournalTestCase,
     ManualPool,
     ids,

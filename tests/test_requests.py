@@ -8,7 +8,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq.protocol import requests
 from erq.protocol.requests import (
     KNOWN_LIMIT,
-    MAX_NAME,
     BrokenRules,
     BrokenStream,
     ClientError,
@@ -27,7 +26,6 @@ from erq.protocol.requests import (
     queue_name,
     remember,
     split_line,
-    valid_name,
 )
 
 
@@ -66,14 +64,6 @@ class ErrorTests(SynchronousTestCase):
 
 
 class NameTests(SynchronousTestCase):
-    def test_valid(self) -> None:
-        for name in (b"q", b"a.b", b"x" * MAX_NAME, b"!~"):
-            self.assertTrue(valid_name(name), name)
-
-    def test_invalid(self) -> None:
-        for name in (b"", b".hidden", b"a/b", b"a b", b"x" * (MAX_NAME + 1), b"\xff"):
-            self.assertFalse(valid_name(name), name)
-
     def test_queue_name(self) -> None:
         self.assertEqual(queue_name(b"jobs"), "jobs")
         error = self.assertRaises(ClientError, queue_name, b"a/b")

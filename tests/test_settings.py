@@ -24,19 +24,17 @@ from erq.config import (
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 from erq.tap import Options, StartupError, makeService
-from tests.test_config import toml
-from tests.test_protocol import ProtocolTestCase, set_line, value
+from tests.support import (
+    REPOSITORY,
+    SAMPLE,
+    ProtocolTestCase,
+    set_line,
+    toml,
+    value,
+    write,
+)
 
-#: The repository: where the sample erq.toml and README.rst are.
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE = os.path.join(REPOSITORY, "erq.toml")
 README = os.path.join(REPOSITORY, "README.rst")
-
-
-def write(path: str, text: str) -> None:
-    """Write a configuration file, its text as a test writes it indented."""
-    with open(path, "w", encoding="utf-8") as file:
-        file.write(toml(text))
 
 
 class SettingsCase(ProtocolTestCase):

@@ -15,7 +15,12 @@ from twisted.internet.threads import deferToThread
 from erq.config import load_config, parse_config
 from erq.service import QueueService
 from tests.support import (
+    DEADLINE,
     LOCALHOST,
+    SAMPLE,
+    EndToEndCase,
+    TwistdCase,
+    TwistdProcess,
     command,
     connect,
     free_port,
@@ -24,11 +29,9 @@ from tests.support import (
     recv_exactly,
     recv_until,
     start_server,
+    toml,
+    write,
 )
-from tests.test_config import toml
-from tests.test_end_to_end import EndToEndCase
-from tests.test_settings import SAMPLE, write
-from tests.test_twistd import DEADLINE, TwistdCase, TwistdProcess
 
 
 def replies(port: int, request: bytes, count: int) -> bytes:

@@ -35,8 +35,14 @@ from erq.tap import (
     endpoint_description,
     makeService,
 )
-from tests.support import CLIENT_TIMEOUT, LOCALHOST, command, reactor, recv_until
-from tests.test_twistd import temporary_directory
+from tests.support import (
+    CLIENT_TIMEOUT,
+    LOCALHOST,
+    command,
+    reactor,
+    recv_until,
+    temporary_directory,
+)
 
 
 def write(path: str, text: str) -> None:

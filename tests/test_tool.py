@@ -20,7 +20,7 @@ from erq.journal import (
 )
 from erq.journal import tool as tool_module
 from erq.queue import Item
-from tests.journal_support import FakeReactor, SyncPool
+from tests.support import FakeReactor, SyncPool
 
 
 class ToolTests(SynchronousTestCase):

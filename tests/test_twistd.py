@@ -3,158 +3,31 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 
 from twisted.application.service import IServiceMaker
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.plugin import getPlugins
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
 from erq.datadir import lock_data_dir
-from tests.support import LOCALHOST, command, connect, free_port, reactor
-
-#: Longest a twistd process may take to start, or to stop once told to.
-DEADLINE = 20.0
-
-
-def twistd_command() -> list[str]:
-    """The twistd installed next to this Python, or the same by module."""
-    script = os.path.join(os.path.dirname(sys.executable), "twistd")
-    if os.path.exists(script):
-        return [sys.executable, script]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def temporary_directory(case: SynchronousTestCase) -> str:
-    """A directory for one test, outside the source tree, removed after."""
-    directory = tempfile.mkdtemp(prefix="erq-test-")
-    case.addCleanup(shutil.rmtree, directory, ignore_errors=True)
-    return directory
-
-
-class TwistdProcess(ProcessProtocol):
-    """A running twistd: its output, and its exit code once it ends."""
-
-    def __init__(self) -> None:
-        self.output = bytearray()
-        self.ended = False
-        self.exit_code: int | None = None
-        self._waiting: list[Deferred[int | None]] = []
-
-    def wait(self) -> Deferred[int | None]:
-        """Fires with the exit code (``None`` for a signal) once it ends."""
-        if self.ended:
-            return succeed(self.exit_code)
-        waiting: Deferred[int | None] = Deferred()
-        self._waiting.append(waiting)
-        return waiting
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    def errReceived(self, data: bytes) -> None:
-        self.output += data
-
-    def processEnded(self, reason: Failure) -> None:
-        error = reason.value
-        assert isinstance(error, ProcessDone | ProcessTerminated)
-        self.ended = True
-        self.exit_code = error.exitCode
-        waiting, self._waiting = self._waiting, []
-        for deferred in waiting:
-            deferred.callback(error.exitCode)
-
-
-class TwistdCase(TestCase):
-    """Runs ``twistd -n erq`` in a scratch directory, one process a test."""
-
-    timeout = 60
-
-    def setUp(self) -> None:
-        self.directory = temporary_directory(self)
-        self.log_file = os.path.join(self.directory, "twistd.log")
-
-    def spawn(
-        self, port: str, *options: str, directory: str | None = None
-    ) -> TwistdProcess:
-        """Start ``twistd -n erq`` listening on ``port``, with more erq
-        ``options``; it is killed if it still runs when the test ends.  It
-        runs in the test's directory, or in ``directory``, where it then
-        logs too."""
-        process = TwistdProcess()
-        arguments = twistd_command() + [
-            "-n",
-            "--pidfile=",
-            "-l",
-            self.log_file if directory is None else "twistd.log",
-            "erq",
-            "--port",
-            port,
-            "--data-dir",
-            os.path.join(self.directory, "queues"),
-            *options,
-        ]
-        transport = reactor.spawnProcess(
-            process,
-            arguments[0],
-            arguments,
-            env=dict(os.environ),
-            path=self.directory if directory is None else directory,
-        )
-
-        def kill() -> Deferred[int | None] | None:
-            if process.ended:
-                return None
-            transport.signalProcess("KILL")
-            return process.wait()
-
-        self.addCleanup(kill)
-        return process
-
-    def log(self, process: TwistdProcess) -> str:
-        text = process.output.decode("utf-8", "replace")
-        if os.path.exists(self.log_file):
-            with open(self.log_file, encoding="utf-8", errors="replace") as log:
-                text += log.read()
-        return text
-
-    async def exit_code(self, process: TwistdProcess) -> int | None:
-        """Wait, at most ``DEADLINE`` seconds, for the process to end."""
-        return await process.wait().addTimeout(DEADLINE, reactor)
-
-    async def wait_until_serving(self, process: TwistdProcess, port: int) -> None:
-        """Poll the port until the server answers ``version``."""
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            try:
-                reply = await deferToThread(command, port, b"version\r\n")
-            except OSError:
-                if process.ended:
-                    self.fail(f"twistd ended early:\n{self.log(process)}")
-                if time.monotonic() > deadline:
-                    self.fail(f"twistd not serving after {DEADLINE} s")
-                await deferLater(reactor, 0.05, lambda: None)
-            else:
-                self.assertEqual(reply, b"VERSION %s\r\n" % __version__.encode())
-                return
-
-    def pid(self, process: TwistdProcess) -> int:
-        transport = process.transport
-        assert transport is not None
-        pid = transport.pid
-        assert pid is not None
-        return pid
+from tests.support import (
+    DEADLINE,
+    LOCALHOST,
+    TwistdCase,
+    TwistdProcess,
+    command,
+    connect,
+    free_port,
+    reactor,
+    temporary_directory,
+    twistd_command,
+)
 
 
 class TwistdTests(TwistdCase):

@@ -1,5 +1,5 @@
-"""Tests for erq.values: the checks of sizes, durations, sync policies,
-queue names and command-line values."""
+"""Tests for erq.values: the checks of sizes, durations, sync policies and
+command-line values."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from erq.values import (
     parse_option,
     parse_size,
     parse_sync_journal,
-    valid_queue_name,
 )
 
 
@@ -65,12 +64,6 @@ class ValueTests(SynchronousTestCase):
         self.assertEqual(parse_sync_journal("2s"), 2.0)
         for given in ["sometimes", "Always", "0ms", "50"]:
             self.assertRaises(ValueError, parse_sync_journal, given)
-
-    def test_queue_names(self) -> None:
-        for name in ["a", "orders+audit", "a.b", "x" * 250, "!~"]:
-            self.assertTrue(valid_queue_name(name), name)
-        for name in ["", ".hidden", ".", "..", "a b", "a/b", "x" * 251, "caf\xe9"]:
-            self.assertFalse(valid_queue_name(name), name)
 
     def test_option_integers_are_what_a_file_would_hold(self) -> None:
         """Command-line text that is an integer is checked as the TOML

@@ -26,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq.config import SyncPolicy
 from erq.journal import FileOps, Journal, JournalError, JournalWriter
 from erq.queue import Item
+from tests.support import ManualPool, SyncPool
 
 
 class ThreadCallsReactor(Clock):
@@ -48,35 +49,6 @@ class ThreadCallsReactor(Clock):
             f(*args)
             ran += 1
         return ran
-
-
-class StepPool:
-    """A one-thread pool whose jobs run only when the test says so."""
-
-    def __init__(self) -> None:
-        self.jobs: deque[Callable[[], None]] = deque()
-
-    def callInThreadWithCallback(
-        self,
-        onResult: Callable[[bool, object], object],
-        func: Callable[..., object],
-        *args: object,
-    ) -> None:
-        def run() -> None:
-            try:
-                result: object = func(*args)
-            except Exception:
-                onResult(False, Failure())
-            else:
-                onResult(True, result)
-
-        self.jobs.append(run)
-
-    def run_one(self) -> bool:
-        if not self.jobs:
-            return False
-        self.jobs.popleft()()
-        return True
 
 
 class StepEngine:
@@ -140,7 +112,7 @@ def item(i: int, size: int = 10) -> Item:
 class HandOffCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = ThreadCallsReactor()
-        self.pool = StepPool()
+        self.pool = ManualPool()
         self.engine = StepEngine()
         self.writer = JournalWriter(
             self.reactor,
@@ -157,7 +129,7 @@ class HandOffCase(SynchronousTestCase):
         """Let the thread and the reactor run until neither has work: the
         engine's notifications reach the reactor as its eventfd would."""
         for _ in range(limit):
-            busy = self.pool.run_one()
+            busy = self.pool.run_next()
             busy = self.engine.run_one() or busy
             if self.engine.notified:
                 self.engine.notified = 0
@@ -189,16 +161,6 @@ class HandOffCase(SynchronousTestCase):
         return journal
 
 
-class SyncPool:
-    def callInThreadWithCallback(
-        self,
-        onResult: Callable[[bool, object], object],
-        func: Callable[..., object],
-        *args: object,
-    ) -> None:
-        onResult(True, func(*args))
-
-
 class InterleavingTests(HandOffCase):
     def test_two_engine_batches_back_in_one_poll(self) -> None:
         """The engine returns two batches at once, and what waited behind
@@ -211,20 +173,20 @@ class InterleavingTests(HandOffCase):
         # A new queue's first record needs its directory made: Python only.
         second = self.journal("b")
         fresh = self.fired(second.add(item(1)))
-        self.assertEqual(self.pool.jobs, deque())
+        self.assertEqual(self.pool.work, deque())
         self.engine.run_one()
         self.engine.run_one()
         self.writer.engine_finished()
         self.assertEqual((one, two), ([None], [None]))
-        self.assertEqual(len(self.pool.jobs), 1)
+        self.assertEqual(len(self.pool.work), 1)
         # While that batch is on the thread, more arrives for both paths.
         later = self.fired(first.add(item(4)))
         third = self.journal("c")
         newer = self.fired(third.add(item(1)))
-        self.assertEqual(len(self.pool.jobs), 1)
+        self.assertEqual(len(self.pool.work), 1)
         self.assertEqual(len(self.engine.queued), 0)
         # The thread finishes before the reactor hears of it.
-        self.pool.run_one()
+        self.pool.run_next()
         self.settle()
         self.assertEqual((fresh, later, newer), ([None], [None], [None]))
         self.assertEqual(self.writer.backlog, 0)
@@ -248,7 +210,7 @@ class InterleavingTests(HandOffCase):
         closed = self.journal("b").close()
         durable: list[Deferred[None] | None] = []
         closed.addCallback(lambda _: durable.append(self.journal("c").add(item(1))))
-        self.assertEqual(len(self.pool.jobs), 1)
+        self.assertEqual(len(self.pool.work), 1)
         # ... which fires while they are on the thread, with nothing pending.
         self.reactor.advance(self.writer.retry_delay)
         self.settle()
@@ -273,7 +235,7 @@ class InterleavingTests(HandOffCase):
             assert d is not None
             d.addCallback(lambda _: answered.append(3))
             # The thread runs it at once, before the reactor goes on.
-            self.pool.run_one()
+            self.pool.run_next()
 
         d = first.add(item(2))
         assert d is not None
@@ -386,7 +348,7 @@ class RandomInterleavingTests(HandOffCase):
             elif action < 0.45:
                 ops.failing = errno.ENOSPC if ops.failing == 0 else 0
             elif action < 0.6:
-                self.pool.run_one()
+                self.pool.run_next()
             elif action < 0.72:
                 self.engine.run_one()
             elif action < 0.8:

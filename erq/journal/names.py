@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from erq.names import valid_queue_name
+
 # Characters that stand for themselves in a directory name: none of them
 # changes under case folding, none of them is special to a filesystem.
 _KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-.+")
@@ -24,11 +26,7 @@ NAME_FILE = "name"
 
 
 def _check_queue_name(name: str) -> None:
-    if (
-        not 1 <= len(name) <= 250
-        or name.startswith(".")
-        or any(not "!" <= c <= "~" or c == "/" for c in name)
-    ):
+    if not valid_queue_name(name):
         raise ValueError(f"bad queue name {name!r}")
 
 

@@ -23,7 +23,6 @@ from erq.protocol.requests import (
     KNOWN_LIMIT,
     MAX_FLAGS,
     MAX_LINE,
-    MAX_NAME,
     BrokenRules,
     BrokenStream,
     ClientError,
@@ -33,7 +32,6 @@ from erq.protocol.requests import (
     TooLarge,
     get_request,
     queue_name,
-    valid_name,
 )
 
 __all__ = [
@@ -44,7 +42,6 @@ __all__ = [
     "MAX_HELD_OUTPUT",
     "MAX_LINE",
     "MAX_LOGIN",
-    "MAX_NAME",
     "MAX_RUN",
     "MAX_RUN_BYTES",
     "BrokenRules",
@@ -60,5 +57,4 @@ __all__ = [
     "TooLarge",
     "get_request",
     "queue_name",
-    "valid_name",
 ]

@@ -16,10 +16,11 @@ says beside it (``why``) and whether the stream can still be trusted
 
 from __future__ import annotations
 
+from erq.names import valid_queue_name
+
 #: Longest request line, not counting its line end.
 MAX_LINE = 2048
 MAX_FLAGS = 2**32 - 1
-MAX_NAME = 250
 #: Entries each cache of parsed lines, keys and names holds before clearing.
 KNOWN_LIMIT = 10_000
 
@@ -89,13 +90,6 @@ class TooLarge(RequestError):
         super().__init__("object too large")
 
 
-def valid_name(name: bytes) -> bool:
-    """Whether ``name`` may name a queue (and so a directory on disk)."""
-    if not 0 < len(name) <= MAX_NAME or name.startswith(b"."):
-        return False
-    return all(0x21 <= byte <= 0x7E and byte != 0x2F for byte in name)
-
-
 #: Parsed keys and names, by their bytes: clients use a handful of queues,
 #: so each is checked once, not once per request.  Bounded by clearing.
 _known_names: dict[bytes, str] = {}
@@ -106,7 +100,7 @@ def queue_name(word: bytes) -> str:
     """The queue name ``word`` stands for, or ``ClientError``."""
     name = _known_names.get(word)
     if name is None:
-        if not valid_name(word):
+        if not valid_queue_name(word):
             raise ClientError("bad queue name")
         if len(_known_names) >= KNOWN_LIMIT:
             _known_names.clear()
@@ -238,7 +232,7 @@ def check_set(words: list[bytes], noreply: bool) -> bytes | None:
     """What is wrong with a set line whose data block is still read."""
     if len(words) > 5 or (len(words) == 5 and not noreply):
         return b"bad command line format"
-    if words[0] not in _known_names and not valid_name(words[0]):
+    if words[0] not in _known_names and not valid_queue_name(words[0]):
         return b"bad queue name"
     if not words[1].isdigit() or int(words[1]) > MAX_FLAGS:
         return b"bad flags"
