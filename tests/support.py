@@ -352,6 +352,13 @@ class ManualPool:
             self.run_one()
 
 
+def close_writer(writer: JournalWriter, pool: object) -> None:
+    """Stop a writer whose thread is a test's pool, and close its files."""
+    writer.stop()
+    if isinstance(pool, ManualPool):
+        pool.run_all()
+
+
 class CountingOps(FileOps):
     """Counts syncs and writes; fails writes or syncs on demand."""
 
@@ -413,11 +420,11 @@ class JournalTestCase(TestCase):
         self, pool: object | None = None, ops: FileOps | None = None
     ) -> JournalWriter:
         self.clock = FakeReactor()
-        return JournalWriter(
-            self.clock,
-            pool if pool is not None else SyncPool(),  # type: ignore[arg-type]
-            file_ops=ops,
-        )
+        pool = pool if pool is not None else SyncPool()
+        writer = JournalWriter(self.clock, pool, file_ops=ops)  # type: ignore[arg-type]
+        # Its files are closed when the test ends, however it left them.
+        self.addCleanup(close_writer, writer, pool)
+        return writer
 
     def real_writer(self, ops: FileOps | None = None) -> JournalWriter:
         writer = JournalWriter(reactor, file_ops=ops)

@@ -109,6 +109,23 @@ def item(i: int, size: int = 10) -> Item:
     return Item(i, (b"%d:" % i + b"x" * size)[:size], 0, None, 1700000000.0 + i)
 
 
+def stop_quietly(
+    writer: JournalWriter,
+    pool: ManualPool,
+    engine: StepEngine,
+    reactor: ThreadCallsReactor,
+) -> None:
+    """Stop the writer, however a test left it, closing its files."""
+    writer.stop()
+    for _ in range(1000):
+        busy = pool.run_next()
+        busy = engine.run_one() or busy
+        writer.engine_finished()
+        busy = reactor.run_calls() > 0 or busy
+        if not busy:
+            return
+
+
 class HandOffCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = ThreadCallsReactor()
@@ -121,6 +138,7 @@ class HandOffCase(SynchronousTestCase):
         )
         self.base = os.path.abspath(self.mktemp())
         os.makedirs(self.base)
+        self.addCleanup(stop_quietly, self.writer, self.pool, self.engine, self.reactor)
 
     def journal(self, name: str, sync: SyncPolicy = "always") -> Journal:
         return Journal(os.path.join(self.base, name), self.writer, sync=sync)
@@ -223,25 +241,32 @@ class InterleavingTests(HandOffCase):
         self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
 
     def test_python_batch_finishes_while_engine_batches_complete(self) -> None:
-        """A batch on the Python loop finishes during the completions of
-        engine batches: it is taken back after them, in order."""
+        """A batch sent to the Python loop before the engine's batch is
+        answered (something waited for it) finishes, and the reactor hears
+        of it, while that answer runs: it is taken back after, in order."""
         first = self.opened("a")
-        answered: list[int] = []
-        second = self.journal("b")
+        answered: list[str] = []
+        durable = first.add(item(2))
+        assert durable is not None
+        durable.addCallback(lambda _: answered.append("engine"))
+        # A new queue's first record makes its directory: Python only, so
+        # it waits for the engine's batch.
+        later = self.journal("b").add(item(1))
+        assert later is not None
+        later.addCallback(lambda _: answered.append("python"))
+        ran: list[bool] = []
 
-        def then_python(_: object) -> None:
-            answered.append(2)
-            d = second.add(item(1))
-            assert d is not None
-            d.addCallback(lambda _: answered.append(3))
-            # The thread runs it at once, before the reactor goes on.
-            self.pool.run_next()
+        def thread_finishes_meanwhile(_: object) -> None:
+            ran.append(self.pool.run_next())
+            self.reactor.run_calls()
+            self.assertEqual(answered, ["engine"])
 
-        d = first.add(item(2))
-        assert d is not None
-        d.addCallback(then_python)
+        durable.addCallback(thread_finishes_meanwhile)
+        self.engine.run_one()
+        self.writer.engine_finished()
+        self.assertEqual(ran, [True])
         self.settle()
-        self.assertEqual(answered, [2, 3])
+        self.assertEqual(answered, ["engine", "python"])
         self.assertEqual(self.writer.backlog, 0)
 
     def test_stop_while_batches_are_on_the_thread(self) -> None:
