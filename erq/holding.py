@@ -95,22 +95,22 @@ class Holding:
         counted, its data left to the journal.  The caller puts a held item
         in place, with `append` or through `arrive`."""
         size = len(item.data)
-        if self._keeps_in_memory(size):
+        # The first test is the common case, and costs no call.
+        if (
+            not self.behind_items and self.mem_bytes + size <= self._memory_limit()
+        ) or self._keeps_in_memory(size):
             self.mem_bytes += size
             return True
-        assert self._journal() is not None
         self.behind_items += 1
         self.behind_bytes += size
         return False
 
     def _keeps_in_memory(self, size: int) -> bool:
+        """Whether an item over the memory limit is held all the same:
+        without a journal to leave it in, or as the only one in memory."""
         if self._journal() is None:
             return True
-        if self.behind_items:
-            return False
-        return self.mem_bytes + size <= self._memory_limit() or not (
-            self.items or self._arrivals.held
-        )
+        return not self.behind_items and not (self.items or self._arrivals.held)
 
     def arrive(
         self, items: list[Item], held: list[bool], durable: Deferred[None] | None

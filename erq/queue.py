@@ -134,7 +134,8 @@ class Queue:
         self.touched = now
         if settings.max_item_size is not None and size > settings.max_item_size:
             return False
-        expiry = self.settings.item_expiry(expiry, now)
+        if settings.max_age is not None:
+            expiry = settings.item_expiry(expiry, now)
         if (
             settings.max_items is not None or settings.max_size is not None
         ) and not self._make_room(size):
@@ -151,7 +152,8 @@ class Queue:
         if durable is None and not self._holding.arriving:
             if in_memory:
                 self._items.append(item)
-                self._serve()
+                if self._waiters:
+                    self._serve()
             return True
         return self._holding.arrive([item], [in_memory], durable)
 

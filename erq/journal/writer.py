@@ -262,6 +262,13 @@ class _Life(enum.Enum):
     STOPPED = "stopped"
 
 
+# The states as plain globals: the send path reads one per record.
+_RUNNING = _Life.RUNNING
+_STOPPING = _Life.STOPPING
+_CLOSING = _Life.CLOSING
+_STOPPED = _Life.STOPPED
+
+
 # One class, longer than the others: it is the hand-off between the reactor
 # and the writer's thread, one state machine (where each batch is, what may
 # be sent, what is taken back) whose every transition reads and changes the
@@ -336,7 +343,7 @@ class JournalWriter:
         self._retry_call: IDelayedCall | None = None
         # Open segment files; only the writer thread touches this set.
         self._files: set[_SegmentFile] = set()
-        self._life = _Life.RUNNING
+        self._life = _RUNNING
         # ``start`` came while stopping: start again once the files are
         # closed.
         self._restart = False
@@ -372,11 +379,11 @@ class JournalWriter:
         start).  A writer can be started again after ``stop``, even before
         the stop has finished."""
         life = self._life
-        if life is _Life.STOPPING or life is _Life.CLOSING:
+        if life is _STOPPING or life is _CLOSING:
             # What is journaled meanwhile waits for the files to be closed.
             self._restart = True
             return
-        self._life = _Life.RUNNING
+        self._life = _RUNNING
         if self._pool is not None or self._thread is not None:
             return
         # The thread is a daemon: a writer stuck on a dead disk must not keep
@@ -470,12 +477,12 @@ class JournalWriter:
         ``start``."""
         d: Deferred[None] = Deferred()
         self._restart = False
-        if self._life is _Life.STOPPED:
+        if self._life is _STOPPED:
             d.callback(None)
             return d
         self._stop_waiters.append(d)
-        if self._life is _Life.RUNNING:
-            self._life = _Life.STOPPING
+        if self._life is _RUNNING:
+            self._life = _STOPPING
         self._cancel_retry()
         self._fresh = True
         self._kick()
@@ -483,7 +490,7 @@ class JournalWriter:
         return d
 
     def _maybe_stopped(self) -> None:
-        if self._life is not _Life.STOPPING or self._completing:
+        if self._life is not _STOPPING or self._completing:
             return
         if self._busy() is not None:
             # Taking the batches back comes here again.
@@ -493,7 +500,7 @@ class JournalWriter:
             self._fresh = True
             self._kick()
             return
-        self._life = _Life.CLOSING
+        self._life = _CLOSING
         if self._pool is None and self._jobs is None:
             # The thread never started: no file is open.
             self._closed(_close_all(self._files, self.file_ops))
@@ -513,7 +520,7 @@ class JournalWriter:
                 "journal writer: closing files failed: {errors}",
                 errors="; ".join(cast(list[str], result)),
             )
-        self._life = _Life.STOPPED
+        self._life = _STOPPED
         if self._jobs is not None:
             self._jobs.put(None)
             self._jobs = None
@@ -544,7 +551,8 @@ class JournalWriter:
     def wake(self) -> None:
         """Something new is pending: send it when it may go."""
         self._fresh = True
-        self._kick()
+        if not self._completing:
+            self._send()
 
     def urge(self) -> None:
         """Something waits for what is pending (a durable add, a read, a
@@ -573,7 +581,7 @@ class JournalWriter:
         if not self._pending or not self._fresh:
             return
         life = self._life
-        if not self._released and life is _Life.RUNNING and self.linger > 0:
+        if not self._released and life is _RUNNING and self.linger > 0:
             # Many records per hand-off: a thread wake-up costs more than
             # writing one record.
             call = self._linger_call
@@ -602,14 +610,14 @@ class JournalWriter:
                 # Only the Python loop can run this, after the engine.
                 self._take_back(engine, wake=True)
                 return
-        if life is _Life.CLOSING and self._restart:
+        if life is _CLOSING and self._restart:
             return
         batch = self._pending
         self._pending = []
         self._urgent = self._released = False
         _cancel(self._linger_call)
         self._linger_call = None
-        if life is _Life.CLOSING or life is _Life.STOPPED:
+        if life is _CLOSING or life is _STOPPED:
             for chunk in batch:
                 chunk.journal.seal(chunk)
                 for step in chunk.steps:
@@ -684,7 +692,7 @@ class JournalWriter:
         if (
             self._urgent
             and self._pending
-            and self._life is _Life.RUNNING
+            and self._life is _RUNNING
             and not runner.busy()
             and all(
                 failure is None and all(chunk.error is None for chunk in batch)
@@ -778,7 +786,7 @@ class JournalWriter:
     def schedule_retry(self) -> None:
         """A journal's batch failed: send its retried records after
         ``retry_delay``, unless something new sends them sooner."""
-        if self._retry_call is None and self._life is _Life.RUNNING:
+        if self._retry_call is None and self._life is _RUNNING:
             self._retry_call = self.reactor.callLater(self.retry_delay, self._retry)
 
     def _retry(self) -> None:
@@ -793,4 +801,4 @@ class JournalWriter:
     def stopping(self) -> bool:
         """Whether ``stop`` was called and the writer has not started
         again."""
-        return self._life is not _Life.RUNNING
+        return self._life is not _RUNNING
