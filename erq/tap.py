@@ -89,8 +89,13 @@ class StartupError(SystemExit):
 
 
 def _endpoint_arguments(description: str) -> tuple[str, dict[str, str]]:
-    """An endpoint description's type and its arguments by name."""
-    # Twisted's own tokenizer, so that escapes (\\:) read as Twisted reads them.
+    """An endpoint description's type and its arguments by name.
+
+    The one use of a private Twisted name outside ``erq.protocol.transport``:
+    Twisted's own tokenizer (``endpoints._parse``), so that escapes (``\\:``)
+    read exactly as ``serverFromString`` reads them; there is no public
+    one.  ``tests/test_tap.py`` (escaped ``tcp6`` interfaces, a trailing
+    backslash) fails if a Twisted release changes it."""
     try:
         positional, named = endpoints._parse(description)
     except RuntimeError:
