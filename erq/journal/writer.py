@@ -38,7 +38,6 @@ import enum
 import os
 import threading
 from collections.abc import Callable
-from functools import partial
 from queue import SimpleQueue
 from typing import Protocol, cast
 
@@ -56,12 +55,11 @@ from erq.config import MiB
 from erq.journal.engine import Engine, _Engine, _EngineDone, _EngineRunner
 from erq.journal.files import (
     FileOps,
-    _awaited,
     _Chunk,
     _close_all,
-    _run_batch,
     _SegmentFile,
 )
+from erq.journal.loop import _Done, _PythonLoop
 
 # The namespace of the whole package, as before it was split.
 _log = Logger(namespace="erq.journal")
@@ -144,10 +142,6 @@ def _serve(jobs: SimpleQueue[_Job | None], engine: Engine | None) -> None:
             _log.failure("journal writer thread: reporting a job failed")
 
 
-#: A batch taken back from the thread, with the failure of a crash there.
-_Done = tuple[list[_Chunk], Failure | None]
-
-
 class _Runner(Protocol):
     """One of the two ways the writer's thread runs a batch: the Python
     loop (any step, one batch at a time) or the C engine (appends and
@@ -168,75 +162,6 @@ class _Runner(Protocol):
     def take_back(self, wake: bool) -> list[_Done]:
         """The batches it has finished, oldest first; with ``wake``, have
         the reactor woken when it finishes the next."""
-
-
-class _PythonLoop:
-    """The writer thread's Python loop as a `_Runner`: one batch at a time,
-    of any steps.
-
-    The thread leaves the finished batch in ``finished`` and wakes the
-    reactor only when something waits for it; ``waiting`` is the reactor
-    saying that it does.  Each side writes its own field, then reads the
-    other's, so one of the two always sees the other (the GIL orders
-    them)."""
-
-    def __init__(
-        self,
-        reactor: _Reactor,
-        on_thread: Callable[..., None],
-        files: set[_SegmentFile],
-        file_ops: Callable[[], FileOps],
-        collect: Callable[[], object],
-    ) -> None:
-        self._reactor = reactor
-        self._on_thread = on_thread
-        self._files = files
-        self._file_ops = file_ops
-        self._collect = collect
-        # The batch on the thread, if any.
-        self.in_flight: list[_Chunk] | None = None
-        # That batch once the thread has finished it.
-        self.finished: _Done | None = None
-        # The reactor waits for the batch in flight.
-        self.waiting = False
-
-    def busy(self) -> bool:
-        return self.in_flight is not None
-
-    def can_run(self, batch: list[_Chunk]) -> bool:
-        return True
-
-    def submit(self, batch: list[_Chunk], hurry: bool) -> None:
-        self.in_flight = batch
-        self._on_thread(
-            partial(self._ran, batch, hurry),
-            _run_batch,
-            batch,
-            self._file_ops(),
-            self._files,
-        )
-
-    def _ran(self, batch: list[_Chunk], hurry: bool, ok: bool, result: object) -> None:
-        """On the writer thread, after the batch: leave it for the reactor,
-        and wake the reactor only when something waits for it.  Otherwise the
-        reactor takes it back with its next record: one thread hop per
-        batch instead of two."""
-        self.finished = (batch, None if ok else cast(Failure, result))
-        if self.waiting or hurry or not ok or _awaited(batch):
-            self._reactor.callFromThread(self._collect)
-
-    def take_back(self, wake: bool) -> list[_Done]:
-        if self.finished is None:
-            if not wake:
-                return []
-            self.waiting = True
-            if self.finished is None:
-                return []
-        done = self.finished
-        self.finished = None
-        self.in_flight = None
-        self.waiting = False
-        return [done]
 
 
 class _Life(enum.Enum):
@@ -275,7 +200,7 @@ _STOPPED = _Life.STOPPED
 # same few fields.  Cut into parts, a reader would have to hold them all at
 # once to see that no batch is forgotten; the thread's file work, the Python
 # loop and the C engine (the two `_Runner`s) are already apart
-# (``erq.journal.files``, `_PythonLoop`, ``erq.journal.engine``).
+# (``erq.journal.files``, ``erq.journal.loop``, ``erq.journal.engine``).
 class JournalWriter:
     """Writes the journals of every queue of a server on one thread, with
     group commit.  Records reach disk in exactly the order the reactor made
