@@ -1,0 +1,62 @@
+"""Tests for erq.reload: the configuration read again on a running server."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
+
+from erq.config import Config, ConfigError, ServerSettings, load_config
+from erq.reload import NoConfigurationFile, read_again
+
+
+class ReadAgainTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as file:
+            file.write(text)
+        return path
+
+    def test_settings_change_but_port_and_data_dir_wait(self) -> None:
+        path = self.write("[server]\nport = 22122\n[defaults]\nmax_items = 5\n")
+        running = load_config(path)
+        # The file changes under the running server.
+        with open(path, "w") as file:
+            file.write(
+                '[server]\nport = 9999\ndata_dir = "elsewhere"\n'
+                "[defaults]\nmax_items = 7\n"
+            )
+        config = read_again(running, path, {}, Logger())
+        self.assertEqual(config.settings_for("q").max_items, 7)
+        self.assertEqual(
+            (config.server.port, config.server.data_dir),
+            (running.server.port, running.server.data_dir),
+        )
+
+    def test_overrides_apply_again(self) -> None:
+        path = self.write("[defaults]\nmax_items = 5\n")
+        config = read_again(
+            load_config(path), path, {"max_memory_size": 1024}, Logger()
+        )
+        self.assertEqual(config.settings_for("q").max_memory_size, 1024)
+
+    def test_nothing_to_read(self) -> None:
+        self.assertRaises(NoConfigurationFile, read_again, Config(), None, {}, Logger())
+        self.assertTrue(issubclass(NoConfigurationFile, ConfigError))
+
+    def test_a_bad_file_raises(self) -> None:
+        path = self.write("[defaults]\nmax_items = 5\n")
+        running = load_config(path)
+        with open(path, "w") as file:
+            file.write("[defaults]\nmax_items = -1\n")
+        self.assertRaises(ConfigError, read_again, running, path, {}, Logger())
+
+    def test_only_an_auth_file(self) -> None:
+        users = self.write("alice:s3cret\n")
+        running = Config(ServerSettings(auth_file=users))
+        with open(users, "w") as file:
+            file.write("bob:hunter22\n")
+        config = read_again(running, None, {}, Logger())
+        self.assertIsNotNone(config.credentials)
+        self.assertNotEqual(config.credentials, running.credentials)
