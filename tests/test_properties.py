@@ -27,8 +27,15 @@ from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
 
 from erq.config import Config, QueueSettings
 from erq.protocol import QueueFactory
@@ -662,7 +669,14 @@ MACHINE_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-QueueMachine.TestCase.settings = MACHINE_SETTINGS
-TwoOpenReadsMachine.TestCase.settings = MACHINE_SETTINGS
-TestQueueMachine = QueueMachine.TestCase
-TestTwoOpenReadsMachine = TwoOpenReadsMachine.TestCase
+
+class StateMachineTests(SynchronousTestCase):
+    """The machines as trial test methods, so that trial runs them as
+    pytest does (hypothesis's own ``TestCase`` has only ``runTest``, which
+    trial does not collect)."""
+
+    def test_queue_machine(self) -> None:
+        run_state_machine_as_test(QueueMachine, settings=MACHINE_SETTINGS)
+
+    def test_two_open_reads_machine(self) -> None:
+        run_state_machine_as_test(TwoOpenReadsMachine, settings=MACHINE_SETTINGS)
