@@ -111,15 +111,7 @@ def lock_data_dir(data_dir: str) -> DataDirLock:
         os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
         FILE_MODE,
     )
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(fd)
-        os.close(fd)
-        raise DataDirectoryInUse(data_dir, holder) from None
-    except BaseException:
-        os.close(fd)
-        raise
+    _lock(fd, fcntl.LOCK_EX, data_dir)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, b"%d\n" % os.getpid(), 0)
@@ -140,8 +132,15 @@ def lock_data_dir_shared(data_dir: str) -> DataDirLock | None:
         fd = os.open(_lock_path(data_dir), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         return None
+    _lock(fd, fcntl.LOCK_SH, data_dir)
+    return DataDirLock(data_dir, fd)
+
+
+def _lock(fd: int, how: int, data_dir: str) -> None:
+    """Lock the open lock file ``fd`` (``LOCK_EX`` or ``LOCK_SH``) without
+    waiting; on failure close it, and say who holds the directory."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
@@ -149,4 +148,3 @@ def lock_data_dir_shared(data_dir: str) -> DataDirLock | None:
     except BaseException:
         os.close(fd)
         raise
-    return DataDirLock(data_dir, fd)
