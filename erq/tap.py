@@ -335,7 +335,12 @@ class Options(usage.Options):
             config = load_config(path) if path else Config()
             self.config = config.with_overrides(**overrides)
         except ConfigError as error:
-            raise StartupError(str(error)) from None
+            text = str(error)
+            users = overrides.get("auth_file")
+            if users is not None and text.startswith(f"{users}:"):
+                # The auth file the command line named: say so.
+                text = f"--auth-file {text}"
+            raise StartupError(text) from None
         self.overrides = overrides
 
     def named(self, key: str, value: object) -> str:

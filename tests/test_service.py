@@ -197,7 +197,7 @@ class TapTests(SynchronousTestCase):
             options.parseOptions(["--auth-file", path])
         self.assertEqual(
             str(raised.exception),
-            f"erq: {path}: cannot read: No such file or directory",
+            f"erq: --auth-file {path}: cannot read: No such file or directory",
         )
         with open(path, "wb") as file:
             file.write(b"alice:s3cret\n")
