@@ -509,9 +509,9 @@ def self_signed(directory: str) -> tuple[str, str]:
 class TLSTests(TestCase):
     timeout = 30
 
-    async def test_pymemcache_over_tls(self) -> None:
-        from pymemcache.client.base import Client
-
+    def tls_server(self) -> tuple[StartedServer, str]:
+        """A server on a TLS port with a fresh self-signed certificate, and
+        the certificate's file."""
         directory = temporary_directory(self)
         key, cert = self_signed(directory)
         server = StartedServer(
@@ -521,6 +521,12 @@ class TLSTests(TestCase):
             "-d",
             f"{directory}/queues",
         )
+        return server, cert
+
+    async def test_pymemcache_over_tls(self) -> None:
+        from pymemcache.client.base import Client
+
+        server, cert = self.tls_server()
         address, loopback = server.listening.address() or ("", False)
         self.assertEqual(address, f"tls {LOCALHOST}:{server.port}")
         self.assertTrue(loopback)
@@ -540,15 +546,7 @@ class TLSTests(TestCase):
         await deferToThread(talk)
 
     async def test_plain_text_gets_nothing(self) -> None:
-        directory = temporary_directory(self)
-        key, cert = self_signed(directory)
-        server = StartedServer(
-            self,
-            "--port",
-            f"ssl:0:privateKey={key}:certKey={cert}",
-            "-d",
-            f"{directory}/queues",
-        )
+        server, _ = self.tls_server()
 
         def plain() -> bytes:
             return command(server.port, b"version\r\n", b"")
