@@ -30,6 +30,7 @@ from erq.journal import JournalWriter
 from erq.queue import Item, Queue
 from erq.reload import NoConfigurationFile, read_again
 from erq.stats import QUEUE_STATS, SERVER_STATS, Counters, queue_stats, server_stats
+from erq.status import ServerStatus
 from erq.storage import SEGMENT_SIZE, Storage
 
 __all__ = [
@@ -109,6 +110,7 @@ class QueueService(Service):
         self.counters = Counters()
         self.started_at = self.clock.seconds()
         self.shutting_down = False
+        self.status = ServerStatus.UP
         self.log = Logger()
         self.connections = Connections(self.clock, self.log)
         self._log_limit = LogLimit(self.clock)
