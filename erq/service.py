@@ -166,20 +166,33 @@ class QueueService(Service):
 
     def load_status(self, path: str | None = None) -> None:
         """Decide the status the server starts in, once: ``--status`` when
-        given (``overrides``), else the status kept in the data directory,
-        else ``status`` in ``[server]`` (a first start); and keep it there.
-        Raises `ConfigError`, naming the file, when the status kept there
-        cannot be read or is wrong, or the status cannot be kept.  ``path``
-        names the data directory as ``hold_data_dir`` does."""
+        given (``overrides``; then the status kept is not even read, so
+        that it replaces one that cannot be), else the status kept in the
+        data directory, else ``status`` in ``[server]`` (a first start);
+        and keep it there.  Raises `ConfigError`, naming the file, when the
+        status kept there cannot be read or is wrong, or the status cannot
+        be kept.  ``path`` names the data directory as ``hold_data_dir``
+        does."""
         if self._status_loaded:
             return
         storage = self.storage
-        stored = None if storage is None else storage.read_status(path)
-        status = self.overrides.get("status") or stored or self.config.server.status
+        explicit = self.overrides.get("status")
+        stored = None
+        if storage is not None and explicit is None:
+            try:
+                stored = storage.read_status(path)
+            except ConfigError as error:
+                # Nothing started: the directory is free for another try.
+                storage.release()
+                raise ConfigError(
+                    f"{error.reason}; --status replaces it", error.source
+                ) from None
+        status = explicit or stored or self.config.server.status
         if storage is not None and status is not stored:
             try:
                 storage.save_status(status, path)
             except OSError as error:
+                storage.release()
                 file = os.path.join(path or storage.data_dir, STATUS_FILE)
                 raise ConfigError(
                     f"cannot write: {error.strerror}",

@@ -28,7 +28,7 @@ from erq.config import Config, ConfigError, ServerSettings
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 from erq.status import ServerStatus
-from erq.storage import STATUS_FILE
+from erq.storage import STATUS_FILE, Storage
 from erq.tap import ListeningService, Options, StartupError, makeService
 from tests.support import (
     CLIENT_TIMEOUT,
@@ -364,8 +364,37 @@ class StatusKeptTests(SynchronousTestCase):
         service = QueueService(reactor=FakeReactor(), data_dir=self.data_dir)
         with self.assertRaises(ConfigError) as raised:
             service.startService()
-        self.assertTrue(str(raised.exception).startswith(f"status file {path}: "))
+        self.assertEqual(
+            str(raised.exception),
+            f'status file {path}: expected "up", "readonly" or "quiescent",'
+            ' got "sideways"; --status replaces it',
+        )
         self.assertFalse(service.running)
+        # As it does.
+        service = self.start(option=ServerStatus.READONLY)
+        self.assertIs(service.status, ServerStatus.READONLY)
+        with open(path) as file:
+            self.assertEqual(file.read(), "readonly\n")
+
+    def test_a_first_status_that_cannot_be_kept_stops_the_start(self) -> None:
+        def read_only(
+            storage: Storage, status: ServerStatus, data_dir: str | None = None
+        ) -> None:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        patched = self.patch(Storage, "save_status", read_only)
+        service = QueueService(reactor=FakeReactor(), data_dir=self.data_dir)
+        with self.assertRaises(ConfigError) as raised:
+            service.startService()
+        path = os.path.join(self.data_dir, STATUS_FILE)
+        self.assertEqual(
+            str(raised.exception),
+            f"status file {path}: cannot write: Read-only file system",
+        )
+        # Nothing started, and the directory is free again.
+        self.assertFalse(service.running)
+        patched.restore()
+        self.assertIs(self.start().status, ServerStatus.UP)
 
     def test_a_status_that_cannot_be_kept_holds_all_the_same(self) -> None:
         service = self.start()

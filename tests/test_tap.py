@@ -322,7 +322,7 @@ class StartupFailureTests(SynchronousTestCase):
         self.assertEqual(
             self.fails("--port", "0", "-d", data_dir, twistd=twistd),
             f"erq: status file {path}: expected"
-            ' "up", "readonly" or "quiescent", got "sideways"',
+            ' "up", "readonly" or "quiescent", got "sideways"; --status replaces it',
         )
 
     def test_the_port_is_held_until_the_server_listens(self) -> None:
