@@ -23,6 +23,9 @@ file, with each key at its default::
                                   # erq.auth): clients must log in; a
                                   # relative path is relative to the working
                                   # directory; "" for none
+    status = "up"                 # "up", "readonly" or "quiescent": the
+                                  # status of a server's first start (then
+                                  # kept in the data directory)
 
     [defaults]                    # every queue that does not say otherwise
     max_items = "unlimited"       # items held; a non-negative integer
@@ -93,6 +96,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from erq.names import MAX_QUEUE_NAME, fanout_parent, valid_queue_name
+from erq.status import ServerStatus
 from erq.tomllines import KeyPath, dotted, key_lines
 from erq.values import (
     QUEUE_KEYS,
@@ -167,6 +171,10 @@ class ServerSettings:
     #: The file of ``user:password`` lines clients log in with (an absolute
     #: path when read from a file or the command line); ``None``: no login.
     auth_file: str | None = None
+    #: The status of the server's first start; after it, the status kept in
+    #: the data directory wins (see ``erq.status``), unless ``--status``
+    #: names one.
+    status: ServerStatus = ServerStatus.UP
 
 
 class ConfigError(ValueError):
@@ -280,6 +288,7 @@ class Config:
         sync_journal: SyncPolicy | None = None,
         max_memory_size: int | None = None,
         auth_file: str | None = None,
+        status: ServerStatus | None = None,
     ) -> Config:
         """This configuration with command-line options applied; ``None``
         leaves a setting as the file has it.
@@ -297,6 +306,7 @@ class Config:
             "allow_shutdown": (allow_shutdown, SERVER_KEYS["allow_shutdown"]),
             "max_item_cap": (max_item_cap, positive_count),
             "auth_file": (auth_file, SERVER_KEYS["auth_file"]),
+            "status": (status, SERVER_KEYS["status"]),
         }
         changes: dict[str, Any] = {}
         for key, (value, check) in checks.items():

@@ -45,6 +45,10 @@ class Connection(Protocol):
     def login_required(self, required: bool) -> None:
         """The server now has an auth file (``required``) or none."""
 
+    def stop_waiting(self) -> None:
+        """The server hands out nothing more: answer a waiting get now with
+        what it has."""
+
 
 class Connections:
     """The live connections, with the limit on their number and the waits

@@ -65,8 +65,9 @@ SERVER_STATS = (
     "total_items",
     "bytes",
     "curr_connections",
-    # The rest are counted as they happen:
+    # These are counted as they happen:
     *Counters.__slots__,
+    "server_status",
 )
 
 QUEUE_STATS = (
@@ -100,6 +101,7 @@ def server_stats(service: QueueService) -> list[tuple[str, object]]:
         "total_items": sum(queue.total_items for queue in queues),
         "bytes": sum(queue.queued_bytes for queue in queues),
         "curr_connections": len(service.connections),
+        "server_status": service.status.name,
     }
     for name in Counters.__slots__:
         values[name] = getattr(counters, name)

@@ -5,10 +5,17 @@ The service routes requests to queues and knows nothing of files; this is
 the one place that turns a data directory into journals.  The lock is held
 from before the first journal is read until the writer's last file is
 closed (see ``erq.datadir``).
+
+The server's status (``erq.status``) is kept here too, in `STATUS_FILE`:
+one word and a line end, replaced whole (written aside, fsynced, renamed
+over the old one, the directory fsynced), so that a crash leaves the old
+status or the new one, never half of either.  Its name starts with a dot,
+which no queue's directory does.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,19 +25,25 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from erq.config import MiB, QueueSettings
+from erq.config import ConfigError, MiB, QueueSettings
 from erq.datadir import DataDirLock, lock_data_dir
 from erq.journal import (
     LINGER,
+    FileOps,
     Journal,
     JournalWriter,
     Replayed,
     list_queue_dirs,
     queue_dir,
 )
+from erq.status import ServerStatus
+from erq.values import parse_status
 
 #: Bytes of a journal segment file before the next one starts.
 SEGMENT_SIZE = 16 * MiB
+
+#: The file in the data directory that keeps the server's status.
+STATUS_FILE = ".status"
 
 
 class Storage:
@@ -119,6 +132,37 @@ class Storage:
             segment_size=self.segment_size,
             name=name,
         )
+
+    def _status_path(self, data_dir: str | None) -> str:
+        directory = self.data_dir if data_dir is None else data_dir
+        return os.path.join(directory, STATUS_FILE)
+
+    def read_status(self, data_dir: str | None = None) -> ServerStatus | None:
+        """The status kept here, or ``None`` where none is (a first start).
+        `ConfigError`, naming the file, when it cannot be read or holds
+        something else.  ``data_dir`` names the directory as seen from here
+        (see ``hold``)."""
+        path = self._status_path(data_dir)
+        source = f"status file {os.path.abspath(path)}"
+        try:
+            with open(path, "rb") as file:
+                data = file.read(64)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise ConfigError(f"cannot read: {error.strerror}", source) from None
+        try:
+            return parse_status(data.decode("ascii", "replace").strip())
+        except ValueError as error:
+            raise ConfigError(str(error), source) from None
+
+    def save_status(self, status: ServerStatus, data_dir: str | None = None) -> None:
+        """Keep ``status`` here, durably, replacing what was kept; `OSError`
+        when it cannot be written, with the old status left in place."""
+        path = self._status_path(data_dir)
+        ops = FileOps()
+        ops.write_file(path, status.value.encode("ascii") + b"\n")
+        ops.fsync_dir(os.path.dirname(path) or ".")
 
     def start(self) -> None:
         if self.writer is not None:

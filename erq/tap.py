@@ -42,9 +42,9 @@ from twisted.python import usage
 
 from erq import __version__
 from erq.config import Config, ConfigError, SyncPolicy, load_config, parse_option
-from erq.datadir import DataDirectoryInUse
 from erq.protocol import QueueFactory
 from erq.service import QueueService
+from erq.status import ServerStatus
 
 DEFAULT_PORT = 22122
 
@@ -285,6 +285,13 @@ class Options(usage.Options):
             None,
             "File of user:password lines: clients must log in first.",
         ],
+        [
+            "status",
+            None,
+            None,
+            "Start up, readonly or quiescent, whatever status the data "
+            "directory kept. [default: the status kept, else up]",
+        ],
     ]
     optFlags = [["no-shutdown", None, "Refuse the shutdown command."]]
 
@@ -296,6 +303,7 @@ class Options(usage.Options):
         "max-memory-size": "max_memory_size",
         "max-connections": "max_connections",
         "auth-file": "auth_file",
+        "status": "status",
     }
 
     def opt_version(self) -> None:
@@ -469,6 +477,14 @@ class Announcement(Service):
             config=self.config_path or "none (defaults)",
             sync=sync_policy_text(config.defaults.sync_journal),
         )
+        status = self.queues.status
+        if status is not ServerStatus.UP:
+            log.warn(
+                "erq starts {status}: {reason} until the status command (or"
+                " --status) says otherwise",
+                status=status.name,
+                reason=status.reason,
+            )
         auth_file = getattr(config.server, "auth_file", None)
         for name, loopback in shown:
             if not loopback and not auth_file:
@@ -547,7 +563,8 @@ def makeService(options: Any, reactor: Any = None) -> MultiService:
         # (held by an open file) goes on with the daemon.
         try:
             queues.hold_data_dir(os.path.join(rundir or ".", data_dir))
-        except DataDirectoryInUse as error:
+            queues.load_status(os.path.join(rundir or ".", data_dir))
+        except ConfigError as error:
             raise StartupError(str(error)) from None
 
     named = options.named("port", server.port)

@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any, Literal, TypeGuard
 
 from erq.names import valid_queue_name
+from erq.status import ServerStatus
 
 #: ``"always"``, ``"never"``, or the seconds between fsyncs.
 SyncPolicy = Literal["always", "never"] | float
@@ -189,6 +190,19 @@ def _allow_shutdown(value: object) -> bool | Literal["any"]:
     raise ValueError(f'expected true, false or "any", got {show(value)}')
 
 
+def parse_status(value: object) -> ServerStatus:
+    """A server status (``status`` in ``[server]``, ``--status``, the status
+    file), in any case."""
+    if isinstance(value, ServerStatus):
+        return value
+    if isinstance(value, str):
+        try:
+            return ServerStatus(value.lower())
+        except ValueError:
+            pass
+    raise ValueError(f'expected "up", "readonly" or "quiescent", got {show(value)}')
+
+
 def _queue_name_or_none(value: object) -> str | None:
     if value == "":
         return None
@@ -246,6 +260,7 @@ SERVER_KEYS: dict[str, Callable[[Any], object]] = {
     "allow_shutdown": _allow_shutdown,
     "max_item_cap": _positive_size,
     "auth_file": _auth_file,
+    "status": parse_status,
 }
 
 QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
@@ -267,7 +282,7 @@ QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 #: Settings that are text even when they look like a number.
-_TEXT_KEYS = {"data_dir", "expire_to_queue", "auth_file"}
+_TEXT_KEYS = {"data_dir", "expire_to_queue", "auth_file", "status"}
 
 
 def parse_option(key: str, text: str) -> Any:

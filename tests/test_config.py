@@ -17,6 +17,7 @@ from erq.config import (
     load_config,
     parse_config,
 )
+from erq.status import ServerStatus
 from tests.support import (
     toml,
 )
@@ -838,3 +839,28 @@ class QueueSettingsTests(SynchronousTestCase):
         self.assertEqual(aged.item_expiry(None, 100.0), 130.0)
         self.assertEqual(aged.item_expiry(110.0, 100.0), 110.0)
         self.assertEqual(aged.item_expiry(150.0, 100.0), 130.0)
+
+
+class StatusSettingTests(SynchronousTestCase):
+    def test_default_and_any_case(self) -> None:
+        self.assertIs(Config().server.status, ServerStatus.UP)
+        config = parse_config('[server]\nstatus = "Quiescent"\n')
+        self.assertIs(config.server.status, ServerStatus.QUIESCENT)
+
+    def test_a_bad_value_names_the_line(self) -> None:
+        error = self.assertRaises(
+            ConfigError, parse_config, '[server]\nport = 1\nstatus = "down"\n'
+        )
+        self.assertEqual(
+            str(error),
+            '<string> line 3: server.status: expected "up", "readonly" or'
+            ' "quiescent", got "down"',
+        )
+
+    def test_the_command_line_wins(self) -> None:
+        config = parse_config('[server]\nstatus = "quiescent"\n')
+        self.assertIs(
+            config.with_overrides(status=ServerStatus.UP).server.status,
+            ServerStatus.UP,
+        )
+        self.assertIs(config.with_overrides().server.status, ServerStatus.QUIESCENT)

@@ -34,6 +34,9 @@ class FakeConnection:
     def login_required(self, required: bool) -> None:
         self.told.append(f"login {required}")
 
+    def stop_waiting(self) -> None:
+        self.told.append("stop waiting")
+
 
 class ConnectionsTests(SynchronousTestCase):
     def setUp(self) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import memcache
 from pymemcache.client.base import Client
-from pymemcache.exceptions import MemcacheClientError
+from pymemcache.exceptions import MemcacheClientError, MemcacheServerError
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -491,3 +491,36 @@ class ShutdownTests(TestCase):
         queue = again.queue("q")
         assert queue is not None
         self.assertEqual(queue.items, 1)
+
+
+class StatusTests(EndToEndCase):
+    async def test_read_only_refuses_sets_and_consumers_drain(self) -> None:
+        client = self.pymemcache(raw=True)
+
+        def talk() -> None:
+            self.assertTrue(client.set("q", b"one", noreply=False))
+            self.assertTrue(client.set("q", b"two", noreply=False))
+            self.assertEqual(command(self.port, b"status readonly\r\n"), b"END\r\n")
+            with self.assertRaises(MemcacheServerError) as raised:
+                client.set("q", b"three", noreply=False)
+            self.assertIn("server is read-only", str(raised.exception))
+            self.assertEqual(client.get("q"), b"one")
+            self.assertEqual(client.get("q/open"), b"two")
+            self.assertIsNone(client.get("q/close"))
+            self.assertIsNone(client.get("q"))
+            self.assertEqual(command(self.port, b"status\r\n"), b"READONLY\r\n")
+
+        await deferToThread(talk)
+        self.assertEqual(self.stat("curr_items"), "0")
+        self.assertEqual(self.stat("server_status"), "READONLY")
+
+    async def test_quiescent_answers_a_waiting_get(self) -> None:
+        waiter = self.pymemcache(raw=True)
+        counters = self.server.service.counters
+        gets_before = counters.cmd_get
+        # Longer than the client waits for a reply: only the status ends it.
+        waiting = deferToThread(waiter.get, "q/t=600000")
+        await poll_until(lambda: counters.cmd_get > gets_before)
+        reply = await deferToThread(command, self.port, b"status quiescent\r\n")
+        self.assertEqual(reply, b"END\r\n")
+        self.assertIsNone(await waiting)

@@ -30,7 +30,7 @@ SERVER_STAT_NAMES = (
     "uptime time version curr_items total_items bytes curr_connections "
     "total_connections cmd_get cmd_set cmd_peek get_hits get_misses bytes_read "
     "bytes_written queue_creates queue_deletes queue_expires auth_cmds auth_errors "
-    "client_errors rejected_connections"
+    "client_errors rejected_connections server_status"
 ).split()
 
 QUEUE_STAT_NAMES = (

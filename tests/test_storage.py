@@ -7,11 +7,12 @@ import os
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq.config import QueueSettings
+from erq.config import ConfigError, QueueSettings
 from erq.datadir import DataDirectoryInUse
 from erq.journal import Journal, JournalWriter
 from erq.queue import Item
-from erq.storage import Storage
+from erq.status import ServerStatus
+from erq.storage import STATUS_FILE, Storage
 from tests.support import FakeReactor, SyncPool, close_writer
 
 
@@ -55,3 +56,48 @@ class StorageTests(SynchronousTestCase):
             [("a", [b"a"]), ("b", [b"b"])],
         )
         self.assertTrue(again.replayed)
+
+
+class StatusFileTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.storage = Storage(FakeReactor(), self.directory)
+        self.path = os.path.join(self.directory, STATUS_FILE)
+
+    def test_none_before_a_first_start(self) -> None:
+        self.assertIsNone(self.storage.read_status())
+
+    def test_kept_whole_and_private(self) -> None:
+        self.storage.save_status(ServerStatus.QUIESCENT)
+        self.storage.save_status(ServerStatus.READONLY)
+        self.assertIs(self.storage.read_status(), ServerStatus.READONLY)
+        with open(self.path, "rb") as file:
+            self.assertEqual(file.read(), b"readonly\n")
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+        self.assertEqual(sorted(os.listdir(self.directory)), [STATUS_FILE])
+
+    def test_a_directory_seen_from_elsewhere(self) -> None:
+        elsewhere = Storage(FakeReactor(), "not-here")
+        elsewhere.save_status(ServerStatus.READONLY, self.directory)
+        self.assertIs(elsewhere.read_status(self.directory), ServerStatus.READONLY)
+
+    def test_what_is_not_a_status_names_the_file(self) -> None:
+        for data, shown in ((b"sideways\n", '"sideways"'), (b"", '""')):
+            with open(self.path, "wb") as file:
+                file.write(data)
+            with self.assertRaises(ConfigError) as raised:
+                self.storage.read_status()
+            self.assertEqual(
+                str(raised.exception),
+                f"status file {self.path}: expected "
+                f'"up", "readonly" or "quiescent", got {shown}',
+            )
+
+    def test_not_taken_for_a_queue(self) -> None:
+        self.storage.save_status(ServerStatus.READONLY)
+        self.storage.hold()
+        self.addCleanup(self.storage.release)
+        self.assertEqual(
+            list(self.storage.replay(lambda name: QueueSettings(), Logger())), []
+        )

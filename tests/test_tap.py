@@ -27,6 +27,8 @@ from erq import __version__
 from erq.config import MiB
 from erq.protocol import QueueFactory
 from erq.service import QueueService
+from erq.status import ServerStatus
+from erq.storage import STATUS_FILE
 from erq.tap import (
     Announcement,
     ListeningService,
@@ -138,6 +140,7 @@ class OptionTests(SynchronousTestCase):
             ("--port", "70000", "port number up to 65535"),
             ("--port", "", "a port number or an endpoint description"),
             ("--data-dir", "", "expected a directory path"),
+            ("--status", "sideways", 'expected "up", "readonly" or "quiescent"'),
         ):
             with self.assertRaises(StartupError) as raised:
                 parse(option, value)
@@ -147,6 +150,12 @@ class OptionTests(SynchronousTestCase):
             self.assertIn(reason, message)
             self.assertNotIn("\n", message)
             self.assertEqual(raised.exception.code, message)
+
+    def test_status_in_any_case(self) -> None:
+        options = parse("--status", "ReadOnly")
+        self.assertIs(options.config.server.status, ServerStatus.READONLY)
+        self.assertEqual(options.overrides["status"], ServerStatus.READONLY)
+        self.assertNotIn("status", parse().overrides)
 
     def test_unknown_option_is_one_line(self) -> None:
         with self.assertRaises(StartupError) as raised:
@@ -301,6 +310,19 @@ class StartupFailureTests(SynchronousTestCase):
             message,
             f"erq: --port {port}: cannot listen on {LOCALHOST}:{port}:"
             " Address already in use",
+        )
+
+    def test_a_bad_status_file_under_twistd(self) -> None:
+        """Read in ``makeService``, before twistd forks."""
+        data_dir = os.path.abspath(self.mktemp())
+        os.makedirs(data_dir)
+        path = os.path.join(data_dir, STATUS_FILE)
+        write(path, "sideways\n")
+        twistd = {"nodaemon": True, "pidfile": "", "rundir": "."}
+        self.assertEqual(
+            self.fails("--port", "0", "-d", data_dir, twistd=twistd),
+            f"erq: status file {path}: expected"
+            ' "up", "readonly" or "quiescent", got "sideways"; --status replaces it',
         )
 
     def test_the_port_is_held_until_the_server_listens(self) -> None:
@@ -577,9 +599,16 @@ class AnnouncementTests(TestCase):
         )
         self.assertEqual(texts(events, LogLevel.warn), [])
 
-    def announce(self, address: str, loopback: bool, **server: Any) -> list[str]:
+    def announce(
+        self,
+        address: str,
+        loopback: bool,
+        status: ServerStatus = ServerStatus.UP,
+        **server: Any,
+    ) -> list[str]:
         events = capture_log(self)
         queues = QueueService(reactor=reactor)
+        queues.status = status
         if server:
             defaults = queues.config.defaults
             queues.config = cast(
@@ -610,6 +639,15 @@ class AnnouncementTests(TestCase):
     def test_loopback_and_unix_sockets_are_quiet(self) -> None:
         self.assertEqual(self.announce("tcp 127.0.0.1:22122", True), [])
         self.assertEqual(self.announce("unix /run/erq.sock", True), [])
+
+    def test_a_server_out_of_rotation_says_so(self) -> None:
+        self.assertEqual(
+            self.announce("tcp 127.0.0.1:22122", True, ServerStatus.READONLY),
+            [
+                "erq starts READONLY: server is read-only until the status"
+                " command (or --status) says otherwise"
+            ],
+        )
 
 
 # -- reload ------------------------------------------------------------------

@@ -41,15 +41,21 @@ from erq.protocol.requests import (
     GetRequest,
     SetLine,
     Storing,
+    Unavailable,
     check_block,
     get_request,
     parse_set,
     queue_name,
 )
 from erq.queue import Item, Queue
+from erq.status import ServerStatus
 
 if TYPE_CHECKING:
     from erq.service import Counters, QueueService
+
+#: The statuses that refuse sets and gets, as the hot paths compare them.
+UP = ServerStatus.UP
+QUIESCENT = ServerStatus.QUIESCENT
 
 #: The whole reply to a get of one key that found an item.
 ONE_VALUE = b"VALUE %s %d %d\r\n%s\r\nEND\r\n"
@@ -102,6 +108,11 @@ class StoreCommands(Handlers):
             raise BrokenStream("bad data chunk")
         if error is not None:
             raise ClientError(error.decode("ascii"), noreply=noreply)
+        status = self.service.status
+        if status is not UP:
+            # Read and dropped: the connection stays in step.
+            self.counters.cmd_set += 1
+            raise Unavailable(status.reason, noreply=noreply)
         result = self.service.put(name, block[:-2], flags, exptime)
         self._flow.check_journal(self.service.writer)
         if noreply:
@@ -123,7 +134,13 @@ class StoreCommands(Handlers):
         go one by one."""
         name, flags, exptime, noreply, error = known.storing
         length = known.length
-        if error is not None or noreply or length > self.service.max_item_cap:
+        service = self.service
+        if (
+            error is not None
+            or noreply
+            or length > service.max_item_cap
+            or service.status is not UP
+        ):
             return -1
         raw = bytes(buffer[start:position])
         total = len(buffer)
@@ -143,10 +160,10 @@ class StoreCommands(Handlers):
             at = after + len(raw)
         if len(blocks) < 2:
             return -1
-        result = self.service.put_many(name, blocks, flags, exptime)
+        result = service.put_many(name, blocks, flags, exptime)
         if result is None:
             return -1
-        self._flow.check_journal(self.service.writer)
+        self._flow.check_journal(service.writer)
         count, durable = result
         if durable is None:
             self._reply_raw(b"STORED\r\n" * count)
@@ -180,6 +197,10 @@ class ReadCommands(Handlers):
         if not words:
             raise CommandError("get without a key")
         requests = [get_request(key) for key in words]
+        if self.service.status is QUIESCENT and any(
+            request.open or not (request.close or request.abort) for request in requests
+        ):
+            raise Unavailable(QUIESCENT.reason)
         if (
             self.open_reads or not all(request.simple for request in requests)
         ) and self._breaks_open_rules(requests):
@@ -193,7 +214,7 @@ class ReadCommands(Handlers):
         sends it: as many as can be answered now are answered together.
         Returns where the answered ones end, or -1 where the gets go one by
         one."""
-        if not request.takes or self.open_reads:
+        if not request.takes or self.open_reads or self.service.status is QUIESCENT:
             return -1
         raw = bytes(buffer[start:position])
         count = 1
@@ -224,6 +245,8 @@ class ReadCommands(Handlers):
         """``_get_from`` for the most common request, a get or peek of one
         key on a connection without open reads: no rule to check, no list
         of parts."""
+        if self.service.status is QUIESCENT:
+            raise Unavailable(QUIESCENT.reason)
         counters = self.counters
         counters.cmd_get += 1
         if request.peek:
@@ -358,6 +381,8 @@ class ReadCommands(Handlers):
         if not 2 <= len(words) <= 3 or not all(word.isdigit() for word in words[1:]):
             raise ClientError("bad command line format")
         name = queue_name(words[0])
+        if self.service.status is QUIESCENT:
+            raise Unavailable(QUIESCENT.reason)
         limit = int(words[2]) if len(words) == 3 else 100
         deadline = self.service.clock.seconds() + int(words[1])
         self._monitor_from(words[0], name, deadline, limit, self._hold())
@@ -442,7 +467,14 @@ def _wait_failed(failure: Failure) -> None:
 
 class AdminCommands(Handlers):
     """The commands that ask the service: delete, flush, stats, version,
-    reload, shutdown; and ``quit``."""
+    reload, shutdown, status; and ``quit``."""
+
+    def _check_changes(self, noreply: bool = False) -> None:
+        """Refuse a request that changes queues where the status forbids
+        it (``set`` checks for itself, on its hot path)."""
+        status = self.service.status
+        if not status.changes_queues:
+            raise Unavailable(status.reason, noreply=noreply)
 
     def _delete(self, words: list[bytes]) -> None:
         noreply = bool(words) and words[-1] == b"noreply"
@@ -451,6 +483,7 @@ class AdminCommands(Handlers):
         if not words or len(words) > 2 or (len(words) == 2 and words[1] != b"0"):
             raise ClientError("bad command line format")
         name = queue_name(words[0])
+        self._check_changes(noreply)
         deleted = self.service.delete(name)
         if not noreply:
             self._reply(b"DELETED" if deleted else b"NOT_FOUND")
@@ -458,10 +491,13 @@ class AdminCommands(Handlers):
     def _flush_queue(self, words: list[bytes]) -> None:
         if len(words) != 1:
             raise ClientError("bad command line format")
-        self.service.flush(queue_name(words[0]))
+        name = queue_name(words[0])
+        self._check_changes()
+        self.service.flush(name)
         self._reply(b"END")
 
     def _flush_all(self, words: list[bytes]) -> None:
+        self._check_changes()
         self.service.flush_all()
         self._reply(b"Flushed all queues.")
 
@@ -517,6 +553,24 @@ class AdminCommands(Handlers):
         else:
             self._reply(b"Reloaded config.")
 
+    def _status(self, words: list[bytes]) -> None:
+        """``status`` answers the server's status; ``status <status>``
+        changes it."""
+        if not words:
+            self._reply(self.service.status.name.encode("ascii"))
+            return
+        try:
+            if len(words) != 1:
+                raise ValueError
+            status = ServerStatus(words[0].decode("ascii").lower())
+        except (ValueError, UnicodeDecodeError):
+            raise ClientError("bad status") from None
+        unkept = self.service.set_status(status, self.peer)
+        if unkept is None:
+            self._reply(b"END")
+        else:
+            self._reply(b"SERVER_ERROR " + unkept.encode("ascii", "replace"))
+
     def _quit(self, words: list[bytes]) -> None:
         self._close()
 
@@ -542,6 +596,7 @@ COMMANDS: dict[bytes, Handler] = {
     b"monitor": ReadCommands._monitor,
     b"reload": AdminCommands._reload,
     b"confirm": ReadCommands._confirm,
+    b"status": AdminCommands._status,
     b"add": StoreCommands._unsupported,
     b"replace": StoreCommands._unsupported,
     b"append": StoreCommands._unsupported,

@@ -173,6 +173,14 @@ class QueueProtocol(
         waiting.cancel()
         self._fill(slot, b"".join(parts) + b"END\r\n")
 
+    def stop_waiting(self) -> None:
+        """The server hands out nothing more (it went quiescent): a waiting
+        get or monitor is answered now with what it has, and the requests
+        behind it go on."""
+        if self._waiting is not None:
+            self._end_wait()
+            self._flow.wait_ended()
+
     def pauseProducing(self) -> None:
         """The client does not read its replies: stop reading its requests."""
         self._flow.pause("output")
@@ -344,14 +352,18 @@ class QueueProtocol(
     # -- output ----------------------------------------------------------
 
     def _refused(self, error: RequestError) -> None:
-        """The client did something wrong, as ``error`` says: the one place
-        where that becomes a reply (unless the request said noreply), a
-        count and a log line, never with what the client sent; and a close,
-        when the stream cannot be trusted any more."""
+        """The server refuses a request, as ``error`` says: the one place
+        where that becomes a reply (unless the request said noreply); when
+        the client did something wrong, a count and a log line, never with
+        what the client sent; and a close, when the stream cannot be
+        trusted any more."""
         reply = error.reply
-        kind = reply.decode("ascii", "replace")
-        why = error.why
-        self.service.client_error(kind if why is None else f"{kind} ({why})", self.peer)
+        if error.client_fault:
+            kind = reply.decode("ascii", "replace")
+            why = error.why
+            self.service.client_error(
+                kind if why is None else f"{kind} ({why})", self.peer
+            )
         if not error.noreply:
             self._reply(reply)
         if error.fatal:

@@ -32,6 +32,8 @@ class RequestError(Exception):
     word = b"ERROR"
     #: Whether the connection closes after the reply.
     fatal = False
+    #: Whether the client is at fault (counted and logged as its mistake).
+    client_fault = True
 
     def __init__(
         self, reason: str = "", why: str | None = None, *, noreply: bool = False
@@ -88,6 +90,15 @@ class TooLarge(RequestError):
 
     def __init__(self) -> None:
         super().__init__("object too large")
+
+
+class Unavailable(RequestError):
+    """The server's status forbids the request just now: ``SERVER_ERROR
+    <reason>``; the connection stays open, and the request changed
+    nothing."""
+
+    word = b"SERVER_ERROR"
+    client_fault = False
 
 
 #: Parsed keys and names, by their bytes: clients use a handful of queues,
