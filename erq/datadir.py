@@ -1,6 +1,6 @@
 """The data directory: one server at a time in it, and private to its user.
 
-A server holds an exclusive ``flock`` on ``<data_dir>/lock`` from before it
+A server holds an exclusive ``flock`` on ``<data_dir>/.lock`` from before it
 replays the first journal until its last batch is written and its files are
 closed, so two servers never replay, cut and append to the same journals.
 The lock belongs to the open file, not to the process: two services in one
@@ -25,9 +25,10 @@ import os
 
 from erq.config import ConfigError
 
-#: The lock file's name in the data directory; no queue directory has it,
-#: since a queue directory is a directory.
-LOCK_FILE = "lock"
+#: The lock file's name in the data directory.  It starts with a dot, which
+#: no queue directory's name does (`erq.journal.names.queue_dir_name`), so
+#: every queue name, ``lock`` included, keeps its own directory.
+LOCK_FILE = ".lock"
 
 #: Modes of the directories and files erq creates.
 DIR_MODE = 0o700

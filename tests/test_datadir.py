@@ -127,6 +127,17 @@ class LockTests(TestCase):
         # Never removed: a lock file removed under a waiter splits the lock.
         self.assertTrue(os.path.exists(os.path.join(self.data_dir, LOCK_FILE)))
 
+    async def test_a_queue_may_be_named_like_the_lock(self) -> None:
+        first = self.service()
+        first.startService()
+        await put(first, "lock", b"kept")
+        await first.stopService()
+        second = self.service()
+        second.startService()
+        queue = second.queue("lock")
+        assert queue is not None
+        self.assertEqual(queue.items, 1)
+
     async def test_taken_again_on_restart(self) -> None:
         first = self.service()
         first.startService()

@@ -76,7 +76,7 @@ class QueueDirNameTests(SynchronousTestCase):
             journal.add(Item(1, b"x" * n, 0, None, 0.0))
             journal.close()
         # Not queues: a file, a hidden directory, a directory no name maps to.
-        open(os.path.join(data_dir, "lock"), "w").close()
+        open(os.path.join(data_dir, ".lock"), "w").close()
         os.makedirs(os.path.join(data_dir, ".trash"))
         os.makedirs(os.path.join(data_dir, "NOT A QUEUE"))
         found = list_queue_dirs(data_dir)
