@@ -402,7 +402,19 @@ class QueueService(Service):
         self.counters.cmd_set += 1
         if self.shutting_down:
             return False
-        return self._deliver(name, data, flags, self.expiry(exptime))
+        expiry = self.expiry(exptime)
+        destinations = self.config.aliases.get(name)
+        if destinations is not None:
+            return self._put_alias(name, destinations, data, flags, expiry)
+        # ``_deliver``, inlined: a set is the hottest path there is.
+        queue = self.create_queue(name)
+        children = self._children.get(name)
+        if not children:
+            if queue.settings.fanout_only:
+                # It keeps nothing, even with no child to feed.
+                return True
+            return queue.put(data, flags, expiry)
+        return self._fan_out(queue, children, data, flags, expiry)
 
     def _deliver(
         self, name: str, data: bytes, flags: int, expiry: float | None
@@ -416,9 +428,20 @@ class QueueService(Service):
         children = self._children.get(name)
         if not children:
             if queue.settings.fanout_only:
-                # It keeps nothing, even with no child to feed.
                 return True
             return queue.put(data, flags, expiry)
+        return self._fan_out(queue, children, data, flags, expiry)
+
+    def _fan_out(
+        self,
+        queue: Queue,
+        children: set[str],
+        data: bytes,
+        flags: int,
+        expiry: float | None,
+    ) -> bool | Deferred[Any]:
+        """A copy in each fanout child of ``queue``, and in ``queue`` unless
+        it is ``fanout_only``: the reply is the parent's."""
         # Each child gets its own copy; one that is full simply misses it.
         results = [self.queues[child].put(data, flags, expiry) for child in children]
         stored = True if queue.settings.fanout_only else queue.put(data, flags, expiry)
