@@ -47,8 +47,8 @@ file, with each key at its default::
     [queues."orders+audit"]       # a name that is not a bare TOML key is quoted
     max_age = "7d"
 
-    [aliases.events]              # a set to "events" stores a copy in each
-    destinations = ["log", "mail"]  # destination; "events" is no queue
+    [aliases.events]              # an alias, no queue: a set to "events"
+    destinations = ["log", "mail"] # stores a copy in each destination
 
 Values:
 
