@@ -50,6 +50,9 @@ file, with each key at its default::
     [queues."orders+audit"]       # a name that is not a bare TOML key is quoted
     max_age = "7d"
 
+    [aliases.events]              # an alias, no queue: a set to "events"
+    destinations = ["log", "mail"] # stores a copy in each destination
+
 Values:
 
 - A *size* is a non-negative integer of bytes or a string of a number and a
@@ -73,6 +76,11 @@ instead the settings of its parent ``a`` (the name up to its first ``+``, so
 ``a+b+c`` is a child of ``a`` too), except ``fanout_only``, which a child
 never inherits. A queue's own ``[queues.<name>]`` table then changes what it names;
 it may not send a queue's expired items to the queue itself.
+
+An alias (``[aliases.<name>]``) names one or more queues, its
+``destinations``; the alias itself is never a queue. Its name may not also
+be a queue's in ``[queues.<name>]``, and a destination may not be an alias:
+what a set to an alias does is then always one step, plain to read.
 
 Anything wrong (a TOML syntax error, an unknown table or key, a value of the
 wrong type or an impossible one) raises `ConfigError`, naming the file, the
@@ -253,6 +261,8 @@ class Config:
     #: made (so that a configuration naming an auth file always has them),
     #: or ``None`` without one.
     credentials: Credentials | None = field(default=None, repr=False, compare=False)
+    #: Each alias and its destinations, in the order the file names them.
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict, kw_only=True)
 
     def __post_init__(self) -> None:
         path = self.server.auth_file
@@ -335,7 +345,14 @@ class Config:
         }
         resolved = _resolve(defaults, self._tables, fixed)
         queues = {name: resolved[name] for name in self.queues}
-        return Config(server, defaults, queues, self._tables, self.credentials)
+        return Config(
+            server,
+            defaults,
+            queues,
+            self._tables,
+            self.credentials,
+            aliases=self.aliases,
+        )
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -381,7 +398,10 @@ def _checked(source: str, key: str, value: object, check: Callable[[Any], _T]) -
 
 # -- the document ----------------------------------------------------------
 
-_TABLES = ("server", "defaults", "queues")
+_TABLES = ("server", "defaults", "queues", "aliases")
+
+#: The keys of an alias's table.
+_ALIAS_KEYS = ("destinations",)
 
 
 class _Reader:
@@ -409,6 +429,7 @@ class _Reader:
         server = ServerSettings()
         defaults = QueueSettings()
         tables: dict[str, dict[str, Any]] = {}
+        aliases: dict[str, tuple[str, ...]] = {}
         for key, value in document.items():
             if key == "server":
                 server = ServerSettings(**self.table((key,), value, SERVER_KEYS))
@@ -416,8 +437,17 @@ class _Reader:
                 defaults = QueueSettings(**self.table((key,), value, QUEUE_KEYS))
             elif key == "queues":
                 tables = self.queues(value)
+            elif key == "aliases":
+                aliases = self.aliases(value)
             else:
                 raise self.unknown((key,), value, _TABLES)
+        for name in aliases:
+            if name in tables:
+                raise self.error(
+                    ("aliases", name),
+                    f"{show(name)} is also a queue, in [queues.{dotted((name,))}];"
+                    " a name is either an alias or a queue",
+                )
         queues = _resolve(defaults, tables, {})
         credentials = None
         if server.auth_file is not None:
@@ -438,6 +468,7 @@ class _Reader:
             {name: queues[name] for name in tables},
             tables,
             credentials,
+            aliases=aliases,
         )
 
     def table(
@@ -489,6 +520,64 @@ class _Reader:
             tables[name] = overrides
         return tables
 
+    def aliases(self, value: object) -> dict[str, tuple[str, ...]]:
+        if not isinstance(value, dict):
+            raise self.error(
+                ("aliases",),
+                f"expected tables such as [aliases.events], got {show(value)}",
+            )
+        aliases: dict[str, tuple[str, ...]] = {}
+        for name, table in value.items():
+            path = ("aliases", name)
+            if not isinstance(table, dict):
+                raise self.error(
+                    path,
+                    f"expected a table with destinations = [...], got {show(table)}",
+                )
+            if not valid_queue_name(name):
+                raise self.error(
+                    path,
+                    f"bad alias name {show(name)}: an alias is named as a queue"
+                    " is, 1 to 250 printable ASCII characters, no space or '/',"
+                    " not starting with '.'",
+                )
+            for key, raw in table.items():
+                if key not in _ALIAS_KEYS:
+                    raise self.unknown(path + (key,), raw, _ALIAS_KEYS)
+            if "destinations" not in table:
+                raise self.error(
+                    path, 'no destinations: write destinations = ["<queue>", ...]'
+                )
+            aliases[name] = self.destinations(path + ("destinations",), table)
+        for name, destinations in aliases.items():
+            for destination in destinations:
+                if destination in aliases:
+                    raise self.error(
+                        ("aliases", name, "destinations"),
+                        f"{show(destination)} is an alias; the destinations of"
+                        " an alias are queues",
+                    )
+        return aliases
+
+    def destinations(self, path: KeyPath, table: dict[str, Any]) -> tuple[str, ...]:
+        value = table["destinations"]
+        if not isinstance(value, list):
+            raise self.error(
+                path, f"expected an array of queue names, got {show(value)}"
+            )
+        if not value:
+            raise self.error(path, "expected at least one queue name, got []")
+        seen: list[str] = []
+        for destination in value:
+            if not isinstance(destination, str) or not valid_queue_name(destination):
+                raise self.error(
+                    path, f"expected a queue name, got {show(destination)}"
+                )
+            if destination in seen:
+                raise self.error(path, f"{show(destination)} is named twice")
+            seen.append(destination)
+        return tuple(seen)
+
     def unknown(
         self,
         path: KeyPath,
@@ -509,7 +598,10 @@ class _Reader:
         elif close := difflib.get_close_matches(key, list(known), n=1):
             hint = f"did you mean {close[0]}?"
         elif len(path) == 1:
-            hint = "the file holds [server], [defaults] and [queues.<name>]"
+            hint = (
+                "the file holds [server], [defaults], [queues.<name>]"
+                " and [aliases.<name>]"
+            )
         else:
             hint = "known: " + ", ".join(known)
         return self.error(path, f"{reason}; {hint}")

@@ -30,7 +30,14 @@ from erq.connections import (
 from erq.journal import JournalWriter
 from erq.queue import Item, Queue
 from erq.reload import NoConfigurationFile, read_again
-from erq.stats import QUEUE_STATS, SERVER_STATS, Counters, queue_stats, server_stats
+from erq.stats import (
+    QUEUE_STATS,
+    SERVER_STATS,
+    AliasCounters,
+    Counters,
+    queue_stats,
+    server_stats,
+)
 from erq.status import ServerStatus
 from erq.storage import SEGMENT_SIZE, STATUS_FILE, Storage
 
@@ -109,6 +116,8 @@ class QueueService(Service):
         # Fanout: each parent's children, ``parent+<anything>``.
         self._children: dict[str, set[str]] = {}
         self.counters = Counters()
+        #: What was set through each alias of the configuration.
+        self.alias_counters = {name: AliasCounters() for name in self.config.aliases}
         self.started_at = self.clock.seconds()
         self.shutting_down = False
         #: What the server serves (see ``erq.status``); changed with
@@ -153,6 +162,7 @@ class QueueService(Service):
         if self.storage is not None:
             self.storage.start()
         self._create_configured()
+        self._warn_hidden()
         self._start_sweeper()
 
     def hold_data_dir(self, path: str | None = None) -> None:
@@ -381,10 +391,16 @@ class QueueService(Service):
             # Logged-in connections stay so; the others may now need to.
             for connection in self.connections:
                 connection.login_required(required)
+        # An alias kept keeps its counters; a new one starts from nothing.
+        self.alias_counters = {
+            name: self.alias_counters.get(name) or AliasCounters()
+            for name in config.aliases
+        }
         for queue in self.queues.values():
             self._configure(queue)
         if self.running:
             self._create_configured()
+            self._warn_hidden()
             if sweep_changed:
                 self._start_sweeper()
 
@@ -393,6 +409,21 @@ class QueueService(Service):
         for name in self.config.queues:
             if fanout_parent(name) is not None:
                 self.create_queue(name)
+
+    def _warn_hidden(self) -> None:
+        """An alias named as a queue that exists (from before the alias, or
+        from its journal) leaves that queue as it is, out of every command's
+        reach but ``stats`` until the alias goes: the log says so, since its
+        items are not lost but cannot be taken."""
+        for name in self.config.aliases:
+            queue = self.queues.get(name)
+            if queue is not None:
+                self.log.warn(
+                    "The alias {name} hides the queue {name} (items: {items})"
+                    " until the alias is removed",
+                    name=name,
+                    items=queue.items,
+                )
 
     def _configure(self, queue: Queue) -> None:
         settings = self.settings_for(queue.name)
@@ -405,7 +436,7 @@ class QueueService(Service):
     def _expire_into(self, target: str) -> Callable[[Item], None]:
         def move(item: Item) -> None:
             # The moved item no longer expires.
-            self.create_queue(target).put(item.data, item.flags, None)
+            self._deliver(target, item.data, item.flags, None)
 
         return move
 
@@ -443,6 +474,10 @@ class QueueService(Service):
         if self.shutting_down:
             return False
         expiry = self.expiry(exptime)
+        destinations = self.config.aliases.get(name)
+        if destinations is not None:
+            return self._put_alias(name, destinations, data, flags, expiry)
+        # ``_deliver``, inlined: a set is the hottest path there is.
         queue = self.create_queue(name)
         children = self._children.get(name)
         if not children:
@@ -450,6 +485,34 @@ class QueueService(Service):
                 # It keeps nothing, even with no child to feed.
                 return True
             return queue.put(data, flags, expiry)
+        return self._fan_out(queue, children, data, flags, expiry)
+
+    def _deliver(
+        self, name: str, data: bytes, flags: int, expiry: float | None
+    ) -> bool | Deferred[Any]:
+        """``put`` of an item that expires at ``expiry``: to an alias's
+        destinations, or to the queue ``name`` and its fanout children."""
+        destinations = self.config.aliases.get(name)
+        if destinations is not None:
+            return self._put_alias(name, destinations, data, flags, expiry)
+        queue = self.create_queue(name)
+        children = self._children.get(name)
+        if not children:
+            if queue.settings.fanout_only:
+                return True
+            return queue.put(data, flags, expiry)
+        return self._fan_out(queue, children, data, flags, expiry)
+
+    def _fan_out(
+        self,
+        queue: Queue,
+        children: set[str],
+        data: bytes,
+        flags: int,
+        expiry: float | None,
+    ) -> bool | Deferred[Any]:
+        """A copy in each fanout child of ``queue``, and in ``queue`` unless
+        it is ``fanout_only``: the reply is the parent's."""
         # Each child gets its own copy; one that is full simply misses it.
         results = [self.queues[child].put(data, flags, expiry) for child in children]
         stored = True if queue.settings.fanout_only else queue.put(data, flags, expiry)
@@ -462,13 +525,44 @@ class QueueService(Service):
             lambda _: True if isinstance(stored, Deferred) else stored
         )
 
+    def _put_alias(
+        self,
+        name: str,
+        destinations: tuple[str, ...],
+        data: bytes,
+        flags: int,
+        expiry: float | None,
+    ) -> bool | Deferred[Any]:
+        """A copy in each destination, each under its own settings: stored
+        when every one stored it, refused when any refused it (the others
+        keep theirs).  Durable copies are all waited for, so that ``STORED``
+        means every copy is durable, and a failed journal fails the set."""
+        counters = self.alias_counters[name]
+        counters.put_items += 1
+        counters.put_bytes += len(data)
+        results = [
+            self._deliver(destination, data, flags, expiry)
+            for destination in destinations
+        ]
+        stored = all(result is not False for result in results)
+        waits = [result for result in results if isinstance(result, Deferred)]
+        if not waits:
+            return stored
+        return all_durable(waits).addCallback(
+            lambda outcomes: stored and all(done is not False for done in outcomes)
+        )
+
     def put_many(
         self, name: str, datas: list[bytes], flags: int, exptime: int
     ) -> tuple[int, Deferred[None] | None] | None:
         """Several ``set``s of one queue in a row, journaled together; see
         ``Queue.put_many``.  ``None``, and nothing done, where they must go
         one by one (fanout, a queue that refuses or hands items on)."""
-        if self.shutting_down or self._children.get(name):
+        if (
+            self.shutting_down
+            or self._children.get(name)
+            or name in self.config.aliases
+        ):
             return None
         queue = self.create_queue(name)
         if queue.settings.fanout_only:
@@ -492,7 +586,10 @@ class QueueService(Service):
     def get(
         self, name: str, timeout: float | None, open: bool, peek: bool
     ) -> Item | None | Deferred[Item | None]:
-        """A client's get of one key; see ``Queue.get``."""
+        """A client's get of one key; see ``Queue.get``.  An alias is
+        always empty, at once."""
+        if name in self.config.aliases:
+            return None
         queue = self.queues.get(name)
         if queue is None and fanout_parent(name) is not None:
             # A consumer subscribes to a fanout by asking.
@@ -515,7 +612,7 @@ class QueueService(Service):
         ``Queue.take_many``.  Any other queue is left to ``get``, which
         knows about fanout and waiting on queues not made yet."""
         queue = self.queues.get(name)
-        if queue is None:
+        if queue is None or name in self.config.aliases:
             return [], False
         return queue.take_many(count, max_bytes)
 
@@ -524,6 +621,8 @@ class QueueService(Service):
             del self._unborn[queue.name]
 
     def delete(self, name: str) -> bool:
+        if name in self.config.aliases:
+            return False
         queue = self.queues.pop(name, None)
         if queue is None:
             return False
@@ -560,7 +659,7 @@ class QueueService(Service):
 
     def flush(self, name: str) -> None:
         queue = self.queues.get(name)
-        if queue is not None:
+        if queue is not None and name not in self.config.aliases:
             queue.flush()
 
     def flush_all(self) -> None:
@@ -569,7 +668,9 @@ class QueueService(Service):
 
     def flush_expired(self, name: str) -> int:
         queue = self.queues.get(name)
-        return 0 if queue is None else queue.flush_expired()
+        if queue is None or name in self.config.aliases:
+            return 0
+        return queue.flush_expired()
 
     def flush_all_expired(self) -> int:
         return sum(queue.flush_expired() for queue in list(self.queues.values()))

@@ -57,6 +57,16 @@ class Counters:
         self.queue_expires = 0
 
 
+class AliasCounters:
+    """What was set through one alias, bumped by the service."""
+
+    __slots__ = ("put_items", "put_bytes")
+
+    def __init__(self) -> None:
+        self.put_items = 0
+        self.put_bytes = 0
+
+
 SERVER_STATS = (
     "uptime",
     "time",
@@ -88,8 +98,13 @@ QUEUE_STATS = (
 )
 
 
+#: Each alias's figures, ``alias_<name>_<figure>`` in ``stats``.
+ALIAS_STATS = (*AliasCounters.__slots__, "children")
+
+
 def server_stats(service: QueueService) -> list[tuple[str, object]]:
-    """The ``stats`` reply: server figures, then each queue's."""
+    """The ``stats`` reply: server figures, then each queue's, then each
+    alias's."""
     now = service.clock.seconds()
     queues = list(service.queues.values())
     counters = service.counters
@@ -111,6 +126,15 @@ def server_stats(service: QueueService) -> list[tuple[str, object]]:
         result.extend(
             (prefix + name, value) for name, value in queue_stats(service, queue)
         )
+    for name, destinations in service.config.aliases.items():
+        alias = service.alias_counters[name]
+        figures = {
+            "put_items": alias.put_items,
+            "put_bytes": alias.put_bytes,
+            "children": ",".join(destinations),
+        }
+        prefix = f"alias_{name}_"
+        result.extend((prefix + figure, figures[figure]) for figure in ALIAS_STATS)
     return result
 
 

@@ -600,6 +600,146 @@ class ErrorTests(SynchronousTestCase):
         self.assertRaises(ValueError, parse_config, "[nope]")
 
 
+class AliasTests(SynchronousTestCase):
+    def assertConfigError(
+        self, text: str, line: int, key: str, reason: str
+    ) -> ConfigError:
+        error = self.assertRaises(ConfigError, parse_config, text, "erq.toml")
+        self.assertEqual((error.line, error.key), (line, key), str(error))
+        self.assertIn(reason, error.reason)
+        return error
+
+    def test_none_by_default(self) -> None:
+        self.assertEqual(Config().aliases, {})
+        self.assertEqual(parse_config("[queues.a]\n").aliases, {})
+
+    def test_destinations_in_order(self) -> None:
+        config = parse_config(
+            toml(
+                """
+                [aliases.events]
+                destinations = ["log", "mail", "orders+audit"]
+
+                [aliases."a+b"]
+                destinations = ["c"]
+
+                [queues.log]
+                max_items = 5
+                """
+            )
+        )
+        self.assertEqual(
+            config.aliases,
+            {"events": ("log", "mail", "orders+audit"), "a+b": ("c",)},
+        )
+        # An alias is no queue: it has no settings of its own.
+        self.assertNotIn("events", config.queues)
+        self.assertEqual(config.queues["log"].max_items, 5)
+
+    def test_differ_means_not_equal(self) -> None:
+        one = parse_config('[aliases.e]\ndestinations = ["a"]\n')
+        two = parse_config('[aliases.e]\ndestinations = ["b"]\n')
+        self.assertNotEqual(one, two)
+        self.assertEqual(one, parse_config('[aliases.e]\ndestinations = ["a"]\n'))
+
+    def test_kept_by_overrides(self) -> None:
+        config = parse_config('[aliases.e]\ndestinations = ["a"]\n')
+        self.assertEqual(config.with_overrides(port=1).aliases, {"e": ("a",)})
+        self.assertEqual(
+            config.with_overrides(sync_journal="never").aliases, {"e": ("a",)}
+        )
+
+    def test_also_a_queue(self) -> None:
+        self.assertConfigError(
+            toml(
+                """
+                [queues.events]
+                max_items = 1
+
+                [aliases.events]
+                destinations = ["log"]
+                """
+            ),
+            4,
+            "aliases.events",
+            "also a queue",
+        )
+
+    def test_alias_as_destination(self) -> None:
+        """Rejected: an alias fans out one step, to queues."""
+        self.assertConfigError(
+            toml(
+                """
+                [aliases.a]
+                destinations = ["q"]
+                [aliases.b]
+                destinations = ["q", "a"]
+                """
+            ),
+            4,
+            "aliases.b.destinations",
+            '"a" is an alias',
+        )
+        self.assertConfigError(
+            '[aliases.a]\ndestinations = ["a"]\n',
+            2,
+            "aliases.a.destinations",
+            '"a" is an alias',
+        )
+
+    def test_bad_destinations(self) -> None:
+        cases = [
+            ("[]", "at least one queue name"),
+            ('"q"', "expected an array of queue names"),
+            ("{ q = 1 }", "expected an array of queue names"),
+            ('["q", 3]', "expected a queue name, got 3"),
+            ('["a/b"]', 'expected a queue name, got "a/b"'),
+            ('[".hidden"]', "expected a queue name"),
+            ('["q", "r", "q"]', '"q" is named twice'),
+        ]
+        for value, reason in cases:
+            self.assertConfigError(
+                f"[aliases.e]\n\ndestinations = {value}\n",
+                3,
+                "aliases.e.destinations",
+                reason,
+            )
+
+    def test_no_destinations(self) -> None:
+        self.assertConfigError(
+            "[queues.q]\n[aliases.e]\n", 2, "aliases.e", "no destinations"
+        )
+
+    def test_unknown_key(self) -> None:
+        error = self.assertConfigError(
+            '[aliases.e]\ndestinations = ["q"]\nmax_items = 3\n',
+            3,
+            "aliases.e.max_items",
+            "unknown key",
+        )
+        self.assertIn("destinations", error.reason)
+
+    def test_bad_name(self) -> None:
+        self.assertConfigError(
+            '[aliases."a b"]\ndestinations = ["q"]\n',
+            1,
+            'aliases."a b"',
+            "bad alias name",
+        )
+
+    def test_not_tables(self) -> None:
+        self.assertConfigError("aliases = 5\n", 1, "aliases", "expected tables")
+        self.assertConfigError(
+            '[aliases]\ne = ["q"]\n', 2, "aliases.e", "expected a table"
+        )
+
+    def test_unknown_table_names_aliases(self) -> None:
+        error = self.assertConfigError("[alias.e]\n", 1, "alias", "unknown table")
+        self.assertIn("aliases", error.reason)
+        error = self.assertConfigError("[ailases.e]\n", 1, "ailases", "unknown table")
+        self.assertIn("aliases", error.reason)
+
+
 class LoadTests(SynchronousTestCase):
     def test_load(self) -> None:
         path = self.mktemp()

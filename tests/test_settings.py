@@ -1047,6 +1047,7 @@ class SampleFileTests(SynchronousTestCase):
         )
         self.assertEqual(config.queues["orders"].max_items, 100_000)
         self.assertTrue(config.queues["news"].fanout_only)
+        self.assertEqual(config.aliases, {"events": ("orders", "billing")})
 
     def test_in_the_readme(self) -> None:
         section = readme_section("Configuration")

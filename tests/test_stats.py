@@ -7,7 +7,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from erq.config import Config, QueueSettings
 from erq.service import QueueService
-from erq.stats import QUEUE_STATS, SERVER_STATS, Counters, queue_stats, server_stats
+from erq.stats import (
+    ALIAS_STATS,
+    QUEUE_STATS,
+    SERVER_STATS,
+    Counters,
+    queue_stats,
+    server_stats,
+)
 
 
 class StatsTests(SynchronousTestCase):
@@ -15,7 +22,8 @@ class StatsTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.service = QueueService(
-            Config(queues={"a": QueueSettings()}), reactor=self.clock
+            Config(queues={"a": QueueSettings()}, aliases={"e": ("a", "b+c")}),
+            reactor=self.clock,
         )
         self.service.startService()
         self.addCleanup(self.service.stopService)
@@ -49,3 +57,16 @@ class StatsTests(SynchronousTestCase):
         self.assertEqual(
             set(Counters.__slots__) - set(SERVER_STATS), set(), "a counter not shown"
         )
+
+    def test_each_alias_after_the_queues(self) -> None:
+        self.service.put("e", b"123", 0, 0)
+        stats = server_stats(self.service)
+        self.assertEqual(
+            stats[-len(ALIAS_STATS) :],
+            [
+                ("alias_e_put_items", 1),
+                ("alias_e_put_bytes", 3),
+                ("alias_e_children", "a,b+c"),
+            ],
+        )
+        self.assertEqual(ALIAS_STATS, ("put_items", "put_bytes", "children"))
