@@ -433,6 +433,17 @@ class ReadCommands(Handlers):
         queue = self.service.queue(name)
         assert queue is not None
         self.open_reads.setdefault(queue, deque()).append(item)
+        queue.time_open(item, self._taken_back)
+
+    def _taken_back(self, queue: Queue, item: Item) -> None:
+        """The queue took an open read back for its ``open_timeout``: it is
+        no longer this connection's to close or abort."""
+        items = self.open_reads.get(queue)
+        if items is None or item not in items:
+            return
+        items.remove(item)
+        if not items:
+            del self.open_reads[queue]
 
 
 def _wait_failed(failure: Failure) -> None:
