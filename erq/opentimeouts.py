@@ -17,6 +17,7 @@ oldest.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -47,17 +48,21 @@ class OpenTimeouts(Generic[H]):
         self._clock = clock
         self._take_back = take_back
         # By the timeout they were opened with, each in the order opened:
-        # item id to (deadline, item, holder).
+        # item id to (deadline, item, holder).  A group left empty stays
+        # until the timer fires: the next read likely has the same timeout.
         self._due: dict[float, OrderedDict[int, tuple[float, Item, H]]] = {}
+        self._count = 0
         self._timer: IDelayedCall | None = None
+        # When the timer fires (infinity: not set).
+        self._timer_at = math.inf
 
     def __len__(self) -> int:
-        return sum(len(reads) for reads in self._due.values())
+        return self._count
 
     @property
     def next_deadline(self) -> float | None:
         """When the timer fires next, if it is set."""
-        return None if self._timer is None else self._timer.getTime()
+        return None if self._timer is None else self._timer_at
 
     def start(self, item: Item, timeout: float, holder: H) -> None:
         """``item`` was just handed out to ``holder`` as an open read: it is
@@ -67,62 +72,68 @@ class OpenTimeouts(Generic[H]):
         if reads is None:
             reads = self._due[timeout] = OrderedDict()
         reads[item.id] = (deadline, item, holder)
-        timer = self._timer
-        if timer is None:
-            self._timer = self._clock.callLater(timeout, self._fire)
-        elif timer.getTime() > deadline:
-            timer.reset(timeout)
+        self._count += 1
+        if deadline < self._timer_at:
+            self._set_timer(deadline)
 
     def stop(self, item: Item) -> None:
         """``item`` is no longer open (confirmed, aborted, or given back)."""
-        if not self._due:
+        if not self._count:
             return
         item_id = item.id
-        for timeout, reads in self._due.items():
+        for reads in self._due.values():
             if reads.pop(item_id, None) is not None:
-                if not reads:
-                    del self._due[timeout]
-                    if not self._due:
-                        self._cancel()
+                self._count -= 1
+                if not self._count:
+                    self._cancel()
                 return
 
     def clear(self) -> None:
         """Forget every read (the queue is deleted)."""
         self._due.clear()
+        self._count = 0
         self._cancel()
+
+    def _set_timer(self, deadline: float) -> None:
+        delay = max(deadline - self._clock.seconds(), 0.0)
+        timer = self._timer
+        if timer is None:
+            self._timer = self._clock.callLater(delay, self._fire)
+        else:
+            timer.reset(delay)
+        self._timer_at = deadline
 
     def _cancel(self) -> None:
         timer, self._timer = self._timer, None
+        self._timer_at = math.inf
         if timer is not None:
             timer.cancel()
 
     def _fire(self) -> None:
         self._timer = None
+        self._timer_at = math.inf
         now = self._clock.seconds() + SLACK
         late: list[tuple[float, Item, H]] = []
+        earliest = math.inf
         for timeout, reads in list(self._due.items()):
             while reads:
                 entry = next(iter(reads.values()))
                 if entry[0] > now:
+                    earliest = min(earliest, entry[0])
                     break
                 reads.popitem(last=False)
                 late.append(entry)
             if not reads:
                 del self._due[timeout]
+        self._count -= len(late)
         # In the order opened, across timeouts too.
         late.sort(key=_deadline)
         # Set again before the late ones go back: a waiter they are handed
         # to may open them again at once.
-        self._arm()
+        if earliest < math.inf:
+            self._set_timer(earliest)
         if late:
             self._take_back([(item, holder) for _, item, holder in late])
-
-    def _arm(self) -> None:
-        if not self._due:
-            return
-        earliest = min(next(iter(reads.values()))[0] for reads in self._due.values())
-        delay = max(earliest - self._clock.seconds(), 0.0)
-        self._timer = self._clock.callLater(delay, self._fire)
 
 
 def _deadline(entry: tuple[float, Item, object]) -> float:
