@@ -1118,6 +1118,27 @@ class OpenTimeoutTests(ProtocolTestCase):
             ["1", "0", "1"],
         )
 
+    def test_logged_once_a_second(self) -> None:
+        lines: list[str] = []
+        self.service.log = Logger(
+            observer=cast(ILogObserver, lambda event: lines.append(formatEvent(event)))
+        )
+        self.ask(b"".join(set_line(b"q", b"%d" % i) for i in range(3)))
+        for client in [self.client, self.connect(), self.connect()]:
+            client.ask(b"get q/open\r\n")
+        self.clock.advance(1)
+        self.assertEqual(
+            lines,
+            [
+                "An open read of q was not closed by 127.0.0.1:40000 within its"
+                " open_timeout: it went back to the queue"
+            ],
+        )
+        self.ask(b"get q/open\r\n")
+        self.clock.advance(1)
+        self.assertEqual(len(lines), 2)
+        self.assertTrue(lines[1].endswith("(2 more like it since the last such line)"))
+
     def test_a_reload_applies_to_reads_opened_after_it(self) -> None:
         self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
         self.ask(b"get q/open\r\n")

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from erq import __version__
 from erq.config import ConfigError
+from erq.connections import describe_peer
 from erq.protocol.flow import FlowControl
 from erq.protocol.replies import MAX_HELD_OUTPUT, ReplyOrder, Slot
 from erq.protocol.requests import (
@@ -444,6 +445,15 @@ class ReadCommands(Handlers):
         items.remove(item)
         if not items:
             del self.open_reads[queue]
+        # A consumer that is stuck, or slower than the setting allows: the
+        # item will be delivered again.
+        self.service.warn_limited(
+            "open read timed out",
+            "An open read of {queue} was not closed by {peer} within its"
+            " open_timeout: it went back to the queue",
+            queue=queue.name,
+            peer=describe_peer(self.peer),
+        )
 
 
 def _wait_failed(failure: Failure) -> None:
