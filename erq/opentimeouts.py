@@ -51,13 +51,14 @@ class OpenTimeouts(Generic[H]):
         # item id to (deadline, item, holder).  A group left empty stays
         # until the timer fires: the next read likely has the same timeout.
         self._due: dict[float, OrderedDict[int, tuple[float, Item, H]]] = {}
-        self._count = 0
+        #: How many reads are timed.
+        self.count = 0
         self._timer: IDelayedCall | None = None
         # When the timer fires (infinity: not set).
         self._timer_at = math.inf
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     @property
     def next_deadline(self) -> float | None:
@@ -72,26 +73,26 @@ class OpenTimeouts(Generic[H]):
         if reads is None:
             reads = self._due[timeout] = OrderedDict()
         reads[item.id] = (deadline, item, holder)
-        self._count += 1
+        self.count += 1
         if deadline < self._timer_at:
             self._set_timer(deadline)
 
     def stop(self, item: Item) -> None:
         """``item`` is no longer open (confirmed, aborted, or given back)."""
-        if not self._count:
+        if not self.count:
             return
         item_id = item.id
         for reads in self._due.values():
             if reads.pop(item_id, None) is not None:
-                self._count -= 1
-                if not self._count:
+                self.count -= 1
+                if not self.count:
                     self._cancel()
                 return
 
     def clear(self) -> None:
         """Forget every read (the queue is deleted)."""
         self._due.clear()
-        self._count = 0
+        self.count = 0
         self._cancel()
 
     def _set_timer(self, deadline: float) -> None:
@@ -125,7 +126,7 @@ class OpenTimeouts(Generic[H]):
                 late.append(entry)
             if not reads:
                 del self._due[timeout]
-        self._count -= len(late)
+        self.count -= len(late)
         # In the order opened, across timeouts too.
         late.sort(key=_deadline)
         # Set again before the late ones go back: a waiter they are handed

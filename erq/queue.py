@@ -383,7 +383,9 @@ class Queue:
         """An open read is done with: the item is gone for good."""
         # A confirmation is a command on the queue (for max_queue_age).
         self.touched = self._clock.seconds()
-        self._open_timeouts.stop(item)
+        timeouts = self._open_timeouts
+        if timeouts.count:
+            timeouts.stop(item)
         self.open_items -= 1
         self.open_bytes -= len(item.data)
         self._record_remove(item)
@@ -392,7 +394,8 @@ class Queue:
         """Open reads go back to the head, keeping their order."""
         timeouts = self._open_timeouts
         for item in reversed(items):
-            timeouts.stop(item)
+            if timeouts.count:
+                timeouts.stop(item)
             self.open_items -= 1
             self.open_bytes -= len(item.data)
             self.canceled_transactions += 1

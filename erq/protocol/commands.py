@@ -434,7 +434,8 @@ class ReadCommands(Handlers):
         queue = self.service.queue(name)
         assert queue is not None
         self.open_reads.setdefault(queue, deque()).append(item)
-        queue.time_open(item, self._taken_back)
+        if queue.settings.open_timeout is not None:
+            queue.time_open(item, self._taken_back)
 
     def _taken_back(self, queue: Queue, item: Item) -> None:
         """The queue took an open read back for its ``open_timeout``: it is
