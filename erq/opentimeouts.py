@@ -12,7 +12,8 @@ order: the timer then fires for nothing, at most once, and is set again
 for the new oldest.  A reload that changes ``open_timeout`` would break
 that order, so reads are kept apart by the timeout they were opened with,
 each group in order, and the timer is set for the earliest of the groups'
-oldest.
+oldest.  Once no read is timed the timer is cancelled, so that a queue
+without open reads leaves nothing pending in the reactor.
 """
 
 from __future__ import annotations
