@@ -40,6 +40,8 @@ file, with each key at its default::
     expire_to_queue = ""          # a queue name that takes expired items;
                                   # "" for none
     max_open_reads = 1            # open reads per connection per queue, >= 1
+    open_timeout = "none"         # a duration after which an open read not
+                                  # closed goes back to the head of its queue
     fanout_only = false           # true: keep nothing, only feed children
     max_queue_age = "none"        # a duration after which an empty, untouched
                                   # queue is deleted
@@ -65,10 +67,10 @@ Values:
   (seconds or milliseconds?). One space may part number and unit, in sizes
   too (``"128 MiB"``).
 - The limits ``max_items``, ``max_size``, ``max_item_size`` and
-  ``max_connections`` also take ``"unlimited"``, and ``max_age`` and
-  ``max_queue_age`` take ``"none"``, and ``expire_to_queue`` takes ``""``: the
-  default, written out, so that a queue's table can lift a limit its parent
-  or ``[defaults]`` sets.
+  ``max_connections`` also take ``"unlimited"``, and ``max_age``,
+  ``open_timeout`` and ``max_queue_age`` take ``"none"``, and
+  ``expire_to_queue`` takes ``""``: the default, written out, so that a
+  queue's table can lift a limit its parent or ``[defaults]`` sets.
 - Booleans are TOML booleans, counts TOML integers.
 
 Inheritance: a queue takes ``[defaults]``; a fanout child ``a+b`` takes
@@ -141,6 +143,7 @@ class QueueSettings:
     max_memory_size: int = 128 * MiB
     expire_to_queue: str | None = None
     max_open_reads: int = 1
+    open_timeout: float | None = None
     fanout_only: bool = False
     max_queue_age: float | None = None
 

@@ -11,7 +11,12 @@ from twisted.internet.interfaces import IReactorTime
 from erq.config import QueueSettings
 from erq.holding import Holding
 from erq.items import Item, QueueJournal
+from erq.opentimeouts import OpenTimeouts
 from erq.waiters import Waiters
+
+#: What the holder of an open read is told when its queue takes the read
+#: back for its ``open_timeout``: the queue and the item.
+TakenBack = Callable[["Queue", Item], None]
 
 
 class Queue:
@@ -19,8 +24,8 @@ class Queue:
 
     Pure logic: time comes from ``clock`` and every change is told to
     ``journal`` (when there is one) in the order it happens.  Open reads are
-    owned by whoever asked for them; the queue only counts them and takes
-    them back with ``confirm`` or ``abort``.
+    owned by whoever asked for them; the queue counts them, takes them back
+    with ``confirm`` or ``abort``, and times those that ``time_open`` names.
     """
 
     def __init__(
@@ -43,6 +48,9 @@ class Queue:
             self._refused,
         )
         self._waiters = Waiters(self._no_waiters)
+        self._open_timeouts: OpenTimeouts[TakenBack] = OpenTimeouts(
+            clock, self._take_back
+        )
         self._next_id = 1
         # Over its limits while the oldest items, to be dropped, are on disk.
         self._overfull = False
@@ -355,17 +363,39 @@ class Queue:
 
     # -- open reads ------------------------------------------------------
 
+    def time_open(self, item: Item, taken_back: TakenBack) -> None:
+        """Start the clock of an open read just handed out, if the queue
+        has an ``open_timeout``: unless confirmed or aborted within it, the
+        item goes back to the head as an abort puts it, and its holder is
+        told with ``taken_back(queue, item)`` first, to forget it.  The
+        timeout is the one set now; a reload changes it for later reads."""
+        timeout = self.settings.open_timeout
+        if timeout is not None:
+            self._open_timeouts.start(item, timeout, taken_back)
+
+    def _take_back(self, late: list[tuple[Item, TakenBack]]) -> None:
+        """Open reads outlived their ``open_timeout``."""
+        for item, taken_back in late:
+            taken_back(self, item)
+        self.abort([item for item, _ in late])
+
     def confirm(self, item: Item) -> None:
         """An open read is done with: the item is gone for good."""
         # A confirmation is a command on the queue (for max_queue_age).
         self.touched = self._clock.seconds()
+        timeouts = self._open_timeouts
+        if timeouts.count:
+            timeouts.stop(item)
         self.open_items -= 1
         self.open_bytes -= len(item.data)
         self._record_remove(item)
 
     def abort(self, items: list[Item]) -> None:
         """Open reads go back to the head, keeping their order."""
+        timeouts = self._open_timeouts
         for item in reversed(items):
+            if timeouts.count:
+                timeouts.stop(item)
             self.open_items -= 1
             self.open_bytes -= len(item.data)
             self.canceled_transactions += 1
@@ -407,6 +437,7 @@ class Queue:
         """The queue is deleted: nothing more is journaled."""
         self.deleted = True
         self.journal = None
+        self._open_timeouts.clear()
         self._holding.close()
 
 

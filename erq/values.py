@@ -276,6 +276,7 @@ QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
     "max_memory_size": _size,
     "expire_to_queue": _queue_name_or_none,
     "max_open_reads": positive_count,
+    "open_timeout": _duration_or_none,
     "fanout_only": _boolean,
     "max_queue_age": _duration_or_none,
 }

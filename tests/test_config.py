@@ -60,6 +60,7 @@ class DefaultsTests(SynchronousTestCase):
             "max_memory_size": "1",
             "expire_to_queue": '"x"',
             "max_open_reads": "2",
+            "open_timeout": '"1s"',
             "fanout_only": "true",
             "max_queue_age": '"1s"',
         }
@@ -127,6 +128,7 @@ class ValueTests(SynchronousTestCase):
                 max_memory_size = "1GiB"
                 expire_to_queue = "expired"
                 max_open_reads = 10
+                open_timeout = "90s"
                 fanout_only = true
                 max_queue_age = "5m"
                 """
@@ -145,6 +147,7 @@ class ValueTests(SynchronousTestCase):
                 max_memory_size=1024 * MiB,
                 expire_to_queue="expired",
                 max_open_reads=10,
+                open_timeout=90.0,
                 fanout_only=True,
                 max_queue_age=300.0,
             ),
@@ -161,6 +164,7 @@ class ValueTests(SynchronousTestCase):
                 max_item_size = 10
                 max_age = "1s"
                 max_queue_age = "1s"
+                open_timeout = "1s"
                 expire_to_queue = "dead"
                 [queues.free]
                 max_items = "unlimited"
@@ -168,6 +172,7 @@ class ValueTests(SynchronousTestCase):
                 max_item_size = "unlimited"
                 max_age = "none"
                 max_queue_age = "none"
+                open_timeout = "none"
                 expire_to_queue = ""
                 [server]
                 max_connections = "unlimited"
@@ -239,6 +244,25 @@ class InheritanceTests(SynchronousTestCase):
         self.assertTrue(self.config.settings_for("orders").fanout_only)
         self.assertFalse(self.config.settings_for("orders+mail").fanout_only)
         self.assertFalse(self.config.settings_for("orders+audit").fanout_only)
+
+    def test_open_timeout_of_a_child(self) -> None:
+        """A fanout child takes its parent's open_timeout, or its own."""
+        config = parse_config(
+            toml(
+                """
+                [defaults]
+                open_timeout = "1m"
+                [queues.jobs]
+                open_timeout = "30s"
+                [queues."jobs+slow"]
+                open_timeout = "none"
+                """
+            )
+        )
+        self.assertEqual(config.settings_for("other").open_timeout, 60.0)
+        self.assertEqual(config.settings_for("jobs").open_timeout, 30.0)
+        self.assertEqual(config.settings_for("jobs+fast").open_timeout, 30.0)
+        self.assertIsNone(config.settings_for("jobs+slow").open_timeout)
 
     def test_fanout_only_in_child_table(self) -> None:
         config = parse_config('[queues."a+b"]\nfanout_only = true\n')
@@ -403,6 +427,9 @@ class ErrorTests(SynchronousTestCase):
             ("max_age", '"30x"', "unknown duration unit"),
             ("max_age", '"0s"', "positive duration"),
             ("max_queue_age", '"-5m"', "positive duration"),
+            ("open_timeout", '"0ms"', "positive duration"),
+            ("open_timeout", "30", 'write "30s" for seconds'),
+            ("open_timeout", '"never"', 'such as "30s" or "none"'),
             ("sync_journal", '"sometimes"', '"always", "never" or a duration'),
             ("sync_journal", '"0ms"', "positive duration"),
             ("max_open_reads", "0", "expected a positive integer, got 0"),

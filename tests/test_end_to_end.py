@@ -14,7 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from erq import __version__
-from erq.config import Config, ServerSettings
+from erq.config import Config, QueueSettings, ServerSettings
 from erq.protocol.transport import pending
 from erq.service import QUEUE_STATS, SERVER_STATS, QueueService
 from tests.support import (
@@ -183,6 +183,31 @@ class PymemcacheTests(EndToEndCase):
         self.assertEqual(stats[b"queue_counted_items"], 1)
         self.assertEqual(version, __version__.encode())
         self.assertGreaterEqual(int(version.split(b".")[0]), 1)
+
+
+class OpenTimeoutTests(EndToEndCase):
+    def setUp(self) -> None:
+        config = Config(defaults=QueueSettings(open_timeout=0.2))
+        self.server = start_server(self, config=config)
+        self.port = self.server.port
+
+    async def test_a_read_not_closed_in_time_goes_to_a_waiting_client(self) -> None:
+        slow = self.pymemcache()
+        waiting = self.pymemcache()
+
+        def talk() -> None:
+            self.assertTrue(slow.set("jobs", (b"one", 1), noreply=False))
+            self.assertEqual(slow.get("jobs/open"), (b"one", 1))
+            # Handed over once the slow client's read times out.
+            self.assertEqual(waiting.get("jobs/t=10000/open"), (b"one", 1))
+            # Too late: nothing is open here any more.
+            self.assertIsNone(slow.get("jobs/close"))
+            self.assertIsNone(waiting.get("jobs/close"))
+
+        await deferToThread(talk)
+        self.assertEqual(self.stat("queue_jobs_open_transactions"), "0")
+        self.assertEqual(self.stat("queue_jobs_canceled_transactions"), "1")
+        self.assertEqual(self.stat("queue_jobs_items"), "0")
 
 
 class PythonMemcachedTests(EndToEndCase):

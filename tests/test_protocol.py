@@ -11,7 +11,7 @@ from twisted.logger import ILogObserver, Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
-from erq.config import Config, QueueSettings, ServerSettings
+from erq.config import Config, QueueSettings, ServerSettings, parse_config
 from erq.journal import JournalWriter
 from erq.protocol import MAX_BACKLOG, QueueFactory
 from erq.queue import Item, Queue
@@ -960,6 +960,214 @@ class TwoOpenReadsTests(ProtocolTestCase):
             self.connect().ask(b"get q q q\r\n"),
             value(b"q", b"0") + value(b"q", b"1") + value(b"q", b"2") + b"END\r\n",
         )
+
+
+class OpenTimeoutTests(ProtocolTestCase):
+    """An open read not closed within open_timeout goes back to its queue,
+    and its connection no longer holds it."""
+
+    defaults = QueueSettings(open_timeout=1.0)
+
+    def timed_out(self) -> Client:
+        """``a`` and ``b`` queued; ``a`` opened here and timed out; the
+        client that took it again."""
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.assertEqual(
+            self.ask(b"get q/open\r\n"), value(b"q/open", b"a") + b"END\r\n"
+        )
+        self.clock.advance(0.999)
+        self.assertEqual(self.queue_stat("q", "open_transactions"), 1)
+        self.clock.advance(0.001)
+        self.assertEqual(self.queue_stat("q", "open_transactions"), 0)
+        self.assertEqual(self.queue_stat("q", "canceled_transactions"), 1)
+        other = self.connect()
+        self.assertEqual(
+            other.ask(b"get q/open\r\n"), value(b"q/open", b"a") + b"END\r\n"
+        )
+        return other
+
+    def test_back_at_the_head(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\n")
+        self.clock.advance(1)
+        self.assertEqual(self.queue_stat("q", "items"), 2)
+        self.assertEqual(
+            self.connect().ask(b"get q q\r\n"),
+            value(b"q", b"a") + value(b"q", b"b") + b"END\r\n",
+        )
+
+    def test_a_waiting_consumer_gets_it(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        waiter = self.connect()
+        self.assertEqual(waiter.ask(b"get q/t=5000\r\n"), b"")
+        self.clock.advance(1)
+        self.assertEqual(waiter.take(), value(b"q/t=5000", b"a") + b"END\r\n")
+        self.assertEqual(self.queue_stat("q", "items"), 0)
+
+    def test_close_after_it_confirms_nothing(self) -> None:
+        other = self.timed_out()
+        # Nothing open here: as for any close with nothing open.
+        self.assertEqual(self.ask(b"get q/close\r\n"), b"END\r\n")
+        self.assertFalse(self.client.closed)
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.open_items), (1, 1))
+        # The other client's read of the same item is still its own.
+        self.assertEqual(other.ask(b"get q/close\r\n"), b"END\r\n")
+        self.assertEqual((queue.items, queue.open_items), (1, 0))
+        self.assertEqual(self.ask(b"get q\r\n"), value(b"q", b"b") + b"END\r\n")
+
+    def test_abort_after_it_returns_nothing(self) -> None:
+        other = self.timed_out()
+        self.assertEqual(self.ask(b"get q/abort\r\n"), b"END\r\n")
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.open_items), (1, 1))
+        self.assertEqual(queue.canceled_transactions, 1)
+        other.close()
+        self.assertEqual(
+            self.ask(b"get q q q\r\n"),
+            value(b"q", b"a") + value(b"q", b"b") + b"END\r\n",
+        )
+
+    def test_confirm_after_it_finds_nothing_open(self) -> None:
+        self.timed_out()
+        self.assertEqual(self.ask(b"confirm q 1\r\n"), b"ERROR\r\n")
+        self.assertEqual(self.queue("q").open_items, 1)
+
+    def test_the_next_open_read_works(self) -> None:
+        self.timed_out()
+        self.assertEqual(
+            self.ask(b"get q/open\r\n"), value(b"q/open", b"b") + b"END\r\n"
+        )
+        self.assertFalse(self.client.closed)
+        self.assertEqual(self.ask(b"get q/close\r\n"), b"END\r\n")
+        self.assertEqual(self.queue("q").open_items, 1)
+
+    def test_a_plain_get_is_allowed_again(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        self.clock.advance(1)
+        self.assertEqual(self.ask(b"get q\r\n"), value(b"q", b"a") + b"END\r\n")
+        self.assertFalse(self.client.closed)
+
+    def test_close_before_it_cancels_the_timer(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(
+            self.ask(b"get q/close/open\r\n"), value(b"q/close/open", b"b") + b"END\r\n"
+        )
+        self.clock.advance(0.5)
+        self.ask(b"get q/close\r\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(5)
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.canceled_transactions), (0, 0))
+
+    def test_abort_before_it_cancels_the_timer(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        self.ask(b"get q/abort\r\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(5)
+        self.assertEqual(self.queue("q").canceled_transactions, 1)
+
+    def test_disconnect_cancels_the_timer(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        self.client.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(5)
+        queue = self.queue("q")
+        self.assertEqual((queue.items, queue.canceled_transactions), (1, 1))
+
+    def test_monitor_reads_each_timed_from_when_handed_out(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.assertEqual(self.ask(b"monitor q 10\r\n"), value(b"q", b"a"))
+        self.clock.advance(0.5)
+        self.connect().ask(set_line(b"q", b"b"))
+        self.assertEqual(self.client.take(), value(b"q", b"b"))
+        self.clock.advance(0.5)
+        # "a" is back, and handed to the monitor again.
+        self.assertEqual(self.client.take(), value(b"q", b"a"))
+        self.assertEqual(self.queue("q").canceled_transactions, 1)
+        self.clock.advance(0.5)
+        self.assertEqual(self.client.take(), value(b"q", b"b"))
+        self.assertEqual(self.queue("q").canceled_transactions, 2)
+        self.assertEqual(len(self.client.protocol.open_reads[self.queue("q")]), 2)
+
+    def test_a_fanout_child_has_its_own(self) -> None:
+        self.service.apply(
+            parse_config(
+                '[queues.q]\nopen_timeout = "5s"\n'
+                '[queues."q+slow"]\nopen_timeout = "none"\n'
+            )
+        )
+        self.ask(b"get q+slow/t=0\r\nget q+fast/t=0\r\n")
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open q+slow/open q+fast/open\r\n")
+        self.clock.advance(4.999)
+        self.assertEqual(self.stats()["queue_q_canceled_transactions"], "0")
+        self.clock.advance(0.001)
+        stats = self.stats()
+        self.assertEqual(
+            [
+                stats[f"queue_{name}_canceled_transactions"]
+                for name in ("q", "q+slow", "q+fast")
+            ],
+            ["1", "0", "1"],
+        )
+
+    def test_logged_once_a_second(self) -> None:
+        lines: list[str] = []
+        self.service.log = Logger(
+            observer=cast(ILogObserver, lambda event: lines.append(formatEvent(event)))
+        )
+        self.ask(b"".join(set_line(b"q", b"%d" % i) for i in range(3)))
+        for client in [self.client, self.connect(), self.connect()]:
+            client.ask(b"get q/open\r\n")
+        self.clock.advance(1)
+        self.assertEqual(
+            lines,
+            [
+                "An open read of q was not closed by 127.0.0.1:40000 within its"
+                " open_timeout: it went back to the queue"
+            ],
+        )
+        self.ask(b"get q/open\r\n")
+        self.clock.advance(1)
+        self.assertEqual(len(lines), 2)
+        self.assertTrue(lines[1].endswith("(2 more like it since the last such line)"))
+
+    def test_a_reload_applies_to_reads_opened_after_it(self) -> None:
+        self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
+        self.ask(b"get q/open\r\n")
+        other = self.connect()
+        self.service.apply(parse_config('[defaults]\nopen_timeout = "10s"\n'))
+        other.ask(b"get q/open\r\n")
+        self.clock.advance(1)
+        queue = self.queue("q")
+        self.assertEqual((queue.open_items, queue.canceled_transactions), (1, 1))
+        self.clock.advance(9)
+        self.assertEqual((queue.open_items, queue.canceled_transactions), (0, 2))
+
+
+class OpenTimeoutTwoReadsTests(ProtocolTestCase):
+    defaults = QueueSettings(open_timeout=1.0, max_open_reads=2)
+
+    def test_taken_back_into_a_wait_of_the_same_connection(self) -> None:
+        self.ask(set_line(b"q", b"a"))
+        self.ask(b"get q/open\r\n")
+        self.assertEqual(self.ask(b"get q/open/t=5000\r\n"), b"")
+        self.clock.advance(1)
+        self.assertEqual(self.client.take(), value(b"q/open/t=5000", b"a") + b"END\r\n")
+        queue = self.queue("q")
+        self.assertEqual(len(self.client.protocol.open_reads[queue]), 1)
+        self.assertEqual(self.ask(b"get q/close\r\n"), b"END\r\n")
+        self.assertEqual((queue.items, queue.open_items), (0, 0))
+        self.assertEqual(self.client.protocol.open_reads, {})
+        self.clock.advance(5)
+        self.assertEqual(queue.canceled_transactions, 1)
 
 
 class CommandTests(ProtocolTestCase):

@@ -8,9 +8,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.config import QueueSettings
+from erq.journal import Journal
 from erq.queue import Item, Queue
 from tests.support import (
     FakeJournal,
+    JournalTestCase,
 )
 
 
@@ -443,6 +445,120 @@ class OpenReadTests(QueueTestCase):
         self.take(open=True)
         self.assertIsNone(self.take())
         self.assertIsNone(self.take(peek=True))
+
+
+class OpenTimeoutTests(QueueTestCase):
+    """Open reads not closed within ``open_timeout`` go back to the head."""
+
+    settings = QueueSettings(open_timeout=2.0)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.taken_back: list[tuple[Queue, Item]] = []
+
+    def open(self) -> Item:
+        item = self.take(open=True)
+        assert item is not None
+        self.queue.time_open(
+            item, lambda queue, item: self.taken_back.append((queue, item))
+        )
+        return item
+
+    def test_back_at_the_head_as_an_abort(self) -> None:
+        for data in [b"a", b"b"]:
+            self.queue.put(data)
+        item = self.open()
+        self.clock.advance(1.99)
+        self.assertEqual((self.queue.items, self.queue.open_items), (1, 1))
+        self.clock.advance(0.01)
+        self.assertEqual(self.taken_back, [(self.queue, item)])
+        self.assertEqual((self.queue.items, self.queue.open_items), (2, 0))
+        self.assertEqual(
+            (self.queue.open_bytes, self.queue.canceled_transactions), (0, 1)
+        )
+        self.assertEqual(self.journal.calls[-1], ("abort", item.id))
+        self.assertEqual([self.take_data(), self.take_data()], [b"a", b"b"])
+
+    def test_a_waiter_gets_it(self) -> None:
+        self.queue.put(b"a")
+        self.open()
+        fired = results(self.wait(5))
+        self.clock.advance(2)
+        self.assertEqual([i.data for i in fired if i], [b"a"])
+        self.assertEqual(self.queue.items, 0)
+
+    def test_confirm_or_abort_before_the_timeout_stops_it(self) -> None:
+        for data in [b"a", b"b"]:
+            self.queue.put(data)
+        self.queue.confirm(self.open())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.queue.abort([self.open()])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(10)
+        self.assertEqual(self.taken_back, [])
+        self.assertEqual(self.queue.canceled_transactions, 1)
+        self.assertEqual(self.queue.items, 1)
+
+    def test_each_read_from_when_it_was_handed_out(self) -> None:
+        for data in [b"a", b"b", b"c"]:
+            self.queue.put(data)
+        first = self.open()
+        self.clock.advance(1)
+        second = self.open()
+        self.clock.advance(1)
+        self.assertEqual(self.taken_back, [(self.queue, first)])
+        self.clock.advance(1)
+        self.assertEqual(self.taken_back, [(self.queue, first), (self.queue, second)])
+        # Each went back to the head in turn: the latest first.
+        self.assertEqual([self.take_data() for _ in range(3)], [b"b", b"a", b"c"])
+
+    def test_without_a_timeout_nothing_is_timed(self) -> None:
+        self.queue.settings = QueueSettings()
+        self.queue.put(b"a")
+        self.open()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_new_timeout_applies_to_reads_opened_after_it(self) -> None:
+        for data in [b"a", b"b"]:
+            self.queue.put(data)
+        first = self.open()
+        self.queue.settings = QueueSettings(open_timeout=10.0)
+        second = self.open()
+        self.clock.advance(2)
+        self.assertEqual(self.taken_back, [(self.queue, first)])
+        self.clock.advance(8)
+        self.assertEqual(self.taken_back, [(self.queue, first), (self.queue, second)])
+
+    def test_a_deleted_queue_times_nothing(self) -> None:
+        self.queue.put(b"a")
+        self.open()
+        self.queue.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class OpenTimeoutJournalTests(JournalTestCase):
+    """A read taken back for its open_timeout is journaled as an abort, so
+    that a restart (after a crash: nothing given back at stop) agrees."""
+
+    def test_a_restart_agrees(self) -> None:
+        journal = Journal(self.dir, self.fake_writer(), sync="never")
+        queue = Queue("q", self.clock, QueueSettings(open_timeout=1.0), journal)
+        for data in [b"a", b"b", b"c"]:
+            queue.put(data)
+        held: list[Item] = []
+        for _ in range(2):
+            item = queue.get(open=True)
+            assert isinstance(item, Item)
+            queue.time_open(item, lambda queue, item: None)
+            held.append(item)
+            self.clock.advance(0.5)
+        # "a" is back at the head; then "b" is aborted in front of it.
+        self.assertEqual(queue.canceled_transactions, 1)
+        queue.abort([held[1]])
+        journal.close()
+        _, replayed = self.replay()
+        self.assertEqual([item.data for item in replayed.items], [b"b", b"a", b"c"])
+        self.assertEqual(replayed.reopened, 0)
 
 
 class ExpiryTests(QueueTestCase):

@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from erq import __version__
 from erq.config import ConfigError
+from erq.connections import describe_peer
 from erq.protocol.flow import FlowControl
 from erq.protocol.replies import MAX_HELD_OUTPUT, ReplyOrder, Slot
 from erq.protocol.requests import (
@@ -458,6 +459,27 @@ class ReadCommands(Handlers):
         queue = self.service.queue(name)
         assert queue is not None
         self.open_reads.setdefault(queue, deque()).append(item)
+        if queue.settings.open_timeout is not None:
+            queue.time_open(item, self._taken_back)
+
+    def _taken_back(self, queue: Queue, item: Item) -> None:
+        """The queue took an open read back for its ``open_timeout``: it is
+        no longer this connection's to close or abort."""
+        items = self.open_reads.get(queue)
+        if items is None or item not in items:
+            return
+        items.remove(item)
+        if not items:
+            del self.open_reads[queue]
+        # A consumer that is stuck, or slower than the setting allows: the
+        # item will be delivered again.
+        self.service.warn_limited(
+            "open read timed out",
+            "An open read of {queue} was not closed by {peer} within its"
+            " open_timeout: it went back to the queue",
+            queue=queue.name,
+            peer=describe_peer(self.peer),
+        )
 
 
 def _wait_failed(failure: Failure) -> None:
