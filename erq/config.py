@@ -23,6 +23,12 @@ file, with each key at its default::
                                   # erq.auth): clients must log in; a
                                   # relative path is relative to the working
                                   # directory; "" for none
+    admin_port = ""               # the admin HTTP server (stats, metrics,
+                                  # health, a status page): a port number
+                                  # (127.0.0.1 only) or an endpoint
+                                  # description; "" for none
+    admin_auth = true             # with an auth_file, the admin server asks
+                                  # for the same users (HTTP basic auth)
 
     [defaults]                    # every queue that does not say otherwise
     max_items = "unlimited"       # items held; a non-negative integer
@@ -167,6 +173,10 @@ class ServerSettings:
     #: The file of ``user:password`` lines clients log in with (an absolute
     #: path when read from a file or the command line); ``None``: no login.
     auth_file: str | None = None
+    #: Where the admin HTTP server listens, as ``port``; ``None``: nowhere.
+    admin_port: str | None = None
+    #: Whether the admin server asks for the users of ``auth_file``.
+    admin_auth: bool = True
 
 
 class ConfigError(ValueError):
@@ -280,6 +290,7 @@ class Config:
         sync_journal: SyncPolicy | None = None,
         max_memory_size: int | None = None,
         auth_file: str | None = None,
+        admin_port: str | int | None = None,
     ) -> Config:
         """This configuration with command-line options applied; ``None``
         leaves a setting as the file has it.
@@ -297,6 +308,7 @@ class Config:
             "allow_shutdown": (allow_shutdown, SERVER_KEYS["allow_shutdown"]),
             "max_item_cap": (max_item_cap, positive_count),
             "auth_file": (auth_file, SERVER_KEYS["auth_file"]),
+            "admin_port": (admin_port, SERVER_KEYS["admin_port"]),
         }
         changes: dict[str, Any] = {}
         for key, (value, check) in checks.items():

@@ -220,6 +220,12 @@ def _port(value: object) -> str:
     return value
 
 
+def _admin_port(value: object) -> str | None:
+    if value == "":
+        return None
+    return _port(value)
+
+
 def _data_dir(value: object) -> str:
     if isinstance(value, str) and value and "\0" not in value:
         return value
@@ -246,6 +252,8 @@ SERVER_KEYS: dict[str, Callable[[Any], object]] = {
     "allow_shutdown": _allow_shutdown,
     "max_item_cap": _positive_size,
     "auth_file": _auth_file,
+    "admin_port": _admin_port,
+    "admin_auth": _boolean,
 }
 
 QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
