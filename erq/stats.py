@@ -89,6 +89,17 @@ QUEUE_STATS = (
 
 def server_stats(service: QueueService) -> list[tuple[str, object]]:
     """The ``stats`` reply: server figures, then each queue's."""
+    result = server_figures(service)
+    for queue in service.queues.values():
+        prefix = f"queue_{queue.name}_"
+        result.extend(
+            (prefix + name, value) for name, value in queue_stats(service, queue)
+        )
+    return result
+
+
+def server_figures(service: QueueService) -> list[tuple[str, object]]:
+    """The server's own figures, the first lines of ``stats``."""
     now = service.clock.seconds()
     queues = list(service.queues.values())
     counters = service.counters
@@ -103,13 +114,7 @@ def server_stats(service: QueueService) -> list[tuple[str, object]]:
     }
     for name in Counters.__slots__:
         values[name] = getattr(counters, name)
-    result = [(name, values[name]) for name in SERVER_STATS]
-    for queue in queues:
-        prefix = f"queue_{queue.name}_"
-        result.extend(
-            (prefix + name, value) for name, value in queue_stats(service, queue)
-        )
-    return result
+    return [(name, values[name]) for name in SERVER_STATS]
 
 
 def queue_stats(service: QueueService, queue: Queue) -> Iterable[tuple[str, object]]:
