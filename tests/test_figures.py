@@ -72,5 +72,5 @@ class DocumentTests(SynchronousTestCase):
             (b["items"], b["bytes"], b["oldest"], b["in"], b["out"]),
             (2, 5, 4.0, 1 / 4, 0.0),
         )
-        self.assertEqual(b["history"], [[1000.0, 1]])
+        self.assertEqual((page["times"], b["history"]), ([1000.0], [1]))
         self.assertEqual((a["history"], a["in"], a["oldest"]), ([], None, 1.0))

@@ -44,10 +44,10 @@ def page_document(service: QueueService, history: History) -> dict[str, Any]:
     now = service.clock.seconds()
     server = dict(server_figures(service))
     queues = []
+    views = history.view()
     for name, queue in sorted(service.queues.items()):
         added = queue.oldest_added
-        rates = history.rates(name)
-        series = history.series(name) or []
+        depths, rates = views.get(name, ([], None))
         queues.append(
             {
                 "name": name,
@@ -58,7 +58,8 @@ def page_document(service: QueueService, history: History) -> dict[str, Any]:
                 "oldest": None if added is None else max(now - added, 0.0),
                 "in": None if rates is None else rates[0],
                 "out": None if rates is None else rates[1],
-                "history": [[time, depth] for time, depth, _, _ in series],
+                # Its depths at the last of ``times``.
+                "history": depths,
             }
         )
     _, status = health(service)
@@ -72,5 +73,6 @@ def page_document(service: QueueService, history: History) -> dict[str, Any]:
         "bytes": server["bytes"],
         "interval": history.interval,
         "span": history.interval * history.size,
+        "times": history.times(),
         "queues": queues,
     }

@@ -13,6 +13,7 @@ request pays nothing for it.
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Mapping
 
 from twisted.internet.interfaces import IReactorTime
@@ -99,42 +100,75 @@ class History:
             track.removed[at] = queue.removed_items
         self._taken = taken + 1
 
+    def times(self) -> list[float]:
+        """When the samples kept were taken, oldest first."""
+        size = self.size
+        return [
+            self._times[number % size]
+            for number in range(max(0, self._taken - size), self._taken)
+        ]
+
     def series(self, name: str) -> list[tuple[float, int, int, int]] | None:
         """The samples of the queue ``name``, oldest first: (time, depth,
         items added so far, items removed so far); ``None`` when it has no
-        history."""
+        history.  They are the last of `times`."""
         track = self._tracks.get(name)
         if track is None or self._queues().get(name) is not track.queue:
             return None
         size = self.size
         times = self._times
-        samples = []
-        for number in range(max(track.first, self._taken - size), self._taken):
-            at = number % size
-            samples.append(
-                (times[at], track.depth[at], track.added[at], track.removed[at])
+        depth, added, removed = track.depth, track.added, track.removed
+        return [
+            (times[at], depth[at], added[at], removed[at])
+            for at in (
+                number % size
+                for number in range(max(track.first, self._taken - size), self._taken)
             )
-        return samples
+        ]
+
+    def _ordered(self, ring: array[int]) -> array[int]:
+        """A ring's samples kept, oldest first."""
+        taken, size = self._taken, self.size
+        if taken <= size:
+            return ring[:taken]
+        at = taken % size
+        return ring[at:] + ring[:at]
+
+    def view(
+        self, window: float = 60.0
+    ) -> dict[str, tuple[list[int], tuple[float, float] | None]]:
+        """For each queue with a history: its depths at the last of
+        `times`, and its items in and out per second over the last
+        ``window`` seconds (or as much of it as was sampled) up to now, or
+        ``None`` when there is no sample to measure from.  Slices, not
+        loops: a page asks for every queue every few seconds."""
+        queues = self._queues()
+        times = self.times()
+        kept = len(times)
+        now = self._clock.seconds()
+        # The newest sample at or before the window's start, or the oldest.
+        newest_before = max(bisect_right(times, now - window) - 1, 0)
+        result = {}
+        for name, track in self._tracks.items():
+            queue = queues.get(name)
+            if queue is not track.queue:
+                continue
+            own = max(track.first - (self._taken - kept), 0)
+            depths = self._ordered(track.depth)[own:].tolist()
+            start = max(newest_before, own)
+            rates = None
+            if start < kept and now > times[start]:
+                elapsed = now - times[start]
+                added = self._ordered(track.added)[start]
+                removed = self._ordered(track.removed)[start]
+                rates = (
+                    max(queue.total_items - added, 0) / elapsed,
+                    max(queue.removed_items - removed, 0) / elapsed,
+                )
+            result[name] = (depths, rates)
+        return result
 
     def rates(self, name: str, window: float = 60.0) -> tuple[float, float] | None:
-        """Items in and out per second over the last ``window`` seconds (or
-        as much of it as was sampled), up to now; ``None`` when there is no
-        sample to measure from."""
-        samples = self.series(name)
-        queue = self._queues().get(name)
-        if not samples or queue is None:
-            return None
-        now = self._clock.seconds()
-        since = now - window
-        # The oldest sample within the window, or the newest before it.
-        start = samples[0]
-        for sample in samples:
-            if sample[0] > since:
-                break
-            start = sample
-        elapsed = now - start[0]
-        if elapsed <= 0:
-            return None
-        added = max(queue.total_items - start[2], 0)
-        removed = max(queue.removed_items - start[3], 0)
-        return added / elapsed, removed / elapsed
+        """One queue's rates, as `view` gives them."""
+        found = self.view(window).get(name)
+        return None if found is None else found[1]

@@ -58,19 +58,35 @@
     return element;
   }
 
-  // The queue's depth over the page's span, newest at the right.
-  function chart(queue, doc) {
+  // The stretch of time the charts show, the same for every queue: the
+  // server's whole history span, or as much of it as was sampled yet.
+  function chartSpan(doc) {
+    const first = doc.times.length ? doc.times[0] : doc.time;
+    const start = Math.max(doc.time - doc.span, first);
+    const length = Math.max(doc.time - start, 2 * doc.interval);
+    return { start: doc.time - length, length: length };
+  }
+
+  function minutes(seconds) {
+    return seconds < 90 ? Math.round(seconds) + " s" : Math.round(seconds / 60) + " min";
+  }
+
+  // The queue's depth over that stretch, newest at the right.
+  function chart(queue, doc, span) {
     const box = svg("svg", {
       viewBox: "0 0 " + CHART_W + " " + CHART_H,
       preserveAspectRatio: "none",
       class: "spark",
       role: "img",
     });
-    const points = queue.history.concat([[doc.time, queue.items]]);
-    const start = doc.time - doc.span;
+    // Its depths are those of the last samples; then the depth now.
+    const offset = doc.times.length - queue.history.length;
+    const points = queue.history
+      .map((depth, i) => [doc.times[offset + i], depth])
+      .concat([[doc.time, queue.items]]);
     const top = Math.max(1, ...points.map((p) => p[1]));
     const xy = points.map(([t, depth]) => [
-      Math.max(0, ((t - start) / doc.span) * CHART_W),
+      Math.max(0, ((t - span.start) / span.length) * CHART_W),
       CHART_H - 1 - (depth / top) * (CHART_H - 2),
     ]);
     const line = xy.map(([x, y]) => x.toFixed(1) + "," + y.toFixed(1)).join(" ");
@@ -82,7 +98,7 @@
     }
     const title = svg("title", {});
     title.textContent = queue.name + ": depth over the last " +
-      Math.round(doc.span / 60) + " minutes, highest " + count(top);
+      minutes(span.length) + ", highest " + count(top);
     box.appendChild(title);
     return box;
   }
@@ -95,7 +111,7 @@
     return td;
   }
 
-  function row(queue, doc) {
+  function row(queue, doc, span) {
     const tr = document.createElement("tr");
     tr.dataset.queue = queue.name;
     const name = document.createElement("th");
@@ -106,8 +122,8 @@
     for (const [key, label, format] of COLUMNS) {
       tr.appendChild(cell(label, format(queue[key]), "num " + key));
     }
-    const graph = cell("Depth, " + Math.round(doc.span / 60) + " min", "", "chart");
-    graph.appendChild(chart(queue, doc));
+    const graph = cell("Depth, last " + minutes(span.length), "", "chart");
+    graph.appendChild(chart(queue, doc, span));
     tr.appendChild(graph);
     if (queue.waiters === 0 && queue.items > 0 && queue.out === 0) {
       tr.classList.add("stalled");
@@ -125,8 +141,9 @@
     byId("items").textContent = count(doc.items);
     byId("bytes").textContent = bytes(doc.bytes);
     byId("connections").textContent = count(doc.connections);
-    byId("chart-title").textContent = "Depth, last " + Math.round(doc.span / 60) + " min";
-    const rows = doc.queues.map((queue) => row(queue, doc));
+    const span = chartSpan(doc);
+    byId("chart-title").textContent = "Depth, last " + minutes(span.length);
+    const rows = doc.queues.map((queue) => row(queue, doc, span));
     if (rows.length === 0) {
       const tr = document.createElement("tr");
       tr.className = "empty";
