@@ -655,6 +655,26 @@ class AnnouncementTests(TestCase):
         )
         self.assertEqual(texts(events, LogLevel.warn), [])
 
+    def test_an_admin_port_beyond_loopback_without_auth_warns(self) -> None:
+        events = capture_log(self)
+        listening = cast(
+            ListeningService,
+            SimpleNamespace(address=lambda: (f"tcp {LOCALHOST}:22122", True)),
+        )
+        admin = cast(
+            ListeningService,
+            SimpleNamespace(address=lambda: ("tcp 0.0.0.0:8080", False)),
+        )
+        queues = QueueService(reactor=reactor)
+        Announcement(queues, [listening], None, admin).startService()
+        self.assertIn(
+            "erq admin HTTP server on tcp 0.0.0.0:8080", texts(events, LogLevel.info)
+        )
+        [warning] = texts(events, LogLevel.warn)
+        self.assertIn(
+            "admin HTTP server listens beyond loopback on tcp 0.0.0.0", warning
+        )
+
     def test_no_admin_server_unless_asked(self) -> None:
         top = makeService(parse("--port", "0"))
         self.assertEqual([service.name for service in top if service.name], ["erq"])
