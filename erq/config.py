@@ -26,6 +26,12 @@ file, with each key at its default::
     status = "up"                 # "up", "readonly" or "quiescent": the
                                   # status of a server's first start (then
                                   # kept in the data directory)
+    admin_port = ""               # the admin HTTP server (stats, metrics,
+                                  # health, a status page): a port number
+                                  # (127.0.0.1 only) or an endpoint
+                                  # description; "" for none
+    admin_auth = true             # with an auth_file, the admin server asks
+                                  # for the same users (HTTP basic auth)
 
     [defaults]                    # every queue that does not say otherwise
     max_items = "unlimited"       # items held; a non-negative integer
@@ -186,6 +192,10 @@ class ServerSettings:
     #: the data directory wins (see ``erq.status``), unless ``--status``
     #: names one.
     status: ServerStatus = ServerStatus.UP
+    #: Where the admin HTTP server listens, as ``port``; ``None``: nowhere.
+    admin_port: str | None = None
+    #: Whether the admin server asks for the users of ``auth_file``.
+    admin_auth: bool = True
 
 
 class ConfigError(ValueError):
@@ -302,6 +312,7 @@ class Config:
         max_memory_size: int | None = None,
         auth_file: str | None = None,
         status: ServerStatus | None = None,
+        admin_port: str | int | None = None,
     ) -> Config:
         """This configuration with command-line options applied; ``None``
         leaves a setting as the file has it.
@@ -320,6 +331,7 @@ class Config:
             "max_item_cap": (max_item_cap, positive_count),
             "auth_file": (auth_file, SERVER_KEYS["auth_file"]),
             "status": (status, SERVER_KEYS["status"]),
+            "admin_port": (admin_port, SERVER_KEYS["admin_port"]),
         }
         changes: dict[str, Any] = {}
         for key, (value, check) in checks.items():

@@ -64,6 +64,8 @@ class Queue:
         self.open_items = 0
         self.open_bytes = 0
         self.total_items = 0
+        #: Items taken for good: plain gets and confirmed open reads.
+        self.removed_items = 0
         self.expired_items = 0
         self.discarded = 0
         self.age = 0.0
@@ -108,6 +110,13 @@ class Queue:
     @property
     def waiters(self) -> int:
         return len(self._waiters)
+
+    @property
+    def oldest_added(self) -> float | None:
+        """When the oldest item held in memory was put (the head: memory
+        holds an unbroken head of the queue); ``None`` with none there."""
+        items = self._items
+        return items[0].added if items else None
 
     def restore(
         self, items: list[Item], behind_items: int, behind_bytes: int, next_id: int
@@ -300,6 +309,7 @@ class Queue:
             items.append(item)
             taken += len(item.data)
         if items:
+            self.removed_items += len(items)
             self.age = self.touched - items[-1].added
             if self.journal is not None:
                 self.journal.remove_many(items)
@@ -329,6 +339,7 @@ class Queue:
             if self.journal is not None:
                 self.journal.open(item)
         else:
+            self.removed_items += 1
             self._record_remove(item)
         return item
 
@@ -388,6 +399,7 @@ class Queue:
             timeouts.stop(item)
         self.open_items -= 1
         self.open_bytes -= len(item.data)
+        self.removed_items += 1
         self._record_remove(item)
 
     def abort(self, items: list[Item]) -> None:

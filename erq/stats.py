@@ -105,6 +105,26 @@ ALIAS_STATS = (*AliasCounters.__slots__, "children")
 def server_stats(service: QueueService) -> list[tuple[str, object]]:
     """The ``stats`` reply: server figures, then each queue's, then each
     alias's."""
+    result = server_figures(service)
+    for queue in service.queues.values():
+        prefix = f"queue_{queue.name}_"
+        result.extend(
+            (prefix + name, value) for name, value in queue_stats(service, queue)
+        )
+    for name, destinations in service.config.aliases.items():
+        alias = service.alias_counters[name]
+        figures = {
+            "put_items": alias.put_items,
+            "put_bytes": alias.put_bytes,
+            "children": ",".join(destinations),
+        }
+        prefix = f"alias_{name}_"
+        result.extend((prefix + figure, figures[figure]) for figure in ALIAS_STATS)
+    return result
+
+
+def server_figures(service: QueueService) -> list[tuple[str, object]]:
+    """The server's own figures, the first lines of ``stats``."""
     now = service.clock.seconds()
     queues = list(service.queues.values())
     counters = service.counters
@@ -120,22 +140,7 @@ def server_stats(service: QueueService) -> list[tuple[str, object]]:
     }
     for name in Counters.__slots__:
         values[name] = getattr(counters, name)
-    result = [(name, values[name]) for name in SERVER_STATS]
-    for queue in queues:
-        prefix = f"queue_{queue.name}_"
-        result.extend(
-            (prefix + name, value) for name, value in queue_stats(service, queue)
-        )
-    for name, destinations in service.config.aliases.items():
-        alias = service.alias_counters[name]
-        figures = {
-            "put_items": alias.put_items,
-            "put_bytes": alias.put_bytes,
-            "children": ",".join(destinations),
-        }
-        prefix = f"alias_{name}_"
-        result.extend((prefix + figure, figures[figure]) for figure in ALIAS_STATS)
-    return result
+    return [(name, values[name]) for name in SERVER_STATS]
 
 
 def queue_stats(service: QueueService, queue: Queue) -> Iterable[tuple[str, object]]:

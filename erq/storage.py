@@ -62,6 +62,8 @@ class Storage:
         self.writer: JournalWriter | None = None
         self._lock: DataDirLock | None = None
         self.replayed = False
+        #: Given to the writer as its ``on_batch``, whenever it is made.
+        self.on_batch: Callable[[float, int], object] | None = None
 
     def hold(self, path: str | None = None) -> None:
         """Take the data directory's lock, if not held yet; raises
@@ -81,6 +83,7 @@ class Storage:
     def _writer(self) -> JournalWriter:
         if self.writer is None:
             self.writer = JournalWriter(cast(Any, self.reactor), linger=LINGER)
+            self.writer.on_batch = self.on_batch
         return self.writer
 
     def replay(

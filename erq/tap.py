@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
+    IProtocolFactory,
     IReactorCore,
     IReactorFromThreads,
 )
@@ -41,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from erq import __version__
+from erq.admin import AdminService
 from erq.config import Config, ConfigError, SyncPolicy, load_config, parse_option
 from erq.protocol import QueueFactory
 from erq.service import QueueService
@@ -292,6 +294,14 @@ class Options(usage.Options):
             "Start up, readonly or quiescent, whatever status the data "
             "directory kept. [default: the status kept, else up]",
         ],
+        [
+            "admin-port",
+            None,
+            None,
+            "Where the admin HTTP server (stats, metrics, health, a status "
+            "page) listens: a port number (127.0.0.1 only) or an endpoint "
+            "description, as for --port. [default: none]",
+        ],
     ]
     optFlags = [["no-shutdown", None, "Refuse the shutdown command."]]
 
@@ -304,6 +314,7 @@ class Options(usage.Options):
         "max-connections": "max_connections",
         "auth-file": "auth_file",
         "status": "status",
+        "admin-port": "admin_port",
     }
 
     def opt_version(self) -> None:
@@ -390,7 +401,7 @@ class ListeningService(StreamServerEndpointService):
     """
 
     def __init__(
-        self, reactor: IReactorCore, description: str, factory: QueueFactory
+        self, reactor: IReactorCore, description: str, factory: IProtocolFactory
     ) -> None:
         super().__init__(serverFromString(reactor, description), factory)
         self.description = description
@@ -457,10 +468,12 @@ class Announcement(Service):
         queues: QueueService,
         listening: list[ListeningService],
         config_path: str | None,
+        admin: ListeningService | None = None,
     ) -> None:
         self.queues = queues
         self.listening = listening
         self.config_path = config_path
+        self.admin = admin
 
     def startService(self) -> None:
         super().startService()
@@ -492,6 +505,17 @@ class Announcement(Service):
                     "erq listens beyond loopback on {address} and no auth_file"
                     " is set: anyone who can reach it can read, write and"
                     " flush every queue",
+                    address=name,
+                )
+        admin = None if self.admin is None else self.admin.address()
+        if admin is not None:
+            name, loopback = admin
+            log.info("erq admin HTTP server on {address}", address=name)
+            if not loopback and not (auth_file and config.server.admin_auth):
+                log.warn(
+                    "erq's admin HTTP server listens beyond loopback on"
+                    " {address} without auth: anyone who can reach it can read"
+                    " every queue's name and figures",
                     address=name,
                 )
 
@@ -582,10 +606,55 @@ def makeService(options: Any, reactor: Any = None) -> MultiService:
         listening.daemon = not twistd.get("nodaemon", True)
         listening.pidfile = twistd.get("pidfile") or None
     listening.setServiceParent(top)
+    admin = _admin(reactor, options, queues, twistd)
+    if admin is not None:
+        admin.setServiceParent(top)
 
-    Announcement(queues, [listening], options["config"]).setServiceParent(top)
+    Announcement(
+        queues,
+        [listening],
+        options["config"],
+        None if admin is None else admin.listening,
+    ).setServiceParent(top)
     SignalHandlers(reactor, queues).setServiceParent(top)
     return top
+
+
+class _AdminService(AdminService):
+    """The admin server with the port it listens on."""
+
+    listening: ListeningService
+
+
+def _admin(
+    reactor: Any,
+    options: Any,
+    queues: QueueService,
+    twistd: Mapping[str, Any] | None,
+) -> _AdminService | None:
+    """The admin HTTP server, when ``admin_port`` names one: its port is
+    checked, and bound before twistd forks, as the queues' port is."""
+    port = options.config.server.admin_port
+    if port is None:
+        return None
+    named = options.named("admin_port", port)
+    admin = _AdminService(queues)
+    try:
+        description = endpoint_description(port)
+        _check_endpoint(description)
+        listening = ListeningService(reactor, description, admin.site)
+    except Exception as error:
+        raise StartupError(f"{named}: {_reason(error)}") from None
+    if twistd is not None:
+        try:
+            listening.reservation = _reserve(description)
+        except OSError as error:
+            raise StartupError(f"{named}: {error}") from None
+        listening.daemon = not twistd.get("nodaemon", True)
+        listening.pidfile = twistd.get("pidfile") or None
+    listening.setServiceParent(admin)
+    admin.listening = listening
+    return admin
 
 
 __all__ = ["Options", "StartupError", "endpoint_description", "makeService"]

@@ -234,6 +234,12 @@ def _port(value: object) -> str:
     return value
 
 
+def _admin_port(value: object) -> str | None:
+    if value == "":
+        return None
+    return _port(value)
+
+
 def _data_dir(value: object) -> str:
     if isinstance(value, str) and value and "\0" not in value:
         return value
@@ -261,6 +267,8 @@ SERVER_KEYS: dict[str, Callable[[Any], object]] = {
     "max_item_cap": _positive_size,
     "auth_file": _auth_file,
     "status": parse_status,
+    "admin_port": _admin_port,
+    "admin_auth": _boolean,
 }
 
 QUEUE_KEYS: dict[str, Callable[[Any], object]] = {

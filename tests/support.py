@@ -1023,3 +1023,148 @@ async def take(service: QueueService, name: str) -> Item | None:
     if isinstance(result, Deferred):
         return await result.addTimeout(DEADLINE, reactor)
     return result
+
+
+# -- the admin HTTP server ------------------------------------------------------
+
+
+class AdminServer:
+    """A server as twistd starts it (``erq.tap.makeService``) with
+    ``--admin-port 0``, on the test's reactor: queues on a loopback port,
+    the admin server on another."""
+
+    def __init__(self, case: TestCase, *arguments: str) -> None:
+        from erq.admin import AdminService
+        from erq.tap import Options, makeService
+
+        options = Options()
+        options.parseOptions(["--port", "0", "--admin-port", "0", *arguments])
+        self.top = makeService(options, reactor)
+        self.queues = cast(QueueService, self.top.getServiceNamed("erq"))
+        self.admin = cast(AdminService, self.top.getServiceNamed("erq-admin"))
+        self.top.privilegedStartService()
+        self.top.startService()
+        case.addCleanup(self.stop)
+
+    def stop(self) -> Deferred[None] | None:
+        """Stop the server (once: a test may stop it before its end)."""
+        if not self.top.running:
+            return None
+        return cast("Deferred[None] | None", self.top.stopService())
+
+    @property
+    def admin_port(self) -> int:
+        port = cast(Any, self.admin).listening.port
+        assert port is not None
+        number: int = port.getHost().port
+        return number
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{LOCALHOST}:{self.admin_port}{path}"
+
+
+class HTTPResponse:
+    """What an HTTP request got: the status code, the headers, the body."""
+
+    def __init__(self, code: int, headers: Any, body: bytes) -> None:
+        self.code = code
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return None if not values else str(values[0])
+
+
+async def http_request(
+    url: str,
+    method: bytes = b"GET",
+    headers: dict[bytes, list[bytes]] | None = None,
+) -> HTTPResponse:
+    """One request with Twisted's own client, on the test's reactor."""
+    from twisted.internet.protocol import Protocol
+    from twisted.web.client import Agent, ResponseDone
+    from twisted.web.http_headers import Headers
+
+    class Body(Protocol):
+        def __init__(self) -> None:
+            self.data = bytearray()
+            self.done: Deferred[bytes] = Deferred()
+
+        def dataReceived(self, data: bytes) -> None:
+            self.data += data
+
+        def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+            if reason.check(ResponseDone):
+                self.done.callback(bytes(self.data))
+            else:
+                self.done.errback(reason)
+
+    agent = Agent(reactor, connectTimeout=CLIENT_TIMEOUT)
+    response = await agent.request(method, url.encode(), Headers(headers or {}))
+    body = Body()
+    response.deliverBody(body)
+    data = await body.done.addTimeout(CLIENT_TIMEOUT, reactor)
+    return HTTPResponse(response.code, response.headers, data)
+
+
+def basic_auth(user: str, password: str) -> dict[bytes, list[bytes]]:
+    import base64
+
+    token = base64.b64encode(f"{user}:{password}".encode())
+    return {b"authorization": [b"Basic " + token]}
+
+
+#: Debian's name for it, then others'.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+def chromium_path() -> str | None:
+    """A headless-capable Chromium on this machine, if there is one."""
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    return None
+
+
+def require_browser() -> str:
+    """Chromium's path; the test is skipped without it, unless
+    ``ERQ_REQUIRE_BROWSER`` is set (CI sets it once it has one), when the
+    test fails instead."""
+    from twisted.trial.unittest import SkipTest
+
+    path = chromium_path()
+    if path is not None:
+        return path
+    if os.environ.get("ERQ_REQUIRE_BROWSER", "0") not in ("", "0"):
+        raise AssertionError("ERQ_REQUIRE_BROWSER is set, and no chromium is found")
+    raise SkipTest("no chromium here (apt-get install chromium)")
+
+
+async def run_browser(
+    case: SynchronousTestCase, *arguments: str, timeout: float = 60.0
+) -> tuple[bytes, bytes]:
+    """Headless Chromium run with ``arguments`` in a process (the reactor
+    serves the page meanwhile): its output and its errors."""
+    from twisted.internet.utils import getProcessOutputAndValue
+
+    path = require_browser()
+    profile = temporary_directory(case)
+    command = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={profile}",
+        *arguments,
+    ]
+    running = getProcessOutputAndValue(
+        path, command, env={**os.environ, "HOME": profile}, reactor=reactor
+    )
+    out, err, code = await running.addTimeout(timeout, reactor)
+    if code != 0:
+        raise AssertionError(f"chromium exited {code}: {err[-2000:]!r}")
+    return out, err

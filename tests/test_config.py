@@ -113,6 +113,31 @@ class ValueTests(SynchronousTestCase):
         self.assertEqual(parse_config(text).server.port, "tcp:22133:interface=0.0.0.0")
         self.assertEqual(parse_config('[server]\nport = "22133"').server.port, "22133")
 
+    def test_admin_port(self) -> None:
+        """Off unless named; a number or an endpoint description, checked
+        as ``port`` is; the command line wins."""
+        self.assertIsNone(ServerSettings().admin_port)
+        self.assertTrue(ServerSettings().admin_auth)
+        for text, expected in [
+            ('""', None),
+            ("8080", "8080"),
+            ('"8080"', "8080"),
+            ('"tcp:8080:interface=0.0.0.0"', "tcp:8080:interface=0.0.0.0"),
+            ('"unix:/run/erq-admin.sock"', "unix:/run/erq-admin.sock"),
+        ]:
+            config = parse_config(f"[server]\nadmin_port = {text}\n")
+            self.assertEqual(config.server.admin_port, expected, text)
+        config = parse_config("[server]\nadmin_port = 8080\nadmin_auth = false\n")
+        self.assertFalse(config.server.admin_auth)
+        self.assertEqual(
+            config.with_overrides(admin_port=9090).server.admin_port, "9090"
+        )
+        with self.assertRaises(ConfigError) as caught:
+            Config().with_overrides(admin_port="70000")
+        self.assertIn(
+            "admin_port: expected a port number up to 65535", str(caught.exception)
+        )
+
     def test_queue(self) -> None:
         config = parse_config(
             toml(
@@ -453,6 +478,10 @@ class ErrorTests(SynchronousTestCase):
             ("allow_shutdown", '"no"', 'expected true, false or "any", got "no"'),
             ("allow_shutdown", "1", 'expected true, false or "any", got 1'),
             ("max_item_cap", "0", "positive size"),
+            ("admin_port", "65536", "up to 65535"),
+            ("admin_port", '"localhost"', "expected a port number"),
+            ("admin_port", "false", "expected a port number"),
+            ("admin_auth", '"no"', "expected true or false"),
         ]
         for key, value, reason in cases:
             self.assertConfigError(

@@ -99,6 +99,38 @@ class PutGetTests(QueueTestCase):
         self.take(open=True)
         self.assertEqual(self.queue.age, 2.5)
 
+    def test_removed_items(self) -> None:
+        """Items taken for good: plain gets, runs of them and confirmed
+        open reads; not peeks, open reads still open, aborts, expiry."""
+        for data in [b"a", b"b", b"c", b"d", b"e"]:
+            self.queue.put(data)
+        self.queue.put(b"x", expiry=self.clock.seconds())
+        self.take()
+        self.take(peek=True)
+        self.assertEqual(self.queue.removed_items, 1)
+        self.assertEqual(len(self.queue.take_many(2, 1 << 20)[0]), 2)
+        self.assertEqual(self.queue.removed_items, 3)
+        opened = self.take(open=True)
+        assert opened is not None
+        self.queue.abort([opened])
+        opened = self.take(open=True)
+        assert opened is not None
+        self.assertEqual(self.queue.removed_items, 3)
+        self.queue.confirm(opened)
+        self.assertEqual(self.queue.removed_items, 4)
+        self.assertEqual(self.queue.expired_items, 1)
+
+    def test_oldest_added(self) -> None:
+        self.assertIsNone(self.queue.oldest_added)
+        self.queue.put(b"a")
+        self.clock.advance(2)
+        self.queue.put(b"b")
+        self.assertEqual(self.queue.oldest_added, 1000)
+        self.take()
+        self.assertEqual(self.queue.oldest_added, 1002)
+        self.take()
+        self.assertIsNone(self.queue.oldest_added)
+
     def test_without_journal(self) -> None:
         queue = Queue("q", self.clock)
         self.assertIs(queue.put(b"a"), True)

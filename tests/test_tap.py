@@ -325,6 +325,50 @@ class StartupFailureTests(SynchronousTestCase):
             ' "up", "readonly" or "quiescent", got "sideways"; --status replaces it',
         )
 
+    def test_an_admin_port_in_use_under_twistd(self) -> None:
+        with socket.socket() as taken:
+            taken.bind((LOCALHOST, 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            twistd = {"nodaemon": False, "pidfile": "twistd.pid", "rundir": "."}
+            message = self.fails(
+                "--port",
+                "0",
+                "--admin-port",
+                str(port),
+                "-d",
+                f"{temporary_directory(self)}/q",
+                twistd=twistd,
+            )
+        self.assertEqual(
+            message,
+            f"erq: --admin-port {port}: cannot listen on {LOCALHOST}:{port}:"
+            " Address already in use",
+        )
+
+    def test_a_bad_admin_port(self) -> None:
+        self.assertEqual(
+            self.fails("--port", "0", "--admin-port", "tcp:abc"),
+            "erq: --admin-port tcp:abc: expected a port number from 0 to 65535"
+            " after tcp:, got 'abc'",
+        )
+        with self.assertRaises(StartupError) as raised:
+            parse("--admin-port", "localhost")
+        self.assertEqual(
+            str(raised.exception),
+            "erq: --admin-port localhost: expected a port number or an endpoint"
+            ' description such as "tcp:22122:interface=0.0.0.0", got "localhost"',
+        )
+        path = os.path.abspath(self.mktemp())
+        write(path, '[server]\nadmin_port = "foo:1"\n')
+        message = self.fails("-c", path, "--port", "0")
+        self.assertTrue(
+            message.startswith(
+                f'erq: server.admin_port "foo:1" in {path}: unknown endpoint type'
+            ),
+            message,
+        )
+
     def test_the_port_is_held_until_the_server_listens(self) -> None:
         with socket.socket() as probe:
             probe.bind((LOCALHOST, 0))
@@ -625,6 +669,44 @@ class AnnouncementTests(TestCase):
             texts(events, LogLevel.info)[0],
         )
         return texts(events, LogLevel.warn)
+
+    def test_the_admin_server_s_address(self) -> None:
+        events = capture_log(self)
+        directory = temporary_directory(self)
+        server = StartedServer(
+            self, "--port", "0", "--admin-port", "0", "-d", f"{directory}/q"
+        )
+        admin = cast(Any, server.top.getServiceNamed("erq-admin")).listening
+        port = admin.port.getHost().port
+        self.assertIn(
+            f"erq admin HTTP server on tcp {LOCALHOST}:{port}",
+            texts(events, LogLevel.info),
+        )
+        self.assertEqual(texts(events, LogLevel.warn), [])
+
+    def test_an_admin_port_beyond_loopback_without_auth_warns(self) -> None:
+        events = capture_log(self)
+        listening = cast(
+            ListeningService,
+            SimpleNamespace(address=lambda: (f"tcp {LOCALHOST}:22122", True)),
+        )
+        admin = cast(
+            ListeningService,
+            SimpleNamespace(address=lambda: ("tcp 0.0.0.0:8080", False)),
+        )
+        queues = QueueService(reactor=reactor)
+        Announcement(queues, [listening], None, admin).startService()
+        self.assertIn(
+            "erq admin HTTP server on tcp 0.0.0.0:8080", texts(events, LogLevel.info)
+        )
+        [warning] = texts(events, LogLevel.warn)
+        self.assertIn(
+            "admin HTTP server listens beyond loopback on tcp 0.0.0.0", warning
+        )
+
+    def test_no_admin_server_unless_asked(self) -> None:
+        top = makeService(parse("--port", "0"))
+        self.assertEqual([service.name for service in top if service.name], ["erq"])
 
     def test_beyond_loopback_without_authentication_warns(self) -> None:
         [warning] = self.announce("tcp 0.0.0.0:22122", False)

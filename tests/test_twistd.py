@@ -24,6 +24,7 @@ from tests.support import (
     command,
     connect,
     free_port,
+    http_request,
     reactor,
     temporary_directory,
     twistd_command,
@@ -193,6 +194,41 @@ class StartupFailureTests(TwistdCase):
             f"erq: --port {port}: cannot listen on {LOCALHOST}:{port}:"
             " Address already in use",
         )
+
+    async def test_admin_port_in_use(self) -> None:
+        with socket.socket() as taken:
+            taken.bind((LOCALHOST, 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            line = await self.fails(
+                "--port", "0", "--admin-port", str(port), "-d", self.directory
+            )
+        self.assertEqual(
+            line,
+            f"erq: --admin-port {port}: cannot listen on {LOCALHOST}:{port}:"
+            " Address already in use",
+        )
+
+    async def test_a_daemon_serves_its_admin_port(self) -> None:
+        """The admin port bound before twistd forks is served by the daemon,
+        and goes with it."""
+        port, admin = free_port(), free_port()
+        process = self.launch(
+            True,
+            ("--port", str(port), "--admin-port", str(admin), "-d", self.directory),
+        )
+        self.assertEqual(await self.exit_code(process), 0, self.log(process))
+        await self.wait_until_serving(process, port)
+        response = await http_request(f"http://{LOCALHOST}:{admin}/health")
+        self.assertEqual((response.code, response.body), (200, b"UP\n"))
+        await deferToThread(command, port, b"shutdown\r\n", b"")
+        pidfile = os.path.join(self.directory, "daemon.pid")
+        deadline = time.monotonic() + DEADLINE
+        while os.path.exists(pidfile):
+            self.assertLess(time.monotonic(), deadline, "the daemon did not stop")
+            await deferLater(reactor, 0.05, lambda: None)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection((LOCALHOST, admin), timeout=5).close()
 
     async def test_configuration_file_does_not_validate(self) -> None:
         path = os.path.join(self.directory, "erq.toml")

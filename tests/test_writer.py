@@ -396,6 +396,71 @@ class RandomInterleavingTests(HandOffCase):
         self.assertEqual(self.writer.backlog, 0, f"seed {seed}")
 
 
+class BatchObserverTests(HandOffCase):
+    """``on_batch`` hears of each batch as the reactor takes it back: how
+    long since it left for the thread, and the bytes it wrote."""
+
+    def observe(self) -> list[tuple[float, int]]:
+        seen: list[tuple[float, int]] = []
+        self.writer.on_batch = lambda seconds, size: seen.append((seconds, size))
+        return seen
+
+    def test_a_python_loop_batch(self) -> None:
+        seen = self.observe()
+        journal = self.journal("a")
+        durable = self.fired(journal.add(item(1)))
+        self.assertEqual(len(self.pool.work), 1)
+        self.reactor.advance(0.25)
+        self.pool.run_next()
+        self.assertEqual(seen, [])
+        self.reactor.run_calls()
+        self.assertEqual(durable, [None])
+        # The segment's header and the record: all the journal holds.
+        self.assertEqual(seen, [(0.25, journal.size)])
+
+    def test_two_engine_batches_back_in_one_poll(self) -> None:
+        journal = self.opened("a")
+        size = journal.size
+        seen = self.observe()
+        self.fired(journal.add(item(2)))
+        self.reactor.advance(0.25)
+        self.fired(journal.add(item(3)))
+        self.assertEqual(len(self.engine.queued), 2)
+        self.reactor.advance(0.5)
+        self.engine.run_one()
+        self.engine.run_one()
+        self.writer.engine_finished()
+        record = (journal.size - size) // 2
+        self.assertEqual(seen, [(0.75, record), (0.5, record)])
+
+    def test_a_failed_batch_wrote_nothing(self) -> None:
+        journal = self.opened("a")
+        seen = self.observe()
+        durable = self.fired(journal.add(item(2)))
+        self.engine.run_one(error=errno.ENOSPC)
+        self.writer.engine_finished()
+        self.assertIsInstance(durable[0], Failure)
+        self.assertEqual(seen, [(0.0, 0)])
+
+    def test_batches_sent_before_the_observer_are_not_told(self) -> None:
+        journal = self.journal("a")
+        self.fired(journal.add(item(1)))
+        seen = self.observe()
+        self.settle()
+        self.assertEqual(seen, [])
+        self.fired(journal.add(item(2)))
+        self.settle()
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(self.writer._sent_at, {})
+
+    def test_without_an_observer_nothing_is_kept(self) -> None:
+        journal = self.journal("a")
+        for i in range(1, 4):
+            self.fired(journal.add(item(i)))
+        self.assertEqual(self.writer._sent_at, {})
+        self.settle()
+
+
 class DaemonThreadTests(SynchronousTestCase):
     def test_a_stuck_writer_does_not_keep_the_process_alive(self) -> None:
         """A writer whose disk never answers: the process still exits once

@@ -58,6 +58,7 @@ from erq.journal.files import (
     _Chunk,
     _close_all,
     _SegmentFile,
+    _Write,
 )
 from erq.journal.loop import _Done, _PythonLoop
 
@@ -76,6 +77,18 @@ LINGER = 0.002
 #: Longest the reactor waits at shutdown for the writer's last batch; past
 #: it the process stops without it (as after a crash: replay recovers).
 SHUTDOWN_TIMEOUT = 60.0
+
+
+def _written(batch: list[_Chunk]) -> int:
+    """Bytes a batch taken back wrote: the thread (or the engine's
+    submit) joined each write's buffers into one, so this costs a step,
+    not a record."""
+    return sum(
+        sum(map(len, step.bufs))
+        for chunk in batch
+        for step in chunk.steps
+        if step.done and isinstance(step, _Write)
+    )
 
 
 def _cancel(call: IDelayedCall | None) -> None:
@@ -296,6 +309,12 @@ class JournalWriter:
         self.max_backlog = MAX_BACKLOG
         self._drain_waiters: list[Callable[[], object]] = []
         self._watching = False
+        #: Told of each batch taken back: the seconds since it left for the
+        #: thread (its writes and fsyncs, and its wait to be taken back),
+        #: and the bytes it wrote.  For the admin server's histograms.
+        self.on_batch: Callable[[float, int], object] | None = None
+        # When each batch in flight left, while ``on_batch`` is set.
+        self._sent_at: dict[int, float] = {}
 
     # -- life ----------------------------------------------------------------
 
@@ -557,6 +576,8 @@ class JournalWriter:
                 # So that "writing again" is said when it is true.
                 report = True
         self.batches += 1
+        if self.on_batch is not None:
+            self._sent_at[id(batch)] = self.reactor.seconds()
         if self._pool is None and self._thread is None:
             self.start()
         engine = self._engine
@@ -614,6 +635,8 @@ class JournalWriter:
         done = runner.take_back(wake)
         if not done:
             return False
+        if self.on_batch is not None:
+            self._observe(done)
         if (
             self._urgent
             and self._pending
@@ -631,6 +654,13 @@ class JournalWriter:
             self._send()
         self._complete(done)
         return True
+
+    def _observe(self, done: list[_Done]) -> None:
+        now = self.reactor.seconds()
+        for batch, _ in done:
+            sent = self._sent_at.pop(id(batch), None)
+            if sent is not None and self.on_batch is not None:
+                self.on_batch(now - sent, _written(batch))
 
     def _complete(self, done: list[tuple[list[_Chunk], Failure | None]]) -> None:
         """Run the completions of batches taken back, in order; then take
