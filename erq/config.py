@@ -23,6 +23,9 @@ file, with each key at its default::
                                   # erq.auth): clients must log in; a
                                   # relative path is relative to the working
                                   # directory; "" for none
+    max_memory_size = "unlimited" # item bytes all queues together keep in
+                                  # memory; beyond it new items live only in
+                                  # the journals (erq.memory)
 
     [defaults]                    # every queue that does not say otherwise
     max_items = "unlimited"       # items held; a non-negative integer
@@ -167,6 +170,8 @@ class ServerSettings:
     #: The file of ``user:password`` lines clients log in with (an absolute
     #: path when read from a file or the command line); ``None``: no login.
     auth_file: str | None = None
+    #: Item bytes all queues together hold in memory; ``None``: unlimited.
+    max_memory_size: int | None = None
 
 
 class ConfigError(ValueError):
@@ -487,7 +492,12 @@ class _Reader:
     ) -> ConfigError:
         key = path[-1]
         reason = "unknown table" if isinstance(value, dict) else "unknown key"
-        if len(path) == 1 and key in SERVER_KEYS:
+        if len(path) == 1 and key in SERVER_KEYS and key in QUEUE_KEYS:
+            hint = (
+                "it belongs in [server] (all queues together),"
+                " or in [defaults] or [queues.<name>] (each queue)"
+            )
+        elif len(path) == 1 and key in SERVER_KEYS:
             hint = "it belongs in [server]"
         elif len(path) == 1 and key in QUEUE_KEYS:
             hint = "it belongs in [defaults] or [queues.<name>]"

@@ -1,0 +1,127 @@
+"""Tests for erq.memory: the server's cap on items in memory."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase
+
+from erq.config import parse_config
+from erq.memory import MemoryUse
+from erq.service import QueueService
+from tests.support import DurabilityCase, payload, toml, write
+
+KiB = 1024
+
+
+class MemoryUseTests(SynchronousTestCase):
+    def test_unlimited_by_default(self) -> None:
+        self.assertIsNone(MemoryUse().cap)
+
+    def test_the_cap_changes_and_lifts(self) -> None:
+        use = MemoryUse(100)
+        self.assertEqual(use.cap, 100)
+        use.set_cap(None)
+        self.assertEqual(use.cap, None)
+        use.set_cap(0)
+        self.assertEqual(use.cap, 0)
+
+
+class ServiceTests(SynchronousTestCase):
+    """The service's count and cap, without journals."""
+
+    def service(self, text: str = "") -> QueueService:
+        service = QueueService(parse_config(toml(text)), reactor=self.clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+
+    def test_the_cap_comes_from_the_server_table(self) -> None:
+        service = self.service(
+            """
+            [server]
+            max_memory_size = "1MiB"
+            """
+        )
+        self.assertEqual(service.memory.cap, 1024 * KiB)
+        self.assertEqual(self.service().memory.cap, None)
+
+    def test_every_queue_counts_in_one_place(self) -> None:
+        service = self.service()
+        service.put("a", b"x" * 10, 0, 0)
+        service.put("b", b"x" * 20, 0, 0)
+        self.assertEqual(service.memory.held, 30)
+        service.delete("b")
+        self.assertEqual(service.memory.held, 10)
+        service.get("a", None, False, False)
+        self.assertEqual(service.memory.held, 0)
+
+    def test_a_reload_changes_the_cap(self) -> None:
+        service = self.service()
+        path = os.path.abspath(self.mktemp())
+        write(path, "[server]\nmax_memory_size = 4096\n")
+        service.config_path = path
+        service.reload()
+        self.assertEqual(service.memory.cap, 4096)
+        write(path, "")
+        service.reload()
+        self.assertEqual(service.memory.cap, None)
+
+
+class JournaledCapTests(DurabilityCase):
+    """Queues together deeper than the cap, on a real server with journals."""
+
+    config = """
+        [server]
+        max_memory_size = "64KiB"
+        """
+
+    def items(self, name: str) -> list[bytes]:
+        return [name.encode() + payload(i, KiB) for i in range(150)]
+
+    def in_memory(self, server_stats: dict[str, str]) -> int:
+        return sum(
+            int(value)
+            for name, value in server_stats.items()
+            if name.endswith("_mem_bytes")
+        )
+
+    async def test_queues_together_keep_to_the_cap(self) -> None:
+        server = self.serve(parse_config(toml(self.config)))
+        client = self.client(server)
+        cap = 64 * KiB
+        # One item more than the cap, and each queue's own head.
+        over = 3 * (KiB + 1)
+
+        def fill_and_drain() -> None:
+            for name in ("a", "b", "c"):
+                self.assertEqual(set(client.store(name, self.items(name))), {b"STORED"})
+                self.assertLessEqual(self.in_memory(client.stats()), cap + over)
+            self.assertEqual(int(client.stats()["queue_c_items"]), 150)
+            for name in ("a", "b", "c"):
+                for start in range(0, 150, 10):
+                    got = [value[1] for value in client.take(name, 10) if value]
+                    self.assertEqual(got, self.items(name)[start : start + 10])
+                    self.assertLessEqual(self.in_memory(client.stats()), cap + over)
+
+        await deferToThread(fill_and_drain)
+        self.assertEqual(server.service.memory.held, 0)
+
+    async def test_replay_keeps_to_the_cap(self) -> None:
+        config = parse_config(toml(self.config))
+        server = self.serve(config)
+        client = self.client(server)
+        await deferToThread(
+            lambda: [client.store(name, self.items(name)) for name in ("a", "b")]
+        )
+        server = await self.restart(server, config=config)
+        self.assertLessEqual(server.service.memory.held, 64 * KiB + 2 * (KiB + 1))
+        again = self.client(server)
+        for name in ("a", "b"):
+            got = await deferToThread(again.drain, name)
+            self.assertEqual(got, self.items(name))
