@@ -28,7 +28,7 @@ from erq.connections import (
     is_local,
 )
 from erq.journal import JournalWriter
-from erq.memory import MemoryUse
+from erq.memory import GiveBack, MemoryUse
 from erq.queue import Item, Queue
 from erq.reload import NoConfigurationFile, read_again
 from erq.stats import QUEUE_STATS, SERVER_STATS, Counters, queue_stats, server_stats
@@ -118,6 +118,7 @@ class QueueService(Service):
         self._log_limit = LogLimit(self.clock)
         #: The item bytes every queue holds in memory, and the server's cap.
         self.memory = MemoryUse(self.config.server.max_memory_size)
+        self.give_back = GiveBack(self.memory, self.clock)
 
     @property
     def writer(self) -> JournalWriter | None:
@@ -152,6 +153,7 @@ class QueueService(Service):
             self.storage.start()
         self._create_configured()
         self._start_sweeper()
+        self.give_back.start()
 
     def hold_data_dir(self, path: str | None = None) -> None:
         """Hold the data directory (see ``erq.datadir``) before anything
@@ -203,6 +205,7 @@ class QueueService(Service):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._sweeper = None
+        self.give_back.stop()
         self.shutting_down = True
         closing = self.connections.disconnect_all()
         written = succeed(None) if self.storage is None else self.storage.stop()

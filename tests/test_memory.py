@@ -1,15 +1,18 @@
-"""Tests for erq.memory: the server's cap on items in memory."""
+"""Tests for erq.memory: the server's cap on items in memory, and memory
+given back to the system."""
 
 from __future__ import annotations
 
 import os
+import platform
 
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 
+from erq import memory
 from erq.config import parse_config
-from erq.memory import MemoryUse
+from erq.memory import GiveBack, MemoryUse, give_back
 from erq.service import QueueService
 from tests.support import DurabilityCase, payload, toml, write
 
@@ -29,11 +32,91 @@ class MemoryUseTests(SynchronousTestCase):
         self.assertEqual(use.cap, 0)
 
 
+class GiveBackTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.use = MemoryUse()
+        self.trims: list[float] = []
+        self.give_back = GiveBack(
+            self.use,
+            self.clock,
+            trim=lambda: self.trims.append(self.clock.seconds()),
+            every=0.5,
+            after=100,
+        )
+        self.give_back.start()
+        self.addCleanup(self.give_back.stop)
+
+    def held(self, amount: int) -> None:
+        self.use.held = amount
+        self.use.peak = max(self.use.peak, amount)
+
+    def test_nothing_while_memory_grows(self) -> None:
+        for amount in (50, 500, 5000):
+            self.held(amount)
+            self.clock.advance(0.5)
+        self.assertEqual(self.trims, [])
+
+    def test_given_back_once_much_was_freed_and_once_more_after(self) -> None:
+        self.held(1000)
+        self.clock.advance(0.5)
+        self.held(950)
+        self.clock.advance(0.5)
+        self.assertEqual(self.trims, [])
+        self.held(850)
+        self.clock.advance(0.499)
+        self.assertEqual(self.trims, [])
+        self.clock.advance(0.001)
+        self.assertEqual(self.trims, [1.5])
+        # Once more at the next look, for what was still being freed.
+        self.clock.advance(0.5)
+        self.assertEqual(self.trims, [1.5, 2.0])
+        # Then not again until as much is freed again.
+        self.held(760)
+        self.clock.advance(5)
+        self.assertEqual(self.trims, [1.5, 2.0])
+        self.held(750)
+        self.clock.advance(0.5)
+        self.assertEqual(self.trims, [1.5, 2.0, 7.5])
+        self.assertEqual(self.give_back.times, 3)
+
+    def test_a_fill_and_drain_between_two_looks_is_seen(self) -> None:
+        self.held(10_000)
+        self.held(0)
+        self.clock.advance(0.5)
+        self.assertEqual(self.trims, [0.5])
+
+    def test_stopped_looks_no_more(self) -> None:
+        self.give_back.stop()
+        self.held(1000)
+        self.held(0)
+        self.clock.advance(10)
+        self.assertEqual(self.trims, [])
+
+
+class AllocatorTests(SynchronousTestCase):
+    def test_glibc_is_asked(self) -> None:
+        if platform.libc_ver()[0] != "glibc":
+            raise self.skipTest("glibc only")
+        self.assertIsNotNone(memory._malloc_function("malloc_trim"))
+        self.assertIsInstance(give_back(), bool)
+
+    def test_a_no_op_without_glibc(self) -> None:
+        self.patch(platform, "libc_ver", lambda: ("", ""))
+        self.assertIsNone(memory._malloc_function("malloc_trim"))
+        self.patch(memory, "_malloc_trim", None)
+        self.assertFalse(give_back())
+
+
 class ServiceTests(SynchronousTestCase):
-    """The service's count and cap, without journals."""
+    """The service's count, cap and giving back, without journals."""
 
     def service(self, text: str = "") -> QueueService:
         service = QueueService(parse_config(toml(text)), reactor=self.clock)
+        self.trims: list[float] = []
+        service.give_back = GiveBack(
+            service.memory, self.clock, trim=lambda: self.trims.append(1)
+        )
         service.startService()
         self.addCleanup(service.stopService)
         return service
@@ -71,6 +154,20 @@ class ServiceTests(SynchronousTestCase):
         write(path, "")
         service.reload()
         self.assertEqual(service.memory.cap, None)
+
+    def test_memory_is_given_back_after_a_drain(self) -> None:
+        service = self.service()
+        for _ in range(20):
+            service.put("a", b"x" * (1024 * KiB), 0, 0)
+        self.clock.advance(1)
+        self.assertEqual(self.trims, [])
+        while service.get("a", None, False, False) is not None:
+            pass
+        self.clock.advance(0.5)
+        self.assertEqual(self.trims, [1])
+        service.stopService()
+        self.clock.advance(10)
+        self.assertEqual(self.trims, [1])
 
 
 class JournaledCapTests(DurabilityCase):
