@@ -263,8 +263,10 @@ class Holding:
 
     def _count_in(self, size: int) -> None:
         """``size`` bytes more in memory (fewer, when negative), here and
-        in the server's count."""
+        in the server's count (a deleted queue's no longer count there)."""
         self.mem_bytes += size
+        if self._closed:
+            return
         memory = self._memory
         held = memory.held = memory.held + size
         if held > memory.peak:
@@ -273,5 +275,5 @@ class Holding:
     def close(self) -> None:
         """The queue is deleted: nothing more is placed in it, and its
         items no longer count in the server's memory."""
-        self._closed = True
         self._count_in(-self.mem_bytes)
+        self._closed = True

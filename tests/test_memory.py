@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq import memory
 from erq.config import parse_config
 from erq.memory import GiveBack, MemoryUse, give_back
+from erq.queue import Item
 from erq.service import QueueService
 from tests.support import DurabilityCase, payload, toml, write
 
@@ -142,6 +143,18 @@ class ServiceTests(SynchronousTestCase):
         service.delete("b")
         self.assertEqual(service.memory.held, 10)
         service.get("a", None, False, False)
+        self.assertEqual(service.memory.held, 0)
+
+    def test_a_deleted_queue_counts_no_more(self) -> None:
+        service = self.service()
+        service.put("a", b"x" * 10, 0, 0)
+        queue = service.queue("a")
+        assert queue is not None
+        taken = service.get("a", None, True, False)
+        assert isinstance(taken, Item)
+        service.delete("a")
+        # An open read given back to the deleted queue is not counted.
+        queue.abort([taken])
         self.assertEqual(service.memory.held, 0)
 
     def test_a_reload_changes_the_cap(self) -> None:
