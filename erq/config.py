@@ -32,6 +32,9 @@ file, with each key at its default::
                                   # description; "" for none
     admin_auth = true             # with an auth_file, the admin server asks
                                   # for the same users (HTTP basic auth)
+    max_memory_size = "unlimited" # item bytes all queues together keep in
+                                  # memory; beyond it new items live only in
+                                  # the journals (erq.memory)
 
     [defaults]                    # every queue that does not say otherwise
     max_items = "unlimited"       # items held; a non-negative integer
@@ -196,6 +199,8 @@ class ServerSettings:
     admin_port: str | None = None
     #: Whether the admin server asks for the users of ``auth_file``.
     admin_auth: bool = True
+    #: Item bytes all queues together hold in memory; ``None``: unlimited.
+    max_memory_size: int | None = None
 
 
 class ConfigError(ValueError):
@@ -601,7 +606,12 @@ class _Reader:
     ) -> ConfigError:
         key = path[-1]
         reason = "unknown table" if isinstance(value, dict) else "unknown key"
-        if len(path) == 1 and key in SERVER_KEYS:
+        if len(path) == 1 and key in SERVER_KEYS and key in QUEUE_KEYS:
+            hint = (
+                "it belongs in [server] (all queues together),"
+                " or in [defaults] or [queues.<name>] (each queue)"
+            )
+        elif len(path) == 1 and key in SERVER_KEYS:
             hint = "it belongs in [server]"
         elif len(path) == 1 and key in QUEUE_KEYS:
             hint = "it belongs in [defaults] or [queues.<name>]"

@@ -10,6 +10,10 @@ time.  A queue without a journal keeps everything in memory.
 Items of durable puts wait at the tail as arrivals (`erq.arrivals`) until
 the journal has them; they are counted here, in memory or behind, from the
 moment they are put.
+
+Every queue of a server also counts its bytes in memory in one shared
+`erq.memory.MemoryUse`, whose cap (the server's ``max_memory_size``) a
+journaled queue keeps to as it keeps to its own limit.
 """
 
 from __future__ import annotations
@@ -23,9 +27,14 @@ from twisted.python.failure import Failure
 
 from erq.arrivals import Arrival, Arrivals
 from erq.items import Item, QueueJournal
+from erq.memory import MemoryUse
 
 # Logged as the queue logged it before this module was split from it.
 log = Logger(namespace="erq.queue")
+
+#: Bytes a queue with nothing in memory reads back from its journal at a
+#: time, however little room the server's ``max_memory_size`` leaves.
+READ_BACK_LEAST = 64 * 1024
 
 
 class Holding:
@@ -37,6 +46,8 @@ class Holding:
     queue is told ``on_items`` when items it may hand out were placed (or
     lost), ``on_read_back`` when items came back from the journal, and
     ``on_refused`` with the number of items the journal refused.
+    ``memory`` counts the bytes in memory of every queue of the server
+    (a count of this queue's alone when ``None``).
     """
 
     def __init__(
@@ -47,8 +58,10 @@ class Holding:
         on_items: Callable[[], None],
         on_read_back: Callable[[], None],
         on_refused: Callable[[int], None],
+        memory: MemoryUse | None = None,
     ) -> None:
         self.name = name
+        self._memory = MemoryUse() if memory is None else memory
         self._journal = journal
         self._memory_limit = memory_limit
         self._on_items = on_items
@@ -86,7 +99,7 @@ class Holding:
     def restore(self, items: list[Item], behind_items: int, behind_bytes: int) -> None:
         """Take the state a journal replayed."""
         self.items.extend(items)
-        self.mem_bytes = sum(len(item.data) for item in items)
+        self._count_in(sum(len(item.data) for item in items) - self.mem_bytes)
         self.behind_items = behind_items
         self.behind_bytes = behind_bytes
 
@@ -95,11 +108,18 @@ class Holding:
         counted, its data left to the journal.  The caller puts a held item
         in place, with `append` or through `arrive`."""
         size = len(item.data)
+        memory = self._memory
+        held = memory.held + size
         # The first test is the common case, and costs no call.
         if (
-            not self.behind_items and self.mem_bytes + size <= self._memory_limit()
+            not self.behind_items
+            and self.mem_bytes + size <= self._memory_limit()
+            and (memory.cap is None or held <= memory.cap)
         ) or self._keeps_in_memory(size):
             self.mem_bytes += size
+            memory.held = held
+            if held > memory.peak:
+                memory.peak = held
             return True
         self.behind_items += 1
         self.behind_bytes += size
@@ -128,15 +148,17 @@ class Holding:
 
     def _refused(self, arrival: Arrival, waiting: bool) -> None:
         self._on_refused(arrival.count)
-        if waiting:
-            self.mem_bytes -= arrival.held_bytes
+        if waiting and not self._closed:
+            self._count_in(-arrival.held_bytes)
             self.behind_items -= arrival.behind_count
             self.behind_bytes -= arrival.behind_bytes
 
     def pop(self) -> Item:
         """Take the head item out; reading back starts when memory runs low."""
         item = self.items.popleft()
-        self.mem_bytes -= len(item.data)
+        size = len(item.data)
+        self.mem_bytes -= size
+        self._memory.held -= size
         if self.behind_items and self.mem_bytes < self._memory_limit() // 2:
             self.read_back()
         return item
@@ -158,7 +180,7 @@ class Holding:
     def push_back(self, item: Item) -> None:
         """An item handed out goes back to the head."""
         self.items.appendleft(item)
-        self.mem_bytes += len(item.data)
+        self._count_in(len(item.data))
 
     def remove_expired(self, now: float, limit: int | None) -> list[Item]:
         """Take the expired items out of memory (at most ``limit``)."""
@@ -177,7 +199,7 @@ class Holding:
             else:
                 kept.append(item)
         self.items = kept
-        self.mem_bytes -= sum(len(item.data) for item in expired)
+        self._count_in(-sum(len(item.data) for item in expired))
         return expired
 
     def clear(self) -> None:
@@ -185,7 +207,7 @@ class Holding:
         # Their ADD records come before the FLUSH record.
         self._arrivals.drop_all()
         self.items.clear()
-        self.mem_bytes = 0
+        self._count_in(-self.mem_bytes)
         self.behind_items = 0
         self.behind_bytes = 0
 
@@ -195,9 +217,21 @@ class Holding:
         journal = self._journal()
         if not self.behind_items or self.reading or journal is None:
             return
+        wanted = self._memory_limit() // 2
+        memory = self._memory
+        room = wanted if memory.cap is None else memory.cap - memory.held
+        if room < wanted:
+            # The server's cap: other queues hold the memory.  Read only
+            # into what is left of it, and with none left, only once this
+            # queue has nothing in memory, a little at a time.
+            if self.items:
+                if room <= 0:
+                    return
+                wanted = room
+            else:
+                wanted = min(wanted, max(room, READ_BACK_LEAST))
         self.reading = True
-        wanted = max(self._memory_limit() // 2, 1)
-        journal.read_behind(wanted).addCallbacks(self._read, self._unreadable)
+        journal.read_behind(max(wanted, 1)).addCallbacks(self._read, self._unreadable)
 
     def _unreadable(self, failure: Failure) -> None:
         # The journal could not give the items back (damage found while
@@ -217,14 +251,29 @@ class Holding:
             # Nothing more behind, whatever the counts said.
             self.behind_items = 0
             self.behind_bytes = 0
+        read = 0
         for item in items:
             size = len(item.data)
             self.behind_items -= 1
             self.behind_bytes -= size
             self.items.append(item)
-            self.mem_bytes += size
+            read += size
+        self._count_in(read)
         self._on_read_back()
 
+    def _count_in(self, size: int) -> None:
+        """``size`` bytes more in memory (fewer, when negative), here and
+        in the server's count (a deleted queue's no longer count there)."""
+        self.mem_bytes += size
+        if self._closed:
+            return
+        memory = self._memory
+        held = memory.held = memory.held + size
+        if held > memory.peak:
+            memory.peak = held
+
     def close(self) -> None:
-        """The queue is deleted: nothing more is placed in it."""
+        """The queue is deleted: nothing more is placed in it, and its
+        items no longer count in the server's memory."""
+        self._count_in(-self.mem_bytes)
         self._closed = True

@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from erq.config import QueueSettings
 from erq.holding import Holding
 from erq.items import Item, QueueJournal
+from erq.memory import MemoryUse
 from erq.opentimeouts import OpenTimeouts
 from erq.waiters import Waiters
 
@@ -26,6 +27,8 @@ class Queue:
     ``journal`` (when there is one) in the order it happens.  Open reads are
     owned by whoever asked for them; the queue counts them, takes them back
     with ``confirm`` or ``abort``, and times those that ``time_open`` names.
+    ``memory`` is the count of item bytes in memory that the queues of a
+    server share, and their cap.
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class Queue:
         clock: IReactorTime,
         settings: QueueSettings | None = None,
         journal: QueueJournal | None = None,
+        memory: MemoryUse | None = None,
     ) -> None:
         self.name = name
         self.settings = settings if settings is not None else QueueSettings()
@@ -46,6 +50,7 @@ class Queue:
             self._serve,
             self._read_back,
             self._refused,
+            memory,
         )
         self._waiters = Waiters(self._no_waiters)
         self._open_timeouts: OpenTimeouts[TakenBack] = OpenTimeouts(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from twisted.application.service import Service
@@ -28,6 +29,7 @@ from erq.connections import (
     is_local,
 )
 from erq.journal import JournalWriter
+from erq.memory import GiveBack, MemoryUse
 from erq.queue import Item, Queue
 from erq.reload import NoConfigurationFile, read_again
 from erq.stats import (
@@ -127,6 +129,9 @@ class QueueService(Service):
         self.log = Logger()
         self.connections = Connections(self.clock, self.log)
         self._log_limit = LogLimit(self.clock)
+        #: The item bytes every queue holds in memory, and the server's cap.
+        self.memory = MemoryUse(self.config.server.max_memory_size)
+        self.give_back = GiveBack(self.memory, self.clock)
 
     @property
     def writer(self) -> JournalWriter | None:
@@ -164,6 +169,7 @@ class QueueService(Service):
         self._create_configured()
         self._warn_hidden()
         self._start_sweeper()
+        self.give_back.start()
 
     def hold_data_dir(self, path: str | None = None) -> None:
         """Hold the data directory (see ``erq.datadir``) before anything
@@ -244,8 +250,10 @@ class QueueService(Service):
         storage = self.storage
         if storage is None or storage.replayed:
             return
-        for name, journal, replayed in storage.replay(self.settings_for, self.log):
-            queue = Queue(name, self.clock, self.settings_for(name), journal)
+        for name, journal, replayed in storage.replay(self._replay_settings, self.log):
+            queue = Queue(
+                name, self.clock, self.settings_for(name), journal, self.memory
+            )
             self._configure(queue)
             queue.restore(
                 replayed.items,
@@ -254,6 +262,17 @@ class QueueService(Service):
                 replayed.next_id,
             )
             self._register(queue)
+
+    def _replay_settings(self, name: str) -> QueueSettings:
+        """The settings a queue's journal is replayed with: its memory
+        limit cut to what the queues replayed before it left of the
+        server's (each queue is restored before the next is replayed)."""
+        settings = self.settings_for(name)
+        cap = self.memory.cap
+        room = settings.max_memory_size if cap is None else cap - self.memory.held
+        if room >= settings.max_memory_size:
+            return settings
+        return replace(settings, max_memory_size=max(room, 0))
 
     def _start_sweeper(self) -> None:
         if self._sweeper is not None and self._sweeper.running:
@@ -267,6 +286,7 @@ class QueueService(Service):
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._sweeper = None
+        self.give_back.stop()
         self.shutting_down = True
         closing = self.connections.disconnect_all()
         written = succeed(None) if self.storage is None else self.storage.stop()
@@ -387,6 +407,7 @@ class QueueService(Service):
         required = config.credentials is not None
         login_changed = required != (self.config.credentials is not None)
         self.config = config
+        self.memory.set_cap(config.server.max_memory_size)
         if login_changed:
             # Logged-in connections stay so; the others may now need to.
             for connection in self.connections:
@@ -448,7 +469,7 @@ class QueueService(Service):
         settings = self.settings_for(name)
         storage = self.storage
         journal = None if storage is None else storage.journal(name, settings)
-        queue = Queue(name, self.clock, settings, journal)
+        queue = Queue(name, self.clock, settings, journal, self.memory)
         self._configure(queue)
         unborn = self._unborn.pop(name, None)
         if unborn is not None:

@@ -269,6 +269,7 @@ SERVER_KEYS: dict[str, Callable[[Any], object]] = {
     "status": parse_status,
     "admin_port": _admin_port,
     "admin_auth": _boolean,
+    "max_memory_size": _size_limit,
 }
 
 QUEUE_KEYS: dict[str, Callable[[Any], object]] = {
@@ -301,7 +302,8 @@ def parse_option(key: str, text: str) -> Any:
     else its string (``"128MiB"``, ``"unlimited"``, ``"50ms"``).  Returns
     the value as the settings hold it; `ValueError` says what was expected.
     """
-    check = SERVER_KEYS.get(key) or QUEUE_KEYS[key]
+    # ``max_memory_size`` on the command line is the queues' default.
+    check = QUEUE_KEYS.get(key) or SERVER_KEYS[key]
     value: int | str = text
     if key not in _TEXT_KEYS and _INTEGER.fullmatch(text):
         value = int(text)

@@ -7,8 +7,9 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq.holding import Holding
+from erq.holding import READ_BACK_LEAST, Holding
 from erq.items import Item, QueueJournal
+from erq.memory import MemoryUse
 from tests.support import FakeJournal
 
 
@@ -143,3 +144,108 @@ class HoldingTests(SynchronousTestCase):
         )
         self.assertEqual(gone, [0, 1])
         self.assertEqual([i.id for i in self.holding.items], [2, 3])
+
+
+class ServerMemoryTests(SynchronousTestCase):
+    """Two queues' holdings that share the server's count and cap."""
+
+    memory_limit = 1000
+
+    def setUp(self) -> None:
+        self.memory = MemoryUse(cap=30)
+        self.journaled = True
+        self.fakes = {"a": FakeJournal(), "b": FakeJournal()}
+        self.holdings = {name: self.holding(name) for name in self.fakes}
+
+    def holding(self, name: str) -> Holding:
+        def journal() -> QueueJournal | None:
+            return self.fakes[name] if self.journaled else None
+
+        return Holding(
+            name,
+            journal,
+            lambda: self.memory_limit,
+            lambda: None,
+            lambda: None,
+            lambda count: None,
+            self.memory,
+        )
+
+    def put(self, name: str, new: Item) -> bool:
+        holding = self.holdings[name]
+        held = holding.reserve(new)
+        self.fakes[name].add(new, held)
+        if held:
+            holding.items.append(new)
+        return held
+
+    def test_queues_together_keep_to_the_cap(self) -> None:
+        self.assertEqual([self.put("a", item(i)) for i in (1, 2)], [True, True])
+        self.assertEqual([self.put("b", item(i)) for i in (1, 2)], [True, False])
+        # Each queue's own limit is far off; the server's is reached.
+        self.assertEqual(self.memory.held, 30)
+        self.assertEqual(self.holdings["b"].behind_items, 1)
+        self.assertFalse(self.put("a", item(3, 1)))
+
+    def test_a_queue_with_nothing_in_memory_holds_one_item(self) -> None:
+        self.put("a", item(1, 30))
+        self.assertTrue(self.put("b", item(1)))
+        self.assertFalse(self.put("b", item(2)))
+        self.assertEqual(self.memory.held, 40)
+
+    def test_without_a_journal_items_are_held_and_counted(self) -> None:
+        self.journaled = False
+        self.assertTrue(all(self.put("a", item(i)) for i in range(5)))
+        self.assertEqual(self.memory.held, 50)
+        self.assertTrue(self.put("b", item(1)))
+
+    def test_what_leaves_memory_leaves_the_count(self) -> None:
+        a, b = self.holdings["a"], self.holdings["b"]
+        for i in (1, 2):
+            self.put("a", item(i))
+        self.put("b", item(1))
+        a.pop()
+        self.assertEqual(self.memory.held, 20)
+        a.push_back(item(1))
+        self.assertEqual(self.memory.held, 30)
+        a.clear()
+        self.assertEqual(self.memory.held, 10)
+        b.close()
+        self.assertEqual(self.memory.held, 0)
+        # The peak stays, for giving memory back.
+        self.assertEqual(self.memory.peak, 30)
+
+    def test_read_back_only_into_what_is_left(self) -> None:
+        b = self.holdings["b"]
+        self.put("a", item(1))
+        for i in (1, 2, 3, 4):
+            self.put("b", item(i))
+        self.assertEqual(b.behind_items, 2)
+        # b's head goes; 10 bytes of room now: it reads no more than that.
+        b.pop()
+        self.assertEqual([wanted for wanted, _ in self.fakes["b"].reads], [10])
+        self.fakes["b"].read_back(1)
+        self.assertEqual(self.memory.held, 30)
+        # No room left: b reads nothing while it has items in memory.
+        b.read_back()
+        self.assertEqual(self.fakes["b"].reads, [])
+
+    def test_with_nothing_in_memory_a_queue_reads_a_little(self) -> None:
+        self.memory_limit = 64 * READ_BACK_LEAST
+        b = self.holdings["b"]
+        for i in (1, 2, 3):
+            self.put("a", item(i))
+        for i in (1, 2):
+            self.put("b", item(i))
+        b.pop()
+        self.assertEqual(
+            [wanted for wanted, _ in self.fakes["b"].reads], [READ_BACK_LEAST]
+        )
+
+    def test_a_raised_cap_lets_items_in_again(self) -> None:
+        for i in (1, 2, 3, 4):
+            self.put("a", item(i))
+        self.assertEqual(self.holdings["a"].behind_items, 1)
+        self.memory.set_cap(None)
+        self.assertTrue(self.put("b", item(1)))
+        self.assertTrue(self.put("b", item(2)))
