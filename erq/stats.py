@@ -111,16 +111,21 @@ def server_stats(service: QueueService) -> list[tuple[str, object]]:
         result.extend(
             (prefix + name, value) for name, value in queue_stats(service, queue)
         )
-    for name, destinations in service.config.aliases.items():
-        alias = service.alias_counters[name]
-        figures = {
-            "put_items": alias.put_items,
-            "put_bytes": alias.put_bytes,
-            "children": ",".join(destinations),
-        }
+    for name in service.config.aliases:
         prefix = f"alias_{name}_"
+        figures = alias_figures(service, name)
         result.extend((prefix + figure, figures[figure]) for figure in ALIAS_STATS)
     return result
+
+
+def alias_figures(service: QueueService, name: str) -> dict[str, object]:
+    """One alias's figures, by their names in `ALIAS_STATS`."""
+    alias = service.alias_counters[name]
+    return {
+        "put_items": alias.put_items,
+        "put_bytes": alias.put_bytes,
+        "children": ",".join(service.config.aliases[name]),
+    }
 
 
 def server_figures(service: QueueService) -> list[tuple[str, object]]:

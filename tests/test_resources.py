@@ -69,6 +69,20 @@ class StatsTests(AdminCase):
         self.assertIsInstance(document["server"]["curr_items"], int)
         self.assertEqual(document["queues"]["orders"]["items"], 3)
 
+    async def test_the_figures_of_each_alias(self) -> None:
+        path = os.path.join(temporary_directory(self), "erq.toml")
+        with open(path, "w") as f:
+            f.write('[aliases.all]\ndestinations = ["a", "b"]\n')
+        server = self.serve("--config", path)
+        stored = server.queues.put("all", b"hello", 0, 0)
+        if isinstance(stored, Deferred):
+            await stored
+        document = json.loads((await http_request(server.url("/stats.json"))).body)
+        self.assertEqual(
+            document["aliases"],
+            {"all": {"put_items": 1, "put_bytes": 5, "children": ["a", "b"]}},
+        )
+
     async def test_fanout_children_as_a_list(self) -> None:
         server = self.serve()
         for name in ("news+a", "news+b", "news"):

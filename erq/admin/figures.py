@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from erq import __version__
-from erq.stats import queue_stats, server_figures
+from erq.stats import alias_figures, queue_stats, server_figures
 from erq.status import ServerStatus
 
 if TYPE_CHECKING:
@@ -16,16 +16,24 @@ if TYPE_CHECKING:
 
 
 def stats_document(service: QueueService) -> dict[str, Any]:
-    """``{"server": {...}, "queues": {"<name>": {...}}}``: every figure of
-    ``stats`` and ``dump_stats`` under its name there, numbers as numbers
-    and a queue's fanout children as a list."""
+    """``{"server": {...}, "queues": {"<name>": {...}}, "aliases":
+    {"<name>": {...}}}``: every figure of ``stats`` and ``dump_stats`` under
+    its name there, numbers as numbers and a queue's fanout children and an
+    alias's destinations as lists."""
     queues: dict[str, dict[str, Any]] = {}
     for name, queue in service.queues.items():
         figures: dict[str, Any] = dict(queue_stats(service, queue))
         if "children" in figures:
             figures["children"] = service.children(name)
         queues[name] = figures
-    return {"server": dict(server_figures(service)), "queues": queues}
+    aliases: dict[str, dict[str, Any]] = {}
+    for name, destinations in service.config.aliases.items():
+        aliases[name] = {**alias_figures(service, name), "children": destinations}
+    return {
+        "server": dict(server_figures(service)),
+        "queues": queues,
+        "aliases": aliases,
+    }
 
 
 def health(service: QueueService) -> tuple[bool, str]:
