@@ -592,19 +592,7 @@ def makeService(options: Any, reactor: Any = None) -> MultiService:
             raise StartupError(str(error)) from None
 
     named = options.named("port", server.port)
-    try:
-        description = endpoint_description(server.port)
-        _check_endpoint(description)
-        listening = ListeningService(reactor, description, QueueFactory(queues))
-    except Exception as error:
-        raise StartupError(f"{named}: {_reason(error)}") from None
-    if twistd is not None:
-        try:
-            listening.reservation = _reserve(description)
-        except OSError as error:
-            raise StartupError(f"{named}: {error}") from None
-        listening.daemon = not twistd.get("nodaemon", True)
-        listening.pidfile = twistd.get("pidfile") or None
+    listening = _listening(reactor, named, server.port, QueueFactory(queues), twistd)
     listening.setServiceParent(top)
     admin = _admin(reactor, options, queues, twistd)
     if admin is not None:
@@ -618,6 +606,31 @@ def makeService(options: Any, reactor: Any = None) -> MultiService:
     ).setServiceParent(top)
     SignalHandlers(reactor, queues).setServiceParent(top)
     return top
+
+
+def _listening(
+    reactor: Any,
+    named: str,
+    port: str,
+    factory: Any,
+    twistd: Mapping[str, Any] | None,
+) -> ListeningService:
+    """A port for ``factory``, checked; under twistd also bound now, before
+    it forks, so that a port in use is a one-line error ``named`` names."""
+    try:
+        description = endpoint_description(port)
+        _check_endpoint(description)
+        listening = ListeningService(reactor, description, factory)
+    except Exception as error:
+        raise StartupError(f"{named}: {_reason(error)}") from None
+    if twistd is not None:
+        try:
+            listening.reservation = _reserve(description)
+        except OSError as error:
+            raise StartupError(f"{named}: {error}") from None
+        listening.daemon = not twistd.get("nodaemon", True)
+        listening.pidfile = twistd.get("pidfile") or None
+    return listening
 
 
 class _AdminService(AdminService):
@@ -639,19 +652,7 @@ def _admin(
         return None
     named = options.named("admin_port", port)
     admin = _AdminService(queues)
-    try:
-        description = endpoint_description(port)
-        _check_endpoint(description)
-        listening = ListeningService(reactor, description, admin.site)
-    except Exception as error:
-        raise StartupError(f"{named}: {_reason(error)}") from None
-    if twistd is not None:
-        try:
-            listening.reservation = _reserve(description)
-        except OSError as error:
-            raise StartupError(f"{named}: {error}") from None
-        listening.daemon = not twistd.get("nodaemon", True)
-        listening.pidfile = twistd.get("pidfile") or None
+    listening = _listening(reactor, named, port, admin.site, twistd)
     listening.setServiceParent(admin)
     admin.listening = listening
     return admin
