@@ -494,19 +494,7 @@ class QueueService(Service):
         self.counters.cmd_set += 1
         if self.shutting_down:
             return False
-        expiry = self.expiry(exptime)
-        destinations = self.config.aliases.get(name)
-        if destinations is not None:
-            return self._put_alias(name, destinations, data, flags, expiry)
-        # ``_deliver``, inlined: a set is the hottest path there is.
-        queue = self.create_queue(name)
-        children = self._children.get(name)
-        if not children:
-            if queue.settings.fanout_only:
-                # It keeps nothing, even with no child to feed.
-                return True
-            return queue.put(data, flags, expiry)
-        return self._fan_out(queue, children, data, flags, expiry)
+        return self._deliver(name, data, flags, self.expiry(exptime))
 
     def _deliver(
         self, name: str, data: bytes, flags: int, expiry: float | None
@@ -520,6 +508,7 @@ class QueueService(Service):
         children = self._children.get(name)
         if not children:
             if queue.settings.fanout_only:
+                # It keeps nothing, even with no child to feed.
                 return True
             return queue.put(data, flags, expiry)
         return self._fan_out(queue, children, data, flags, expiry)
