@@ -55,7 +55,9 @@ def parse_only(text: str) -> list[int]:
     chosen = sorted({int(part) for part in text.split(",") if part.strip()})
     unknown = [number for number in chosen if number not in WORKLOADS]
     if unknown:
-        raise argparse.ArgumentTypeError(f"no workload {unknown}; there are 1-7")
+        raise argparse.ArgumentTypeError(
+            f"no workload {unknown}; there are 1-{max(WORKLOADS)}"
+        )
     return chosen
 
 
