@@ -480,6 +480,11 @@ class Bench:
             self.rows.append(p50)
             p99 = Row(f"4.   latency p99 at half load ({rate})", found["p99"])
             self.rows.append(p99)
+            # At full load the queue grows: these measure the backlog.
+            for key in ("p50", "p99"):
+                self.rows.append(
+                    Row(f"4.   latency {key} at full load", found[f"full_{key}"])
+                )
 
     def flow_or_producers(self, server: Server, prefix: bytes, where: str) -> Figures:
         """erq: producers and consumers (``flow``); memcached, which has no
@@ -552,7 +557,12 @@ class Bench:
         saturated = self.flow_once(server, prefix + b"full", where, 0.0)
         items = saturated["items"]
         if items.value is None:
-            return {**saturated, "paced": Figure.missing("/s", "-")}
+            return {
+                **saturated,
+                "full_p50": saturated["p50"],
+                "full_p99": saturated["p99"],
+                "paced": Figure.missing("/s", "-"),
+            }
         rate = items.value / 2
         paced = self.flow_once(server, prefix + b"half", where, rate)
         self.say(
@@ -565,6 +575,8 @@ class Bench:
             "items": items,
             "p50": paced["p50"],
             "p99": paced["p99"],
+            "full_p50": saturated["p50"],
+            "full_p99": saturated["p99"],
             "paced": Figure(rate, "/s"),
         }
 
