@@ -98,6 +98,14 @@ def at_least(row: Row, minimum: float) -> Row:
     return row
 
 
+def at_most(row: Row, maximum: float, unit: str) -> Row:
+    """The bar: erq's own figure stays at or under ``maximum``."""
+    row.bar = f"<= {maximum:g} {unit}"
+    value = row.erq.value
+    row.holds = None if value is None else value <= maximum
+    return row
+
+
 HEADERS = (
     "workload",
     "erq",

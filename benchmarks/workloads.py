@@ -4,11 +4,22 @@ alternating rounds, and turns what the workers saw into table rows."""
 from __future__ import annotations
 
 import functools
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from benchmarks.limits import SAMPLES, fdatasync_seconds, round_trip_seconds
 from benchmarks.load import Job, Outcome, run_jobs, spread
-from benchmarks.report import Figure, MiB, Row, at_least, median, number, ratio
+from benchmarks.report import (
+    Figure,
+    MiB,
+    Row,
+    at_least,
+    at_most,
+    median,
+    number,
+    ratio,
+)
 from benchmarks.servers import (
     NotReady,
     Server,
@@ -18,7 +29,7 @@ from benchmarks.servers import (
     rss,
     tree_size,
 )
-from benchmarks.wire import Dialect, item
+from benchmarks.wire import Dialect, filler, item
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,8 @@ class Bench:
         self._erq_durable: Server | None = None
         self._bare: Server | None = None
         self._memcached: Server | None = None
+        # The median fdatasync and lock-step round trip, in seconds.
+        self._limits: list[tuple[float, float]] = []
 
     # -- servers ---------------------------------------------------------
 
@@ -430,12 +443,111 @@ class Bench:
         self.rows.append(at_least(row, 0.6))
 
     def w4(self) -> None:
-        figures = self.alternate("w4", self.flow, [("erq", self.erq)])["erq"]
-        shape = f"{self.plan.producers} producers + {self.plan.consumers} consumers"
-        rate = figures["paced"].shown()
-        self.rows.append(Row(f"4. {shape}: items/s", figures["items"]))
-        self.rows.append(Row(f"4.   latency p50 at half load ({rate})", figures["p50"]))
-        self.rows.append(Row(f"4.   latency p99 at half load ({rate})", figures["p99"]))
+        servers: list[tuple[str, Callable[[], Server | None]]] = [("never", self.erq)]
+        if self.erq_durable_args():
+            servers.append(("always", self.erq_durable))
+        servers.append(("memcached", self.memcached))
+        figures = self.alternate("w4", self.flow_or_producers, servers)
+        plan = self.plan
+        shape = f"{plan.producers} producers + {plan.consumers} consumers"
+        producers = figures.get("memcached", {}).get("items")
+        for policy in ("never", "always"):
+            if policy not in figures:
+                continue
+            found = figures[policy]
+            sync = f", sync {policy}" if self.erq_durable_args() else ""
+            if policy == "never":
+                row = Row(
+                    f"4. {shape}{sync}: items/s (vs memcached's producers)",
+                    found["items"],
+                    producers,
+                    ratio(found["items"], producers),
+                )
+                self.rows.append(at_least(row, 0.6))
+            else:
+                limit = self.durable_limit(plan.producers)
+                row = Row(
+                    f"4. {shape}{sync}: items/s (vs the durable limit)",
+                    found["items"],
+                    limit,
+                    ratio(found["items"], limit),
+                )
+                self.rows.append(at_least(row, 0.8))
+            rate = found["paced"].shown()
+            p50 = Row(f"4.   latency p50 at half load ({rate})", found["p50"])
+            if policy == "never":
+                at_most(p50, 1.0, "ms")
+            self.rows.append(p50)
+            p99 = Row(f"4.   latency p99 at half load ({rate})", found["p99"])
+            self.rows.append(p99)
+            # At full load the queue grows: these measure the backlog.
+            for key in ("p50", "p99"):
+                self.rows.append(
+                    Row(f"4.   latency {key} at full load", found[f"full_{key}"])
+                )
+
+    def flow_or_producers(self, server: Server, prefix: bytes, where: str) -> Figures:
+        """erq: producers and consumers (``flow``); memcached, which has no
+        queue: the same producers alone, the rate a queue's consumers would
+        have to keep up with."""
+        if server.kind != "memcached":
+            if server is self._erq_durable:
+                self.measure_limit()
+            return self.flow(server, prefix, where)
+        plan = self.plan
+        dialect = Dialect(False, prefix)
+        shares = list(spread(plan.flow_items, plan.producers))
+        jobs = [
+            Job(
+                "set",
+                server.port,
+                dialect,
+                b"f",
+                share,
+                plan.flow_seconds,
+                plan.item_size,
+                sum(shares[:number]),
+            )
+            for number, share in enumerate(shares)
+        ]
+        figure, _ = self.phase(server, jobs, where=f"{where} producers")
+        self.log_figure(where, "producers alone", figure)
+        return {"items": figure}
+
+    def measure_limit(self) -> None:
+        """Measure the durable limit's two parts once more, beside the round
+        that is measured now (the disk's fsync time varies with what else
+        the machine does): the fdatasync of a small append on the data
+        directory's file system and the lock-step round trip of memcached
+        (erq's ``version`` without it)."""
+        server = self.erq_durable()
+        directory = server.data_dir or self.settings.scratch
+        fsync = fdatasync_seconds(directory)
+        memcached = self.memcached()
+        if memcached is not None:
+            request = b"set limit 0 0 64\r\n%s\r\n" % filler(64)
+            trip = round_trip_seconds(memcached.port, request)
+            whose = "memcached set"
+        else:
+            trip = round_trip_seconds(server.port, b"version\r\n")
+            whose = "erq version"
+        self._limits.append((fsync, trip))
+        self.say(
+            f"durable limit: fdatasync {fsync * 1e3:.3f} ms (median of "
+            f"{SAMPLES}), round trip {trip * 1e3:.3f} ms ({whose}): "
+            f"{number(1 / (fsync + trip), '/s')} per connection"
+        )
+
+    def durable_limit(self, connections: int = 1) -> Figure:
+        """What ``connections`` lock-step connections can store durably at
+        most: each one 1 / (round trip + fdatasync), from the medians of
+        the measurements taken beside the rounds."""
+        if not self._limits:
+            self.measure_limit()
+        fsync = statistics.median(f for f, _ in self._limits)
+        trip = statistics.median(t for _, t in self._limits)
+        value = connections / (fsync + trip)
+        return Figure(value, "/s", text=f"limit {number(value, '/s')}")
 
     def flow(self, server: Server, prefix: bytes, where: str) -> Figures:
         """Producers and consumers (``get q/t=100``) at once, each item
@@ -445,7 +557,12 @@ class Bench:
         saturated = self.flow_once(server, prefix + b"full", where, 0.0)
         items = saturated["items"]
         if items.value is None:
-            return {**saturated, "paced": Figure.missing("/s", "-")}
+            return {
+                **saturated,
+                "full_p50": saturated["p50"],
+                "full_p99": saturated["p99"],
+                "paced": Figure.missing("/s", "-"),
+            }
         rate = items.value / 2
         paced = self.flow_once(server, prefix + b"half", where, rate)
         self.say(
@@ -458,6 +575,8 @@ class Bench:
             "items": items,
             "p50": paced["p50"],
             "p99": paced["p99"],
+            "full_p50": saturated["p50"],
+            "full_p99": saturated["p99"],
             "paced": Figure(rate, "/s"),
         }
 
@@ -589,6 +708,88 @@ class Bench:
             if shape[1:] == ("16 conns", "sets"):
                 at_least(row, 0.5).bar = ">= 0.5x never"
             self.rows.append(row)
+
+    def w9(self) -> None:
+        """Durable lock-step sets against what the disk allows: one
+        connection against 1 / (round trip + fdatasync), and 16 connections
+        over 16 queues against the same 16 over one queue (one file to sync
+        per batch against 16)."""
+        if not self.erq_durable_args():
+            self.rows.append(
+                Row("9. durable lock-step: n/a without --sync", Figure.missing("/s"))
+            )
+            return
+        conns = 16
+
+        def measure(server: Server, prefix: bytes, where: str) -> Figures:
+            self.measure_limit()
+            figures: Figures = {}
+            figures["one"] = self.durable_sets(server, 1, 1, prefix + b"a", where)
+            figures["spread"] = self.durable_sets(
+                server, conns, conns, prefix + b"b", where
+            )
+            figures["shared"] = self.durable_sets(
+                server, conns, 1, prefix + b"c", where
+            )
+            return figures
+
+        found = self.alternate("w9", measure, [("erq", self.erq_durable)])["erq"]
+        limit = self.durable_limit(1)
+        row = Row(
+            "9. durable lock-step, 1 conn: sets/s (vs the limit)",
+            found["one"],
+            limit,
+            ratio(found["one"], limit),
+        )
+        self.rows.append(at_least(row, 0.85))
+        shared = found["shared"]
+        row = Row(
+            f"9. durable, {conns} conns over {conns} queues: sets/s (vs over 1 queue)",
+            found["spread"],
+            Figure(
+                shared.value,
+                "/s",
+                shared.server_cpu,
+                shared.gen_cpu,
+                shared.error,
+                text=f"1 queue {shared.shown()}",
+            ),
+            ratio(found["spread"], shared),
+        )
+        self.rows.append(at_least(row, 0.8))
+
+    def durable_sets(
+        self, server: Server, conns: int, queues: int, prefix: bytes, where: str
+    ) -> Figure:
+        """``conns`` lock-step set connections spread over ``queues``
+        queues of a ``--sync always`` erq: sets/s."""
+        plan = self.plan
+        dialects = [
+            Dialect(True, prefix + (b"%02d-" % (number % queues)))
+            for number in range(conns)
+        ]
+        shares = list(spread(plan.lockstep_items, conns))
+        jobs = [
+            Job(
+                "set",
+                server.port,
+                dialect,
+                b"s",
+                share,
+                plan.durable_seconds,
+                plan.item_size,
+                sum(shares[:number]),
+            )
+            for number, (dialect, share) in enumerate(
+                zip(dialects, shares, strict=True)
+            )
+        ]
+        name = f"{where} {conns} conns over {queues} queue(s)"
+        figure, _ = self.phase(server, jobs, where=name)
+        for dialect in dialects[:queues]:
+            self._delete(server, dialect)
+        self.log_figure(name, "durable sets", figure)
+        return figure
 
     def split_sync(self) -> bool:
         """Whether workloads 6 and 7 may fill with ``--sync never`` where
@@ -880,4 +1081,5 @@ WORKLOADS: dict[int, Callable[[Bench], None]] = {
     5: Bench.w5,
     6: Bench.w6,
     7: Bench.w7,
+    9: Bench.w9,
 }

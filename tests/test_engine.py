@@ -147,6 +147,67 @@ class EngineTests(TestCase):
         # Of 1024 pages.
         self.assertLess(dirty, 64)
 
+    def open_files(self, count: int) -> list[tuple[int, str]]:
+        """``count`` more files to append to, closed when the test ends."""
+        opened = []
+        for _ in range(count):
+            path = os.path.abspath(self.mktemp())
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self.addCleanup(os.close, fd)
+            opened.append((fd, path))
+        return opened
+
+    def test_the_files_of_a_group_are_synced_at_once(self) -> None:
+        # One fdatasync after another would cost the sum of their latencies.
+        files = self.open_files(5)
+        self.assertEqual(self.engine.parallel_groups(), 0)
+        self.engine.submit([(fd, b"one") for fd, _ in files], True)
+        self.engine.submit([(fd, None) for fd, _ in files], True)
+        self.assertEqual(self.results(2), [0, 0])
+        # The two jobs may run as one group or two; only the second syncs.
+        self.assertEqual(self.engine.parallel_groups(), 1)
+        # One file alone is synced on the engine's own thread.
+        self.engine.submit([(self.fd, b"x"), (self.fd, None)], True)
+        self.assertEqual(self.results(1), [0])
+        self.assertEqual(self.engine.parallel_groups(), 1)
+        for _, path in files:
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), b"one")
+
+    def test_many_groups_of_parallel_syncs(self) -> None:
+        # The syncers go back to waiting between groups, and a group ends
+        # only once each of its files is synced.
+        files = self.open_files(12)
+        for round_ in range(40):
+            self.engine.submit(
+                [(fd, b"%d;" % round_) for fd, _ in files]
+                + [(fd, None) for fd, _ in files],
+                True,
+            )
+            self.assertEqual(self.results(1), [0])
+        self.assertEqual(self.engine.parallel_groups(), 40)
+        expected = b"".join(b"%d;" % round_ for round_ in range(40))
+        for _, path in files:
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), expected)
+
+    def test_a_failed_sync_among_several_fails_the_group(self) -> None:
+        # fdatasync of a pipe fails (EINVAL), whichever thread runs it.
+        files = self.open_files(3)
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        self.addCleanup(os.close, write_end)
+        ops: list[tuple[int, bytes | None]] = [(fd, None) for fd, _ in files]
+        ops.insert(1, (write_end, None))
+        self.engine.submit(ops, True)
+        self.assertEqual(self.results(1), [errno.EINVAL])
+        # Halted, as after any failure, until resumed; then syncing again.
+        self.engine.submit([(fd, None) for fd, _ in files], True)
+        self.assertEqual(self.results(1), [errno.ECANCELED])
+        self.engine.resume()
+        self.engine.submit([(fd, None) for fd, _ in files], True)
+        self.assertEqual(self.results(1), [0])
+
     def test_nothing_runs_after_a_failure_until_resumed(self) -> None:
         read_only = os.open(self.path, os.O_RDONLY)
         self.addCleanup(os.close, read_only)

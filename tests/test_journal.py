@@ -382,7 +382,26 @@ class SyncPolicyTests(JournalTestCase):
         self.assertTrue(d is not None and d.called)
         self.assertEqual(ops.syncs, 1)
         self.assertIsNone(journal.remove(item(1)))  # type: ignore[func-returns-value]
-        self.assertEqual(ops.syncs, 2)
+        self.assertEqual((ops.syncs, ops.writes), (1, 2))
+        # The next durable add's fsync covers the removal before it.
+        journal.add(item(2))
+        self.assertEqual((ops.syncs, ops.writes), (2, 3))
+
+    def test_always_syncs_no_batch_without_a_durable_add(self) -> None:
+        """Removals, opens and aborts are written but not fsynced on their
+        own: nobody waits for them, and an fsync of theirs would hold up
+        the next set's."""
+        ops = CountingOps()
+        journal = Journal(self.dir, self.fake_writer(ops=ops), sync="always")
+        journal.add(item(1))
+        journal.add(item(2))
+        syncs = ops.syncs
+        journal.open(item(1))
+        journal.abort(item(1))
+        journal.remove(item(1))
+        journal.remove_many([item(2)])
+        self.assertEqual(ops.syncs, syncs)
+        self.assertEqual(ops.writes, 6)
 
     def test_never(self) -> None:
         ops = CountingOps()

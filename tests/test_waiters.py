@@ -112,3 +112,34 @@ class WaitersTests(SynchronousTestCase):
         new.adopt(old)
         self.clock.advance(5)
         self.assertEqual(emptied, ["new"])
+
+    def test_one_timer_per_waiter_gone_once_served(self) -> None:
+        """A waiter's timeout is one delayed call, cancelled when it is
+        served or cancelled: nothing of it is left on the clock."""
+        served = self.results(self.waiters.wait(False, False, 5, self.clock))
+        cancelled = self.waiters.wait(False, False, 5, self.clock)
+        untimed = self.waiters.wait(False, False, None, self.clock)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.stock = [item(1)]
+        self.reading = True
+        self.serve()
+        self.assertEqual([i.id for i in served if i], [1])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        cancelled.cancel()
+        self.failureResultOf(cancelled)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(len(self.waiters), 1)
+        untimed.cancel()
+        self.failureResultOf(untimed)
+
+    def test_a_timed_out_waiter_gets_none_once(self) -> None:
+        fired = self.results(self.waiters.wait(False, False, 0.5, self.clock))
+        self.clock.advance(0.499)
+        self.assertEqual(fired, [])
+        self.clock.advance(0.002)
+        self.assertEqual(fired, [None])
+        # Served after its timeout: nothing more happens to it.
+        self.stock = [item(1)]
+        self.serve()
+        self.assertEqual(fired, [None])
+        self.assertEqual([i.id for i in self.stock], [1])

@@ -3,8 +3,9 @@
  * The reactor queues jobs (lists of appends and fdatasyncs) with submit();
  * the writer thread, inside serve(), takes every job queued so far as one
  * group: it runs their appends in order, then fdatasyncs each file the
- * group asked to sync, once (and starts the write-out of the others), and
- * only then reports the jobs done.  The
+ * group asked to sync, once, several files at once on its syncer threads
+ * (and starts the write-out of the others), and only then reports the
+ * jobs done.  The
  * reactor learns of it through an eventfd, without the thread ever
  * needing the GIL, and reads the outcomes with poll().  After a failure
  * the engine runs nothing more (jobs still queued, and jobs submitted
@@ -36,8 +37,27 @@ typedef struct Job {
     int result;           /* 0, or an errno */
 } Job;
 
+#define MAX_SYNCERS 8
+
+/* The threads that fdatasync the files of one group at once: one fsync
+ * after another costs the sum of their latencies, while the disk takes
+ * several at once for little more than one.  The thread running the group
+ * syncs too, alongside them; each takes the next file not yet taken. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t go;            /* a group's files to sync, or stop */
+    pthread_cond_t done;          /* the last file of a group is synced */
+    const int *fds;
+    int count, next, finished, error;
+    unsigned long generation;
+    int started, stop;
+    pthread_t threads[MAX_SYNCERS];
+} Syncers;
+
 typedef struct {
     PyObject_HEAD
+    Syncers syncers;
+    unsigned long parallel;      /* groups whose files were synced at once */
     pthread_mutex_t lock;
     pthread_cond_t work;
     int notify_fd;
@@ -76,8 +96,13 @@ Engine_init(Engine *self, PyObject *args, PyObject *kwds)
         return -1;
     pthread_mutex_init(&self->lock, NULL);
     pthread_cond_init(&self->work, NULL);
+    pthread_mutex_init(&self->syncers.lock, NULL);
+    pthread_cond_init(&self->syncers.go, NULL);
+    pthread_cond_init(&self->syncers.done, NULL);
     return 0;
 }
+
+static void stop_syncers(Syncers *syncers);
 
 static void
 Engine_dealloc(Engine *self)
@@ -91,8 +116,12 @@ Engine_dealloc(Engine *self)
         next = job->next;
         free_job(job);
     }
+    stop_syncers(&self->syncers);
     pthread_mutex_destroy(&self->lock);
     pthread_cond_destroy(&self->work);
+    pthread_mutex_destroy(&self->syncers.lock);
+    pthread_cond_destroy(&self->syncers.go);
+    pthread_cond_destroy(&self->syncers.done);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -225,11 +254,102 @@ append_all(int fd, struct iovec *iov, int count)
     return 0;
 }
 
+/* With the syncers' lock held: sync the files of the current group that
+ * nobody has taken yet, one at a time, until none is left. */
+static void
+sync_taken(Syncers *syncers)
+{
+    while (syncers->next < syncers->count) {
+        int fd = syncers->fds[syncers->next++];
+        pthread_mutex_unlock(&syncers->lock);
+        int error = fdatasync(fd) != 0 ? errno : 0;
+        pthread_mutex_lock(&syncers->lock);
+        if (error && !syncers->error)
+            syncers->error = error;
+        if (++syncers->finished == syncers->count)
+            pthread_cond_signal(&syncers->done);
+    }
+}
+
+static void *
+syncer_main(void *arg)
+{
+    Syncers *syncers = arg;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&syncers->lock);
+    for (;;) {
+        while (!syncers->stop && syncers->generation == seen)
+            pthread_cond_wait(&syncers->go, &syncers->lock);
+        if (syncers->stop)
+            break;
+        seen = syncers->generation;
+        sync_taken(syncers);
+    }
+    pthread_mutex_unlock(&syncers->lock);
+    return NULL;
+}
+
+static void
+start_syncers(Syncers *syncers)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    /* Fewer than asked for is fine: the group's own thread syncs too. */
+    while (syncers->started < MAX_SYNCERS &&
+           pthread_create(&syncers->threads[syncers->started], &attr,
+                          syncer_main, syncers) == 0)
+        syncers->started++;
+    pthread_attr_destroy(&attr);
+}
+
+static void
+stop_syncers(Syncers *syncers)
+{
+    pthread_mutex_lock(&syncers->lock);
+    syncers->stop = 1;
+    pthread_cond_broadcast(&syncers->go);
+    pthread_mutex_unlock(&syncers->lock);
+    for (int k = 0; k < syncers->started; k++)
+        pthread_join(syncers->threads[k], NULL);
+    syncers->started = 0;
+}
+
+/* fdatasyncs fds[0..count), several at once when there are several;
+ * returns only once every one has returned: 0 or the first errno. */
+static int
+sync_files(Engine *self, const int *fds, int count)
+{
+    Syncers *syncers = &self->syncers;
+    if (count == 1)
+        return fdatasync(fds[0]) != 0 ? errno : 0;
+    pthread_mutex_lock(&syncers->lock);
+    if (!syncers->started)
+        start_syncers(syncers);
+    syncers->fds = fds;
+    syncers->count = count;
+    syncers->next = syncers->finished = syncers->error = 0;
+    syncers->generation++;
+    if (syncers->started) {
+        self->parallel++;
+        pthread_cond_broadcast(&syncers->go);
+    }
+    sync_taken(syncers);
+    while (syncers->finished < syncers->count)
+        pthread_cond_wait(&syncers->done, &syncers->lock);
+    int error = syncers->error;
+    /* Nothing of this group may be taken once it is over. */
+    syncers->fds = NULL;
+    syncers->count = syncers->next = syncers->finished = 0;
+    pthread_mutex_unlock(&syncers->lock);
+    return error;
+}
+
 /* Runs a group, without the lock: every append in order (the appends to
  * one file that follow each other in one writev), then each file to sync
  * once.  Returns 0 or the first errno. */
 static int
-run_group(Job *group)
+run_group(Engine *self, Job *group)
 {
     struct iovec iov[MAX_IOV];
     int count = 0, fd = -1, error;
@@ -280,9 +400,8 @@ run_group(Job *group)
     }
     if (count > 0 && (error = append_all(fd, iov, count)) != 0)
         return error;
-    for (int k = 0; k < nsync; k++)
-        if (fdatasync(synced[k]) != 0)
-            return errno;
+    if (nsync > 0 && (error = sync_files(self, synced, nsync)) != 0)
+        return error;
 #ifdef SYNC_FILE_RANGE_WRITE
     /* Files appended to but not synced: have the kernel start writing them
      * out now, without waiting for it, so that the fsync that closes the
@@ -309,7 +428,7 @@ Engine_serve(Engine *self, PyObject *unused)
             Job *group = self->queued;
             self->queued = self->queued_tail = NULL;
             pthread_mutex_unlock(&self->lock);
-            int error = run_group(group);
+            int error = run_group(self, group);
             pthread_mutex_lock(&self->lock);
             int notify = self->wake;
             Job *last = group;
@@ -354,6 +473,15 @@ Engine_serve(Engine *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+Engine_parallel_groups(Engine *self, PyObject *unused)
+{
+    pthread_mutex_lock(&self->syncers.lock);
+    unsigned long parallel = self->parallel;
+    pthread_mutex_unlock(&self->syncers.lock);
+    return PyLong_FromUnsignedLong(parallel);
+}
+
 static PyMethodDef Engine_methods[] = {
     {"submit", (PyCFunction)Engine_submit, METH_VARARGS,
      "submit(ops, notify): queue a job of (fd, bytes) appends and (fd, None) syncs."},
@@ -364,6 +492,8 @@ static PyMethodDef Engine_methods[] = {
      "Run jobs again after a failure."},
     {"interrupt", (PyCFunction)Engine_interrupt, METH_NOARGS,
      "Make serve() return once (after the group it runs)."},
+    {"parallel_groups", (PyCFunction)Engine_parallel_groups, METH_NOARGS,
+     "Groups whose files were handed to the syncer threads, to sync at once."},
     {"serve", (PyCFunction)Engine_serve, METH_NOARGS,
      "Run jobs on the calling thread, without the GIL, until interrupted."},
     {NULL, NULL, 0, NULL},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -221,7 +221,19 @@ class _JournalBase(_Index):
         sync = self._sync
         if sync == "never":
             return
-        if sync != "always":
+        if self._always and self._failing is None:
+            # Only durable adds wait for an fsync.  Removals, opens and
+            # aborts go unsynced (a crash may deliver such an item once
+            # more, as documented), so that a get's record never puts an
+            # fsync in front of the next set's; the next add's fsync of the
+            # same file covers them.  A failing journal syncs whatever it
+            # writes: only an fsync shows that the disk takes data again.
+            for step in chunk.steps:
+                if step.__class__ is _Write and cast(_Write, step).waiters:
+                    break
+            else:
+                return
+        elif sync != "always":
             now = self._reactor.seconds()
             interval = float(sync)
             if now - self._last_sync < interval:

@@ -6,21 +6,24 @@ Appends without the GIL
 A Python thread must take the GIL back after every write and fsync, and the
 reactor holds it most of the time: each batch then waits for the reactor to
 let go, and the reactor waits for the thread to wake.  So when the C
-extension ``erq.journal._engine`` is built (it is optional: without a compiler the
-Python loop of ``erq.journal.writer`` does everything), the same thread
-spends its idle time inside ``Engine.serve``, which never holds the GIL.
-The commonest batch, appends to open segments and their fsyncs, goes to it
-as a plain list of ``(fd, bytes)`` and ``(fd, None)`` operations; the engine
-takes every such batch queued while it was busy as one group (their appends
-in order, then one fdatasync per file) and tells the reactor through an
-eventfd.  Files it appends to without syncing it has the kernel start
-writing out at once (``sync_file_range``): the fsync that closes a full
-segment, whatever the policy, then finds little left to write, and does not
-hold up the appends behind it while a whole segment goes to disk.  Such
-batches do not wait for each other: the next one is queued while one is
-synced, and the thread starts on it the moment the fsync returns.  Anything
-else (opening, cutting or closing a file, reads, deletes) goes to the Python
-loop, once the engine's batches are done, so records still reach
+extension ``erq.journal._engine`` is built (it is optional: without a
+compiler the Python loop of ``erq.journal.writer`` does everything), the
+same thread spends its idle time inside ``Engine.serve``, which never holds
+the GIL.  The commonest batch, appends to open segments and their fsyncs,
+goes to it as a plain list of ``(fd, bytes)`` and ``(fd, None)``
+operations; the engine takes every such batch queued while it was busy as
+one group (their appends in order, then one fdatasync per file, the files
+of a group synced at once by up to eight syncer threads beside it: one
+fsync after another would cost the sum of their latencies, while the disk
+takes several at once for little more than one) and tells the reactor
+through an eventfd.  Files it appends to without syncing it has the kernel
+start writing out at once (``sync_file_range``): the fsync that closes a
+full segment, whatever the policy, then finds little left to write, and
+does not hold up the appends behind it while a whole segment goes to disk.
+Such batches do not wait for each other: the next one is queued while one
+is synced, and the thread starts on it the moment the fsync returns.
+Anything else (opening, cutting or closing a file, reads, deletes) goes to
+the Python loop, once the engine's batches are done, so records still reach
 disk in the order they were made.  A failed group stops the engine; its
 batches and those queued behind it are undone (their files cut back on the
 next write) and retried on the Python path, which handles failures as

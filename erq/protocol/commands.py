@@ -79,6 +79,7 @@ class Handlers:
         _storing: Storing
         _waiting: Deferred[Item | None] | None
         _waiting_reply: tuple[Slot, list[bytes]]
+        _input: bytearray
         _reply_raw: Callable[[bytes], None]
         _hold: Callable[[], Slot]
         _fill: Callable[..., None]
@@ -264,13 +265,27 @@ class ReadCommands(Handlers):
         else:
             self._waiting = waiting = cast(Deferred, result)
             slot = self._hold()
-            parts: list[bytes] = []
-            self._waiting_reply = (slot, parts)
+            self._waiting_reply = (slot, [])
             waiting.addCallbacks(
-                self._got,
-                _wait_failed,
-                callbackArgs=([request], 0, parts, slot),
+                self._got_one, _wait_failed, callbackArgs=(request, slot)
             )
+
+    def _got_one(self, item: Item | None, request: GetRequest, slot: Slot) -> None:
+        """``_got`` for the wait of ``_get_one``: the item (or nothing) is
+        the whole reply."""
+        self._waiting = None
+        counters = self.counters
+        if item is None:
+            counters.get_misses += 1
+            self._fill(slot, b"END\r\n")
+        else:
+            counters.get_hits += 1
+            data = item.data
+            self._fill(slot, ONE_VALUE % (request.key, item.flags, len(data), data))
+        if self._input:
+            # Requests came in behind the wait (a lock-step client sends
+            # none): they go on now.
+            self._flow.wait_ended()
 
     def _breaks_open_rules(self, requests: list[GetRequest]) -> bool:
         """Whether these keys, in turn, would open more reads than a queue
