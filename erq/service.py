@@ -452,14 +452,30 @@ class QueueService(Service):
         if queue.journal is not None:
             queue.journal.sync = settings.sync_journal
         target = settings.expire_to_queue
-        queue.expired_sink = None if target is None else self._expire_into(target)
+        queue.expired_sink = (
+            None if target is None else self._expire_into(queue.name, target)
+        )
 
-    def _expire_into(self, target: str) -> Callable[[Item], None]:
+    def _expire_into(self, source: str, target: str) -> Callable[[Item], None]:
         def move(item: Item) -> None:
             # The moved item no longer expires.
-            self._deliver(target, item.data, item.flags, None)
+            moved = self._deliver(target, item.data, item.flags, None)
+            if isinstance(moved, Deferred):
+                moved.addErrback(self._not_moved, source, target)
 
         return move
+
+    def _not_moved(self, failure: Failure, source: str, target: str) -> None:
+        """An item that expired in ``source`` and that the journal of
+        ``target`` refused, as it refuses a set: it is gone, and the log
+        says so."""
+        self.log.error(
+            "An item expired in {source!r} could not be moved to {target!r}:"
+            " {why}; it is dropped",
+            source=source,
+            target=target,
+            why=failure.getErrorMessage(),
+        )
 
     def create_queue(self, name: str) -> Queue:
         """The queue of that name, created if it does not exist yet."""

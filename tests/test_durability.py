@@ -746,6 +746,39 @@ class DiskFullTests(DurabilityCase):
             self.assertEqual(drained, items[3:], f"retry every {retry_delay} s")
             await server.service.stopService()
 
+    async def test_an_expired_item_the_full_disk_refuses_is_logged(self) -> None:
+        """An expired item moved to ``expire_to_queue`` while the disk is
+        full is refused there like a set: the server says so in its log,
+        naming both queues, and not as an unhandled error."""
+        ops = ControlledOps()
+        writer = JournalWriter(reactor, file_ops=ops, retry_delay=3600.0)
+        clock = Clock()
+        config = parse_config('[queues.q]\nexpire_to_queue = "dead"\n')
+        server = self.serve(config, writer=writer, clock=clock)
+        service = server.service
+        stored = service.put("q", b"short-lived", 0, 10)
+        assert isinstance(stored, Deferred)
+        self.assertIsNot(await stored, False)
+        ops.disk_full = True
+        # The periodic sweep or this flush moves it, whichever comes first.
+        clock.advance(11)
+        service.flush_expired("q")
+        self.assertEqual(service.queue("q").items, 0)  # type: ignore[union-attr]
+
+        def refused() -> list[str]:
+            return [
+                text
+                for text in self.logged(LogLevel.error)
+                if "could not be moved" in text
+            ]
+
+        await poll_until(lambda: bool(refused()))
+        [text] = refused()
+        self.assertIn("'q'", text)
+        self.assertIn("'dead'", text)
+        self.assertIn("no space left on device", text)
+        self.assertEqual(service.queue("dead").items, 0)  # type: ignore[union-attr]
+
 
 class DamageTests(DurabilityCase):
     async def fill(self, items: list[bytes], **options: Any) -> None:
