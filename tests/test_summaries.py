@@ -12,10 +12,14 @@ from erq.journal.records import (
     _ABORT,
     _ADD,
     _FLUSH_RECORD,
+    _FORWARD,
     _REMOVE,
     ABORT,
     ADD,
+    FORWARD,
     OPEN,
+    OPENED,
+    QUEUED,
     REMOVE,
     _record,
     _ref_record,
@@ -36,6 +40,11 @@ def add(item_id: int, size: int = 5) -> bytes:
 
 def remove(item_id: int, size: int = 5) -> bytes:
     return _record(_REMOVE.pack(REMOVE, item_id, size))
+
+
+def forward(item_id: int, state: int, size: int = 5) -> bytes:
+    head = _FORWARD.pack(FORWARD, item_id, state, 0, 0, float("nan"), 1.5)
+    return _record(head + b"f" * size)
 
 
 def segment(*records: bytes) -> bytes:
@@ -102,6 +111,21 @@ class SummarizeTests(SynchronousTestCase):
             (summary.file_size, summary.records_end, summary.adds),
             (len(buf), len(buf) - 100, 2),
         )
+
+    def test_open_items_copied_forward(self) -> None:
+        first = forward(3, OPENED)
+        buf = segment(add(10), first, forward(4, OPENED), forward(3, OPENED))
+        buf += remove(4)
+        summary = summarize(buf, [1, 10])
+        assert summary is not None
+        self.assertFalse(summary.complex)
+        # The latest copy of 3; 4 was removed after its copy.
+        second = HEADER_SIZE + len(add(10)) + 2 * len(first)
+        self.assertEqual(summary.forwards, [(3, second)])
+        self.assertEqual(summary.max_id, 10)
+        queued = summarize(segment(add(10), forward(3, QUEUED)), [1])
+        assert queued is not None
+        self.assertTrue(queued.complex)
 
     def test_complex(self) -> None:
         for buf in (

@@ -319,7 +319,7 @@ class _Replay(_Index):
         for first, last, size in removes:
             i = bisect_right(firsts, first) - 1
             if i < 0 or first > ranged[i].last_id:
-                # Ids of a segment deleted since.
+                # Ids of a segment deleted since (or of a forwarded copy).
                 continue
             segment = ranged[i]
             if last > segment.last_id or segment.live < last - first + 1:
@@ -327,16 +327,31 @@ class _Replay(_Index):
             segment.live -= last - first + 1
             live_bytes -= size
             gone.append((first, last))
-        gone_firsts = [first for first, _ in gone]
-        opens = []
-        for _, _, summary in taken:
+        removed_firsts = [first for first, _, _ in removes]
+
+        def removed(item_id: int) -> bool:
+            i = bisect_right(removed_firsts, item_id) - 1
+            return i >= 0 and item_id <= removes[i][1]
+
+        def born_in(item_id: int) -> _Segment | None:
+            i = bisect_right(firsts, item_id) - 1
+            return ranged[i] if i >= 0 and item_id <= ranged[i].last_id else None
+
+        # Open items: opened, or copied forward as open, and not removed;
+        # the latest copy of each is where it is read from.
+        copies: dict[int, tuple[int, int]] = {}
+        opened: dict[int, None] = {}
+        for index, (_, _, summary) in enumerate(taken):
             for item_id in summary.opens:
-                i = bisect_right(gone_firsts, item_id) - 1
-                if i >= 0 and item_id <= gone[i][1]:
-                    continue
-                i = bisect_right(firsts, item_id) - 1
-                if i >= 0 and item_id <= ranged[i].last_id:
-                    opens.append(item_id)
+                opened[item_id] = None
+            for item_id, offset in summary.forwards:
+                opened[item_id] = None
+                copies[item_id] = (index, offset)
+        opens = [
+            item_id
+            for item_id in opened
+            if not removed(item_id) and (item_id in copies or born_in(item_id))
+        ]
         # Taken: from here on the state is the summaries'.
         self.segments.extend(segments)
         for segment in ranged:
@@ -346,15 +361,29 @@ class _Replay(_Index):
         self.max_native = max((s.last_id for s in ranged), default=0)
         self.max_id = max(summary.max_id for _, _, summary in taken)
         index_of = {id(segment): i for i, segment in enumerate(segments)}
+        live = sum(s.live for s in segments)
+        in_body: list[int] = []
         for item_id in opens:
-            holder = self._locate(item_id)
-            assert holder is not None
-            item = self._fetch(index_of[id(holder)], taken, item_id)
+            origin = born_in(item_id)
+            if item_id in copies:
+                index, offset = copies[item_id]
+                item = self._fetch_copy(index, offset, item_id)
+                if origin is not None:
+                    # Its first copy is still there: the latest one counts.
+                    origin.live -= 1
+                segments[index].live += 1
+                self._forwarded[item_id] = segments[index]
+            else:
+                assert origin is not None
+                item = self._fetch(index_of[id(origin)], taken, item_id)
             if item is None:
                 raise _StaleSummary
             self.open[item_id] = item
-            live_bytes -= len(item.data)
-        live = sum(s.live for s in segments) - len(opens)
+            if origin is not None:
+                in_body.append(item_id)
+                live -= 1
+                live_bytes -= len(item.data)
+        opens = in_body
         if live <= 0:
             return len(segments)
         # The head: the first id neither removed nor open.
@@ -386,6 +415,32 @@ class _Replay(_Index):
         self.reader = _ReplayReader(self, index, offset)
         self._refill(None)
         return len(segments)
+
+    def _fetch_copy(self, index: int, offset: int, item_id: int) -> Item | None:
+        """An open item's forwarded copy, in a segment taken from its
+        summary."""
+        buf, end = self.segment_buffer(index)
+        if offset + 8 > end:
+            return None
+        n, crc = _REC.unpack_from(buf, offset)
+        start = offset + 8
+        if (
+            n < _FORWARD_SIZE
+            or start + n > end
+            or zlib.crc32(buf[start : start + n]) != crc
+            or buf[start] != FORWARD
+        ):
+            return None
+        _, found, _, _, flags, expiry, added = _FORWARD.unpack_from(buf, start)
+        if found != item_id:
+            return None
+        return Item(
+            item_id,
+            buf[start + _FORWARD_SIZE : start + n],
+            flags,
+            _expiry_out(expiry),
+            added,
+        )
 
     def _fetch(
         self, index: int, taken: list[tuple[int, str, Summary]], item_id: int

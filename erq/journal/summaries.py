@@ -10,13 +10,16 @@ can start near any id), the ids its REMOVE records name (as ranges of
 consecutive ids, since removals are nearly always of the oldest items, each
 with the bytes it frees, and never crossing the first id of another
 segment, so that each range belongs to one segment), and the ids it opened
-and did not remove.  A segment that holds anything else (an ABORT, a FLUSH,
-a FORWARD, an ADD out of id order) is summarized as *complex*: its effect
-depends on the order of records across segments, so replay reads it.
+and did not remove, and where the copies of open items forwarded into it
+are.  A segment that holds anything else (an ABORT, a FLUSH, a FORWARD of
+an aborted item, an ADD out of id order) is summarized as *complex*: its
+effect depends on the order of records across segments, so replay reads
+it.
 
-For segments of adds, opens and removes only, the order does not matter
-(each item is added before it is opened or removed, and a removal is
-final), so replay takes the live items of a run of such segments as sums
+For segments of adds, opens, open items' copies and removes only, the
+order does not matter (each item is added before it is opened, copied or
+removed, a later copy replaces an earlier one, and a removal is final), so
+replay takes the live items of a run of such segments as sums
 and ranges; see ``erq.journal.replay``.
 
 A summary binds itself to its segment by the segment's size and the
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 from erq.journal import records as record_format
 from erq.journal.records import (
     _ADD_SIZE,
+    _FORWARD_SIZE,
     _REMOVE_SIZE,
     ABORT,
     ADD,
@@ -49,6 +53,7 @@ from erq.journal.records import (
     FORWARD,
     HEADER_SIZE,
     OPEN,
+    OPENED,
     REMOVE,
     _zeros_from,
 )
@@ -66,8 +71,9 @@ INDEX_EVERY = 1024
 _BIND = 4096
 _COMPLEX = 1
 
-_HEAD = struct.Struct("<4sHHQQIIQQQqqqIII")
+_HEAD = struct.Struct("<4sHHQQIIQQQqqqIIII")
 _INDEX = struct.Struct("<qQ")
+_FORWARD_HEAD = struct.Struct("<BqB")
 _RANGE = struct.Struct("<qqQ")
 _ID = struct.Struct("<q")
 _CRC = struct.Struct("<I")
@@ -103,6 +109,9 @@ class Summary:
     removes: list[tuple[int, int, int]] = field(default_factory=list)
     #: Ids opened here and not removed here, in the order opened.
     opens: list[int] = field(default_factory=list)
+    #: (id, offset) of the FORWARD record of each item still open that was
+    #: copied here (its latest copy here) and not removed here.
+    forwards: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _binding(buf: bytes | memoryview, size: int) -> tuple[int, int]:
@@ -128,11 +137,13 @@ def encode(summary: Summary, head_crc: int, tail_crc: int) -> bytes:
             len(summary.index),
             len(summary.removes),
             len(summary.opens),
+            len(summary.forwards),
         )
     ]
     parts.extend(_INDEX.pack(*entry) for entry in summary.index)
     parts.extend(_RANGE.pack(*entry) for entry in summary.removes)
     parts.extend(_ID.pack(item_id) for item_id in summary.opens)
+    parts.extend(_INDEX.pack(*entry) for entry in summary.forwards)
     body = b"".join(parts)
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -163,18 +174,20 @@ def decode(data: bytes) -> tuple[Summary, int, int] | None:
         n_index,
         n_removes,
         n_opens,
+        n_forwards,
     ) = _HEAD.unpack_from(data, 0)
     if magic != SUMMARY_MAGIC or version != SUMMARY_VERSION:
         return None
     pos = _HEAD.size
     end = pos + n_index * _INDEX.size + n_removes * _RANGE.size + n_opens * _ID.size
-    if end != len(body):
+    if end + n_forwards * _INDEX.size != len(body):
         return None
     index = list(_INDEX.iter_unpack(body[pos : pos + n_index * _INDEX.size]))
     pos += n_index * _INDEX.size
     removes = list(_RANGE.iter_unpack(body[pos : pos + n_removes * _RANGE.size]))
     pos += n_removes * _RANGE.size
     opens = [item_id for (item_id,) in _ID.iter_unpack(body[pos:end])]
+    forwards = list(_INDEX.iter_unpack(body[end:]))
     summary = Summary(
         file_size,
         records_end,
@@ -188,6 +201,7 @@ def decode(data: bytes) -> tuple[Summary, int, int] | None:
         index,
         removes,
         opens,
+        forwards,
     )
     return summary, head_crc, tail_crc
 
@@ -210,6 +224,7 @@ def summarize(buf: bytes, boundaries: list[int]) -> Summary | None:
     index: list[tuple[int, int]] = []
     removes: list[tuple[int, int, int]] = []
     opens: dict[int, None] = {}
+    forwards: dict[int, int] = {}
     run_first = run_last = -1
     run_bytes = 0
     run_limit = 0
@@ -245,6 +260,8 @@ def summarize(buf: bytes, boundaries: list[int]) -> Summary | None:
                 _, item_id, item_size = unpack_remove(buf, start)
                 if opens:
                     opens.pop(item_id, None)
+                if forwards:
+                    forwards.pop(item_id, None)
                 if item_id == run_last + 1 and item_id < run_limit:
                     run_last = item_id
                     run_bytes += item_size
@@ -262,7 +279,16 @@ def summarize(buf: bytes, boundaries: list[int]) -> Summary | None:
                 opens[item_id] = None
                 if item_id > max_id:
                     max_id = item_id
-            elif kind in (ABORT, FLUSH, FORWARD):
+            elif kind == FORWARD and n >= _FORWARD_SIZE:
+                _, item_id, state = _FORWARD_HEAD.unpack_from(buf, start)
+                if state != OPENED:
+                    # An aborted item: where it goes depends on its seq.
+                    complex_ = True
+                forwards.pop(item_id, None)
+                forwards[item_id] = pos
+                if item_id > max_id:
+                    max_id = item_id
+            elif kind in (ABORT, FLUSH):
                 complex_ = True
             else:
                 return None
@@ -273,7 +299,7 @@ def summarize(buf: bytes, boundaries: list[int]) -> Summary | None:
         removes.append((run_first, run_last, run_bytes))
     if complex_:
         # Only the binding and the counts matter then.
-        index, removes, opens = [], [], {}
+        index, removes, opens, forwards = [], [], {}, {}
     return Summary(
         file_size=size,
         records_end=pos,
@@ -287,6 +313,7 @@ def summarize(buf: bytes, boundaries: list[int]) -> Summary | None:
         index=index,
         removes=removes,
         opens=list(opens),
+        forwards=list(forwards.items()),
     )
 
 
