@@ -620,3 +620,16 @@ class SummaryTests(JournalTestCase):
         assert isinstance(got, list)
         self.assertEqual([entry[0] for entry in got], [1, *range(16, 61)])
         self.assertEqual(state[4], 1)
+
+    def test_a_summary_that_does_not_match_is_written_again(self) -> None:
+        self.fill(50).close()
+        path = os.path.join(self.dir, summary_files(self.dir)[0])
+        with open(path, "rb") as f:
+            good = f.read()
+        with open(path, "wb") as f:
+            f.write(good[:-1] + bytes([good[-1] ^ 1]))
+        journal, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), list(range(1, 51)))
+        journal.close()
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), good)

@@ -231,9 +231,14 @@ class _Replay(_Index):
             try:
                 self._run()
             except _StaleSummary:
+                # What was cut on the way is cut, and will not be met again:
+                # keep saying so.
+                damage = self.damage
                 self.__init__(  # type: ignore[misc]
                     self.directory, self.max_memory, self.repair
                 )
+                if self.repair:
+                    self.damage = damage
                 self.use_summaries = False
                 self._run()
         finally:
@@ -289,7 +294,12 @@ class _Replay(_Index):
                 break
             path = os.path.join(self.directory, _segment_name(number))
             summary = read_summary(path, summary_path(path))
-            if summary is None or summary.complex:
+            if summary is None:
+                # Torn, or left from before the segment changed: written
+                # again once the server runs.
+                self.summary_numbers.discard(number)
+                break
+            if summary.complex:
                 break
             taken.append((number, path, summary))
         if not taken:
