@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 from erq.journal import (
     FILE_HEADER,
     HEADER_SIZE,
+    FileOps,
     Journal,
     JournalError,
     JournalWriter,
@@ -633,3 +634,39 @@ class SummaryTests(JournalTestCase):
         journal.close()
         with open(path, "rb") as f:
             self.assertEqual(f.read(), good)
+
+    def test_only_kept_segments_are_summarized_at_start(self) -> None:
+        """A data directory without summaries whose oldest segments are
+        dead: they are deleted at start, not summarized first."""
+        journal = self.fill(50)
+        # Its items are removed below and it is deleted; put back, it is
+        # what a crash before the deletion leaves.
+        kept = os.path.join(self.dir, "00000001.seg")
+        with open(kept, "rb") as original:
+            dead = original.read()
+        for i in range(1, 31):
+            journal.remove(item(i, 20))
+        journal.close()
+        with open(kept, "wb") as copy:
+            copy.write(dead)
+        for name in summary_files(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        written: list[str] = []
+
+        class Recording(FileOps):
+            def write_file(self, path: str, data: bytes) -> None:
+                written.append(os.path.basename(path))
+                super().write_file(path, data)
+
+        journal = Journal(
+            self.dir, self.fake_writer(ops=Recording()), sync="never", segment_size=600
+        )
+        replayed = journal.replay(1 << 30)
+        journal.close()
+        self.assertEqual(ids(replayed.items), list(range(31, 51)))
+        self.assertNotIn("00000001.sum", written)
+        self.assertNotIn("00000001.seg", segment_files(self.dir))
+        self.assertEqual(
+            sorted(written),
+            [name.replace(".seg", ".sum") for name in segment_files(self.dir)[:-1]],
+        )

@@ -950,15 +950,20 @@ class _Replaying(_JournalBase):
             self._next_seq += 1
             self._abort_seqs[item.id] = seq
             self._append(_abort_record(item.id, seq))
-        # Closed segments read the slow way get the summary they lack, once
-        # the server runs.
-        for segment in replay.segments[replay.summarized :]:
-            if (
-                segment is not self._current
-                and segment.number not in replay.summary_numbers
-            ):
-                self._add_step(_Summarize(segment.file.path, list(self._firsts)))
+        current = self._current
         self._compact()
+        # Closed segments read the slow way get the summary they lack, once
+        # the server runs: those compaction keeps (the current one, if
+        # forwarding filled it, got its own as it closed).
+        lacking = {
+            segment.number
+            for segment in replay.segments
+            if segment.number not in replay.summary_numbers and segment is not current
+        }
+        firsts = list(self._firsts)
+        for segment in self._segments:
+            if segment.number in lacking:
+                self._add_step(_Summarize(segment.file.path, firsts))
         self._wake()
         return Replayed(
             items=head + list(replay.window.values()),
