@@ -305,9 +305,9 @@ class SummarySnapshotOps(SnapshotOps):
     """SnapshotOps that also copies the data directory before a segment's
     summary is written."""
 
-    def write_file(self, path: str, data: bytes) -> None:
+    def write_file(self, path: str, data: bytes, durable: bool = True) -> None:
         self._maybe_snapshot()
-        super().write_file(path, data)
+        super().write_file(path, data, durable)
 
 
 class SummaryCrashPointTests(DurabilityCase):

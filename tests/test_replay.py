@@ -654,9 +654,9 @@ class SummaryTests(JournalTestCase):
         written: list[str] = []
 
         class Recording(FileOps):
-            def write_file(self, path: str, data: bytes) -> None:
+            def write_file(self, path: str, data: bytes, durable: bool = True) -> None:
                 written.append(os.path.basename(path))
-                super().write_file(path, data)
+                super().write_file(path, data, durable)
 
         journal = Journal(
             self.dir, self.fake_writer(ops=Recording()), sync="never", segment_size=600

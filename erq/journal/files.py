@@ -102,15 +102,19 @@ class FileOps:
     def makedirs(self, path: str) -> None:
         make_private_dir(path)
 
-    def write_file(self, path: str, data: bytes) -> None:
+    def write_file(self, path: str, data: bytes, durable: bool = True) -> None:
+        """Replace a small file whole; ``durable``: its data is synced
+        before it takes the name (not needed for a file that is checked
+        when read, and ignored if torn)."""
         temporary = path + ".tmp"
         # One left by a crash would keep its mode: make a new one.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         with open(temporary, "xb", opener=private_opener) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temporary, path)
 
     def rmtree(self, path: str) -> None:
@@ -344,7 +348,8 @@ class _Summarize(_Step):
                 buf = f.read()
             data = summary_bytes(buf, self.boundaries)
             if data is not None:
-                ops.write_file(summary_path(self.path), data)
+                # A summary checks itself: one torn by a crash is ignored.
+                ops.write_file(summary_path(self.path), data, durable=False)
         except OSError:
             pass
 
