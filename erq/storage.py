@@ -41,6 +41,10 @@ from erq.values import parse_status
 
 #: Bytes of a journal segment file before the next one starts.
 SEGMENT_SIZE = 16 * MiB
+#: At most this much of each queue's head is read into memory at start, the
+#: rest as the queue drains (read-behind), so that a deep queue serves its
+#: first item without reading every item first.
+START_HEAD = 1 * MiB
 
 #: The file in the data directory that keeps the server's status.
 STATUS_FILE = ".status"
@@ -107,7 +111,9 @@ class Storage:
             # and its journal is erased once they are there.
             keeps_journal = settings.journal
             replayed = journal.replay(
-                settings.max_memory_size if keeps_journal else sys.maxsize
+                min(settings.max_memory_size, START_HEAD)
+                if keeps_journal
+                else sys.maxsize
             )
             for damage in replayed.damage:
                 log.warn("Journal of {queue}: {damage}", queue=name, damage=damage)

@@ -12,7 +12,7 @@ from erq.datadir import DataDirectoryInUse
 from erq.journal import Journal, JournalWriter
 from erq.queue import Item
 from erq.status import ServerStatus
-from erq.storage import STATUS_FILE, Storage
+from erq.storage import START_HEAD, STATUS_FILE, Storage
 from tests.support import FakeReactor, SyncPool, close_writer
 
 
@@ -56,6 +56,42 @@ class StorageTests(SynchronousTestCase):
             [("a", [b"a"]), ("b", [b"b"])],
         )
         self.assertTrue(again.replayed)
+
+    def test_replay_reads_only_the_head(self) -> None:
+        """A deep queue starts with at most START_HEAD bytes in memory,
+        whatever its max_memory_size; the rest is counted, to be read back
+        as it drains.  A queue no longer journaled takes all of it."""
+        directory = os.path.abspath(self.mktemp())
+        storage = self.storage(directory)
+        storage.hold()
+        journal = storage.journal("q", QueueSettings(sync_journal="never"))
+        assert journal is not None
+        size = 1000
+        count = 3 * START_HEAD // size
+        for i in range(1, count + 1):
+            journal.add(Item(i, b"x" * size, 0, None, 1.0))
+        journal.close()
+        storage.release()
+        # The item that reaches the limit is held too.
+        for settings, in_memory in (
+            (QueueSettings(max_memory_size=100 * START_HEAD), START_HEAD // size + 1),
+            (
+                QueueSettings(max_memory_size=START_HEAD // 2),
+                START_HEAD // 2 // size + 1,
+            ),
+            (QueueSettings(journal=False), count),
+        ):
+            again = self.storage(directory)
+            again.hold()
+            [(_, _, replayed)] = list(
+                again.replay({"q": settings}.__getitem__, Logger())
+            )
+            again.release()
+            self.assertEqual(len(replayed.items), in_memory)
+            self.assertEqual(len(replayed.items) + replayed.behind_items, count)
+            self.assertEqual(
+                replayed.behind_bytes, (count - len(replayed.items)) * size
+            )
 
 
 class StatusFileTests(SynchronousTestCase):

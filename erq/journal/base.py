@@ -23,6 +23,7 @@ from erq.journal.files import (
     _Mkdir,
     _SegmentFile,
     _Step,
+    _Summarize,
     _Sync,
     _Write,
 )
@@ -182,6 +183,7 @@ class _JournalBase(_Index):
         if old is not None:
             self._add_step(_Finish(old.file))
             self._get_chunk().to_sync.pop(old.file, None)
+            self._add_step(_Summarize(old.file.path, list(self._firsts)))
         if not self._dir_ready:
             self._add_step(_Mkdir(self.directory, self._name, self._sync != "never"))
             self._dir_ready = True

@@ -37,6 +37,7 @@ from erq.datadir import FILE_MODE, make_private_dir, private_opener
 from erq.items import Item
 from erq.journal.names import NAME_FILE
 from erq.journal.records import JournalError
+from erq.journal.summaries import summary_bytes
 
 if TYPE_CHECKING:
     from erq.journal.journal import Journal
@@ -101,15 +102,19 @@ class FileOps:
     def makedirs(self, path: str) -> None:
         make_private_dir(path)
 
-    def write_file(self, path: str, data: bytes) -> None:
+    def write_file(self, path: str, data: bytes, durable: bool = True) -> None:
+        """Replace a small file whole; ``durable``: its data is synced
+        before it takes the name (not needed for a file that is checked
+        when read, and ignored if torn)."""
         temporary = path + ".tmp"
         # One left by a crash would keep its mode: make a new one.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         with open(temporary, "xb", opener=private_opener) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temporary, path)
 
     def rmtree(self, path: str) -> None:
@@ -320,9 +325,38 @@ class _Finish(_Step):
         return self.file
 
 
+def summary_path(segment_path: str) -> str:
+    """Where a segment's summary goes (see ``erq.journal.summaries``)."""
+    return segment_path[: -len(".seg")] + ".sum"
+
+
+class _Summarize(_Step):
+    """Write the summary of a closed segment beside it, for replay.  Only a
+    matter of speed: a summary that cannot be written is not written."""
+
+    __slots__ = ("path", "boundaries")
+
+    def __init__(self, path: str, boundaries: list[int]) -> None:
+        super().__init__()
+        self.path = path
+        # The first ids of the queue's segments when this one closed.
+        self.boundaries = boundaries
+
+    def run(self, ops: FileOps, files: set[_SegmentFile]) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                buf = f.read()
+            data = summary_bytes(buf, self.boundaries)
+            if data is not None:
+                # A summary checks itself: one torn by a crash is ignored.
+                ops.write_file(summary_path(self.path), data, durable=False)
+        except OSError:
+            pass
+
+
 class _Delete(_Step):
     """Delete a dead segment, once the forwarded copies of its items are
-    durable."""
+    durable; its summary first, so that none outlives it."""
 
     __slots__ = ("file", "sync", "sync_dir")
 
@@ -343,6 +377,7 @@ class _Delete(_Step):
             f.fd = None
             files.discard(f)
             ops.close(fd)
+        ops.unlink(summary_path(f.path))
         ops.unlink(f.path)
         if self.sync_dir:
             ops.fsync_dir(os.path.dirname(f.path))
