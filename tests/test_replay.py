@@ -18,8 +18,12 @@ from erq.journal import (
     Journal,
     JournalError,
     JournalWriter,
+    files,
+    summaries,
 )
 from erq.journal.replay import _Replay
+from erq.journal.summaries import SummaryBuilder, summarize_part
+from erq.journal.tool import _summary_problem
 from erq.queue import Item
 from tests.support import (
     FakeReactor,
@@ -440,12 +444,14 @@ class SummaryTests(JournalTestCase):
         )
 
     def test_summaries_stand_for_segments(self) -> None:
-        """Adds, opens and removes (in order and out of it), with a small
-        memory: replay from summaries hands over what reading every
-        segment does."""
+        """Adds, opens, aborts and removes (in order and out of it), and in
+        some runs a flush, with a small memory: replay from summaries hands
+        over what reading every segment does, and each summary built as
+        records were appended says what reading its segment says."""
         takens: list[int] = []
         for seed in range(8):
             rng = random.Random(seed)
+            flushes = 0.002 if seed % 3 == 2 else 0.0
             directory = os.path.join(self.dir, str(seed))
             journal = Journal(
                 directory,
@@ -475,10 +481,23 @@ class SummaryTests(JournalTestCase):
                     it = queued[rng.randrange(len(queued))]
                     queued.remove(it)
                     journal.remove(it)
+                elif r < 0.76 and opened:
+                    # Back at the head: the latest abort first.
+                    it = opened.pop(rng.randrange(len(opened)))
+                    journal.abort(it)
+                    queued.appendleft(it)
+                elif 0.76 <= r < 0.76 + flushes:
+                    journal.flush()
+                    queued.clear()
                 elif queued:
                     journal.remove(queued.popleft())
             journal.close()
             self.assertTrue(summary_files(directory), f"seed {seed}")
+            for name in summary_files(directory):
+                path = os.path.join(directory, name.replace(".sum", ".seg"))
+                with open(path, "rb") as f:
+                    buf = f.read()
+                self.assertIsNone(_summary_problem(path, buf), f"seed {seed}")
             slow = directory + "-slow"
             shutil.copytree(directory, slow)
             for name in summary_files(slow):
@@ -517,6 +536,38 @@ class SummaryTests(JournalTestCase):
         )
         _, taken = replay_state(self.dir, 1 << 30)
         self.assertEqual(taken, len(segments) - 1)
+
+    def test_summarized_a_slice_per_batch(self) -> None:
+        """A closed segment this journal did not write (one found at start)
+        is read for its summary a slice per batch, so that no batch waits
+        long for it."""
+        self.fill(400, segment_size=8000).close()
+        for name in summary_files(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        self.patch(summaries, "SLICE", 1000)
+        reads: list[int] = []
+
+        def counted(path: str, builder: SummaryBuilder) -> object:
+            before = builder.end
+            result = summarize_part(path, builder)
+            reads.append(builder.end - before)
+            return result
+
+        self.patch(files, "summarize_part", counted)
+        journal, replayed = self.replay()
+        journal.close()
+        self.assertEqual(ids(replayed.items), list(range(1, 401)))
+        segments = segment_files(self.dir)
+        self.assertEqual(
+            summary_files(self.dir),
+            [name.replace(".seg", ".sum") for name in segments[:-1]],
+        )
+        self.assertGreater(len(reads), 8 * (len(segments) - 1))
+        self.assertLessEqual(max(reads), 1000)
+        for name in segments[:-1]:
+            path = os.path.join(self.dir, name)
+            with open(path, "rb") as f:
+                self.assertIsNone(_summary_problem(path, f.read()))
 
     def test_a_summary_without_its_segment_goes(self) -> None:
         self.fill(50).close()
@@ -620,6 +671,37 @@ class SummaryTests(JournalTestCase):
         got = state[0]
         assert isinstance(got, list)
         self.assertEqual([entry[0] for entry in got], [1, *range(16, 61)])
+        self.assertEqual(state[4], 1)
+
+    def test_aborted_reads_in_summaries(self) -> None:
+        """Items given back (aborted) in summarized segments, some copied
+        forward as their segment went: they come back at the head, the
+        latest abort first, behind the reads still open, as reading every
+        segment has them."""
+        journal = self.fill(60)
+        for i in range(1, 11):
+            journal.open(item(i, 20))
+        for i in (3, 5, 8):
+            journal.abort(item(i, 20))
+        journal.open(item(5, 20))
+        journal.abort(item(5, 20))
+        for i in (1, 2, 4, 6, 9, 10, 11):
+            journal.remove(item(i, 20))
+        for i in range(61, 101):
+            journal.add(item(i, 20))
+        journal.close()
+        self.assertNotIn("00000001.seg", segment_files(self.dir))
+        slow = self.dir + "-slow"
+        shutil.copytree(self.dir, slow)
+        for name in summary_files(slow):
+            os.unlink(os.path.join(slow, name))
+        state, taken = replay_state(self.dir, 1 << 30)
+        slow_state, _ = replay_state(slow, 1 << 30)
+        self.assertGreater(taken, 2)
+        self.assertEqual(state, slow_state)
+        got = state[0]
+        assert isinstance(got, list)
+        self.assertEqual([entry[0] for entry in got], [7, 5, 8, 3, *range(12, 101)])
         self.assertEqual(state[4], 1)
 
     def test_a_summary_that_does_not_match_is_written_again(self) -> None:

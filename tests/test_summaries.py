@@ -25,7 +25,9 @@ from erq.journal.records import (
     _ref_record,
 )
 from erq.journal.summaries import (
+    ABORTED,
     INDEX_EVERY,
+    RESET,
     decode,
     read_summary,
     summarize,
@@ -42,9 +44,13 @@ def remove(item_id: int, size: int = 5) -> bytes:
     return _record(_REMOVE.pack(REMOVE, item_id, size))
 
 
-def forward(item_id: int, state: int, size: int = 5) -> bytes:
-    head = _FORWARD.pack(FORWARD, item_id, state, 0, 0, float("nan"), 1.5)
+def forward(item_id: int, state: int, size: int = 5, seq: int = 0) -> bytes:
+    head = _FORWARD.pack(FORWARD, item_id, state, seq, 0, float("nan"), 1.5)
     return _record(head + b"f" * size)
+
+
+def abort(item_id: int, seq: int) -> bytes:
+    return _record(_ABORT.pack(ABORT, item_id, seq))
 
 
 def segment(*records: bytes) -> bytes:
@@ -79,7 +85,7 @@ class SummarizeTests(SynchronousTestCase):
         # another segment; 14 was removed alone.
         self.assertEqual(summary.removes, [(7, 8, 101), (10, 11, 7), (14, 14, 6)])
         # 14 was opened and removed: only 12 is still open.
-        self.assertEqual(summary.opens, [12])
+        self.assertEqual(summary.states, [(12, 0, RESET)])
         self.assertEqual(summary.index, [(10, HEADER_SIZE)])
 
     def test_a_range_stops_at_the_next_segment(self) -> None:
@@ -123,13 +129,36 @@ class SummarizeTests(SynchronousTestCase):
         second = HEADER_SIZE + len(add(10)) + 2 * len(first)
         self.assertEqual(summary.forwards, [(3, second)])
         self.assertEqual(summary.max_id, 10)
-        queued = summarize(segment(add(10), forward(3, QUEUED)), [1])
+        queued = summarize(segment(add(10), forward(3, QUEUED, seq=7)), [1])
         assert queued is not None
-        self.assertTrue(queued.complex)
+        self.assertFalse(queued.complex)
+        self.assertEqual(queued.states, [(3, 7, RESET | ABORTED)])
+        self.assertEqual(queued.max_seq, 7)
+
+    def test_aborts(self) -> None:
+        """An abort after an open here decides the item's state; one alone
+        only changes an item that is open or aborted before."""
+        buf = segment(
+            add(10),
+            add(11),
+            _ref_record(OPEN, 10),
+            abort(10, 4),
+            abort(5, 6),
+            _ref_record(OPEN, 11),
+            abort(11, 7),
+            _ref_record(OPEN, 11),
+        )
+        summary = summarize(buf, [1])
+        assert summary is not None
+        self.assertFalse(summary.complex)
+        self.assertEqual(
+            summary.states,
+            [(10, 4, RESET | ABORTED), (5, 6, ABORTED), (11, 0, RESET)],
+        )
+        self.assertEqual((summary.max_seq, summary.max_id), (7, 11))
 
     def test_complex(self) -> None:
         for buf in (
-            segment(add(1), _record(_ABORT.pack(ABORT, 1, 1))),
             segment(add(1), _FLUSH_RECORD),
             segment(add(2), add(1)),
         ):

@@ -37,10 +37,16 @@ from erq.datadir import FILE_MODE, make_private_dir, private_opener
 from erq.items import Item
 from erq.journal.names import NAME_FILE
 from erq.journal.records import JournalError
-from erq.journal.summaries import summary_bytes
+from erq.journal.summaries import (
+    Summary,
+    SummaryBuilder,
+    bound_summary,
+    summarize_part,
+)
 
 if TYPE_CHECKING:
     from erq.journal.journal import Journal
+    from erq.journal.segments import _Segment
 
 #: A finished batch that nothing waits on is taken back by the reactor with
 #: its next record; past this many bytes written, at once instead.
@@ -330,28 +336,73 @@ def summary_path(segment_path: str) -> str:
     return segment_path[: -len(".seg")] + ".sum"
 
 
-class _Summarize(_Step):
-    """Write the summary of a closed segment beside it, for replay.  Only a
-    matter of speed: a summary that cannot be written is not written."""
+class _WriteSummary(_Step):
+    """Write the summary of a closed segment beside it, for replay: built
+    as its records were appended, so only its ends are read, to bind it to
+    the segment.  Only a matter of speed: a summary that cannot be written
+    is not written."""
 
-    __slots__ = ("path", "boundaries")
+    __slots__ = ("path", "summary")
 
-    def __init__(self, path: str, boundaries: list[int]) -> None:
+    def __init__(self, path: str, summary: Summary) -> None:
         super().__init__()
         self.path = path
-        # The first ids of the queue's segments when this one closed.
-        self.boundaries = boundaries
+        self.summary = summary
 
     def run(self, ops: FileOps, files: set[_SegmentFile]) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                buf = f.read()
-            data = summary_bytes(buf, self.boundaries)
+        data = bound_summary(self.path, self.summary)
+        if data is not None:
+            _write_summary(ops, self.path, data)
+
+
+class _Summarize(_Step):
+    """Summarize a closed segment whose records this journal did not see
+    appended (one found at start) by reading it, one slice per batch, so
+    that no batch waits long for it; the summary is written once the last
+    slice is read."""
+
+    __slots__ = ("path", "builder", "more")
+
+    def __init__(self, path: str, builder: SummaryBuilder) -> None:
+        super().__init__()
+        self.path = path
+        self.builder = builder
+        self.more = False
+
+    def run(self, ops: FileOps, files: set[_SegmentFile]) -> None:
+        result = summarize_part(self.path, self.builder)
+        self.more = result is True
+        if isinstance(result, Summary):
+            data = bound_summary(self.path, result)
             if data is not None:
-                # A summary checks itself: one torn by a crash is ignored.
-                ops.write_file(summary_path(self.path), data, durable=False)
-        except OSError:
-            pass
+                _write_summary(ops, self.path, data)
+
+    def awaited(self) -> bool:
+        return self.more
+
+    def complete(self, journal: Journal) -> None:
+        if self.more and not journal._state:
+            journal._add_step(_Summarize(self.path, self.builder))
+            journal._wake()
+
+
+def summary_step(segment: _Segment, boundaries: list[int]) -> _Step:
+    """The step that writes a segment's summary as it closes: the one built
+    as its records were appended, if it saw them all, or else one read
+    from the segment."""
+    builder = segment.summary
+    segment.summary = None
+    if builder is not None and builder.end == segment.size:
+        return _WriteSummary(segment.file.path, builder.summary(builder.end))
+    return _Summarize(segment.file.path, SummaryBuilder(list(boundaries)))
+
+
+def _write_summary(ops: FileOps, segment_path: str, data: bytes) -> None:
+    try:
+        # A summary checks itself: one torn by a crash is ignored.
+        ops.write_file(summary_path(segment_path), data, durable=False)
+    except OSError:
+        pass
 
 
 class _Delete(_Step):

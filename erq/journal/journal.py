@@ -147,6 +147,9 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
             # Out of id order: the range index cannot find it.
             self._forwarded[item_id] = segment
         segment.live += 1
+        summary = segment.summary
+        if summary is not None:
+            summary.add(item_id, len(data))
         if not in_memory:
             if not self._behind_count:
                 self._cursor = (segment.number, offset)
@@ -161,7 +164,10 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
     def remove(self, item: Item) -> None:
         if self._state:
             return
-        self._append(_record(_REMOVE.pack(REMOVE, item.id, len(item.data))))
+        size = len(item.data)
+        summary = self._append(_record(_REMOVE.pack(REMOVE, item.id, size)))[0].summary
+        if summary is not None:
+            summary.remove(item.id, size)
         self._forget(item.id)
         self._compact_if_dead()
         self._wake()
@@ -169,15 +175,17 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
     def remove_many(self, items: list[Item]) -> None:
         if self._state or not items:
             return
-        self._append(
+        summary = self._append(
             b"".join(
                 [
                     _record(_REMOVE.pack(REMOVE, item.id, len(item.data)))
                     for item in items
                 ]
             )
-        )
+        )[0].summary
         for item in items:
+            if summary is not None:
+                summary.remove(item.id, len(item.data))
             self._forget(item.id)
         self._compact_if_dead()
         self._wake()
@@ -202,14 +210,19 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                     self._cursor = None
                     self._skip.clear()
             self._forget(item.id)
-        self._append(b"".join(records))
+        summary = self._append(b"".join(records))[0].summary
+        if summary is not None:
+            for item, _ in added:
+                summary.remove(item.id, len(item.data))
         self._compact_if_dead()
 
     def open(self, item: Item) -> None:
         if self._state:
             return
         item_id = item.id
-        self._append(_ref_record(OPEN, item_id))
+        summary = self._append(_ref_record(OPEN, item_id))[0].summary
+        if summary is not None:
+            summary.open(item_id)
         if self._prefix and self._prefix.pop(item_id, None) is not None:
             del self._abort_seqs[item_id]
             self._open[item_id] = item
@@ -226,7 +239,9 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         item_id = item.id
         seq = self._next_seq
         self._next_seq += 1
-        self._append(_abort_record(item_id, seq))
+        summary = self._append(_abort_record(item_id, seq))[0].summary
+        if summary is not None:
+            summary.abort(item_id, seq)
         if self._open.pop(item_id, None) is not None:
             self._prefix[item_id] = item
             self._abort_seqs[item_id] = seq
@@ -235,7 +250,9 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
     def flush(self) -> None:
         if self._state:
             return
-        self._append(_FLUSH_RECORD)
+        summary = self._append(_FLUSH_RECORD)[0].summary
+        if summary is not None:
+            summary.flush()
         for item_id in self._prefix:
             segment = self._locate(item_id)
             if segment is not None and segment.pinned > 0:

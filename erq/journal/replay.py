@@ -70,7 +70,14 @@ from erq.journal.records import (
     _zeros_from,
 )
 from erq.journal.segments import _Index, _Segment
-from erq.journal.summaries import _SUMMARY_RE, Summary, read_summary
+from erq.journal.summaries import (
+    _SUMMARY_RE,
+    ABORTED,
+    RESET,
+    Summary,
+    SummaryBuilder,
+    read_summary,
+)
 
 # Assigned, not imported: a method call on an imported name compiles as a
 # call of a module's function (an attribute load, then a call, which makes a
@@ -347,19 +354,23 @@ class _Replay(_Index):
             i = bisect_right(firsts, item_id) - 1
             return ranged[i] if i >= 0 and item_id <= ranged[i].last_id else None
 
-        # Open items: opened, or copied forward as open, and not removed;
-        # the latest copy of each is where it is read from.
+        # Items open or aborted (queued at the head) when the last of these
+        # segments closed, each with the seq of its abort: an OPEN or a
+        # copy decides an item's state whatever it was, an abort alone only
+        # that of an item open or aborted already (see ``RESET``).  Those
+        # not removed count; the latest copy of each is where it is read
+        # from.
         copies: dict[int, tuple[int, int]] = {}
-        opened: dict[int, None] = {}
+        held: dict[int, int] = {}
         for index, (_, _, summary) in enumerate(taken):
-            for item_id in summary.opens:
-                opened[item_id] = None
+            for item_id, seq, flags in summary.states:
+                if flags & RESET or item_id in held:
+                    held[item_id] = seq if flags & ABORTED else -1
             for item_id, offset in summary.forwards:
-                opened[item_id] = None
                 copies[item_id] = (index, offset)
         opens = [
             item_id
-            for item_id in opened
+            for item_id in held
             if not removed(item_id) and (item_id in copies or born_in(item_id))
         ]
         # Taken: from here on the state is the summaries'.
@@ -370,6 +381,7 @@ class _Replay(_Index):
         self.records += sum(summary.records for _, _, summary in taken)
         self.max_native = max((s.last_id for s in ranged), default=0)
         self.max_id = max(summary.max_id for _, _, summary in taken)
+        self.max_seq = max(summary.max_seq for _, _, summary in taken)
         index_of = {id(segment): i for i, segment in enumerate(segments)}
         live = sum(s.live for s in segments)
         in_body: list[int] = []
@@ -388,7 +400,12 @@ class _Replay(_Index):
                 item = self._fetch(index_of[id(origin)], taken, item_id)
             if item is None:
                 raise _StaleSummary
-            self.open[item_id] = item
+            seq = held[item_id]
+            if seq < 0:
+                self.open[item_id] = item
+            else:
+                self.prefix[item_id] = item
+                self.prefix_seqs[item_id] = seq
             if origin is not None:
                 in_body.append(item_id)
                 live -= 1
@@ -949,7 +966,9 @@ class _Replaying(_JournalBase):
             seq = self._next_seq
             self._next_seq += 1
             self._abort_seqs[item.id] = seq
-            self._append(_abort_record(item.id, seq))
+            summary = self._append(_abort_record(item.id, seq))[0].summary
+            if summary is not None:
+                summary.abort(item.id, seq)
         current = self._current
         self._compact()
         # Closed segments read the slow way get the summary they lack, once
@@ -963,7 +982,9 @@ class _Replaying(_JournalBase):
         firsts = list(self._firsts)
         for segment in self._segments:
             if segment.number in lacking:
-                self._add_step(_Summarize(segment.file.path, firsts))
+                self._add_step(
+                    _Summarize(segment.file.path, SummaryBuilder(list(firsts)))
+                )
         self._wake()
         return Replayed(
             items=head + list(replay.window.values()),

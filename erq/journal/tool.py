@@ -170,7 +170,9 @@ def _counts(summary: Summary) -> tuple[object, ...]:
         summary.last_id,
         summary.max_id,
         summary.index,
-        sorted(summary.opens),
+        summary.max_seq,
+        sorted(summary.states),
+        sorted(summary.forwards),
         sum(last - first + 1 for first, last, _ in summary.removes),
         sum(size for _, _, size in summary.removes),
     )
