@@ -425,10 +425,10 @@ class SummaryTests(JournalTestCase):
         self.fill(50).close()
         segments = segment_files(self.dir)
         self.assertGreater(len(segments), 3)
-        # Every segment but the last, which is still open.
+        # Every segment, the last one as the journal closed.
         self.assertEqual(
             summary_files(self.dir),
-            [name.replace(".seg", ".sum") for name in segments[:-1]],
+            [name.replace(".seg", ".sum") for name in segments],
         )
 
     def test_compaction_deletes_the_summary_first(self) -> None:
@@ -440,7 +440,7 @@ class SummaryTests(JournalTestCase):
         self.assertNotIn("00000001.seg", segments)
         self.assertEqual(
             summary_files(self.dir),
-            [name.replace(".seg", ".sum") for name in segments[:-1]],
+            [name.replace(".seg", ".sum") for name in segments],
         )
 
     def test_summaries_stand_for_segments(self) -> None:
@@ -520,6 +520,61 @@ class SummaryTests(JournalTestCase):
         # Most runs had summaries to take.
         self.assertGreater(sum(1 for taken in takens if taken), len(takens) // 2)
 
+    def test_summaries_across_restarts(self) -> None:
+        """Lives of a journal, each replaying what the last left, some
+        ending in a close (the open segment's summary is written, taken at
+        the next start and built on) and some in a crash (it no longer
+        matches, and the segment is read): every start hands over what
+        reading every segment does."""
+        for seed in range(4):
+            rng = random.Random(seed)
+            directory = os.path.join(self.dir, str(seed))
+            next_id = 1
+            for life in range(4):
+                journal = Journal(
+                    directory, self.fake_writer(), sync="never", segment_size=2000
+                )
+                replayed = journal.replay(1 << 30)
+                queued = deque(replayed.items)
+                next_id = max(next_id, replayed.next_id)
+                opened: list[Item] = []
+                for _ in range(300):
+                    r = rng.random()
+                    if r < 0.5 or not (queued or opened):
+                        it = item(next_id, rng.randrange(0, 40))
+                        next_id += 1
+                        journal.add(it)
+                        queued.append(it)
+                    elif r < 0.65 and queued:
+                        it = queued.popleft()
+                        journal.open(it)
+                        opened.append(it)
+                    elif r < 0.75 and opened:
+                        journal.remove(opened.pop(0))
+                    elif r < 0.8 and opened:
+                        it = opened.pop(rng.randrange(len(opened)))
+                        journal.abort(it)
+                        queued.appendleft(it)
+                    elif queued:
+                        journal.remove(queued.popleft())
+                crashed = rng.random() < 0.5
+                if not crashed:
+                    journal.close()
+                where = f"seed {seed}, life {life}, crashed {crashed}"
+                slow = f"{directory}-slow-{life}"
+                shutil.copytree(directory, slow)
+                for name in summary_files(slow):
+                    os.unlink(os.path.join(slow, name))
+                fast_state, taken = replay_state(
+                    shutil.copytree(directory, f"{directory}-fast-{life}"), 1 << 30
+                )
+                slow_state, _ = replay_state(slow, 1 << 30)
+                self.assertEqual(fast_state, slow_state, where)
+                segments = segment_files(directory)
+                self.assertEqual(
+                    taken, len(segments) - 1 if crashed else len(segments), where
+                )
+
     def test_a_data_directory_without_summaries(self) -> None:
         """One written before summaries: it is read the slow way, and its
         closed segments get their summaries once the writer runs."""
@@ -532,10 +587,10 @@ class SummaryTests(JournalTestCase):
         segments = segment_files(self.dir)
         self.assertEqual(
             summary_files(self.dir),
-            [name.replace(".seg", ".sum") for name in segments[:-1]],
+            [name.replace(".seg", ".sum") for name in segments],
         )
         _, taken = replay_state(self.dir, 1 << 30)
-        self.assertEqual(taken, len(segments) - 1)
+        self.assertEqual(taken, len(segments))
 
     def test_summarized_a_slice_per_batch(self) -> None:
         """A closed segment this journal did not write (one found at start)
@@ -560,11 +615,11 @@ class SummaryTests(JournalTestCase):
         segments = segment_files(self.dir)
         self.assertEqual(
             summary_files(self.dir),
-            [name.replace(".seg", ".sum") for name in segments[:-1]],
+            [name.replace(".seg", ".sum") for name in segments],
         )
         self.assertGreater(len(reads), 8 * (len(segments) - 1))
         self.assertLessEqual(max(reads), 1000)
-        for name in segments[:-1]:
+        for name in segments:
             path = os.path.join(self.dir, name)
             with open(path, "rb") as f:
                 self.assertIsNone(_summary_problem(path, f.read()))
@@ -750,5 +805,5 @@ class SummaryTests(JournalTestCase):
         self.assertNotIn("00000001.seg", segment_files(self.dir))
         self.assertEqual(
             sorted(written),
-            [name.replace(".seg", ".sum") for name in segment_files(self.dir)[:-1]],
+            [name.replace(".seg", ".sum") for name in segment_files(self.dir)],
         )

@@ -114,7 +114,7 @@ class ToolTests(SynchronousTestCase):
         code, out = self.run_main("check", self.data_dir, "deep")
         self.assertEqual((code, out.count("\n")), (0, 1))
         # A summary that says one add less, bound to its segment all the same.
-        path = os.path.join(directory, sums[-1])
+        path = os.path.join(directory, sums[0])
         segment = open(path.replace(".sum", ".seg"), "rb").read()
         decoded = summaries.decode(open(path, "rb").read())
         assert decoded is not None
@@ -125,7 +125,7 @@ class ToolTests(SynchronousTestCase):
         code, out = self.run_main("check", self.data_dir, "deep")
         self.assertEqual(code, 1)
         self.assertIn(
-            f"{sums[-1].replace('.sum', '.seg')}: summary disagrees with the segment",
+            f"{sums[0].replace('.sum', '.seg')}: summary disagrees with the segment",
             out,
         )
         # One that no longer matches its segment is only ignored.

@@ -361,16 +361,20 @@ class _Summarize(_Step):
     that no batch waits long for it; the summary is written once the last
     slice is read."""
 
-    __slots__ = ("path", "builder", "more")
+    __slots__ = ("path", "builder", "whole", "more")
 
-    def __init__(self, path: str, builder: SummaryBuilder) -> None:
+    def __init__(self, path: str, builder: SummaryBuilder, whole: bool = False) -> None:
         super().__init__()
         self.path = path
         self.builder = builder
+        # All of it now: the journal is closing.
+        self.whole = whole
         self.more = False
 
     def run(self, ops: FileOps, files: set[_SegmentFile]) -> None:
         result = summarize_part(self.path, self.builder)
+        while self.whole and result is True:
+            result = summarize_part(self.path, self.builder)
         self.more = result is True
         if isinstance(result, Summary):
             data = bound_summary(self.path, result)
@@ -386,15 +390,18 @@ class _Summarize(_Step):
             journal._wake()
 
 
-def summary_step(segment: _Segment, boundaries: list[int]) -> _Step:
-    """The step that writes a segment's summary as it closes: the one built
-    as its records were appended, if it saw them all, or else one read
-    from the segment."""
+def summary_step(
+    segment: _Segment, boundaries: list[int], whole: bool = False
+) -> _Step:
+    """The step that writes a segment's summary as it closes (or its
+    journal does): the one built as its records were appended, if it saw
+    them all, or else one read from the segment, a slice per batch (all at
+    once when ``whole``)."""
     builder = segment.summary
     segment.summary = None
     if builder is not None and builder.end == segment.size:
         return _WriteSummary(segment.file.path, builder.summary(builder.end))
-    return _Summarize(segment.file.path, SummaryBuilder(list(boundaries)))
+    return _Summarize(segment.file.path, SummaryBuilder(list(boundaries)), whole)
 
 
 def _write_summary(ops: FileOps, segment_path: str, data: bytes) -> None:

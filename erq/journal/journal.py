@@ -37,7 +37,16 @@ from erq.items import Item
 from erq.journal import records as record_format
 from erq.journal.base import _CLOSED, _ERASED, _JournalBase
 from erq.journal.compaction import _Compaction
-from erq.journal.files import _Added, _Chunk, _Close, _reason, _Step, _Sync, _Write
+from erq.journal.files import (
+    _Added,
+    _Chunk,
+    _Close,
+    _reason,
+    _Step,
+    _Sync,
+    _Write,
+    summary_step,
+)
 from erq.journal.readbehind import _ReadBehind
 from erq.journal.records import (
     _ADD_SIZE,
@@ -280,6 +289,12 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         self._cancel_sync_timer()
         step = _Close([s.file for s in self._segments], None)
         self._add_step(step)
+        current = self._current
+        if current is not None:
+            # The open segment gets a summary too, so that the next start
+            # need not read it either (one that appends after the stop do
+            # not match, and the segment is read).
+            self._add_step(summary_step(current, self._firsts, whole=True))
         self._closed = step.deferred
         self._writer.urge()
         return _chain(step.deferred)

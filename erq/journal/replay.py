@@ -215,6 +215,8 @@ class _Replay(_Index):
         self.summarized = 0
         # The segments that have a summary file.
         self.summary_numbers: set[int] = set()
+        # The last segment's summary, when it was taken from it.
+        self.last_summary: Summary | None = None
 
     @property
     def firsts(self) -> list[int]:
@@ -290,13 +292,16 @@ class _Replay(_Index):
 
     def _from_summaries(self, numbers: list[int]) -> int:
         """Take the first segments from their summaries, as long as each
-        closed one has a good summary of adds, opens and removes only (see
-        ``erq.journal.summaries``): the live items are their adds less
-        their removes, whatever the order; only the head is read, up to
-        ``max_memory``, the rest is counted behind.  Returns how many
-        segments were taken."""
+        has a good summary that is not complex (see
+        ``erq.journal.summaries``; the last segment's matches only if the
+        journal was closed and nothing appended since): the live items are
+        their adds less their removes, whatever the order; only the head is
+        read, up to ``max_memory``, the rest is counted behind.  Returns
+        how many segments were taken."""
         taken: list[tuple[int, str, Summary]] = []
-        for number in numbers[:-1]:
+        # The last segment too, when its summary was written as the journal
+        # closed and nothing was appended since (it would not match).
+        for number in numbers:
             if number not in self.summary_numbers:
                 break
             path = os.path.join(self.directory, _segment_name(number))
@@ -374,6 +379,8 @@ class _Replay(_Index):
             if not removed(item_id) and (item_id in copies or born_in(item_id))
         ]
         # Taken: from here on the state is the summaries'.
+        if taken[-1][0] == numbers[-1]:
+            self.last_summary = taken[-1][2]
         self.segments.extend(segments)
         for segment in ranged:
             self._first_add(segment, segment.first_id)
@@ -961,6 +968,11 @@ class _Replaying(_JournalBase):
         self._size = sum(s.size for s in self._segments)
         if self._segments and self._segments[-1].size < self._segment_size:
             self._current = self._segments[-1]
+            if replay.last_summary is not None:
+                # Its summary goes on as records are appended to it.
+                self._current.summary = SummaryBuilder.resume(
+                    replay.last_summary, self._firsts
+                )
         # The open reads are aborted, the first one last: it is the head.
         for item in reversed(opened):
             seq = self._next_seq

@@ -192,6 +192,26 @@ class SummaryBuilder:
         self.states: dict[int, tuple[int, int]] = {}
         self.forwards: dict[int, int] = {}
 
+    @classmethod
+    def resume(cls, summary: Summary, boundaries: list[int]) -> SummaryBuilder:
+        """A builder that goes on from ``summary``, for records appended to
+        its segment after it was written (the segment open at a stop)."""
+        builder = cls(boundaries)
+        builder.end = summary.records_end
+        builder.records = summary.records
+        builder.complex = summary.complex
+        builder.adds = summary.adds
+        builder.add_bytes = summary.add_bytes
+        builder.first_id = summary.first_id
+        builder.last_id = summary.last_id
+        builder.max_id = summary.max_id
+        builder.max_seq = summary.max_seq
+        builder.index = list(summary.index)
+        builder.removes = list(summary.removes)
+        builder.states = {i: (seq, flags) for i, seq, flags in summary.states}
+        builder.forwards = dict(summary.forwards)
+        return builder
+
     def add(self, item_id: int, size: int) -> None:
         if item_id > self.last_id:
             if self.adds % INDEX_EVERY == 0:
