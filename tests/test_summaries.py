@@ -7,6 +7,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from erq.items import Item
 from erq.journal import FILE_HEADER, HEADER_SIZE
 from erq.journal.records import (
     _ABORT,
@@ -28,6 +29,7 @@ from erq.journal.summaries import (
     ABORTED,
     INDEX_EVERY,
     RESET,
+    SummaryBuilder,
     decode,
     read_summary,
     summarize,
@@ -225,3 +227,38 @@ class SummaryFileTests(SynchronousTestCase):
         with open(self.sum, "wb") as f:
             f.write(self.data)
         self.assertIsNone(read_summary(self.seg, self.sum))
+
+
+class BuilderTests(SynchronousTestCase):
+    def test_removing_a_batch_is_removing_each(self) -> None:
+        """A batch that goes on the range being built, and batches that do
+        not (a gap, out of order, across a segment's first id, an item
+        opened before), say what removing each item one by one says."""
+        batches = [
+            [1, 2, 3],
+            [4, 5, 6],
+            [8, 7, 9],
+            [10, 11, 12, 13],
+            [14, 30, 15],
+            [16],
+            [18, 19],
+        ]
+        one = SummaryBuilder([1, 12])
+        each = SummaryBuilder([1, 12])
+        for builder in (one, each):
+            builder.add(12, 3)
+            builder.open(15)
+        for batch in batches:
+            items = [Item(i, b"x" * i, 0, None, 1.0) for i in batch]
+            one.remove_items(items)
+            for it in items:
+                each.remove(it.id, len(it.data))
+        self.assertEqual(one.summary(one.end), each.summary(each.end))
+        summary = one.summary(one.end)
+        self.assertEqual(
+            summary.removes,
+            [(1, 6, 21), (8, 8, 8), (7, 7, 7), (9, 11, 30), (12, 14, 39)]
+            + [(30, 30, 30), (15, 16, 31), (18, 19, 37)],
+        )
+        # 15 was removed after it was opened.
+        self.assertEqual(summary.states, [])

@@ -399,6 +399,10 @@ def summary_step(
     once when ``whole``)."""
     builder = segment.summary
     segment.summary = None
+    if builder is not None and segment.last_id > builder.last_id:
+        # The journal keeps the ids of a segment's ADDs; its builder only
+        # every so often (see ``Journal._add_record``).
+        builder.last_id = segment.last_id
     if builder is not None and builder.end == segment.size:
         return _WriteSummary(segment.file.path, builder.summary(builder.end))
     return _Summarize(segment.file.path, SummaryBuilder(list(boundaries)), whole)

@@ -61,6 +61,7 @@ from erq.journal.records import (
     _ref_record,
 )
 from erq.journal.replay import _Replaying
+from erq.journal.summaries import INDEX_EVERY
 
 # Assigned, not imported: a method call on an imported name compiles as a
 # call of a module's function (an attribute load, then a call, which makes a
@@ -153,12 +154,22 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                 self._first_add(segment, item_id)
             segment.last_id = item_id
         else:
-            # Out of id order: the range index cannot find it.
+            # Out of id order: the range index cannot find it (nor can
+            # replay from the summary).
             self._forwarded[item_id] = segment
+            if segment.summary is not None:
+                segment.summary.complex = True
         segment.live += 1
         summary = segment.summary
         if summary is not None:
-            summary.add(item_id, len(data))
+            adds = summary.adds
+            if adds % INDEX_EVERY:
+                # SummaryBuilder.add's common case, inlined; its ids are the
+                # segment's (see ``summary_step``).
+                summary.adds = adds + 1
+                summary.add_bytes += len(data)
+            else:
+                summary.add(item_id, len(data))
         if not in_memory:
             if not self._behind_count:
                 self._cursor = (segment.number, offset)
@@ -173,11 +184,17 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
     def remove(self, item: Item) -> None:
         if self._state:
             return
+        item_id = item.id
         size = len(item.data)
-        summary = self._append(_record(_REMOVE.pack(REMOVE, item.id, size)))[0].summary
+        summary = self._append(_record(_REMOVE.pack(REMOVE, item_id, size)))[0].summary
         if summary is not None:
-            summary.remove(item.id, size)
-        self._forget(item.id)
+            if item_id == summary.run_last + 1 and item_id < summary.run_limit:
+                # SummaryBuilder.remove's common case, inlined.
+                summary.run_last = item_id
+                summary.run_bytes += size
+            else:
+                summary.remove(item_id, size)
+        self._forget(item_id)
         self._compact_if_dead()
         self._wake()
 
@@ -192,9 +209,9 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                 ]
             )
         )[0].summary
+        if summary is not None:
+            summary.remove_items(items)
         for item in items:
-            if summary is not None:
-                summary.remove(item.id, len(item.data))
             self._forget(item.id)
         self._compact_if_dead()
         self._wake()
@@ -221,8 +238,7 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
             self._forget(item.id)
         summary = self._append(b"".join(records))[0].summary
         if summary is not None:
-            for item, _ in added:
-                summary.remove(item.id, len(item.data))
+            summary.remove_items([item for item, _ in added])
         self._compact_if_dead()
 
     def open(self, item: Item) -> None:

@@ -45,7 +45,10 @@ import re
 import struct
 import zlib
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from erq.journal import records as record_format
 from erq.journal.records import (
@@ -65,7 +68,12 @@ from erq.journal.records import (
     _zeros_from,
 )
 
+if TYPE_CHECKING:
+    from erq.items import Item
+
 _ADD = record_format._ADD
+_ID_OF = attrgetter("id")
+_DATA_OF = attrgetter("data")
 _REC = record_format._REC
 _REF = record_format._REF
 _REMOVE = record_format._REMOVE
@@ -146,21 +154,24 @@ class SummaryBuilder:
 
     ``boundaries`` are the first ids of the queue's segments, rising (the
     journal's own list, which grows as segments start): no range of
-    removed ids crosses one.  ``end`` counts the bytes of the records seen
-    (from the segment's header on); a builder that missed a record says so
-    by disagreeing with the segment's size.
+    removed ids crosses one.  ``end``, where the records seen end (from the
+    segment's header on), follows from the counts; a builder that missed a
+    record says so by disagreeing with the segment's size.  An ADD or a
+    REMOVE, one per item, costs a few attribute updates; the rest are rare.
     """
 
     __slots__ = (
         "boundaries",
-        "end",
-        "records",
+        "base_end",
+        "base_records",
         "complex",
         "adds",
         "add_bytes",
+        "removed",
+        "others",
+        "others_bytes",
         "first_id",
         "last_id",
-        "max_id",
         "max_seq",
         "index",
         "removes",
@@ -174,19 +185,24 @@ class SummaryBuilder:
 
     def __init__(self, boundaries: list[int]) -> None:
         self.boundaries = boundaries
-        self.end = HEADER_SIZE
-        self.records = 0
+        # What ``end`` and ``records`` start from (a resumed summary's).
+        self.base_end = HEADER_SIZE
+        self.base_records = 0
         self.complex = False
         self.adds = 0
         self.add_bytes = 0
+        # REMOVEs in the ranges closed so far (the current one is a run).
+        self.removed = 0
+        # OPEN, ABORT, FLUSH and FORWARD records, and their bytes.
+        self.others = 0
+        self.others_bytes = 0
         self.first_id = -1
         self.last_id = -1
-        self.max_id = -1
         self.max_seq = 0
         self.index: list[tuple[int, int]] = []
         self.removes: list[tuple[int, int, int]] = []
         self.run_first = -1
-        self.run_last = -1
+        self.run_last = -2
         self.run_bytes = 0
         self.run_limit = 0
         self.states: dict[int, tuple[int, int]] = {}
@@ -197,20 +213,36 @@ class SummaryBuilder:
         """A builder that goes on from ``summary``, for records appended to
         its segment after it was written (the segment open at a stop)."""
         builder = cls(boundaries)
-        builder.end = summary.records_end
-        builder.records = summary.records
         builder.complex = summary.complex
         builder.adds = summary.adds
         builder.add_bytes = summary.add_bytes
         builder.first_id = summary.first_id
         builder.last_id = summary.last_id
-        builder.max_id = summary.max_id
         builder.max_seq = summary.max_seq
         builder.index = list(summary.index)
         builder.removes = list(summary.removes)
+        builder.removed = sum(last - first + 1 for first, last, _ in summary.removes)
         builder.states = {i: (seq, flags) for i, seq, flags in summary.states}
         builder.forwards = dict(summary.forwards)
+        builder.base_end = summary.records_end - (builder.end - HEADER_SIZE)
+        builder.base_records = summary.records - builder.records
         return builder
+
+    @property
+    def end(self) -> int:
+        run = self.run_last - self.run_first + 1 if self.run_first >= 0 else 0
+        return (
+            self.base_end
+            + self.adds * _ADD_RECORD
+            + self.add_bytes
+            + (self.removed + run) * _REMOVE_RECORD
+            + self.others_bytes
+        )
+
+    @property
+    def records(self) -> int:
+        run = self.run_last - self.run_first + 1 if self.run_first >= 0 else 0
+        return self.base_records + self.adds + self.removed + run + self.others
 
     def add(self, item_id: int, size: int) -> None:
         if item_id > self.last_id:
@@ -224,29 +256,55 @@ class SummaryBuilder:
             self.complex = True
         self.adds += 1
         self.add_bytes += size
-        self.records += 1
-        self.end += _ADD_RECORD + size
 
     def remove(self, item_id: int, size: int) -> None:
-        if self.states:
-            self.states.pop(item_id, None)
-        if self.forwards:
-            self.forwards.pop(item_id, None)
+        # An item removed here leaves the states as the summary is made.
         if item_id == self.run_last + 1 and item_id < self.run_limit:
             self.run_last = item_id
             self.run_bytes += size
         else:
-            if self.run_first >= 0:
-                self.removes.append((self.run_first, self.run_last, self.run_bytes))
-            self.run_first = self.run_last = item_id
-            self.run_bytes = size
-            boundaries = self.boundaries
-            i = bisect_right(boundaries, item_id)
-            self.run_limit = boundaries[i] if i < len(boundaries) else 1 << 63
-        if item_id > self.max_id:
-            self.max_id = item_id
-        self.records += 1
-        self.end += _REMOVE_RECORD
+            self._new_run(item_id, size)
+
+    def remove_items(self, items: Sequence[Item]) -> None:
+        """``remove`` for each item: a batch of gets removes many, most
+        often the next ids of the range being built, which is checked
+        without a loop in Python."""
+        n = len(items)
+        if not n:
+            return
+        first = items[0].id
+        if first == self.run_last + 1 and first + n <= self.run_limit:
+            if list(map(_ID_OF, items)) == list(range(first, first + n)):
+                self.run_last = first + n - 1
+                self.run_bytes += sum(map(len, map(_DATA_OF, items)))
+                return
+        run_last = self.run_last
+        run_limit = self.run_limit
+        run_bytes = self.run_bytes
+        for item in items:
+            item_id = item.id
+            if item_id == run_last + 1 and item_id < run_limit:
+                run_last = item_id
+                run_bytes += len(item.data)
+            else:
+                self.run_last = run_last
+                self.run_bytes = run_bytes
+                self.remove(item_id, len(item.data))
+                run_last = self.run_last
+                run_limit = self.run_limit
+                run_bytes = self.run_bytes
+        self.run_last = run_last
+        self.run_bytes = run_bytes
+
+    def _new_run(self, item_id: int, size: int) -> None:
+        if self.run_first >= 0:
+            self.removes.append((self.run_first, self.run_last, self.run_bytes))
+            self.removed += self.run_last - self.run_first + 1
+        self.run_first = self.run_last = item_id
+        self.run_bytes = size
+        boundaries = self.boundaries
+        i = bisect_right(boundaries, item_id)
+        self.run_limit = boundaries[i] if i < len(boundaries) else 1 << 63
 
     def boundary(self, first_id: int) -> None:
         """A segment starts at ``first_id``: the range being built stops
@@ -256,10 +314,8 @@ class SummaryBuilder:
 
     def open(self, item_id: int) -> None:
         self.states[item_id] = (0, RESET)
-        if item_id > self.max_id:
-            self.max_id = item_id
-        self.records += 1
-        self.end += _OPEN_RECORD
+        self.others += 1
+        self.others_bytes += _OPEN_RECORD
 
     def abort(self, item_id: int, seq: int) -> None:
         # Before any OPEN here, it applies only to an item open or aborted
@@ -267,35 +323,51 @@ class SummaryBuilder:
         before = self.states.get(item_id)
         reset = before[1] & RESET if before is not None else 0
         self.states[item_id] = (seq, reset | ABORTED)
-        if item_id > self.max_id:
-            self.max_id = item_id
         if seq > self.max_seq:
             self.max_seq = seq
-        self.records += 1
-        self.end += _ABORT_RECORD
+        self.others += 1
+        self.others_bytes += _ABORT_RECORD
 
     def flush(self) -> None:
         # Every queued item before it goes, every open one stays: that
         # depends on what came before, so replay reads it.
         self.complex = True
-        self.records += 1
-        self.end += _FLUSH_RECORD
+        self.others += 1
+        self.others_bytes += _FLUSH_RECORD
 
     def forward(self, item_id: int, opened: bool, seq: int, size: int) -> None:
         self.states[item_id] = (seq, RESET if opened else RESET | ABORTED)
         self.forwards.pop(item_id, None)
         self.forwards[item_id] = self.end
-        if item_id > self.max_id:
-            self.max_id = item_id
         if seq > self.max_seq:
             self.max_seq = seq
-        self.records += 1
-        self.end += _FORWARD_RECORD + size
+        self.others += 1
+        self.others_bytes += _FORWARD_RECORD + size
 
     def summary(self, file_size: int) -> Summary:
         removes = list(self.removes)
         if self.run_first >= 0:
             removes.append((self.run_first, self.run_last, self.run_bytes))
+        # The largest id any record names: every id removed is in a range,
+        # every other one opened, aborted or copied is in the states.
+        max_id = max(
+            [self.last_id]
+            + [last for _, last, _ in removes]
+            + list(self.states)
+            + list(self.forwards)
+        )
+        states = self.states
+        forwards = self.forwards
+        if removes and states:
+            ranges = sorted(removes)
+            firsts = [first for first, _, _ in ranges]
+
+            def kept(item_id: int) -> bool:
+                i = bisect_right(firsts, item_id) - 1
+                return i < 0 or item_id > ranges[i][1]
+
+            states = {i: state for i, state in states.items() if kept(i)}
+            forwards = {i: offset for i, offset in forwards.items() if kept(i)}
         complex_ = self.complex
         return Summary(
             file_size=file_size,
@@ -306,15 +378,15 @@ class SummaryBuilder:
             add_bytes=self.add_bytes,
             first_id=self.first_id,
             last_id=self.last_id,
-            max_id=max(self.max_id, self.last_id),
+            max_id=max_id,
             max_seq=self.max_seq,
             # Only the binding and the counts matter for a complex one.
             index=[] if complex_ else list(self.index),
             removes=[] if complex_ else removes,
             states=[]
             if complex_
-            else [(i, seq, flags) for i, (seq, flags) in self.states.items()],
-            forwards=[] if complex_ else list(self.forwards.items()),
+            else [(i, seq, flags) for i, (seq, flags) in states.items()],
+            forwards=[] if complex_ else list(forwards.items()),
         )
 
 
