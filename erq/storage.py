@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -68,6 +69,9 @@ class Storage:
         self.replayed = False
         #: Given to the writer as its ``on_batch``, whenever it is made.
         self.on_batch: Callable[[float, int], object] | None = None
+        # Every journal made here (a deleted queue's goes with it), for the
+        # summaries of their open segments at stop.
+        self._journals: weakref.WeakSet[Journal] = weakref.WeakSet()
 
     def hold(self, path: str | None = None) -> None:
         """Take the data directory's lock, if not held yet; raises
@@ -97,7 +101,7 @@ class Storage:
         a queue no longer journaled, whose journal is erased once read),
         and what the journal holds.  Damage found is logged."""
         started = time.monotonic()
-        items = queues = 0
+        items = queues = segments = summarized = 0
         for name, path in sorted(list_queue_dirs(self.data_dir).items()):
             settings = settings_for(name)
             journal = Journal(
@@ -119,14 +123,21 @@ class Storage:
                 log.warn("Journal of {queue}: {damage}", queue=name, damage=damage)
             if not keeps_journal:
                 journal.erase()
+            else:
+                self._journals.add(journal)
             queues += 1
             items += len(replayed.items) + replayed.behind_items
+            segments += replayed.segments
+            summarized += replayed.summarized
             yield name, journal if keeps_journal else None, replayed
         self.replayed = True
         log.info(
-            "Replayed {queues} queues, {items} items, in {seconds:.2f} s",
+            "Replayed {queues} queues, {items} items, in {seconds:.2f} s; "
+            "{summarized} of {segments} segments taken from their summaries",
             queues=queues,
             items=items,
+            segments=segments,
+            summarized=summarized,
             seconds=time.monotonic() - started,
         )
 
@@ -134,13 +145,15 @@ class Storage:
         """A new queue's journal, unless its settings say not to keep one."""
         if not settings.journal:
             return None
-        return Journal(
+        journal = Journal(
             queue_dir(self.data_dir, name),
             self._writer(),
             settings.sync_journal,
             segment_size=self.segment_size,
             name=name,
         )
+        self._journals.add(journal)
+        return journal
 
     def _status_path(self, data_dir: str | None) -> str:
         directory = self.data_dir if data_dir is None else data_dir
@@ -183,6 +196,10 @@ class Storage:
         if self.writer is None:
             self.release()
             return succeed(None)
+        for journal in list(self._journals):
+            # Written with the last batch, so that the next start reads no
+            # segment at all.
+            journal.summarize_open_segment()
         stopped = self.writer.stop()
         stopped.addBoth(self.release)
         return stopped

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.config import ConfigError, QueueSettings
 from erq.datadir import DataDirectoryInUse
-from erq.journal import Journal, JournalWriter
+from erq.journal import Journal, JournalWriter, queue_dir
 from erq.queue import Item
 from erq.status import ServerStatus
 from erq.storage import START_HEAD, STATUS_FILE, Storage
@@ -56,6 +57,58 @@ class StorageTests(SynchronousTestCase):
             [("a", [b"a"]), ("b", [b"b"])],
         )
         self.assertTrue(again.replayed)
+
+    def test_stop_summarizes_the_open_segments(self) -> None:
+        """Every queue's open segment gets its summary as the server stops,
+        zeros written ahead and all, so that the next start takes every
+        segment from its summary; appends after it and a crash leave it
+        unmatched, and that segment is read."""
+        directory = os.path.abspath(self.mktemp())
+        storage = self.storage(directory)
+        storage.hold()
+        # The queues hold their journals (the storage does not).
+        journals = [
+            storage.journal(name, QueueSettings(sync_journal="always"))
+            for name in ("a", "b")
+        ]
+        for journal in journals:
+            assert journal is not None
+            for i in range(1, 201):
+                journal.add(Item(i, b"x" * 50, 0, None, 1.0))
+        storage.stop()
+        again = self.storage(directory)
+        again.hold()
+        events: list[dict[str, Any]] = []
+        replayed = list(
+            again.replay(
+                lambda name: QueueSettings(),
+                Logger(observer=cast(ILogObserver, events.append)),
+            )
+        )
+        self.assertIn(
+            "10 of 10 segments taken from their summaries", formatEvent(events[-1])
+        )
+        for name, journal, state in replayed:
+            segments = sorted(
+                n for n in os.listdir(queue_dir(directory, name)) if n.endswith(".seg")
+            )
+            self.assertGreater(len(segments), 1)
+            self.assertEqual((state.segments, state.summarized), (len(segments),) * 2)
+            self.assertEqual(len(state.items) + state.behind_items, 200)
+            assert journal is not None
+            journal.add(Item(201, b"y", 0, None, 1.0))
+        # A crash: nothing more is written as the server stops.
+        again.release()
+        last = self.storage(directory)
+        last.hold()
+        for name, _, state in last.replay(lambda name: QueueSettings(), Logger()):
+            segments = sorted(
+                n for n in os.listdir(queue_dir(directory, name)) if n.endswith(".seg")
+            )
+            self.assertEqual(
+                (state.segments, state.summarized), (len(segments), len(segments) - 1)
+            )
+            self.assertEqual(len(state.items) + state.behind_items, 201)
 
     def test_replay_reads_only_the_head(self) -> None:
         """A deep queue starts with at most START_HEAD bytes in memory,

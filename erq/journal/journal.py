@@ -83,6 +83,10 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
     before anything else; a journal that is never replayed starts empty.
     """
 
+    # Whether the open segment's summary was asked for (see
+    # ``summarize_open_segment``): once is enough.
+    _open_summarized = False
+
     # -- what the queue calls ---------------------------------------------
 
     def add(self, item: Item, in_memory: bool = True) -> Deferred[None] | None:
@@ -301,19 +305,25 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         """Write what is pending, then sync and close this queue's files."""
         if self._closed is not None:
             return _chain(self._closed)
+        self.summarize_open_segment()
         self._state = _CLOSED
         self._cancel_sync_timer()
         step = _Close([s.file for s in self._segments], None)
         self._add_step(step)
-        current = self._current
-        if current is not None:
-            # The open segment gets a summary too, so that the next start
-            # need not read it either (one that appends after the stop do
-            # not match, and the segment is read).
-            self._add_step(summary_step(current, self._firsts, whole=True))
         self._closed = step.deferred
         self._writer.urge()
         return _chain(step.deferred)
+
+    def summarize_open_segment(self) -> None:
+        """The open segment gets a summary too as the journal closes or the
+        server stops, so that the next start need not read it either
+        (appends after it, a crash after a restart, leave a segment that
+        does not match it, and the segment is read)."""
+        current = self._current
+        if self._state or current is None or self._open_summarized:
+            return
+        self._open_summarized = True
+        self._add_step(summary_step(current, self._firsts, whole=True))
 
     def erase(self) -> Deferred[None]:
         """Delete the queue's directory and files; nothing is written after

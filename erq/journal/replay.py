@@ -109,6 +109,10 @@ class Replayed:
     damage: list[str] = field(default_factory=list)
     #: How many of ``items`` were open reads when the server stopped.
     reopened: int = 0
+    #: Segments found, and how many of them were taken from their
+    #: summaries rather than read.
+    segments: int = 0
+    summarized: int = 0
 
 
 def _item_id(item: Item) -> int:
@@ -1005,4 +1009,6 @@ class _Replaying(_JournalBase):
             next_id=replay.max_id + 1,
             damage=replay.damage,
             reopened=len(opened),
+            segments=len(replay.segments),
+            summarized=replay.summarized,
         )

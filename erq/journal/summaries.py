@@ -576,12 +576,13 @@ def summarize_part(path: str, builder: SummaryBuilder) -> Summary | bool:
                 buf += f.read(8 + n - len(buf))
                 done, stop = _feed(builder, buf, 0)
             if stop == _ZEROS:
-                # The zeros must reach the end of the file.
+                # The zeros must reach the end of the file; they are cut as
+                # the segment is closed (see ``bound_summary``).
                 f.seek(pos + done)
                 while rest := f.read(SLICE):
                     if rest.count(0) != len(rest):
                         return False
-                return builder.summary(size)
+                return builder.summary(builder.end)
     except OSError:
         return False
     if stop == _BAD:
@@ -595,16 +596,19 @@ def summarize_part(path: str, builder: SummaryBuilder) -> Summary | bool:
 
 
 def bound_summary(segment_path: str, summary: Summary) -> bytes | None:
-    """A summary's file, bound to its segment as it is on disk; ``None`` if
-    the segment is not the size the summary says."""
+    """A summary's file, bound to its segment as it is on disk up to the
+    size the summary says; ``None`` if the segment is shorter.  Zeros may
+    still follow (written ahead of the appends, see ``erq.journal.files``):
+    they are cut as the segment is closed, and until then the summary does
+    not match the segment, which is read instead."""
+    size = summary.file_size
     try:
         with open(segment_path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size != summary.file_size:
+            if os.fstat(f.fileno()).st_size < size:
                 return None
-            head = f.read(_BIND)
+            head = f.read(min(_BIND, size))
             f.seek(max(size - _BIND, 0))
-            tail = f.read(_BIND)
+            tail = f.read(min(_BIND, size))
     except OSError:
         return None
     return encode(summary, zlib.crc32(head), zlib.crc32(tail))
