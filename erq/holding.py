@@ -5,7 +5,10 @@ past that, new items are only counted ("behind"), their data left to the
 journal, and every later item goes behind too, so that memory always holds
 an unbroken head of the queue.  As the head drains below half the limit,
 the next items are read back from the journal, about half the limit at a
-time.  A queue without a journal keeps everything in memory.
+time but at most ``READ_BACK_MOST`` (so that each read is soon back, and
+the first gets after a restart, which starts with little in memory, do not
+wait for a long one).  A queue without a journal keeps everything in
+memory.
 
 Items of durable puts wait at the tail as arrivals (`erq.arrivals`) until
 the journal has them; they are counted here, in memory or behind, from the
@@ -35,6 +38,8 @@ log = Logger(namespace="erq.queue")
 #: Bytes a queue with nothing in memory reads back from its journal at a
 #: time, however little room the server's ``max_memory_size`` leaves.
 READ_BACK_LEAST = 64 * 1024
+#: The most a queue reads back at a time; it reads again as it drains.
+READ_BACK_MOST = 4 * 1024 * 1024
 
 
 class Holding:
@@ -217,7 +222,7 @@ class Holding:
         journal = self._journal()
         if not self.behind_items or self.reading or journal is None:
             return
-        wanted = self._memory_limit() // 2
+        wanted = min(self._memory_limit() // 2, READ_BACK_MOST)
         memory = self._memory
         room = wanted if memory.cap is None else memory.cap - memory.held
         if room < wanted:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -41,6 +42,10 @@ from erq.values import parse_status
 
 #: Bytes of a journal segment file before the next one starts.
 SEGMENT_SIZE = 16 * MiB
+#: At most this much of each queue's head is read into memory at start, the
+#: rest as the queue drains (read-behind), so that a deep queue serves its
+#: first item without reading every item first.
+START_HEAD = 1 * MiB
 
 #: The file in the data directory that keeps the server's status.
 STATUS_FILE = ".status"
@@ -64,6 +69,9 @@ class Storage:
         self.replayed = False
         #: Given to the writer as its ``on_batch``, whenever it is made.
         self.on_batch: Callable[[float, int], object] | None = None
+        # Every journal made here (a deleted queue's goes with it), for the
+        # summaries of their open segments at stop.
+        self._journals: weakref.WeakSet[Journal] = weakref.WeakSet()
 
     def hold(self, path: str | None = None) -> None:
         """Take the data directory's lock, if not held yet; raises
@@ -93,7 +101,7 @@ class Storage:
         a queue no longer journaled, whose journal is erased once read),
         and what the journal holds.  Damage found is logged."""
         started = time.monotonic()
-        items = queues = 0
+        items = queues = segments = summarized = 0
         for name, path in sorted(list_queue_dirs(self.data_dir).items()):
             settings = settings_for(name)
             journal = Journal(
@@ -107,20 +115,29 @@ class Storage:
             # and its journal is erased once they are there.
             keeps_journal = settings.journal
             replayed = journal.replay(
-                settings.max_memory_size if keeps_journal else sys.maxsize
+                min(settings.max_memory_size, START_HEAD)
+                if keeps_journal
+                else sys.maxsize
             )
             for damage in replayed.damage:
                 log.warn("Journal of {queue}: {damage}", queue=name, damage=damage)
             if not keeps_journal:
                 journal.erase()
+            else:
+                self._journals.add(journal)
             queues += 1
             items += len(replayed.items) + replayed.behind_items
+            segments += replayed.segments
+            summarized += replayed.summarized
             yield name, journal if keeps_journal else None, replayed
         self.replayed = True
         log.info(
-            "Replayed {queues} queues, {items} items, in {seconds:.2f} s",
+            "Replayed {queues} queues, {items} items, in {seconds:.2f} s; "
+            "{summarized} of {segments} segments taken from their summaries",
             queues=queues,
             items=items,
+            segments=segments,
+            summarized=summarized,
             seconds=time.monotonic() - started,
         )
 
@@ -128,13 +145,15 @@ class Storage:
         """A new queue's journal, unless its settings say not to keep one."""
         if not settings.journal:
             return None
-        return Journal(
+        journal = Journal(
             queue_dir(self.data_dir, name),
             self._writer(),
             settings.sync_journal,
             segment_size=self.segment_size,
             name=name,
         )
+        self._journals.add(journal)
+        return journal
 
     def _status_path(self, data_dir: str | None) -> str:
         directory = self.data_dir if data_dir is None else data_dir
@@ -177,6 +196,10 @@ class Storage:
         if self.writer is None:
             self.release()
             return succeed(None)
+        for journal in list(self._journals):
+            # Written with the last batch, so that the next start reads no
+            # segment at all.
+            journal.summarize_open_segment()
         stopped = self.writer.stop()
         stopped.addBoth(self.release)
         return stopped

@@ -23,7 +23,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -42,11 +42,13 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from erq import __version__
-from erq.admin import AdminService
 from erq.config import Config, ConfigError, SyncPolicy, load_config, parse_option
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 from erq.status import ServerStatus
+
+if TYPE_CHECKING:
+    from erq.admin import AdminService
 
 DEFAULT_PORT = 22122
 
@@ -596,13 +598,13 @@ def makeService(options: Any, reactor: Any = None) -> MultiService:
     listening.setServiceParent(top)
     admin = _admin(reactor, options, queues, twistd)
     if admin is not None:
-        admin.setServiceParent(top)
+        admin[0].setServiceParent(top)
 
     Announcement(
         queues,
         [listening],
         options["config"],
-        None if admin is None else admin.listening,
+        None if admin is None else admin[1],
     ).setServiceParent(top)
     SignalHandlers(reactor, queues).setServiceParent(top)
     return top
@@ -633,29 +635,27 @@ def _listening(
     return listening
 
 
-class _AdminService(AdminService):
-    """The admin server with the port it listens on."""
-
-    listening: ListeningService
-
-
 def _admin(
     reactor: Any,
     options: Any,
     queues: QueueService,
     twistd: Mapping[str, Any] | None,
-) -> _AdminService | None:
-    """The admin HTTP server, when ``admin_port`` names one: its port is
+) -> tuple[AdminService, ListeningService] | None:
+    """The admin HTTP server, when ``admin_port`` names one, and its port,
     checked, and bound before twistd forks, as the queues' port is."""
     port = options.config.server.admin_port
     if port is None:
         return None
+    # Imported only here: twisted.web and prometheus_client are a good part
+    # of a start's time, and a server without an admin port needs neither.
+    from erq.admin import AdminService
+
     named = options.named("admin_port", port)
-    admin = _AdminService(queues)
+    admin = AdminService(queues)
     listening = _listening(reactor, named, port, admin.site, twistd)
     listening.setServiceParent(admin)
     admin.listening = listening
-    return admin
+    return admin, listening
 
 
 __all__ = ["Options", "StartupError", "endpoint_description", "makeService"]

@@ -16,7 +16,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.threads import deferToThread
 
 from erq.config import parse_config
-from erq.journal import FileOps, JournalWriter
+from erq.journal import FileOps, JournalWriter, queue_dir
+from erq.journal.replay import _Replay
 from erq.queue import Item
 from erq.service import QueueService
 from tests.support import (
@@ -298,3 +299,99 @@ class CrashPointTests(DurabilityCase):
             # Items never opened keep their order.
             plain = [number for number in back if number not in ever_opened]
             self.assertEqual(plain, sorted(plain), where)
+
+
+class SummarySnapshotOps(SnapshotOps):
+    """SnapshotOps that also copies the data directory before a segment's
+    summary is written."""
+
+    def write_file(self, path: str, data: bytes, durable: bool = True) -> None:
+        self._maybe_snapshot()
+        super().write_file(path, data, durable)
+
+
+class SummaryCrashPointTests(DurabilityCase):
+    """Sets, gets and open reads confirmed in turn (no aborts), so that
+    closed segments are taken from their summaries at the restart, with the
+    files as a crash at any moment would leave them."""
+
+    async def test_a_crash_with_summaries_loses_nothing_stored(self) -> None:
+        seed = random.randrange(1 << 32)
+        rng = random.Random(seed)
+        ledger = Ledger()
+        into = os.path.abspath(self.mktemp())
+        os.makedirs(into)
+        ops = SummarySnapshotOps(self.data_dir, into, random.Random(seed + 1), ledger)
+        config = parse_config(
+            "[defaults]\nmax_memory_size = 4096\nmax_open_reads = 5\n"
+        )
+        server = self.serve(
+            config, writer=JournalWriter(reactor, file_ops=ops), segment_size=2048
+        )
+        service = server.service
+        queue = service.create_queue("q")
+        opened: list[Item] = []
+        ever_opened: set[int] = set()
+        count = 0
+
+        def stored(ok: object, number: int) -> None:
+            ledger.stored.append(number)
+
+        for _ in range(1500):
+            waits: list[Deferred[None]] = []
+            for _ in range(rng.randint(1, 20)):
+                choice = rng.random()
+                if choice < 0.55:
+                    result = service.put(
+                        "q", payload(count, rng.randint(10, 400)), 0, 0
+                    )
+                    assert isinstance(result, Deferred)
+                    waits.append(result.addCallback(stored, count))
+                    count += 1
+                elif choice < 0.8:
+                    item = await take(service, "q")
+                    if item is not None:
+                        ledger.delivered.append(item_number(item))
+                elif choice < 0.9 and len(opened) < 2:
+                    got = service.get("q", None, True, False)
+                    if isinstance(got, Deferred):
+                        got = await got.addTimeout(DEADLINE, reactor)
+                    if got is not None:
+                        opened.append(got)
+                        ever_opened.add(item_number(got))
+                        ledger.delivered.append(item_number(got))
+                elif opened:
+                    queue.confirm(opened.pop(0))
+            await gatherResults(waits)
+        await service.stopService()
+        self.assertGreater(len(ops.snapshots), 0, f"seed {seed}")
+
+        summarized = 0
+        for target, stored_count, delivered_count in ops.snapshots:
+            where = f"seed {seed}, {target}"
+            model = _Replay(queue_dir(target, "q"), 4096, repair=False)
+            model.run()
+            summarized += model.summarized
+            crashed = QueueService(
+                config, reactor=reactor, data_dir=target, segment_size=2048
+            )
+            self.addCleanup(self._finished, crashed)
+            crashed.startService()
+            back: list[int] = []
+            while (item := await take(crashed, "q")) is not None:
+                back.append(item_number(item))
+            await crashed.stopService()
+            self.assertEqual(len(back), len(set(back)), where)
+            self.assertTrue(set(back) <= set(range(count)), where)
+            delivered = set(ledger.delivered[:delivered_count])
+            kept = set(back)
+            lost = [
+                number
+                for number in ledger.stored[:stored_count]
+                if number not in kept and number not in delivered
+            ]
+            self.assertEqual(lost, [], where)
+            plain = [number for number in back if number not in ever_opened]
+            self.assertEqual(plain, sorted(plain), where)
+        # Restarts took segments from their summaries.
+        self.assertGreater(summarized, 0, f"seed {seed}")

@@ -7,7 +7,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq.holding import READ_BACK_LEAST, Holding
+from erq.holding import READ_BACK_LEAST, READ_BACK_MOST, Holding
 from erq.items import Item, QueueJournal
 from erq.memory import MemoryUse
 from tests.support import FakeJournal
@@ -80,6 +80,17 @@ class HoldingTests(SynchronousTestCase):
         self.assertEqual(self.holding.behind_items, 0)
         self.assertEqual(self.holding.mem_bytes, 10)
         self.assertEqual(self.events, ["read back"])
+
+    def test_read_back_a_step_at_a_time(self) -> None:
+        """However large the limit, one read asks for at most
+        READ_BACK_MOST bytes: the next comes as the queue drains."""
+        self.memory_limit = 64 * READ_BACK_MOST
+        self.assertEqual(
+            [self.put(item(1, 1)), self.put(item(2, self.memory_limit))],
+            [True, False],
+        )
+        self.holding.pop()
+        self.assertEqual([wanted for wanted, _ in self.fake.reads], [READ_BACK_MOST])
 
     def test_an_empty_read_means_nothing_is_behind(self) -> None:
         for i in (1, 2, 3):

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.config import ConfigError, QueueSettings
 from erq.datadir import DataDirectoryInUse
-from erq.journal import Journal, JournalWriter
+from erq.journal import Journal, JournalWriter, queue_dir
 from erq.queue import Item
 from erq.status import ServerStatus
-from erq.storage import STATUS_FILE, Storage
+from erq.storage import START_HEAD, STATUS_FILE, Storage
 from tests.support import FakeReactor, SyncPool, close_writer
 
 
@@ -56,6 +57,94 @@ class StorageTests(SynchronousTestCase):
             [("a", [b"a"]), ("b", [b"b"])],
         )
         self.assertTrue(again.replayed)
+
+    def test_stop_summarizes_the_open_segments(self) -> None:
+        """Every queue's open segment gets its summary as the server stops,
+        zeros written ahead and all, so that the next start takes every
+        segment from its summary; appends after it and a crash leave it
+        unmatched, and that segment is read."""
+        directory = os.path.abspath(self.mktemp())
+        storage = self.storage(directory)
+        storage.hold()
+        # The queues hold their journals (the storage does not).
+        journals = [
+            storage.journal(name, QueueSettings(sync_journal="always"))
+            for name in ("a", "b")
+        ]
+        for journal in journals:
+            assert journal is not None
+            for i in range(1, 201):
+                journal.add(Item(i, b"x" * 50, 0, None, 1.0))
+        storage.stop()
+        again = self.storage(directory)
+        again.hold()
+        events: list[dict[str, Any]] = []
+        replayed = list(
+            again.replay(
+                lambda name: QueueSettings(),
+                Logger(observer=cast(ILogObserver, events.append)),
+            )
+        )
+        self.assertIn(
+            "10 of 10 segments taken from their summaries", formatEvent(events[-1])
+        )
+        for name, journal, state in replayed:
+            segments = sorted(
+                n for n in os.listdir(queue_dir(directory, name)) if n.endswith(".seg")
+            )
+            self.assertGreater(len(segments), 1)
+            self.assertEqual((state.segments, state.summarized), (len(segments),) * 2)
+            self.assertEqual(len(state.items) + state.behind_items, 200)
+            assert journal is not None
+            journal.add(Item(201, b"y", 0, None, 1.0))
+        # A crash: nothing more is written as the server stops.
+        again.release()
+        last = self.storage(directory)
+        last.hold()
+        for name, _, state in last.replay(lambda name: QueueSettings(), Logger()):
+            segments = sorted(
+                n for n in os.listdir(queue_dir(directory, name)) if n.endswith(".seg")
+            )
+            self.assertEqual(
+                (state.segments, state.summarized), (len(segments), len(segments) - 1)
+            )
+            self.assertEqual(len(state.items) + state.behind_items, 201)
+
+    def test_replay_reads_only_the_head(self) -> None:
+        """A deep queue starts with at most START_HEAD bytes in memory,
+        whatever its max_memory_size; the rest is counted, to be read back
+        as it drains.  A queue no longer journaled takes all of it."""
+        directory = os.path.abspath(self.mktemp())
+        storage = self.storage(directory)
+        storage.hold()
+        journal = storage.journal("q", QueueSettings(sync_journal="never"))
+        assert journal is not None
+        size = 1000
+        count = 3 * START_HEAD // size
+        for i in range(1, count + 1):
+            journal.add(Item(i, b"x" * size, 0, None, 1.0))
+        journal.close()
+        storage.release()
+        # The item that reaches the limit is held too.
+        for settings, in_memory in (
+            (QueueSettings(max_memory_size=100 * START_HEAD), START_HEAD // size + 1),
+            (
+                QueueSettings(max_memory_size=START_HEAD // 2),
+                START_HEAD // 2 // size + 1,
+            ),
+            (QueueSettings(journal=False), count),
+        ):
+            again = self.storage(directory)
+            again.hold()
+            [(_, _, replayed)] = list(
+                again.replay({"q": settings}.__getitem__, Logger())
+            )
+            again.release()
+            self.assertEqual(len(replayed.items), in_memory)
+            self.assertEqual(len(replayed.items) + replayed.behind_items, count)
+            self.assertEqual(
+                replayed.behind_bytes, (count - len(replayed.items)) * size
+            )
 
 
 class StatusFileTests(SynchronousTestCase):

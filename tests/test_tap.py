@@ -12,6 +12,7 @@ import selectors
 import socket
 import ssl
 import stat
+import subprocess
 import sys
 import time
 from types import SimpleNamespace
@@ -100,6 +101,26 @@ class StartedServer:
 
 
 # -- options ---------------------------------------------------------------
+
+
+class ImportTests(SynchronousTestCase):
+    def test_no_admin_server_imported_without_an_admin_port(self) -> None:
+        """twisted.web and prometheus_client are a good part of a start's
+        time: a server without an admin port does not import them."""
+        shown = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, erq.tap; print(sorted(m for m in sys.modules"
+                " if m.split('.')[0] == 'prometheus_client' or m == 'erq.admin'"
+                " or m.startswith('twisted.web')))",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        self.assertEqual(shown.stdout.strip(), "[]")
 
 
 class OptionTests(SynchronousTestCase):

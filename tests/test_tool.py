@@ -17,6 +17,7 @@ from erq.journal import (
     JournalWriter,
     main,
     queue_dir,
+    summaries,
 )
 from erq.journal import tool as tool_module
 from erq.queue import Item
@@ -94,6 +95,44 @@ class ToolTests(SynchronousTestCase):
         self.run_main("stats", self.data_dir, "jobs")
         self.run_main("dump", self.data_dir, "jobs")
         self.assertEqual(open(path, "rb").read(), before)
+
+    def test_summaries(self) -> None:
+        """``stats`` takes closed segments from their summaries, as start
+        does; ``check`` says when a summary disagrees with its segment."""
+        writer = JournalWriter(FakeReactor(), SyncPool())  # type: ignore[arg-type]
+        directory = queue_dir(self.data_dir, "deep")
+        deep = Journal(directory, writer, "never", segment_size=200, name="deep")
+        for i in range(1, 31):
+            deep.add(Item(i, b"d %d" % i, 0, None, 1.0))
+        for i in range(1, 11):
+            deep.remove(Item(i, b"d %d" % i, 0, None, 1.0))
+        deep.close()
+        sums = sorted(n for n in os.listdir(directory) if n.endswith(".sum"))
+        self.assertTrue(sums)
+        code, out = self.run_main("stats", self.data_dir, "deep")
+        self.assertIn("queue 'deep': items=20 bytes=", out)
+        code, out = self.run_main("check", self.data_dir, "deep")
+        self.assertEqual((code, out.count("\n")), (0, 1))
+        # A summary that says one add less, bound to its segment all the same.
+        path = os.path.join(directory, sums[0])
+        segment = open(path.replace(".sum", ".seg"), "rb").read()
+        decoded = summaries.decode(open(path, "rb").read())
+        assert decoded is not None
+        summary, head_crc, tail_crc = decoded
+        summary.adds -= 1
+        with open(path, "wb") as f:
+            f.write(summaries.encode(summary, head_crc, tail_crc))
+        code, out = self.run_main("check", self.data_dir, "deep")
+        self.assertEqual(code, 1)
+        self.assertIn(
+            f"{sums[0].replace('.sum', '.seg')}: summary disagrees with the segment",
+            out,
+        )
+        # One that no longer matches its segment is only ignored.
+        with open(path.replace(".sum", ".seg"), "ab") as f:
+            f.write(segment[-20:])
+        code, out = self.run_main("check", self.data_dir, "deep")
+        self.assertNotIn("summary", out)
 
     def test_zeros_ahead_are_no_damage(self) -> None:
         # An always-synced queue left running: its segment ends in zeros.

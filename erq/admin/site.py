@@ -42,6 +42,8 @@ class AdminService(MultiService):
         self.registry, self.batches = registry_for(queues)
         self.resource = AdminRoot(queues, self.history, self.registry)
         self.site = AdminSite(self.resource)
+        # The listening port that serves ``site``, once ``erq.tap`` adds it.
+        self.listening: object | None = None
 
     def startService(self) -> None:
         super().startService()

@@ -17,6 +17,8 @@ items are all gone is deleted, oldest first.  One module per role:
   memory limit read back from disk) and ``replay`` (the start from what is
   on disk, damage cut off);
 - ``segments``: which segment holds which item;
+- ``summaries``: what a closed segment holds, in a small file beside it,
+  so that replay need not read it;
 - ``writer``: ``JournalWriter``, the one thread of a server that writes
   every journal's records, in order, with group commit, and its hand-off
   with the reactor;

@@ -25,9 +25,11 @@ from erq.journal.files import (
     _Step,
     _Sync,
     _Write,
+    summary_step,
 )
 from erq.journal.records import FILE_HEADER, HEADER_SIZE, _segment_name
 from erq.journal.segments import _Index, _Segment
+from erq.journal.summaries import SummaryBuilder
 from erq.journal.writer import JournalWriter, _cancel
 
 if TYPE_CHECKING:
@@ -182,6 +184,7 @@ class _JournalBase(_Index):
         if old is not None:
             self._add_step(_Finish(old.file))
             self._get_chunk().to_sync.pop(old.file, None)
+            self._add_step(summary_step(old, self._firsts))
         if not self._dir_ready:
             self._add_step(_Mkdir(self.directory, self._name, self._sync != "never"))
             self._dir_ready = True
@@ -189,6 +192,7 @@ class _JournalBase(_Index):
         self._next_number += 1
         path = os.path.join(self.directory, _segment_name(number))
         segment = _Segment(number, _SegmentFile(path, 0, fresh=True), HEADER_SIZE)
+        segment.summary = SummaryBuilder(self._firsts)
         self._segments.append(segment)
         self._current = segment
         self._new_write(segment).bufs.append(FILE_HEADER)

@@ -144,6 +144,8 @@ class _Compaction(_JournalBase):
                 + head
             )
             target, _, _ = self._append(record, data)
+            if target.summary is not None:
+                target.summary.forward(item.id, state == OPENED, seq, len(data))
             self._forwarded[item.id] = target
             target.live += 1
             target.pinned += 1

@@ -37,9 +37,16 @@ from erq.datadir import FILE_MODE, make_private_dir, private_opener
 from erq.items import Item
 from erq.journal.names import NAME_FILE
 from erq.journal.records import JournalError
+from erq.journal.summaries import (
+    Summary,
+    SummaryBuilder,
+    bound_summary,
+    summarize_part,
+)
 
 if TYPE_CHECKING:
     from erq.journal.journal import Journal
+    from erq.journal.segments import _Segment
 
 #: A finished batch that nothing waits on is taken back by the reactor with
 #: its next record; past this many bytes written, at once instead.
@@ -101,15 +108,19 @@ class FileOps:
     def makedirs(self, path: str) -> None:
         make_private_dir(path)
 
-    def write_file(self, path: str, data: bytes) -> None:
+    def write_file(self, path: str, data: bytes, durable: bool = True) -> None:
+        """Replace a small file whole; ``durable``: its data is synced
+        before it takes the name (not needed for a file that is checked
+        when read, and ignored if torn)."""
         temporary = path + ".tmp"
         # One left by a crash would keep its mode: make a new one.
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         with open(temporary, "xb", opener=private_opener) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(temporary, path)
 
     def rmtree(self, path: str) -> None:
@@ -320,9 +331,94 @@ class _Finish(_Step):
         return self.file
 
 
+def summary_path(segment_path: str) -> str:
+    """Where a segment's summary goes (see ``erq.journal.summaries``)."""
+    return segment_path[: -len(".seg")] + ".sum"
+
+
+class _WriteSummary(_Step):
+    """Write the summary of a closed segment beside it, for replay: built
+    as its records were appended, so only its ends are read, to bind it to
+    the segment.  Only a matter of speed: a summary that cannot be written
+    is not written."""
+
+    __slots__ = ("path", "summary")
+
+    def __init__(self, path: str, summary: Summary) -> None:
+        super().__init__()
+        self.path = path
+        self.summary = summary
+
+    def run(self, ops: FileOps, files: set[_SegmentFile]) -> None:
+        data = bound_summary(self.path, self.summary)
+        if data is not None:
+            _write_summary(ops, self.path, data)
+
+
+class _Summarize(_Step):
+    """Summarize a closed segment whose records this journal did not see
+    appended (one found at start) by reading it, one slice per batch, so
+    that no batch waits long for it; the summary is written once the last
+    slice is read."""
+
+    __slots__ = ("path", "builder", "whole", "more")
+
+    def __init__(self, path: str, builder: SummaryBuilder, whole: bool = False) -> None:
+        super().__init__()
+        self.path = path
+        self.builder = builder
+        # All of it now: the journal is closing.
+        self.whole = whole
+        self.more = False
+
+    def run(self, ops: FileOps, files: set[_SegmentFile]) -> None:
+        result = summarize_part(self.path, self.builder)
+        while self.whole and result is True:
+            result = summarize_part(self.path, self.builder)
+        self.more = result is True
+        if isinstance(result, Summary):
+            data = bound_summary(self.path, result)
+            if data is not None:
+                _write_summary(ops, self.path, data)
+
+    def awaited(self) -> bool:
+        return self.more
+
+    def complete(self, journal: Journal) -> None:
+        if self.more and not journal._state:
+            journal._add_step(_Summarize(self.path, self.builder))
+            journal._wake()
+
+
+def summary_step(
+    segment: _Segment, boundaries: list[int], whole: bool = False
+) -> _Step:
+    """The step that writes a segment's summary as it closes (or its
+    journal does): the one built as its records were appended, if it saw
+    them all, or else one read from the segment, a slice per batch (all at
+    once when ``whole``)."""
+    builder = segment.summary
+    segment.summary = None
+    if builder is not None and segment.last_id > builder.last_id:
+        # The journal keeps the ids of a segment's ADDs; its builder only
+        # every so often (see ``Journal._add_record``).
+        builder.last_id = segment.last_id
+    if builder is not None and builder.end == segment.size:
+        return _WriteSummary(segment.file.path, builder.summary(builder.end))
+    return _Summarize(segment.file.path, SummaryBuilder(list(boundaries)), whole)
+
+
+def _write_summary(ops: FileOps, segment_path: str, data: bytes) -> None:
+    try:
+        # A summary checks itself: one torn by a crash is ignored.
+        ops.write_file(summary_path(segment_path), data, durable=False)
+    except OSError:
+        pass
+
+
 class _Delete(_Step):
     """Delete a dead segment, once the forwarded copies of its items are
-    durable."""
+    durable; its summary first, so that none outlives it."""
 
     __slots__ = ("file", "sync", "sync_dir")
 
@@ -343,6 +439,7 @@ class _Delete(_Step):
             f.fd = None
             files.discard(f)
             ops.close(fd)
+        ops.unlink(summary_path(f.path))
         ops.unlink(f.path)
         if self.sync_dir:
             ops.fsync_dir(os.path.dirname(f.path))

@@ -37,7 +37,16 @@ from erq.items import Item
 from erq.journal import records as record_format
 from erq.journal.base import _CLOSED, _ERASED, _JournalBase
 from erq.journal.compaction import _Compaction
-from erq.journal.files import _Added, _Chunk, _Close, _reason, _Step, _Sync, _Write
+from erq.journal.files import (
+    _Added,
+    _Chunk,
+    _Close,
+    _reason,
+    _Step,
+    _Sync,
+    _Write,
+    summary_step,
+)
 from erq.journal.readbehind import _ReadBehind
 from erq.journal.records import (
     _ADD_SIZE,
@@ -52,6 +61,7 @@ from erq.journal.records import (
     _ref_record,
 )
 from erq.journal.replay import _Replaying
+from erq.journal.summaries import INDEX_EVERY
 
 # Assigned, not imported: a method call on an imported name compiles as a
 # call of a module's function (an attribute load, then a call, which makes a
@@ -72,6 +82,10 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
     reactor thread.  For an existing directory call ``replay`` first, once,
     before anything else; a journal that is never replayed starts empty.
     """
+
+    # Whether the open segment's summary was asked for (see
+    # ``summarize_open_segment``): once is enough.
+    _open_summarized = False
 
     # -- what the queue calls ---------------------------------------------
 
@@ -144,9 +158,22 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                 self._first_add(segment, item_id)
             segment.last_id = item_id
         else:
-            # Out of id order: the range index cannot find it.
+            # Out of id order: the range index cannot find it (nor can
+            # replay from the summary).
             self._forwarded[item_id] = segment
+            if segment.summary is not None:
+                segment.summary.complex = True
         segment.live += 1
+        summary = segment.summary
+        if summary is not None:
+            adds = summary.adds
+            if adds % INDEX_EVERY:
+                # SummaryBuilder.add's common case, inlined; its ids are the
+                # segment's (see ``summary_step``).
+                summary.adds = adds + 1
+                summary.add_bytes += len(data)
+            else:
+                summary.add(item_id, len(data))
         if not in_memory:
             if not self._behind_count:
                 self._cursor = (segment.number, offset)
@@ -161,22 +188,33 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
     def remove(self, item: Item) -> None:
         if self._state:
             return
-        self._append(_record(_REMOVE.pack(REMOVE, item.id, len(item.data))))
-        self._forget(item.id)
+        item_id = item.id
+        size = len(item.data)
+        summary = self._append(_record(_REMOVE.pack(REMOVE, item_id, size)))[0].summary
+        if summary is not None:
+            if item_id == summary.run_last + 1 and item_id < summary.run_limit:
+                # SummaryBuilder.remove's common case, inlined.
+                summary.run_last = item_id
+                summary.run_bytes += size
+            else:
+                summary.remove(item_id, size)
+        self._forget(item_id)
         self._compact_if_dead()
         self._wake()
 
     def remove_many(self, items: list[Item]) -> None:
         if self._state or not items:
             return
-        self._append(
+        summary = self._append(
             b"".join(
                 [
                     _record(_REMOVE.pack(REMOVE, item.id, len(item.data)))
                     for item in items
                 ]
             )
-        )
+        )[0].summary
+        if summary is not None:
+            summary.remove_items(items)
         for item in items:
             self._forget(item.id)
         self._compact_if_dead()
@@ -202,14 +240,18 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                     self._cursor = None
                     self._skip.clear()
             self._forget(item.id)
-        self._append(b"".join(records))
+        summary = self._append(b"".join(records))[0].summary
+        if summary is not None:
+            summary.remove_items([item for item, _ in added])
         self._compact_if_dead()
 
     def open(self, item: Item) -> None:
         if self._state:
             return
         item_id = item.id
-        self._append(_ref_record(OPEN, item_id))
+        summary = self._append(_ref_record(OPEN, item_id))[0].summary
+        if summary is not None:
+            summary.open(item_id)
         if self._prefix and self._prefix.pop(item_id, None) is not None:
             del self._abort_seqs[item_id]
             self._open[item_id] = item
@@ -226,7 +268,9 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         item_id = item.id
         seq = self._next_seq
         self._next_seq += 1
-        self._append(_abort_record(item_id, seq))
+        summary = self._append(_abort_record(item_id, seq))[0].summary
+        if summary is not None:
+            summary.abort(item_id, seq)
         if self._open.pop(item_id, None) is not None:
             self._prefix[item_id] = item
             self._abort_seqs[item_id] = seq
@@ -235,7 +279,9 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
     def flush(self) -> None:
         if self._state:
             return
-        self._append(_FLUSH_RECORD)
+        summary = self._append(_FLUSH_RECORD)[0].summary
+        if summary is not None:
+            summary.flush()
         for item_id in self._prefix:
             segment = self._locate(item_id)
             if segment is not None and segment.pinned > 0:
@@ -259,6 +305,7 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         """Write what is pending, then sync and close this queue's files."""
         if self._closed is not None:
             return _chain(self._closed)
+        self.summarize_open_segment()
         self._state = _CLOSED
         self._cancel_sync_timer()
         step = _Close([s.file for s in self._segments], None)
@@ -266,6 +313,17 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         self._closed = step.deferred
         self._writer.urge()
         return _chain(step.deferred)
+
+    def summarize_open_segment(self) -> None:
+        """The open segment gets a summary too as the journal closes or the
+        server stops, so that the next start need not read it either
+        (appends after it, a crash after a restart, leave a segment that
+        does not match it, and the segment is read)."""
+        current = self._current
+        if self._state or current is None or self._open_summarized:
+            return
+        self._open_summarized = True
+        self._add_step(summary_step(current, self._firsts, whole=True))
 
     def erase(self) -> Deferred[None]:
         """Delete the queue's directory and files; nothing is written after

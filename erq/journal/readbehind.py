@@ -13,6 +13,8 @@ per item on the reactor side, however deep the queue.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import zlib
 from typing import TYPE_CHECKING
 
@@ -22,7 +24,7 @@ from twisted.logger import Logger
 from erq.config import MiB
 from erq.items import Item
 from erq.journal.base import _JournalBase
-from erq.journal.files import FileOps, _reason, _SegmentFile, _Step
+from erq.journal.files import FileOps, _reason, _SegmentFile, _Step, summary_path
 from erq.journal.records import (
     _ADD,
     _ADD_SIZE,
@@ -95,6 +97,14 @@ class _Read(_Step):
         journal.read_done(self)
 
 
+def _damaged(path: str, reason: str) -> JournalError:
+    """Damage met while reading back: the segment's summary goes, so that
+    the next start reads the segment and cuts the damage off."""
+    with contextlib.suppress(OSError):
+        os.unlink(summary_path(path))
+    return JournalError(f"{path}: {reason}")
+
+
 def _read_behind(
     files: list[tuple[int, str]],
     cursor: tuple[int, int],
@@ -119,7 +129,7 @@ def _read_behind(
         number, path = files[index]
         with open(path, "rb") as f:
             if offset == HEADER_SIZE and f.read(HEADER_SIZE) != FILE_HEADER:
-                raise JournalError(f"{path}: bad segment header")
+                raise _damaged(path, "bad segment header")
             f.seek(offset)
             buf = b""
             base = offset
@@ -130,7 +140,7 @@ def _read_behind(
                     more = f.read(_READ_CHUNK)
                     if not more:
                         if available and not _zeros_from(buf, pos):
-                            raise JournalError(f"{path}: torn record at {base + pos}")
+                            raise _damaged(path, f"torn record at {base + pos}")
                         break
                     buf = buf[pos:] + more
                     base += pos
@@ -143,7 +153,7 @@ def _read_behind(
                 if available < 8 + n:
                     more = f.read(max(_READ_CHUNK, 8 + n - available))
                     if not more:
-                        raise JournalError(f"{path}: torn record at {base + pos}")
+                        raise _damaged(path, f"torn record at {base + pos}")
                     buf = buf[pos:] + more
                     base += pos
                     pos = 0
@@ -151,7 +161,7 @@ def _read_behind(
                 start = pos + 8
                 end = start + n
                 if crc32(memoryview(buf)[start:end]) != crc:
-                    raise JournalError(f"{path}: corrupt record at {base + pos}")
+                    raise _damaged(path, f"corrupt record at {base + pos}")
                 pos = end
                 if buf[start] != ADD:
                     continue

@@ -34,16 +34,19 @@ renamed to ``<segment>.bad`` and skipped.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import itertools
 import os
 import zlib
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 from erq.datadir import private_opener
 from erq.items import Item
 from erq.journal import records as record_format
 from erq.journal.base import _JournalBase
-from erq.journal.files import _Mkdir, _SegmentFile
+from erq.journal.files import _Mkdir, _SegmentFile, _Summarize, summary_path
 from erq.journal.names import _read_name_file
 from erq.journal.records import (
     _ADD_SIZE,
@@ -67,6 +70,14 @@ from erq.journal.records import (
     _zeros_from,
 )
 from erq.journal.segments import _Index, _Segment
+from erq.journal.summaries import (
+    _SUMMARY_RE,
+    ABORTED,
+    RESET,
+    Summary,
+    SummaryBuilder,
+    read_summary,
+)
 
 # Assigned, not imported: a method call on an imported name compiles as a
 # call of a module's function (an attribute load, then a call, which makes a
@@ -98,6 +109,10 @@ class Replayed:
     damage: list[str] = field(default_factory=list)
     #: How many of ``items`` were open reads when the server stopped.
     reopened: int = 0
+    #: Segments found, and how many of them were taken from their
+    #: summaries rather than read.
+    segments: int = 0
+    summarized: int = 0
 
 
 def _item_id(item: Item) -> int:
@@ -125,14 +140,20 @@ class _ReplayReader:
             buf, end = replay.segment_buffer(self.index)
             pos = self.pos
             if pos >= end:
-                if self.index >= replay.current_index:
+                if self.index >= len(replay.segments) - 1:
                     return None
                 self.index += 1
                 self.pos = HEADER_SIZE
                 continue
-            n, _ = _REC.unpack_from(buf, pos)
+            n, crc = _REC.unpack_from(buf, pos)
             start = pos + 8
             self.pos = start + n
+            if self.index < replay.summarized and (
+                n == 0 or start + n > end or zlib.crc32(buf[start : start + n]) != crc
+            ):
+                # A segment taken from its summary, not read: its records
+                # are checked here, and the summary cannot be trusted.
+                raise _StaleSummary
             if buf[start] != ADD:
                 continue
             _, item_id, flags, expiry, added = _ADD.unpack_from(buf, start)
@@ -148,6 +169,11 @@ class _ReplayReader:
                 _expiry_out(expiry),
                 added,
             )
+
+
+class _StaleSummary(Exception):
+    """A summary disagrees with its segment: replay starts again, reading
+    every segment."""
 
 
 # One class, longer than the others: the hot loop (``_scan``) keeps the
@@ -187,6 +213,14 @@ class _Replay(_Index):
         self.current_buf = b""
         self.pos = 0
         self._cache: tuple[int, bytes] | None = None
+        # Whether summaries may stand for segments, and how many of the
+        # first segments they stood for.
+        self.use_summaries = True
+        self.summarized = 0
+        # The segments that have a summary file.
+        self.summary_numbers: set[int] = set()
+        # The last segment's summary, when it was taken from it.
+        self.last_summary: Summary | None = None
 
     @property
     def firsts(self) -> list[int]:
@@ -207,7 +241,19 @@ class _Replay(_Index):
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._run()
+            try:
+                self._run()
+            except _StaleSummary:
+                # What was cut on the way is cut, and will not be met again:
+                # keep saying so.
+                damage = self.damage
+                self.__init__(  # type: ignore[misc]
+                    self.directory, self.max_memory, self.repair
+                )
+                if self.repair:
+                    self.damage = damage
+                self.use_summaries = False
+                self._run()
         finally:
             if collecting:
                 gc.enable()
@@ -219,10 +265,13 @@ class _Replay(_Index):
             return
         self.dir_exists = True
         numbers: list[int] = []
+        summaries: dict[int, str] = {}
         for name in names:
             match = _SEGMENT_RE.match(name)
             if match:
                 numbers.append(int(match.group(1)))
+            elif match := _SUMMARY_RE.match(name):
+                summaries[int(match.group(1))] = name
             else:
                 match = _QUARANTINE_RE.match(name)
                 if match:
@@ -230,12 +279,235 @@ class _Replay(_Index):
         numbers.sort()
         if numbers:
             self.max_number = max(self.max_number, numbers[-1])
-        for i, number in enumerate(numbers):
-            self._segment(number, last=i == len(numbers) - 1)
+        present = set(numbers)
+        for number, name in summaries.items():
+            if number not in present and self.repair:
+                # Its segment is gone: a new one may take its number.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.directory, name))
+        self.summary_numbers = present.intersection(summaries)
+        first = self._from_summaries(numbers) if self.use_summaries else 0
+        for i in range(first, len(numbers)):
+            self._segment(numbers[i], last=i == len(numbers) - 1)
         self.current_buf = b""
         self._cache = None
         # ADD ids are not tracked in the hot loop's max; do it once here.
         self.max_id = max(self.max_id, self.max_native)
+
+    def _from_summaries(self, numbers: list[int]) -> int:
+        """Take the first segments from their summaries, as long as each
+        has a good summary that is not complex (see
+        ``erq.journal.summaries``; the last segment's matches only if the
+        journal was closed and nothing appended since): the live items are
+        their adds less their removes, whatever the order; only the head is
+        read, up to ``max_memory``, the rest is counted behind.  Returns
+        how many segments were taken."""
+        taken: list[tuple[int, str, Summary]] = []
+        # The last segment too, when its summary was written as the journal
+        # closed and nothing was appended since (it would not match).
+        for number in numbers:
+            if number not in self.summary_numbers:
+                break
+            path = os.path.join(self.directory, _segment_name(number))
+            summary = read_summary(path, summary_path(path))
+            if summary is None:
+                # Torn, or left from before the segment changed: written
+                # again once the server runs.
+                self.summary_numbers.discard(number)
+                break
+            if summary.complex:
+                break
+            taken.append((number, path, summary))
+        if not taken:
+            return 0
+        removes = sorted(r for _, _, summary in taken for r in summary.removes)
+        for (_, last, _), (first, _, _) in itertools.pairwise(removes):
+            if first <= last:
+                # An id removed twice: not what erq writes; read it all.
+                return 0
+        segments = []
+        firsts: list[int] = []
+        for number, path, summary in taken:
+            segment = _Segment(
+                number,
+                _SegmentFile(path, summary.records_end, False),
+                summary.records_end,
+            )
+            segment.live = summary.adds
+            if summary.adds:
+                segment.first_id = summary.first_id
+                segment.last_id = summary.last_id
+                firsts.append(summary.first_id)
+            segments.append(segment)
+        ranged = [s for s in segments if s.first_id >= 0]
+        live_bytes = sum(summary.add_bytes for _, _, summary in taken)
+        gone: list[tuple[int, int]] = []
+        for first, last, size in removes:
+            i = bisect_right(firsts, first) - 1
+            if i < 0 or first > ranged[i].last_id:
+                # Ids of a segment deleted since (or of a forwarded copy).
+                continue
+            segment = ranged[i]
+            if last > segment.last_id or segment.live < last - first + 1:
+                return 0
+            segment.live -= last - first + 1
+            live_bytes -= size
+            gone.append((first, last))
+        removed_firsts = [first for first, _, _ in removes]
+
+        def removed(item_id: int) -> bool:
+            i = bisect_right(removed_firsts, item_id) - 1
+            return i >= 0 and item_id <= removes[i][1]
+
+        def born_in(item_id: int) -> _Segment | None:
+            i = bisect_right(firsts, item_id) - 1
+            return ranged[i] if i >= 0 and item_id <= ranged[i].last_id else None
+
+        # Items open or aborted (queued at the head) when the last of these
+        # segments closed, each with the seq of its abort: an OPEN or a
+        # copy decides an item's state whatever it was, an abort alone only
+        # that of an item open or aborted already (see ``RESET``).  Those
+        # not removed count; the latest copy of each is where it is read
+        # from.
+        copies: dict[int, tuple[int, int]] = {}
+        held: dict[int, int] = {}
+        for index, (_, _, summary) in enumerate(taken):
+            for item_id, seq, flags in summary.states:
+                if flags & RESET or item_id in held:
+                    held[item_id] = seq if flags & ABORTED else -1
+            for item_id, offset in summary.forwards:
+                copies[item_id] = (index, offset)
+        opens = [
+            item_id
+            for item_id in held
+            if not removed(item_id) and (item_id in copies or born_in(item_id))
+        ]
+        # Taken: from here on the state is the summaries'.
+        if taken[-1][0] == numbers[-1]:
+            self.last_summary = taken[-1][2]
+        self.segments.extend(segments)
+        for segment in ranged:
+            self._first_add(segment, segment.first_id)
+        self.summarized = len(segments)
+        self.records += sum(summary.records for _, _, summary in taken)
+        self.max_native = max((s.last_id for s in ranged), default=0)
+        self.max_id = max(summary.max_id for _, _, summary in taken)
+        self.max_seq = max(summary.max_seq for _, _, summary in taken)
+        index_of = {id(segment): i for i, segment in enumerate(segments)}
+        live = sum(s.live for s in segments)
+        in_body: list[int] = []
+        for item_id in opens:
+            origin = born_in(item_id)
+            if item_id in copies:
+                index, offset = copies[item_id]
+                item = self._fetch_copy(index, offset, item_id)
+                if origin is not None:
+                    # Its first copy is still there: the latest one counts.
+                    origin.live -= 1
+                segments[index].live += 1
+                self._forwarded[item_id] = segments[index]
+            else:
+                assert origin is not None
+                item = self._fetch(index_of[id(origin)], taken, item_id)
+            if item is None:
+                raise _StaleSummary
+            seq = held[item_id]
+            if seq < 0:
+                self.open[item_id] = item
+            else:
+                self.prefix[item_id] = item
+                self.prefix_seqs[item_id] = seq
+            if origin is not None:
+                in_body.append(item_id)
+                live -= 1
+                live_bytes -= len(item.data)
+        opens = in_body
+        if live <= 0:
+            return len(segments)
+        # The head: the first id neither removed nor open.
+        out = sorted(gone + [(item_id, item_id) for item_id in opens])
+        head = ranged[0].first_id
+        k = 0
+        while k < len(out) and out[k][0] <= head:
+            head = max(head, out[k][1] + 1)
+            k += 1
+        i = bisect_right(firsts, head) - 1
+        while i + 1 < len(ranged) and head > ranged[i].last_id:
+            i += 1
+            head = max(head, ranged[i].first_id)
+            while k < len(out) and out[k][0] <= head:
+                head = max(head, out[k][1] + 1)
+                k += 1
+        self.window_last = head - 1
+        for first, last in out[k:]:
+            self.skip.update(range(max(first, head), last + 1))
+        segment = ranged[i]
+        index = index_of[id(segment)]
+        offset = HEADER_SIZE
+        for entry_id, entry_offset in taken[index][2].index:
+            if entry_id > head:
+                break
+            offset = entry_offset
+        self.behind_count = live
+        self.behind_bytes = live_bytes
+        self.reader = _ReplayReader(self, index, offset)
+        self._refill(None)
+        return len(segments)
+
+    def _fetch_copy(self, index: int, offset: int, item_id: int) -> Item | None:
+        """An open item's forwarded copy, in a segment taken from its
+        summary."""
+        buf, end = self.segment_buffer(index)
+        if offset + 8 > end:
+            return None
+        n, crc = _REC.unpack_from(buf, offset)
+        start = offset + 8
+        if (
+            n < _FORWARD_SIZE
+            or start + n > end
+            or zlib.crc32(buf[start : start + n]) != crc
+            or buf[start] != FORWARD
+        ):
+            return None
+        _, found, _, _, flags, expiry, added = _FORWARD.unpack_from(buf, start)
+        if found != item_id:
+            return None
+        return Item(
+            item_id,
+            buf[start + _FORWARD_SIZE : start + n],
+            flags,
+            _expiry_out(expiry),
+            added,
+        )
+
+    def _fetch(
+        self, index: int, taken: list[tuple[int, str, Summary]], item_id: int
+    ) -> Item | None:
+        """An item of a segment taken from its summary, read from disk."""
+        reader = _ReplayReader(self, index, HEADER_SIZE)
+        for entry_id, entry_offset in taken[index][2].index:
+            if entry_id > item_id:
+                break
+            reader.pos = entry_offset
+        buf, end = self.segment_buffer(index)
+        while reader.pos < end:
+            pos = reader.pos
+            n, crc = _REC.unpack_from(buf, pos)
+            start = pos + 8
+            if n == 0 or start + n > end or zlib.crc32(buf[start : start + n]) != crc:
+                raise _StaleSummary
+            reader.pos = start + n
+            if buf[start] == ADD:
+                _, found, flags, expiry, added = _ADD.unpack_from(buf, start)
+                if found == item_id:
+                    return Item(
+                        item_id,
+                        buf[start + _ADD_SIZE : start + n],
+                        flags,
+                        _expiry_out(expiry),
+                        added,
+                    )
+        return None
 
     def _where(self, name: str) -> str:
         return f"queue dir {self.directory} segment {name}"
@@ -299,7 +571,10 @@ class _Replay(_Index):
         self.damage.append(message)
         segment.size = end
         segment.file.offset = end
+        self.summary_numbers.discard(segment.number)
         if self.repair:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(summary_path(segment.file.path))
             os.truncate(segment.file.path, end)
 
     def segment_buffer(self, index: int) -> tuple[bytes, int]:
@@ -697,13 +972,35 @@ class _Replaying(_JournalBase):
         self._size = sum(s.size for s in self._segments)
         if self._segments and self._segments[-1].size < self._segment_size:
             self._current = self._segments[-1]
+            if replay.last_summary is not None:
+                # Its summary goes on as records are appended to it.
+                self._current.summary = SummaryBuilder.resume(
+                    replay.last_summary, self._firsts
+                )
         # The open reads are aborted, the first one last: it is the head.
         for item in reversed(opened):
             seq = self._next_seq
             self._next_seq += 1
             self._abort_seqs[item.id] = seq
-            self._append(_abort_record(item.id, seq))
+            summary = self._append(_abort_record(item.id, seq))[0].summary
+            if summary is not None:
+                summary.abort(item.id, seq)
+        current = self._current
         self._compact()
+        # Closed segments read the slow way get the summary they lack, once
+        # the server runs: those compaction keeps (the current one, if
+        # forwarding filled it, got its own as it closed).
+        lacking = {
+            segment.number
+            for segment in replay.segments
+            if segment.number not in replay.summary_numbers and segment is not current
+        }
+        firsts = list(self._firsts)
+        for segment in self._segments:
+            if segment.number in lacking:
+                self._add_step(
+                    _Summarize(segment.file.path, SummaryBuilder(list(firsts)))
+                )
         self._wake()
         return Replayed(
             items=head + list(replay.window.values()),
@@ -712,4 +1009,6 @@ class _Replaying(_JournalBase):
             next_id=replay.max_id + 1,
             damage=replay.damage,
             reopened=len(opened),
+            segments=len(replay.segments),
+            summarized=replay.summarized,
         )

@@ -14,12 +14,22 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from erq.journal.files import _SegmentFile
+    from erq.journal.summaries import SummaryBuilder
 
 
 class _Segment:
     """A segment as the reactor sees it: what is live in it."""
 
-    __slots__ = ("number", "file", "size", "first_id", "last_id", "live", "pinned")
+    __slots__ = (
+        "number",
+        "file",
+        "size",
+        "first_id",
+        "last_id",
+        "live",
+        "pinned",
+        "summary",
+    )
 
     def __init__(self, number: int, file: _SegmentFile, size: int = 0) -> None:
         self.number = number
@@ -33,6 +43,10 @@ class _Segment:
         self.live = 0
         # ... of which open or aborted (these get forwarded).
         self.pinned = 0
+        # Its summary, built as its records are appended (for a segment
+        # started by this journal; one replay found is read back instead
+        # when it closes).
+        self.summary: SummaryBuilder | None = None
 
 
 class _Index:
@@ -48,6 +62,8 @@ class _Index:
 
     def _first_add(self, segment: _Segment, item_id: int) -> None:
         segment.first_id = item_id
+        if segment.summary is not None:
+            segment.summary.boundary(item_id)
         self._firsts.append(item_id)
         self._ranged.append(segment)
 

@@ -13,6 +13,7 @@ from typing import TextIO
 from erq.config import MiB
 from erq.datadir import DataDirectoryInUse, lock_data_dir_shared
 from erq.journal import records as record_format
+from erq.journal.files import summary_path
 from erq.journal.names import list_queue_dirs
 from erq.journal.records import (
     _ADD_SIZE,
@@ -29,6 +30,7 @@ from erq.journal.records import (
     _records,
 )
 from erq.journal.replay import _Replay
+from erq.journal.summaries import Summary, read_summary, summarize
 
 # Assigned, not imported: a method call on an imported name compiles as a
 # call of a module's function (an attribute load, then a call, which makes a
@@ -127,6 +129,9 @@ def _check(queues: dict[str, str], out: TextIO) -> int:
                     f"{segment}: {damage.reason} at offset {damage.offset},"
                     f" {len(buf) - damage.offset} bytes would be cut"
                 )
+            problem = _summary_problem(path, buf)
+            if problem is not None:
+                problems.append(f"{segment}: {problem}")
         verdict = "damaged" if problems else "ok"
         out.write(
             f"queue {name!r}: {verdict}, {len(segments)} segments,"
@@ -137,6 +142,53 @@ def _check(queues: dict[str, str], out: TextIO) -> int:
         if problems:
             status = 1
     return status
+
+
+def _summary_problem(path: str, buf: bytes) -> str | None:
+    """What is wrong with a segment's summary, if it has one: one that does
+    not match the segment as it is is only ignored at start (the segment is
+    read instead), one that matches but disagrees with it is damage."""
+    sum_path = summary_path(path)
+    if not os.path.exists(sum_path):
+        return None
+    summary = read_summary(path, sum_path)
+    if summary is None:
+        return None
+    actual = summarize(buf, [])
+    if actual is None:
+        return "summary disagrees with the segment"
+    if actual.complex or summary.complex:
+        # Replay reads a complex segment: only its counts matter (and the
+        # journal, which sees the ids of the segments before, may call
+        # complex a segment whose own ids rise).
+        if (actual.records, actual.adds, actual.add_bytes) != (
+            summary.records,
+            summary.adds,
+            summary.add_bytes,
+        ):
+            return "summary disagrees with the segment"
+        return None
+    if _counts(actual) != _counts(summary):
+        return "summary disagrees with the segment"
+    return None
+
+
+def _counts(summary: Summary) -> tuple[object, ...]:
+    return (
+        summary.records,
+        summary.complex,
+        summary.adds,
+        summary.add_bytes,
+        summary.first_id,
+        summary.last_id,
+        summary.max_id,
+        summary.index,
+        summary.max_seq,
+        sorted(summary.states),
+        sorted(summary.forwards),
+        sum(last - first + 1 for first, last, _ in summary.removes),
+        sum(size for _, _, size in summary.removes),
+    )
 
 
 def _stats(queues: dict[str, str], out: TextIO) -> int:
