@@ -11,6 +11,11 @@ Run from the repository root::
     python -m benchmarks.inprocess                  # sync_journal always
     python -m benchmarks.inprocess --sync never
     python -m benchmarks.inprocess --profile get    # cProfile of the gets
+    python -m benchmarks.inprocess --shallow        # never deeper than a batch
+
+``--loop erq`` (or ``bare``) runs one server once, untimed, for counting
+instructions: ``perf stat -e instructions python -m benchmarks.inprocess
+--loop erq``, against the same with ``--loop bare`` and a run of nothing.
 
 It prints microseconds per item, the best of ``--repeat`` runs (the machine
 is noisy; the best run is the one least disturbed), beside the baseline
@@ -142,12 +147,28 @@ class BareBench:
         pass
 
 
-def per_item(bench: Bench | BareBench, batches: int) -> tuple[float, float]:
-    """Microseconds per set and per get, on a fresh server."""
+def per_item(
+    bench: Bench | BareBench, batches: int, shallow: bool = False
+) -> tuple[float, float]:
+    """Microseconds per set and per get, on a fresh server: all the sets,
+    then all the gets (a queue ``batches * 100`` deep), or with
+    ``shallow``, a batch of gets after each batch of sets."""
     try:
         # Every line known, every code path warm.
         bench.feed(SETS, 1)
         bench.feed(GETS, 1)
+        if shallow:
+            sets = gets = 0.0
+            clock = time.perf_counter
+            for _ in range(batches):
+                began = clock()
+                bench.feed(SETS, 1)
+                middle = clock()
+                bench.feed(GETS, 1)
+                sets += middle - began
+                gets += clock() - middle
+            items = batches * BATCH
+            return sets / items * 1e6, gets / items * 1e6
         began = time.perf_counter()
         bench.feed(SETS, batches)
         sets = time.perf_counter() - began
@@ -268,6 +289,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", choices=("set", "get"))
+    parser.add_argument("--shallow", action="store_true")
+    parser.add_argument(
+        "--loop",
+        choices=("erq", "bare"),
+        help="one run of one server only, untimed (for instruction counts)",
+    )
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--memory-one", choices=("list", "memory", "journal"))
@@ -283,14 +310,19 @@ def main(argv: list[str] | None = None) -> None:
     if options.profile:
         profile(options.sync, options.batches, options.profile)
         return
+    if options.loop:
+        server = Bench(options.sync) if options.loop == "erq" else BareBench()
+        per_item(server, options.batches, options.shallow)
+        return
     runs = []
     bare_runs = []
     for _ in range(options.repeat):
-        runs.append(per_item(Bench(options.sync), options.batches))
-        bare_runs.append(per_item(BareBench(), options.batches))
+        runs.append(per_item(Bench(options.sync), options.batches, options.shallow))
+        bare_runs.append(per_item(BareBench(), options.batches, options.shallow))
+    depth = "one batch deep" if options.shallow else "all sets, then all gets"
     print(
-        f"best of {options.repeat}, {options.batches} x {BATCH} pipelined, "
-        f"erq with sync {options.sync}; baseline: benchmarks/bare.py"
+        f"best of {options.repeat}, {options.batches} x {BATCH} pipelined "
+        f"({depth}), erq with sync {options.sync}; baseline: benchmarks/bare.py"
     )
     for index, name in enumerate(("set", "get")):
         erq = min(run[index] for run in runs)
