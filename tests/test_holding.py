@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq.holding import READ_BACK_LEAST, Holding
 from erq.items import Item, QueueJournal
 from erq.memory import MemoryUse
+from erq.packed import NURSERY
 from tests.support import FakeJournal
 
 
@@ -52,6 +53,23 @@ class HoldingTests(SynchronousTestCase):
         # Once one is behind, every later one is, to keep the head unbroken.
         self.holding.pop()
         self.assertFalse(self.put(item(4, 1)))
+
+    def test_items_read_back_are_packed_as_put_ones_are(self) -> None:
+        count = 3 * NURSERY
+        self.memory_limit = 2 * count
+        # Memory full: the next ones stay behind.
+        self.put(item(0, 2 * count))
+        self.assertFalse(any([self.put(item(i, 1)) for i in range(1, count + 1)]))
+        self.holding.pop()
+        self.fake.read_back(count)
+        self.assertGreater(self.holding.items.packed, 0)
+        self.assertEqual(
+            (self.holding.mem_count, self.holding.mem_bytes), (count, count)
+        )
+        self.assertEqual(
+            [self.holding.pop().id for _ in range(count)], list(range(1, count + 1))
+        )
+        self.assertEqual(self.holding.mem_bytes, 0)
 
     def test_the_first_item_is_held_however_large(self) -> None:
         self.assertTrue(self.put(item(1, 1000)))
