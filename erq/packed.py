@@ -83,7 +83,10 @@ class _Chunk:
             # An item with a chunk of its own: its bytes as they came.
             datas: Iterable[bytes] = (data,)
         else:
-            datas = map(data.__getitem__, map(slice, chain((0,), ends), ends))
+            # Each item starts where the one before it ends (one start too
+            # many, which zip drops).
+            starts = chain((0,), ends)
+            datas = [data[s:e] for s, e in zip(starts, ends, strict=False)]
         flags: Iterable[int] = repeat(0) if self.flags is None else self.flags
         expiry: Iterable[float | None] = (
             repeat(None)
