@@ -245,7 +245,8 @@ class Holding:
         read = sum(len(item.data) for item in items)
         self.behind_items -= len(items)
         self.behind_bytes -= read
-        self.items.extend(items)
+        # The list is the holding's now: emptied as its items are packed.
+        self.items.take_in(items)
         self._count_in(read)
         self._on_read_back()
 

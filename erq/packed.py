@@ -225,6 +225,19 @@ class PackedItems:
         if len(tail) >= self._limit:
             self._spill()
 
+    def take_in(self, items: list[Item]) -> None:
+        """``extend`` with ``items``, a list that is this store's to empty:
+        they are taken out of it as they are packed, a nursery's worth at a
+        time, so that a long list (items read back from a journal) is never
+        held twice, as `Item` objects and packed."""
+        nursery = self._nursery
+        items.reverse()
+        while items:
+            batch = items[-nursery:]
+            del items[-nursery:]
+            batch.reverse()
+            self.extend(batch)
+
     def appendleft(self, item: Item) -> None:
         self.head.appendleft(item)
 

@@ -77,6 +77,15 @@ class PackedItemsTests(SynchronousTestCase):
             packed.popleft()
         self.assertEqual((len(packed.head), packed.packed), (4, 4))
 
+    def test_take_in_empties_the_list_it_packs(self) -> None:
+        packed = self.small()
+        packed.append(item(0))
+        items = [item(i) for i in range(1, 30)]
+        packed.take_in(items)
+        self.assertEqual(items, [])
+        self.assertGreater(packed.chunks, 1)
+        self.assertEqual([i.id for i in packed], list(range(30)))
+
     def test_first_in_first_out_through_chunks(self) -> None:
         packed = self.small()
         items = [
