@@ -11,21 +11,43 @@ Run from the repository root::
     python -m benchmarks.inprocess                  # sync_journal always
     python -m benchmarks.inprocess --sync never
     python -m benchmarks.inprocess --profile get    # cProfile of the gets
+    python -m benchmarks.inprocess --shallow        # never deeper than a batch
+
+``--loop erq`` (or ``bare``) runs one server once, untimed, for counting
+instructions: ``perf stat -e instructions python -m benchmarks.inprocess
+--loop erq``, against the same with ``--loop bare`` and a run of nothing.
 
 It prints microseconds per item, the best of ``--repeat`` runs (the machine
 is noisy; the best run is the one least disturbed), beside the baseline
 measured in the same runs, alternating: the protocol of
 ``benchmarks/bare.py``, which only appends and pops, fed the same bytes.
+
+``--memory`` measures instead what queued items cost in memory: a queue
+without a journal and one with a journal (``max_memory_size`` large
+enough for them all) each filled with ``--items`` items of 64 bytes
+through ``Queue.put``, then drained, each in a fresh process.  It prints
+the bytes an item costs beyond its data, as tracemalloc sees them and as
+the anonymous RSS grows (``RssAnon`` of /proc/self/status), against the
+baseline of the same items held as a plain list of bytes objects (the
+least a Python server could hold them in), and microseconds per put and
+per get::
+
+    python -m benchmarks.inprocess --memory --items 1000000
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
+import json
 import pstats
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +58,7 @@ from twisted.python.failure import Failure
 from benchmarks.bare import Bare
 from erq.journal import LINGER, FileOps, JournalWriter
 from erq.protocol import QueueProtocol
+from erq.queue import Queue
 from erq.service import QueueService
 
 BATCH = 100
@@ -76,12 +99,14 @@ class _NoSync(FileOps):
 
 
 class Bench:
-    def __init__(self, sync: str) -> None:
+    def __init__(self, sync: str, max_memory_size: int | None = None) -> None:
         self.directory = tempfile.mkdtemp(prefix="erq-inprocess-")
         self.clock = _Reactor()
         service = QueueService(reactor=self.clock, data_dir=self.directory)
         policy: Any = sync
-        service.config = service.config.with_overrides(sync_journal=policy)
+        service.config = service.config.with_overrides(
+            sync_journal=policy, max_memory_size=max_memory_size
+        )
         reactor: Any = self.clock
         pool: Any = _Pool()
         service.writer = JournalWriter(reactor, pool, file_ops=_NoSync(), linger=LINGER)
@@ -122,12 +147,28 @@ class BareBench:
         pass
 
 
-def per_item(bench: Bench | BareBench, batches: int) -> tuple[float, float]:
-    """Microseconds per set and per get, on a fresh server."""
+def per_item(
+    bench: Bench | BareBench, batches: int, shallow: bool = False
+) -> tuple[float, float]:
+    """Microseconds per set and per get, on a fresh server: all the sets,
+    then all the gets (a queue ``batches * 100`` deep), or with
+    ``shallow``, a batch of gets after each batch of sets."""
     try:
         # Every line known, every code path warm.
         bench.feed(SETS, 1)
         bench.feed(GETS, 1)
+        if shallow:
+            sets = gets = 0.0
+            clock = time.perf_counter
+            for _ in range(batches):
+                began = clock()
+                bench.feed(SETS, 1)
+                middle = clock()
+                bench.feed(GETS, 1)
+                sets += middle - began
+                gets += clock() - middle
+            items = batches * BATCH
+            return sets / items * 1e6, gets / items * 1e6
         began = time.perf_counter()
         bench.feed(SETS, batches)
         sets = time.perf_counter() - began
@@ -153,24 +194,135 @@ def profile(sync: str, batches: int, what: str) -> None:
     pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
 
 
+def rss_anon() -> int:
+    """Anonymous resident memory of this process, in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def fill_and_drain(kind: str, count: int, trace: bool) -> dict[str, float]:
+    """One measurement, in this process: ``count`` 64-byte items into one
+    queue of ``kind`` (``list``: the baseline, ``memory``: a queue without
+    a journal, ``journal``: with one), then out again."""
+    datas = (b"%064d" % i for i in range(count))
+    queue: Any = None
+    bench: Bench | None = None
+    if kind == "journal":
+        # Every item in memory.
+        bench = Bench("never", max_memory_size=64 * count + (64 << 20))
+        queue = bench.service.create_queue("inproc")
+    elif kind == "memory":
+        queue = Queue("inproc", Clock())
+    gc.collect()
+    if trace:
+        tracemalloc.start()
+    traced = tracemalloc.get_traced_memory()[0]
+    rss = rss_anon()
+    began = time.perf_counter()
+    if queue is None:
+        held = list(datas)
+    else:
+        put = queue.put
+        for index, data in enumerate(datas):
+            put(data)
+            if bench is not None and index % 1000 == 999:
+                bench.clock.advance(LINGER)
+        if bench is not None:
+            bench.clock.advance(LINGER)
+    filled = time.perf_counter() - began
+    gc.collect()
+    traced = tracemalloc.get_traced_memory()[0] - traced
+    rss = rss_anon() - rss
+    if trace:
+        tracemalloc.stop()
+    began = time.perf_counter()
+    if queue is None:
+        taken = len(held)
+        held.clear()
+    else:
+        taken = 0
+        get = queue.get
+        while get() is not None:
+            taken += 1
+    drained = time.perf_counter() - began
+    if taken != count:
+        raise RuntimeError(f"{taken} items out of {count}")
+    if bench is not None:
+        bench.close()
+    return {
+        "traced": traced / count - 64,
+        "rss": rss / count - 64,
+        "rss_mib": rss / (1 << 20),
+        "put": filled / count * 1e6,
+        "get": drained / count * 1e6,
+    }
+
+
+def memory(count: int) -> None:
+    print(
+        f"{count} items of 64 bytes; bytes an item beyond its data "
+        "(tracemalloc, RssAnon growth), us per put and get; "
+        "baseline: a list of bytes"
+    )
+    for kind in ("list", "memory", "journal"):
+        figures: dict[str, float] = {}
+        for trace in (False, True):
+            command = [sys.executable, "-m", "benchmarks.inprocess", "--memory-one"]
+            command += [kind, "--items", str(count)] + (["--trace"] if trace else [])
+            out = subprocess.run(command, check=True, capture_output=True, text=True)
+            one = json.loads(out.stdout)
+            # Timings from the run without tracemalloc, which slows it.
+            figures.update(one if not trace else {"traced": one["traced"]})
+        print(
+            f"{kind:8}: {figures['traced']:6.1f} B traced, {figures['rss']:6.1f} B "
+            f"RSS (+{figures['rss_mib']:.0f} MiB), put {figures['put']:.2f} us, "
+            f"get {figures['get']:.2f} us"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sync", choices=("always", "never"), default="always")
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", choices=("set", "get"))
+    parser.add_argument("--shallow", action="store_true")
+    parser.add_argument(
+        "--loop",
+        choices=("erq", "bare"),
+        help="one run of one server only, untimed (for instruction counts)",
+    )
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--memory-one", choices=("list", "memory", "journal"))
+    parser.add_argument("--trace", action="store_true")
     options = parser.parse_args(argv)
+    if options.memory_one:
+        figures = fill_and_drain(options.memory_one, options.items, options.trace)
+        print(json.dumps(figures))
+        return
+    if options.memory:
+        memory(options.items)
+        return
     if options.profile:
         profile(options.sync, options.batches, options.profile)
+        return
+    if options.loop:
+        server = Bench(options.sync) if options.loop == "erq" else BareBench()
+        per_item(server, options.batches, options.shallow)
         return
     runs = []
     bare_runs = []
     for _ in range(options.repeat):
-        runs.append(per_item(Bench(options.sync), options.batches))
-        bare_runs.append(per_item(BareBench(), options.batches))
+        runs.append(per_item(Bench(options.sync), options.batches, options.shallow))
+        bare_runs.append(per_item(BareBench(), options.batches, options.shallow))
+    depth = "one batch deep" if options.shallow else "all sets, then all gets"
     print(
-        f"best of {options.repeat}, {options.batches} x {BATCH} pipelined, "
-        f"erq with sync {options.sync}; baseline: benchmarks/bare.py"
+        f"best of {options.repeat}, {options.batches} x {BATCH} pipelined "
+        f"({depth}), erq with sync {options.sync}; baseline: benchmarks/bare.py"
     )
     for index, name in enumerate(("set", "get")):
         erq = min(run[index] for run in runs)

@@ -21,7 +21,6 @@ journaled queue keeps to as it keeps to its own limit.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
@@ -31,6 +30,7 @@ from twisted.python.failure import Failure
 from erq.arrivals import Arrival, Arrivals
 from erq.items import Item, QueueJournal
 from erq.memory import MemoryUse
+from erq.packed import PackedItems
 
 # Logged as the queue logged it before this module was split from it.
 log = Logger(namespace="erq.queue")
@@ -72,8 +72,8 @@ class Holding:
         self._on_items = on_items
         self._on_read_back = on_read_back
         self._on_refused = on_refused
-        #: In memory and ready to hand out, oldest first.
-        self.items: deque[Item] = deque()
+        #: In memory and ready to hand out, oldest first, packed when deep.
+        self.items = PackedItems()
         self.mem_bytes = 0
         self.behind_items = 0
         self.behind_bytes = 0
@@ -160,7 +160,11 @@ class Holding:
 
     def pop(self) -> Item:
         """Take the head item out; reading back starts when memory runs low."""
-        item = self.items.popleft()
+        items = self.items
+        head = items.head
+        item = head.popleft()
+        if not head and items.tail is not head:
+            items.refill()
         size = len(item.data)
         self.mem_bytes -= size
         self._memory.held -= size
@@ -174,8 +178,9 @@ class Holding:
         """Take the items expired by ``now`` off the head, at most ``limit``
         (-1: all), handing each to ``expire``; how many there were."""
         dropped = 0
-        while self.items and dropped != limit:
-            expiry = self.items[0].expiry
+        items = self.items
+        while items.head and dropped != limit:
+            expiry = items.head[0].expiry
             if expiry is None or expiry > now:
                 break
             expire(self.pop())
@@ -189,21 +194,7 @@ class Holding:
 
     def remove_expired(self, now: float, limit: int | None) -> list[Item]:
         """Take the expired items out of memory (at most ``limit``)."""
-        items = self.items
-        if not any(item.expiry is not None and item.expiry <= now for item in items):
-            return []
-        kept: deque[Item] = deque()
-        expired: list[Item] = []
-        for item in items:
-            if (
-                item.expiry is not None
-                and item.expiry <= now
-                and (limit is None or len(expired) < limit)
-            ):
-                expired.append(item)
-            else:
-                kept.append(item)
-        self.items = kept
+        expired = self.items.remove_expired(now, limit)
         self._count_in(-sum(len(item.data) for item in expired))
         return expired
 
@@ -256,13 +247,11 @@ class Holding:
             # Nothing more behind, whatever the counts said.
             self.behind_items = 0
             self.behind_bytes = 0
-        read = 0
-        for item in items:
-            size = len(item.data)
-            self.behind_items -= 1
-            self.behind_bytes -= size
-            self.items.append(item)
-            read += size
+        read = sum(len(item.data) for item in items)
+        self.behind_items -= len(items)
+        self.behind_bytes -= read
+        # The list is the holding's now: emptied as its items are packed.
+        self.items.take_in(items)
         self._count_in(read)
         self._on_read_back()
 

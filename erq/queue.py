@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
@@ -13,6 +12,7 @@ from erq.holding import Holding
 from erq.items import Item, QueueJournal
 from erq.memory import MemoryUse
 from erq.opentimeouts import OpenTimeouts
+from erq.packed import PackedItems
 from erq.waiters import Waiters
 
 #: What the holder of an open read is told when its queue takes the read
@@ -108,7 +108,7 @@ class Queue:
         return self._holding.behind_bytes
 
     @property
-    def _items(self) -> deque[Item]:
+    def _items(self) -> PackedItems:
         """The items in memory, ready to hand out, oldest first."""
         return self._holding.items
 
@@ -173,7 +173,7 @@ class Queue:
         durable = None if self.journal is None else self.journal.add(item, in_memory)
         if durable is None and not self._holding.arriving:
             if in_memory:
-                self._items.append(item)
+                self._holding.items.append(item)
                 if self._waiters:
                     self._serve()
             return True
@@ -211,7 +211,9 @@ class Queue:
         self.total_items += len(items)
         durable = None if self.journal is None else self.journal.add_many(items, held)
         if durable is None and not self._holding.arriving:
-            self._items.extend(item for item, h in zip(items, held, strict=True) if h)
+            self._holding.items.extend(
+                [item for item, h in zip(items, held, strict=True) if h]
+            )
             return len(items), None
         result = self._holding.arrive(items, held, durable)
         return len(items), result if isinstance(result, Deferred) else None
@@ -323,13 +325,15 @@ class Queue:
     def _head(self) -> Item | None:
         """The head item once expired ones are dropped; with nothing in
         memory, ``None``, and the journal is asked for more."""
-        items = self._items
-        if items and items[0].expiry is not None:
+        # Never empty while any item is in memory.
+        head = self._holding.items.head
+        if head and head[0].expiry is not None:
             self._drop_expired_head()
-        if not items:
+            head = self._holding.items.head
+        if not head:
             self._holding.read_back()
             return None
-        return items[0]
+        return head[0]
 
     def _take(self, open: bool, peek: bool) -> Item | None:
         head = self._head()

@@ -3,6 +3,8 @@ the journal and read back."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -10,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq.holding import READ_BACK_LEAST, READ_BACK_MOST, Holding
 from erq.items import Item, QueueJournal
 from erq.memory import MemoryUse
+from erq.packed import NURSERY
 from tests.support import FakeJournal
 
 
@@ -52,6 +55,46 @@ class HoldingTests(SynchronousTestCase):
         # Once one is behind, every later one is, to keep the head unbroken.
         self.holding.pop()
         self.assertFalse(self.put(item(4, 1)))
+
+    def test_items_read_back_are_packed_as_put_ones_are(self) -> None:
+        count = 3 * NURSERY
+        self.memory_limit = 2 * count
+        # Memory full: the next ones stay behind.
+        self.put(item(0, 2 * count))
+        self.assertFalse(any([self.put(item(i, 1)) for i in range(1, count + 1)]))
+        self.holding.pop()
+        self.fake.read_back(count)
+        self.assertGreater(self.holding.items.packed, 0)
+        self.assertEqual(
+            (self.holding.mem_count, self.holding.mem_bytes), (count, count)
+        )
+        self.assertEqual(
+            [self.holding.pop().id for _ in range(count)], list(range(1, count + 1))
+        )
+        self.assertEqual(self.holding.mem_bytes, 0)
+
+    def test_items_read_back_are_not_held_twice_while_packed(self) -> None:
+        count, size = 4 * NURSERY, 256
+        self.memory_limit = 2 * count * size
+        self.put(item(0, 2 * count * size))
+        for i in range(1, count + 1):
+            self.assertFalse(self.put(Item(i, bytes(size), 0, None, 0.0)))
+        self.holding.pop()
+        _, reading = self.fake.reads.pop(0)
+        tracemalloc.start()
+        try:
+            read = [Item(i, bytes(size), 0, None, 0.0) for i in range(1, count + 1)]
+            made = tracemalloc.get_traced_memory()[0]
+            reading.callback(read)
+            peak = tracemalloc.get_traced_memory()[1] - made
+        finally:
+            tracemalloc.stop()
+        # Packing takes a nursery's worth at a time from the Items read,
+        # which go as it does: never all of them as Items and packed.
+        self.assertLess(peak, count * size / 2)
+        self.assertEqual(len(read), 0)
+        self.assertEqual(self.holding.mem_count, count)
+        self.assertEqual([self.holding.pop().id for _ in range(count)][-1], count)
 
     def test_the_first_item_is_held_however_large(self) -> None:
         self.assertTrue(self.put(item(1, 1000)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -780,6 +782,51 @@ class RestoreTests(QueueTestCase):
         self.assertEqual(self.take_data(), b"abc")
         self.assertEqual(self.queue.age, 100)
         self.assertEqual([self.take_data(), self.take_data()], [b"de", b"f"])
+
+
+class MemoryTests(SynchronousTestCase):
+    """A deep queue packs its items: what they cost beyond their data."""
+
+    count = 100_000
+
+    def test_queued_items_cost_less_than_64_bytes_beyond_their_data(self) -> None:
+        queue = Queue("q", Clock())
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(self.count):
+                queue.put(b"%064d" % i)
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        self.assertLess((after - before) / self.count - 64, 64)
+        self.assertEqual(
+            self.take_all(queue), [b"%064d" % i for i in range(self.count)]
+        )
+
+    def test_restored_items_are_packed_too(self) -> None:
+        queue = Queue("q", Clock())
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            # As replay makes them.
+            items = [
+                Item(i, b"%064d" % i, 0, None, 900.0 + i) for i in range(self.count)
+            ]
+            queue.restore(items, behind_items=0, behind_bytes=0, next_id=self.count)
+            del items
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        self.assertLess((after - before) / self.count - 64, 64)
+        self.assertEqual(queue.mem_bytes, 64 * self.count)
+        self.assertEqual(
+            self.take_all(queue), [b"%064d" % i for i in range(self.count)]
+        )
+
+    def take_all(self, queue: Queue) -> list[bytes]:
+        items, _ = queue.take_many(queue.items, 1 << 30)
+        return [item.data for item in items]
 
 
 class ReadBehindTests(QueueTestCase):
