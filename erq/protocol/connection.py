@@ -270,13 +270,26 @@ class QueueProtocol(
                     if after >= 0:
                         position = after
                         continue
-                elif (
-                    known.__class__ is SetLine
-                    and more > cast(SetLine, known).length + 2
-                ):
-                    after = self._set_run(cast(SetLine, known), buffer, start, position)
-                    if after >= 0:
-                        position = after
+                elif known.__class__ is SetLine:
+                    known_set = cast(SetLine, known)
+                    length = known_set.length + 2
+                    if more > length:
+                        after = self._set_run(known_set, buffer, start, position)
+                        if after >= 0:
+                            position = after
+                            continue
+                    if more >= length and length - 2 <= self.service.max_item_cap:
+                        # The line and its whole block came together, as a
+                        # lock-step set sends them: stored now, without a
+                        # turn through raw mode.
+                        end = position + length
+                        block = bytes(buffer[position:end])
+                        position = end
+                        self._storing = known_set.storing
+                        try:
+                            self._store(block)
+                        except RequestError as error:
+                            self._refused(error)
                         continue
                 self._line(line, known)
         finally:
