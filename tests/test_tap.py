@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import erq
 from erq import __version__
 from erq.config import MiB
 from erq.protocol import QueueFactory
@@ -119,6 +120,8 @@ class ImportTests(SynchronousTestCase):
             text=True,
             timeout=60,
             check=True,
+            # From the checkout under test, whatever erq is installed.
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(erq.__file__))),
         )
         self.assertEqual(shown.stdout.strip(), "[]")
 
