@@ -1,0 +1,270 @@
+"""Replay's fast path: the first segments of a queue taken from their
+summaries (see ``erq.journal.summaries``) instead of being read.
+
+A summary gives each segment's adds, removes and the state of its open
+and aborted items; from them this works out which items live, reads only
+the open ones and the head from disk, and leaves the replay to read the
+rest behind as the queue drains.  Anything that does not add up raises
+`StaleSummary`, and the replay reads every segment instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import zlib
+from bisect import bisect_right
+from typing import TYPE_CHECKING
+
+from erq.items import Item
+from erq.journal import records as record_format
+from erq.journal.files import _SegmentFile, summary_path
+from erq.journal.records import (
+    _ADD_SIZE,
+    _FORWARD_SIZE,
+    ADD,
+    FORWARD,
+    HEADER_SIZE,
+    _expiry_out,
+    _segment_name,
+)
+from erq.journal.segments import _Segment
+from erq.journal.summaries import ABORTED, RESET, Summary, read_summary
+
+if TYPE_CHECKING:
+    from erq.journal.replay import _Replay, _ReplayReader
+
+_ADD = record_format._ADD
+_FORWARD = record_format._FORWARD
+_REC = record_format._REC
+
+
+def replay_reader(replay: _Replay, index: int, pos: int) -> _ReplayReader:
+    """The replay's reader of items behind, from ``pos`` of segment
+    ``index`` (imported here: the replay imports this module)."""
+    from erq.journal.replay import _ReplayReader
+
+    return _ReplayReader(replay, index, pos)
+
+
+class StaleSummary(Exception):
+    """A summary taken at start disagrees with its segment: the replay
+    starts again reading every segment."""
+
+
+def take_summaries(replay: _Replay, numbers: list[int]) -> int:
+    """Take the first segments from their summaries, as long as each
+    has a good summary that is not complex (see
+    ``erq.journal.summaries``; the last segment's matches only if the
+    journal was closed and nothing appended since): the live items are
+    their adds less their removes, whatever the order; only the head is
+    read, up to ``max_memory``, the rest is counted behind.  Returns
+    how many segments were taken."""
+    taken: list[tuple[int, str, Summary]] = []
+    # The last segment too, when its summary was written as the journal
+    # closed and nothing was appended since (it would not match).
+    for number in numbers:
+        if number not in replay.summary_numbers:
+            break
+        path = os.path.join(replay.directory, _segment_name(number))
+        summary = read_summary(path, summary_path(path))
+        if summary is None:
+            # Torn, or left from before the segment changed: written
+            # again once the server runs.
+            replay.summary_numbers.discard(number)
+            break
+        if summary.complex:
+            break
+        taken.append((number, path, summary))
+    if not taken:
+        return 0
+    removes = sorted(r for _, _, summary in taken for r in summary.removes)
+    for (_, last, _), (first, _, _) in itertools.pairwise(removes):
+        if first <= last:
+            # An id removed twice: not what erq writes; read it all.
+            return 0
+    segments = []
+    firsts: list[int] = []
+    for number, path, summary in taken:
+        segment = _Segment(
+            number,
+            _SegmentFile(path, summary.records_end, False),
+            summary.records_end,
+        )
+        segment.live = summary.adds
+        if summary.adds:
+            segment.first_id = summary.first_id
+            segment.last_id = summary.last_id
+            firsts.append(summary.first_id)
+        segments.append(segment)
+    ranged = [s for s in segments if s.first_id >= 0]
+    live_bytes = sum(summary.add_bytes for _, _, summary in taken)
+    gone: list[tuple[int, int]] = []
+    for first, last, size in removes:
+        i = bisect_right(firsts, first) - 1
+        if i < 0 or first > ranged[i].last_id:
+            # Ids of a segment deleted since (or of a forwarded copy).
+            continue
+        segment = ranged[i]
+        if last > segment.last_id or segment.live < last - first + 1:
+            return 0
+        segment.live -= last - first + 1
+        live_bytes -= size
+        gone.append((first, last))
+    removed_firsts = [first for first, _, _ in removes]
+
+    def removed(item_id: int) -> bool:
+        i = bisect_right(removed_firsts, item_id) - 1
+        return i >= 0 and item_id <= removes[i][1]
+
+    def born_in(item_id: int) -> _Segment | None:
+        i = bisect_right(firsts, item_id) - 1
+        return ranged[i] if i >= 0 and item_id <= ranged[i].last_id else None
+
+    # Items open or aborted (queued at the head) when the last of these
+    # segments closed, each with the seq of its abort: an OPEN or a
+    # copy decides an item's state whatever it was, an abort alone only
+    # that of an item open or aborted already (see ``RESET``).  Those
+    # not removed count; the latest copy of each is where it is read
+    # from.
+    copies: dict[int, tuple[int, int]] = {}
+    held: dict[int, int] = {}
+    for index, (_, _, summary) in enumerate(taken):
+        for item_id, seq, flags in summary.states:
+            if flags & RESET or item_id in held:
+                held[item_id] = seq if flags & ABORTED else -1
+        for item_id, offset in summary.forwards:
+            copies[item_id] = (index, offset)
+    opens = [
+        item_id
+        for item_id in held
+        if not removed(item_id) and (item_id in copies or born_in(item_id))
+    ]
+    # Taken: from here on the state is the summaries'.
+    if taken[-1][0] == numbers[-1]:
+        replay.last_summary = taken[-1][2]
+    replay.segments.extend(segments)
+    for segment in ranged:
+        replay._first_add(segment, segment.first_id)
+    replay.summarized = len(segments)
+    replay.records += sum(summary.records for _, _, summary in taken)
+    replay.max_native = max((s.last_id for s in ranged), default=0)
+    replay.max_id = max(summary.max_id for _, _, summary in taken)
+    replay.max_seq = max(summary.max_seq for _, _, summary in taken)
+    index_of = {id(segment): i for i, segment in enumerate(segments)}
+    live = sum(s.live for s in segments)
+    in_body: list[int] = []
+    for item_id in opens:
+        origin = born_in(item_id)
+        if item_id in copies:
+            index, offset = copies[item_id]
+            item = _fetch_copy(replay, index, offset, item_id)
+            if origin is not None:
+                # Its first copy is still there: the latest one counts.
+                origin.live -= 1
+            segments[index].live += 1
+            replay._forwarded[item_id] = segments[index]
+        else:
+            assert origin is not None
+            item = _fetch(replay, index_of[id(origin)], taken, item_id)
+        if item is None:
+            raise StaleSummary
+        seq = held[item_id]
+        if seq < 0:
+            replay.open[item_id] = item
+        else:
+            replay.prefix[item_id] = item
+            replay.prefix_seqs[item_id] = seq
+        if origin is not None:
+            in_body.append(item_id)
+            live -= 1
+            live_bytes -= len(item.data)
+    opens = in_body
+    if live <= 0:
+        return len(segments)
+    # The head: the first id neither removed nor open.
+    out = sorted(gone + [(item_id, item_id) for item_id in opens])
+    head = ranged[0].first_id
+    k = 0
+    while k < len(out) and out[k][0] <= head:
+        head = max(head, out[k][1] + 1)
+        k += 1
+    i = bisect_right(firsts, head) - 1
+    while i + 1 < len(ranged) and head > ranged[i].last_id:
+        i += 1
+        head = max(head, ranged[i].first_id)
+        while k < len(out) and out[k][0] <= head:
+            head = max(head, out[k][1] + 1)
+            k += 1
+    replay.window_last = head - 1
+    for first, last in out[k:]:
+        replay.skip.update(range(max(first, head), last + 1))
+    segment = ranged[i]
+    index = index_of[id(segment)]
+    offset = HEADER_SIZE
+    for entry_id, entry_offset in taken[index][2].index:
+        if entry_id > head:
+            break
+        offset = entry_offset
+    replay.behind_count = live
+    replay.behind_bytes = live_bytes
+    replay.reader = replay_reader(replay, index, offset)
+    replay._refill(None)
+    return len(segments)
+
+
+def _fetch_copy(replay: _Replay, index: int, offset: int, item_id: int) -> Item | None:
+    """An open item's forwarded copy, in a segment taken from its
+    summary."""
+    buf, end = replay.segment_buffer(index)
+    if offset + 8 > end:
+        return None
+    n, crc = _REC.unpack_from(buf, offset)
+    start = offset + 8
+    if (
+        n < _FORWARD_SIZE
+        or start + n > end
+        or zlib.crc32(buf[start : start + n]) != crc
+        or buf[start] != FORWARD
+    ):
+        return None
+    _, found, _, _, flags, expiry, added = _FORWARD.unpack_from(buf, start)
+    if found != item_id:
+        return None
+    return Item(
+        item_id,
+        buf[start + _FORWARD_SIZE : start + n],
+        flags,
+        _expiry_out(expiry),
+        added,
+    )
+
+
+def _fetch(
+    replay: _Replay, index: int, taken: list[tuple[int, str, Summary]], item_id: int
+) -> Item | None:
+    """An item of a segment taken from its summary, read from disk."""
+    reader = replay_reader(replay, index, HEADER_SIZE)
+    for entry_id, entry_offset in taken[index][2].index:
+        if entry_id > item_id:
+            break
+        reader.pos = entry_offset
+    buf, end = replay.segment_buffer(index)
+    while reader.pos < end:
+        pos = reader.pos
+        n, crc = _REC.unpack_from(buf, pos)
+        start = pos + 8
+        if n == 0 or start + n > end or zlib.crc32(buf[start : start + n]) != crc:
+            raise StaleSummary
+        reader.pos = start + n
+        if buf[start] == ADD:
+            _, found, flags, expiry, added = _ADD.unpack_from(buf, start)
+            if found == item_id:
+                return Item(
+                    item_id,
+                    buf[start + _ADD_SIZE : start + n],
+                    flags,
+                    _expiry_out(expiry),
+                    added,
+                )
+    return None
