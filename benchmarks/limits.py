@@ -1,6 +1,10 @@
 """The durable limit a lock-step client can reach, measured in the run: one
 request waits for its round trip and for one fdatasync, so one connection
-cannot store more than 1 / (round trip + fdatasync) items a second."""
+cannot store more than 1 / (round trip + fdatasync) items a second.
+
+The round trip is the load generator's own, against memcached (see "The
+durable limit" in benchmarks/README.md); this module times the fdatasync,
+and a bare socket's round trip for runs without memcached."""
 
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from benchmarks.wire import HOST
 
 #: How many fdatasyncs and round trips each median is taken over.
 SAMPLES = 200
+#: At most this many sets time the load generator's round trip (the phase
+#: ends after ``Plan.limit_seconds`` first).
+LIMIT_REQUESTS = 50_000
 
 
 def fdatasync_seconds(directory: Path, count: int = SAMPLES) -> float:

@@ -10,7 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarks.limits import SAMPLES, fdatasync_seconds, round_trip_seconds
+from benchmarks.limits import (
+    LIMIT_REQUESTS,
+    SAMPLES,
+    fdatasync_seconds,
+    round_trip_seconds,
+)
 from benchmarks.load import Job, Outcome, run_jobs, spread
 from benchmarks.report import (
     Figure,
@@ -32,7 +37,7 @@ from benchmarks.servers import (
     rss,
     tree_size,
 )
-from benchmarks.wire import Dialect, filler, item
+from benchmarks.wire import Dialect, item
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class Plan:
     producers: int = 2
     consumers: int = 2
     max_memory_size: int = 128 * MiB
+    #: How long the durable limit's round trip is measured each time.
+    limit_seconds: float = 1.0
 
 
 FULL = Plan(
@@ -97,6 +104,7 @@ QUICK = Plan(
     restart_items=50_000,
     restart_fill_seconds=15.0,
     restart_wait=5.0,
+    limit_seconds=0.3,
 )
 
 #: Extra seconds consumers get to drain what producers left.
@@ -521,19 +529,33 @@ class Bench:
         """Measure the durable limit's two parts once more, beside the round
         that is measured now (the disk's fsync time varies with what else
         the machine does): the fdatasync of a small append on the data
-        directory's file system and the lock-step round trip of memcached
-        (erq's ``version`` without it)."""
+        directory's file system, and the round trip of one lock-step
+        connection of the load generator storing into memcached (see "The
+        durable limit" in benchmarks/README.md; erq's ``version`` on a bare
+        socket without memcached)."""
         server = self.erq_durable()
         directory = server.data_dir or self.settings.scratch
         fsync = fdatasync_seconds(directory)
         memcached = self.memcached()
+        trip = None
         if memcached is not None:
-            request = b"set limit 0 0 64\r\n%s\r\n" % filler(64)
-            trip = round_trip_seconds(memcached.port, request)
-            whose = "memcached set"
-        else:
+            plan = self.plan
+            job = Job(
+                "set",
+                memcached.port,
+                Dialect(False, b"limit-"),
+                b"l",
+                LIMIT_REQUESTS,
+                plan.limit_seconds,
+                plan.item_size,
+            )
+            figure, _ = self.phase(memcached, [job], where="durable limit")
+            if figure.value:
+                trip = 1 / figure.value
+                whose = "memcached lock-step sets, load generator"
+        if trip is None:
             trip = round_trip_seconds(server.port, b"version\r\n")
-            whose = "erq version"
+            whose = "erq version, bare socket"
         self._limits.append((fsync, trip))
         self.say(
             f"durable limit: fdatasync {fsync * 1e3:.3f} ms (median of "
