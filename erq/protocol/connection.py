@@ -205,14 +205,77 @@ class QueueProtocol(
         flow = self._flow
         if flow.closing:
             return
-        self._input += data
+        buffer = self._input
+        if (
+            not buffer
+            and not self._want
+            and self._waiting is None
+            and not self._paused_for
+            and self._one(data)
+        ):
+            return
+        buffer += data
         if self._waiting is not None:
             # Only the end of a wait resumes a backlog pause.
-            flow.input_waits(len(self._input) - self._want)
+            flow.input_waits(len(buffer) - self._want)
             return
         if self._paused_for:
             return
         self._run()
+
+    def _one(self, data: bytes) -> bool:
+        """A lock-step client's read: ``data`` is one whole request, a set
+        (with its data block) or a plain get, of a line seen before.  It is
+        handled as ``_run`` would handle it, without a copy into the input
+        buffer, and ``True`` returned; anything else is left to ``_run``
+        (``False``, nothing done)."""
+        replies = self._replies
+        if self._running or self._locked or self._flow.gone:
+            return False
+        newline = data.find(b"\n")
+        if newline < 0:
+            return False
+        end = newline - 1 if newline and data[newline - 1] == 13 else newline
+        known = known_lines.get(data[:end])
+        if known is None:
+            return False
+        after = newline + 1
+        if isinstance(known, SetLine):
+            length = known.length
+            if len(data) - after != length + 2 or length > self.service.max_item_cap:
+                return False
+            self._running = True
+            try:
+                self._storing = known.storing
+                self._store(data[after:])
+            except RequestError as error:
+                self._refused(error)
+            finally:
+                self._running = False
+                # The read is handled: durable sets of the next take a new slot.
+                replies.stores = None
+        else:
+            if after != len(data) or self.open_reads:
+                return False
+            self._running = True
+            try:
+                self._get_one(known)
+            except RequestError as error:
+                self._refused(error)
+            finally:
+                self._running = False
+                replies.stores = None
+        flow = self._flow
+        if (
+            replies.held >= MAX_HELD_OUTPUT
+            and self._waiting is None
+            and not flow.closing
+            and not self._paused_for
+        ):
+            # As ``_run`` does before its next request.
+            flow.pause("held")
+        self._flush()
+        return True
 
     def _run(self) -> None:
         """Handle every whole request in the buffer, unless held back."""
