@@ -1824,6 +1824,17 @@ class StatsTests(ProtocolTestCase):
         self.assertEqual(int(stats[b"bytes_read"]), len(request) + len(stats_request))
         self.assertEqual(int(stats[b"bytes_written"]), len(reply))
 
+    def test_bytes_read_and_written_one_request_a_read(self) -> None:
+        """As a lock-step client sends them: each line is seen before."""
+        requests = [set_line(b"q", b"hello"), b"get q\r\n"] * 3
+        replies = [self.ask(request) for request in requests]
+        self.assertEqual(
+            replies[-2:], [b"STORED\r\n", value(b"q", b"hello") + b"END\r\n"]
+        )
+        stats = self.stats()
+        self.assertEqual(int(stats["bytes_read"]), sum(map(len, requests)) + 7)
+        self.assertEqual(int(stats["bytes_written"]), sum(map(len, replies)))
+
     def test_connections(self) -> None:
         other = self.connect()
         stats = self.stats(other)
@@ -2152,6 +2163,25 @@ class BackpressureTests(ProtocolTestCase):
         transport.pause_after_write = True
         count = 20000
         self.client.send(set_line(b"q", b"x") * count + b"version\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        handled = self.queue("q").total_items
+        self.assertLess(handled, count)
+        self.assertEqual(self.client.take(), b"STORED\r\n" * handled)
+        transport.pause_after_write = False
+        self.client.protocol.resumeProducing()
+        self.assertEqual(
+            self.client.take(), b"STORED\r\n" * (count - handled) + b"VERSION 1.0.0\r\n"
+        )
+        self.assertEqual(self.queue("q").total_items, count)
+
+    def test_paused_in_the_middle_of_single_sets(self) -> None:
+        """Sets that are not a run (their lines differ) are written as they
+        go too, once their replies grow large."""
+        transport = self.client.transport
+        transport.pause_after_write = True
+        count = 20000
+        sets = [set_line(b"q", b"x" * (1 + i % 2)) for i in range(count)]
+        self.client.send(b"".join(sets) + b"version\r\n")
         self.assertEqual(transport.producerState, "paused")
         handled = self.queue("q").total_items
         self.assertLess(handled, count)

@@ -242,7 +242,10 @@ class QueueProtocol(
         after = newline + 1
         if isinstance(known, SetLine):
             length = known.length
-            if len(data) - after != length + 2 or length > self.service.max_item_cap:
+            if (
+                len(data) - after != length + 2
+                or length > self.service.config.server.max_item_cap
+            ):
                 return False
             self._running = True
             try:
@@ -274,7 +277,16 @@ class QueueProtocol(
         ):
             # As ``_run`` does before its next request.
             flow.pause("held")
-        self._flush()
+        out = replies.out
+        if len(out) == 1 and not flow.gone and not flow.closing:
+            # _flush, inlined for the one reply of a lock-step read.
+            data = out[0]
+            self.counters.bytes_written += len(data)
+            self._send(data)
+            out.clear()
+            replies.out_size = 0
+        else:
+            self._flush()
         return True
 
     def _run(self) -> None:
