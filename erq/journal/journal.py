@@ -133,12 +133,13 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
 
     def _add_record(self, item: Item, in_memory: bool) -> _Write:
         data = item.data
+        length = len(data)
         expiry = item.expiry
         item_id = item.id
         head = _ADD.pack(
             ADD, item_id, item.flags, _NAN if expiry is None else expiry, item.added
         )
-        size = _ADD_SIZE + len(data)
+        size = _ADD_SIZE + length
         record = _REC.pack(size, crc32(data, crc32(head))) + head
         segment = self._current
         write = self._write
@@ -158,8 +159,8 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
             size += 8
             segment.size = offset + size
             self._size += size
-        write.held += len(data)
-        self._writer.backlog += len(data)
+        write.held += length
+        self._writer.backlog += length
         if item_id > self._max_native:
             self._max_native = item_id
             if segment.first_id < 0:
@@ -179,14 +180,14 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                 # SummaryBuilder.add's common case, inlined; its ids are the
                 # segment's (see ``summary_step``).
                 summary.adds = adds + 1
-                summary.add_bytes += len(data)
+                summary.add_bytes += length
             else:
-                summary.add(item_id, len(data))
+                summary.add(item_id, length)
         if not in_memory:
             if not self._behind_count:
                 self._cursor = (segment.number, offset)
             self._behind_count += 1
-            self._behind_bytes += len(data)
+            self._behind_bytes += length
         elif self._behind_count:
             # In memory while older items are still on disk: the reader
             # must not hand it out a second time.
@@ -222,7 +223,21 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                 summary.run_bytes += size
             else:
                 summary.remove(item_id, size)
-        self._forget(item_id)
+        ranged = self._ranged
+        first = ranged[0] if ranged else None
+        if (
+            first is not None
+            and first.first_id <= item_id <= first.last_id
+            and not self._open
+            and not self._prefix
+            and not self._forwarded
+        ):
+            # _forget's common case, inlined: an item of the oldest segment,
+            # neither open nor aborted nor forwarded.
+            if first.live > 0:
+                first.live -= 1
+        else:
+            self._forget(item_id)
         oldest = self._segments[0] if self._segments else None
         if (
             oldest is not None
