@@ -9,7 +9,10 @@ they mean there.  It frames input itself, though, in ``_run``: many
 pipelined requests arrive in one read, and a run of the same request (a
 batch of sets or gets) is spotted in the buffer and handled as one; a get
 that waits holds back the requests after it in the buffer, which
-``LineReceiver``'s own loop cannot do.  The replies of one read leave in one
+``LineReceiver``'s own loop cannot do.  A read that is one whole request of
+a line seen before, with nothing buffered (a lock-step client's set or
+get), is handled straight from the bytes read, in ``_one``, with the same
+checks and reply order as ``_run``.  The replies of one read leave in one
 write (``ReplyOrder``), through ``transport.sender``.  A request the server
 refuses raises a ``RequestError``, which ``_refused`` alone turns into its
 reply, a count and a log line.
