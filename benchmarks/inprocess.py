@@ -12,10 +12,18 @@ Run from the repository root::
     python -m benchmarks.inprocess --sync never
     python -m benchmarks.inprocess --profile get    # cProfile of the gets
     python -m benchmarks.inprocess --shallow        # never deeper than a batch
+    python -m benchmarks.inprocess --lockstep       # one request per read
 
 ``--loop erq`` (or ``bare``) runs one server once, untimed, for counting
 instructions: ``perf stat -e instructions python -m benchmarks.inprocess
 --loop erq``, against the same with ``--loop bare`` and a run of nothing.
+Where ``perf`` has no counters (a virtual machine), ``valgrind
+--tool=callgrind`` counts them as well; two runs that differ only in
+``--batches`` give the instructions per item without the start-up.
+
+``--lockstep`` feeds the same requests one per read, as a lock-step client
+sends them (and a linger's worth of time passes every 50 requests, about a
+lock-step client's pace), instead of in pipelined batches.
 
 It prints microseconds per item, the best of ``--repeat`` runs (the machine
 is noisy; the best run is the one least disturbed), beside the baseline
@@ -65,6 +73,11 @@ BATCH = 100
 DATA = b"x" * 64
 SETS = (b"set inproc 0 0 %d\r\n%s\r\n" % (len(DATA), DATA)) * BATCH
 GETS = b"get inproc\r\n" * BATCH
+#: One set and one get, as a lock-step client sends each in a read of its own.
+SET = SETS[: len(SETS) // BATCH]
+GET = GETS[: len(GETS) // BATCH]
+#: Lock-step requests between two lingers' worth of time.
+PACE = 50
 
 
 class _Reactor(Clock):
@@ -123,6 +136,15 @@ class Bench:
             self.clock.advance(LINGER)
             self.transport.clear()
 
+    def feed_lockstep(self, request: bytes, count: int) -> None:
+        protocol = self.protocol
+        transport = self.transport
+        for index in range(count):
+            protocol.dataReceived(request)
+            transport.clear()
+            if index % PACE == PACE - 1:
+                self.clock.advance(LINGER)
+
     def close(self) -> None:
         self.service.stopService()
         self.clock.advance(1)
@@ -143,12 +165,34 @@ class BareBench:
             self.protocol.dataReceived(batch)
             self.transport.clear()
 
+    def feed_lockstep(self, request: bytes, count: int) -> None:
+        protocol = self.protocol
+        transport = self.transport
+        for _ in range(count):
+            protocol.dataReceived(request)
+            transport.clear()
+
     def close(self) -> None:
         pass
 
 
+class LockStep:
+    """A server fed one request per read instead of batches: ``feed`` of
+    ``batches`` batches sends as many requests, each on its own."""
+
+    def __init__(self, bench: Bench | BareBench) -> None:
+        self.bench = bench
+
+    def feed(self, batch: bytes, batches: int) -> None:
+        request = SET if batch is SETS else GET
+        self.bench.feed_lockstep(request, batches * BATCH)
+
+    def close(self) -> None:
+        self.bench.close()
+
+
 def per_item(
-    bench: Bench | BareBench, batches: int, shallow: bool = False
+    bench: Bench | BareBench | LockStep, batches: int, shallow: bool = False
 ) -> tuple[float, float]:
     """Microseconds per set and per get, on a fresh server: all the sets,
     then all the gets (a queue ``batches * 100`` deep), or with
@@ -291,6 +335,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", choices=("set", "get"))
     parser.add_argument("--shallow", action="store_true")
     parser.add_argument(
+        "--lockstep", action="store_true", help="one request per read, not batches"
+    )
+    parser.add_argument(
         "--loop",
         choices=("erq", "bare"),
         help="one run of one server only, untimed (for instruction counts)",
@@ -310,18 +357,24 @@ def main(argv: list[str] | None = None) -> None:
     if options.profile:
         profile(options.sync, options.batches, options.profile)
         return
+
+    def serve(server: Bench | BareBench) -> Bench | BareBench | LockStep:
+        return LockStep(server) if options.lockstep else server
+
     if options.loop:
         server = Bench(options.sync) if options.loop == "erq" else BareBench()
-        per_item(server, options.batches, options.shallow)
+        per_item(serve(server), options.batches, options.shallow)
         return
     runs = []
     bare_runs = []
     for _ in range(options.repeat):
-        runs.append(per_item(Bench(options.sync), options.batches, options.shallow))
-        bare_runs.append(per_item(BareBench(), options.batches, options.shallow))
+        bench = serve(Bench(options.sync))
+        runs.append(per_item(bench, options.batches, options.shallow))
+        bare_runs.append(per_item(serve(BareBench()), options.batches, options.shallow))
     depth = "one batch deep" if options.shallow else "all sets, then all gets"
+    how = "one request per read" if options.lockstep else "pipelined"
     print(
-        f"best of {options.repeat}, {options.batches} x {BATCH} pipelined "
+        f"best of {options.repeat}, {options.batches} x {BATCH} {how} "
         f"({depth}), erq with sync {options.sync}; baseline: benchmarks/bare.py"
     )
     for index, name in enumerate(("set", "get")):

@@ -67,14 +67,15 @@ class Arrivals:
         place: Callable[[list[list[Item]]], None],
         refused: Callable[[Arrival, bool], None],
     ) -> None:
-        self._arriving: deque[Arrival] = deque()
+        #: The arrivals, oldest first: empty when none waits.
+        self.arriving: deque[Arrival] = deque()
         self._place = place
         self._on_refused = refused
         #: Items held in memory among the arrivals.
         self.held = 0
 
     def __bool__(self) -> bool:
-        return bool(self._arriving)
+        return bool(self.arriving)
 
     def arrive(
         self, items: list[Item], held: list[bool], durable: Deferred[None] | None
@@ -82,7 +83,7 @@ class Arrivals:
         """New items wait at the tail until ``durable`` fires (or, with
         ``None``, until the items before them are durable)."""
         arrival = Arrival(items, held)
-        self._arriving.append(arrival)
+        self.arriving.append(arrival)
         self.held += len(arrival.held)
         if durable is None:
             arrival.state = ArrivalState.STORED
@@ -110,7 +111,7 @@ class Arrivals:
 
     def settle(self) -> None:
         """Hand the items that are durable, oldest first, to ``place``."""
-        arriving = self._arriving
+        arriving = self.arriving
         stored: list[list[Item]] = []
         while arriving and arriving[0].state is not ArrivalState.WAITING:
             arrival = arriving.popleft()
@@ -122,7 +123,7 @@ class Arrivals:
 
     def drop_all(self) -> None:
         """The queue is flushed: no arrival is placed, now or later."""
-        for arrival in self._arriving:
+        for arrival in self.arriving:
             arrival.state = ArrivalState.GONE
-        self._arriving.clear()
+        self.arriving.clear()
         self.held = 0

@@ -82,6 +82,9 @@ class Holding:
         self._closed = False
         # Items at the tail waiting for the journal, oldest first.
         self._arrivals = Arrivals(self._place, self._refused)
+        #: Durable puts wait for the journal (not empty): a new item waits
+        #: behind them.  The arrivals themselves, read without a call.
+        self.arriving = self._arrivals.arriving
 
     @property
     def count(self) -> int:
@@ -91,11 +94,6 @@ class Holding:
     @property
     def mem_count(self) -> int:
         return len(self.items) + self._arrivals.held
-
-    @property
-    def arriving(self) -> bool:
-        """Durable puts wait for the journal: a new item waits behind them."""
-        return bool(self._arrivals)
 
     @property
     def empty(self) -> bool:

@@ -169,15 +169,17 @@ class Queue:
             # Stored as asked, but never handed out.
             self._expire(item, journaled=False)
             return True
-        in_memory = self._holding.reserve(item)
-        durable = None if self.journal is None else self.journal.add(item, in_memory)
-        if durable is None and not self._holding.arriving:
+        holding = self._holding
+        in_memory = holding.reserve(item)
+        journal = self.journal
+        durable = None if journal is None else journal.add(item, in_memory)
+        if durable is None and not holding.arriving:
             if in_memory:
-                self._holding.items.append(item)
+                holding.items.append(item)
                 if self._waiters:
                     self._serve()
             return True
-        return self._holding.arrive([item], [in_memory], durable)
+        return holding.arrive([item], [in_memory], durable)
 
     def put_many(
         self, datas: list[bytes], flags: int = 0, expiry: float | None = None
@@ -336,20 +338,28 @@ class Queue:
         return head[0]
 
     def _take(self, open: bool, peek: bool) -> Item | None:
-        head = self._head()
-        if head is None or peek:
-            return head
+        first = self._holding.items.head
+        if first and first[0].expiry is None:
+            # _head's common case, inlined: a head item that never expires.
+            if peek:
+                return first[0]
+        else:
+            head = self._head()
+            if head is None or peek:
+                return head
         item = self._holding.pop()
         self.age = self._clock.seconds() - item.added
+        journal = self.journal
         if open:
             self.open_items += 1
             self.open_bytes += len(item.data)
             self.transactions += 1
-            if self.journal is not None:
-                self.journal.open(item)
+            if journal is not None:
+                journal.open(item)
         else:
             self.removed_items += 1
-            self._record_remove(item)
+            if journal is not None:
+                journal.remove(item)
         return item
 
     def _drop_expired_head(self, limit: int = -1) -> int:

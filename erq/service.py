@@ -510,7 +510,8 @@ class QueueService(Service):
         self.counters.cmd_set += 1
         if self.shutting_down:
             return False
-        return self._deliver(name, data, flags, self.expiry(exptime))
+        expiry = self.expiry(exptime) if exptime else None
+        return self._deliver(name, data, flags, expiry)
 
     def _deliver(
         self, name: str, data: bytes, flags: int, expiry: float | None

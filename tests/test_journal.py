@@ -155,6 +155,32 @@ class RemoveManyTests(JournalTestCase):
         self.assertEqual(ids(replayed.items), [32, 33, 34, 35, 37, 38, 39, 40])
 
 
+class RecordSizeTests(JournalTestCase):
+    def test_records_after_removes_are_where_the_journal_says(self) -> None:
+        """Every record counts in its segment's size, where the next one's
+        offset is taken: items left on disk after removes are read back
+        whole, and the journal's size is what its files hold."""
+        pool = ManualPool()
+        journal = Journal(self.dir, self.fake_writer(pool), sync="never")
+        # While the writer's thread is busy, the records gather.
+        for i in range(1, 11):
+            journal.add(item(i))
+        for i in range(1, 6):
+            journal.remove(item(i))
+        for i in range(11, 21):
+            journal.add(item(i), in_memory=False)
+        got: list[Item] = []
+        journal.read_behind(1 << 20).addCallback(got.extend)
+        pool.run_all()
+        self.assertEqual(ids(got), list(range(11, 21)))
+        self.assertEqual([it.data for it in got], [item(i).data for i in range(11, 21)])
+        closed = journal.close()
+        pool.run_all()
+        self.successResultOf(closed)
+        files = [os.path.join(self.dir, name) for name in segment_files(self.dir)]
+        self.assertEqual(journal.size, sum(map(os.path.getsize, files)))
+
+
 class AddManyTests(JournalTestCase):
     def test_one_deferred_for_a_run_across_segments(self) -> None:
         pool = ManualPool()

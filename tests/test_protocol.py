@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq import __version__
 from erq.config import Config, QueueSettings, ServerSettings, parse_config
 from erq.journal import JournalWriter
-from erq.protocol import MAX_BACKLOG, QueueFactory
+from erq.protocol import MAX_BACKLOG, MAX_HELD_OUTPUT, QueueFactory
 from erq.queue import Item, Queue
 from erq.service import SHUTDOWN_GRACE, QueueService
 from tests.support import (
@@ -1824,6 +1824,17 @@ class StatsTests(ProtocolTestCase):
         self.assertEqual(int(stats[b"bytes_read"]), len(request) + len(stats_request))
         self.assertEqual(int(stats[b"bytes_written"]), len(reply))
 
+    def test_bytes_read_and_written_one_request_a_read(self) -> None:
+        """As a lock-step client sends them: each line is seen before."""
+        requests = [set_line(b"q", b"hello"), b"get q\r\n"] * 3
+        replies = [self.ask(request) for request in requests]
+        self.assertEqual(
+            replies[-2:], [b"STORED\r\n", value(b"q", b"hello") + b"END\r\n"]
+        )
+        stats = self.stats()
+        self.assertEqual(int(stats["bytes_read"]), sum(map(len, requests)) + 7)
+        self.assertEqual(int(stats["bytes_written"]), sum(map(len, replies)))
+
     def test_connections(self) -> None:
         other = self.connect()
         stats = self.stats(other)
@@ -2163,6 +2174,25 @@ class BackpressureTests(ProtocolTestCase):
         )
         self.assertEqual(self.queue("q").total_items, count)
 
+    def test_paused_in_the_middle_of_single_sets(self) -> None:
+        """Sets that are not a run (their lines differ) are written as they
+        go too, once their replies grow large."""
+        transport = self.client.transport
+        transport.pause_after_write = True
+        count = 20000
+        sets = [set_line(b"q", b"x" * (1 + i % 2)) for i in range(count)]
+        self.client.send(b"".join(sets) + b"version\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        handled = self.queue("q").total_items
+        self.assertLess(handled, count)
+        self.assertEqual(self.client.take(), b"STORED\r\n" * handled)
+        transport.pause_after_write = False
+        self.client.protocol.resumeProducing()
+        self.assertEqual(
+            self.client.take(), b"STORED\r\n" * (count - handled) + b"VERSION 1.0.0\r\n"
+        )
+        self.assertEqual(self.queue("q").total_items, count)
+
     def test_backlog_while_waiting(self) -> None:
         transport = self.client.transport
         self.client.send(b"get q/t=1000\r\n")
@@ -2270,3 +2300,79 @@ class JournalBacklogTests(SynchronousTestCase):
         queue = self.service.queue("q")
         assert queue is not None
         return queue
+
+
+class LockStepTests(SynchronousTestCase):
+    """A read that holds one whole request, as a lock-step client sends it,
+    is handled as any other: its reply keeps its place behind a durable
+    set's, and replies held back stop the reading."""
+
+    def setUp(self) -> None:
+        self.clock = FakeReactor()
+        self.pool = ManualPool()
+        self.service = QueueService(
+            reactor=self.clock, data_dir=os.path.abspath(self.mktemp())
+        )
+        self.service.config = self.service.config.with_overrides(sync_journal="always")
+        self.writer = JournalWriter(self.clock, self.pool)  # type: ignore[arg-type]
+        self.service.writer = self.writer
+        self.service.startService()
+        self.addCleanup(self.stop)
+        self.client = Client(QueueFactory(self.service))
+
+    def stop(self) -> None:
+        self.service.stopService()
+        self.writer.stop()
+        self.clock.advance(0)
+        self.pool.run_all()
+
+    def hand_over(self) -> None:
+        """The writer hands what is pending to its thread."""
+        self.clock.advance(0)
+        self.assertEqual(len(self.pool.work), 1)
+
+    def settle(self) -> None:
+        """The writer writes everything pending."""
+        for _ in range(100):
+            self.clock.advance(0)
+            if not self.pool.run_next():
+                break
+
+    def test_each_read_of_durable_sets_is_answered_alone(self) -> None:
+        line = set_line(b"q", b"a")
+        self.client.send(line)
+        self.settle()
+        self.assertEqual(self.client.take(), b"STORED\r\n")
+        # The line is known now: each of these reads is handled at once.
+        self.assertEqual(self.client.ask(line), b"")
+        self.hand_over()
+        self.assertEqual(self.client.ask(line), b"")
+        self.pool.run_one()
+        # The first read's set is durable: its reply does not wait for the
+        # second's.
+        self.assertEqual(self.client.take(), b"STORED\r\n")
+        self.hand_over()
+        self.pool.run_one()
+        self.assertEqual(self.client.take(), b"STORED\r\n")
+
+    def test_replies_held_behind_a_durable_set_stop_the_reading(self) -> None:
+        big = b"x" * (MAX_HELD_OUTPUT // 4)
+        self.client.send(set_line(b"r", big) * 10)
+        self.settle()
+        self.assertEqual(self.client.take(), b"STORED\r\n" * 10)
+        self.assertEqual(self.client.ask(set_line(b"q", b"a")), b"")
+        transport = self.client.transport
+        reads = 0
+        while transport.producerState == "producing" and reads < 10:
+            self.assertEqual(self.client.ask(b"get r\r\n"), b"")
+            reads += 1
+        # Four replies of a quarter each are held: reading stops.
+        self.assertEqual(reads, 4)
+        queue = self.service.queue("r")
+        assert queue is not None
+        self.assertEqual(queue.items, 6)
+        self.settle()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(
+            self.client.take(), b"STORED\r\n" + (value(b"r", big) + b"END\r\n") * 4
+        )

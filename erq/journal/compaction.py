@@ -46,7 +46,16 @@ class _Compaction(_JournalBase):
 
     def _forget(self, item_id: int) -> None:
         """A removed item no longer keeps its segment alive."""
-        segment = self._locate(item_id)
+        ranged = self._ranged
+        if (
+            not self._forwarded
+            and ranged
+            and ranged[0].first_id <= item_id <= ranged[0].last_id
+        ):
+            # _locate's common case, inlined: the oldest segment's item.
+            segment: _Segment | None = ranged[0]
+        else:
+            segment = self._locate(item_id)
         pinned = False
         if self._open and self._open.pop(item_id, None) is not None:
             pinned = True

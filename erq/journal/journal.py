@@ -52,6 +52,7 @@ from erq.journal.records import (
     _ADD_SIZE,
     _FLUSH_RECORD,
     _NAN,
+    _REMOVE_SIZE,
     ADD,
     OPEN,
     REMOVE,
@@ -70,6 +71,9 @@ from erq.journal.summaries import INDEX_EVERY
 _ADD = record_format._ADD
 _REC = record_format._REC
 _REMOVE = record_format._REMOVE
+#: A REMOVE record's bytes in its segment, framing included.
+_REMOVE_RECORD_SIZE = 8 + _REMOVE_SIZE
+crc32 = zlib.crc32
 
 # The namespace of the whole package, as before it was split.
 _log = Logger(namespace="erq.journal")
@@ -95,7 +99,11 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         if self._failing is not None:
             return fail(JournalError(self._failing))
         write = self._add_record(item, in_memory)
-        return self._added(write, ((item, in_memory),))
+        if self._always:
+            return self._added(write, ((item, in_memory),))
+        # _added's other case, inlined: this is every set.
+        self._writer.wake()
+        return None
 
     def add_many(
         self, items: list[Item], in_memory: list[bool]
@@ -125,13 +133,14 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
 
     def _add_record(self, item: Item, in_memory: bool) -> _Write:
         data = item.data
+        length = len(data)
         expiry = item.expiry
         item_id = item.id
         head = _ADD.pack(
             ADD, item_id, item.flags, _NAN if expiry is None else expiry, item.added
         )
-        size = _ADD_SIZE + len(data)
-        record = _REC.pack(size, zlib.crc32(data, zlib.crc32(head))) + head
+        size = _ADD_SIZE + length
+        record = _REC.pack(size, crc32(data, crc32(head))) + head
         segment = self._current
         write = self._write
         if (
@@ -150,8 +159,8 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
             size += 8
             segment.size = offset + size
             self._size += size
-        write.held += len(data)
-        self._writer.backlog += len(data)
+        write.held += length
+        self._writer.backlog += length
         if item_id > self._max_native:
             self._max_native = item_id
             if segment.first_id < 0:
@@ -171,14 +180,14 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                 # SummaryBuilder.add's common case, inlined; its ids are the
                 # segment's (see ``summary_step``).
                 summary.adds = adds + 1
-                summary.add_bytes += len(data)
+                summary.add_bytes += length
             else:
-                summary.add(item_id, len(data))
+                summary.add(item_id, length)
         if not in_memory:
             if not self._behind_count:
                 self._cursor = (segment.number, offset)
             self._behind_count += 1
-            self._behind_bytes += len(data)
+            self._behind_bytes += length
         elif self._behind_count:
             # In memory while older items are still on disk: the reader
             # must not hand it out a second time.
@@ -190,7 +199,23 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
             return
         item_id = item.id
         size = len(item.data)
-        summary = self._append(_record(_REMOVE.pack(REMOVE, item_id, size)))[0].summary
+        payload = _REMOVE.pack(REMOVE, item_id, size)
+        record = _REC.pack(_REMOVE_SIZE, crc32(payload)) + payload
+        segment = self._current
+        write = self._write
+        if (
+            segment is None
+            or write is None
+            or segment.size >= self._segment_size
+            or write.file is not segment.file
+        ):
+            segment = self._append(record)[0]
+        else:
+            # _append's common case, inlined: this is every get.
+            write.bufs.append(record)
+            segment.size += _REMOVE_RECORD_SIZE
+            self._size += _REMOVE_RECORD_SIZE
+        summary = segment.summary
         if summary is not None:
             if item_id == summary.run_last + 1 and item_id < summary.run_limit:
                 # SummaryBuilder.remove's common case, inlined.
@@ -198,9 +223,30 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                 summary.run_bytes += size
             else:
                 summary.remove(item_id, size)
-        self._forget(item_id)
-        self._compact_if_dead()
-        self._wake()
+        ranged = self._ranged
+        first = ranged[0] if ranged else None
+        if (
+            first is not None
+            and first.first_id <= item_id <= first.last_id
+            and not self._open
+            and not self._prefix
+            and not self._forwarded
+        ):
+            # _forget's common case, inlined: an item of the oldest segment,
+            # neither open nor aborted nor forwarded.
+            if first.live > 0:
+                first.live -= 1
+        else:
+            self._forget(item_id)
+        oldest = self._segments[0] if self._segments else None
+        if (
+            oldest is not None
+            and oldest.live <= oldest.pinned
+            and oldest is not self._current
+        ):
+            # _compact_if_dead, inlined.
+            self._compact()
+        self._writer.wake()
 
     def remove_many(self, items: list[Item]) -> None:
         if self._state or not items:

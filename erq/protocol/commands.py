@@ -110,18 +110,29 @@ class StoreCommands(Handlers):
             raise BrokenStream("bad data chunk")
         if error is not None:
             raise ClientError(error.decode("ascii"), noreply=noreply)
-        status = self.service.status
+        service = self.service
+        status = service.status
         if status is not UP:
             # Read and dropped: the connection stays in step.
             self.counters.cmd_set += 1
             raise Unavailable(status.reason, noreply=noreply)
-        result = self.service.put(name, block[:-2], flags, exptime)
-        self._flow.check_journal(self.service.writer)
+        result = service.put(name, block[:-2], flags, exptime)
+        storage = service.storage
+        writer = None if storage is None else storage.writer
+        if writer is not None and writer.backlog > writer.max_backlog:
+            # FlowControl.check_journal's test, inlined: this is every set.
+            self._flow.check_journal(writer)
         if noreply:
             if isinstance(result, Deferred):
                 result.addErrback(_ignore)
         elif result is True:
-            self._reply_raw(b"STORED\r\n")
+            replies = self._replies
+            if replies.slots:
+                replies.add(b"STORED\r\n")
+            else:
+                # ReplyOrder.add, inlined: this is every set.
+                replies.out.append(b"STORED\r\n")
+                replies.out_size += 8
         elif result is False:
             self._reply_raw(b"NOT_STORED\r\n")
         else:

@@ -9,7 +9,10 @@ they mean there.  It frames input itself, though, in ``_run``: many
 pipelined requests arrive in one read, and a run of the same request (a
 batch of sets or gets) is spotted in the buffer and handled as one; a get
 that waits holds back the requests after it in the buffer, which
-``LineReceiver``'s own loop cannot do.  The replies of one read leave in one
+``LineReceiver``'s own loop cannot do.  A read that is one whole request of
+a line seen before, with nothing buffered (a lock-step client's set or
+get), is handled straight from the bytes read, in ``_one``, with the same
+checks and reply order as ``_run``.  The replies of one read leave in one
 write (``ReplyOrder``), through ``transport.sender``.  A request the server
 refuses raises a ``RequestError``, which ``_refused`` alone turns into its
 reply, a count and a log line.
@@ -205,14 +208,89 @@ class QueueProtocol(
         flow = self._flow
         if flow.closing:
             return
-        self._input += data
+        buffer = self._input
+        if (
+            not buffer
+            and not self._want
+            and self._waiting is None
+            and not self._paused_for
+            and self._one(data)
+        ):
+            return
+        buffer += data
         if self._waiting is not None:
             # Only the end of a wait resumes a backlog pause.
-            flow.input_waits(len(self._input) - self._want)
+            flow.input_waits(len(buffer) - self._want)
             return
         if self._paused_for:
             return
         self._run()
+
+    def _one(self, data: bytes) -> bool:
+        """A lock-step client's read: ``data`` is one whole request, a set
+        (with its data block) or a plain get, of a line seen before.  It is
+        handled as ``_run`` would handle it, without a copy into the input
+        buffer, and ``True`` returned; anything else is left to ``_run``
+        (``False``, nothing done)."""
+        replies = self._replies
+        if self._running or self._locked or self._flow.gone:
+            return False
+        newline = data.find(b"\n")
+        if newline < 0:
+            return False
+        end = newline - 1 if newline and data[newline - 1] == 13 else newline
+        known = known_lines.get(data[:end])
+        if known is None:
+            return False
+        after = newline + 1
+        if isinstance(known, SetLine):
+            length = known.length
+            if (
+                len(data) - after != length + 2
+                or length > self.service.config.server.max_item_cap
+            ):
+                return False
+            self._running = True
+            try:
+                self._storing = known.storing
+                self._store(data[after:])
+            except RequestError as error:
+                self._refused(error)
+            finally:
+                self._running = False
+                # The read is handled: durable sets of the next take a new slot.
+                replies.stores = None
+        else:
+            if after != len(data) or self.open_reads:
+                return False
+            self._running = True
+            try:
+                self._get_one(known)
+            except RequestError as error:
+                self._refused(error)
+            finally:
+                self._running = False
+                replies.stores = None
+        flow = self._flow
+        if (
+            replies.held >= MAX_HELD_OUTPUT
+            and self._waiting is None
+            and not flow.closing
+            and not self._paused_for
+        ):
+            # As ``_run`` does before its next request.
+            flow.pause("held")
+        out = replies.out
+        if len(out) == 1 and not flow.gone and not flow.closing:
+            # _flush, inlined for the one reply of a lock-step read.
+            data = out[0]
+            self.counters.bytes_written += len(data)
+            self._send(data)
+            out.clear()
+            replies.out_size = 0
+        else:
+            self._flush()
+        return True
 
     def _run(self) -> None:
         """Handle every whole request in the buffer, unless held back."""
