@@ -90,7 +90,9 @@ class Storage:
 
     def _writer(self) -> JournalWriter:
         if self.writer is None:
-            self.writer = JournalWriter(cast(Any, self.reactor), linger=LINGER)
+            self.writer = JournalWriter(
+                cast(Any, self.reactor), linger=LINGER, data_dir=self.data_dir
+            )
             self.writer.on_batch = self.on_batch
         return self.writer
 

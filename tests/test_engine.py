@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from erq.journal import Journal, JournalError, JournalWriter
+from erq.journal import LINGER, Journal, JournalError, JournalWriter
 from erq.journal import engine as engine_module
 from erq.journal import files as files_module
 from erq.queue import Item
@@ -65,6 +65,29 @@ def dirty_pages(path: str, fd: int) -> int | None:
     if libc.syscall(cachestat, fd, ctypes.byref(Range(0, 0)), ctypes.byref(stat), 0):
         return None
     return int(stat.dirty)
+
+
+#: File system types, as fstatfs says them.
+EXT4 = 0xEF53
+XFS = 0x58465342
+TMPFS = 0x01021994
+
+
+def file_system_type(fd: int) -> int | None:
+    """The type of fd's file system, read with fstatfs(2) through libc
+    (``f_type`` is the first field of ``struct statfs``), or ``None``
+    where that cannot be read."""
+    if sys.platform != "linux":
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+    buffer = ctypes.create_string_buffer(512)
+    if libc.fstatfs(fd, buffer) != 0:
+        return None
+    return int(ctypes.c_long.from_buffer(buffer).value) & 0xFFFFFFFF
+
+
+def shares_flushes(fd: int) -> bool:
+    return file_system_type(fd) in (EXT4, XFS)
 
 
 def engine_class() -> Any:
@@ -222,9 +245,145 @@ class EngineTests(TestCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), b"again")
 
+    def test_a_job_run_at_once_on_the_callers_thread(self) -> None:
+        self.assertEqual(self.engine.run([(self.fd, b"now"), (self.fd, None)]), 0)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"now")
+        # Nothing to report, nobody woken.
+        self.assertEqual(self.engine.poll(False), [])
+        self.assertEqual(select.select([self.notify], [], [], 0)[0], [])
+        # Its failure is its caller's; the engine goes on.
+        read_only = os.open(self.path, os.O_RDONLY)
+        self.addCleanup(os.close, read_only)
+        self.assertEqual(self.engine.run([(read_only, b"refused")]), errno.EBADF)
+        self.engine.submit([(self.fd, b" later")], True)
+        self.assertEqual(self.results(1), [0])
+
+    def test_no_job_at_once_while_the_engine_is_not_idle(self) -> None:
+        # Halted after a failure, with its outcome taken: still not idle.
+        read_only = os.open(self.path, os.O_RDONLY)
+        self.addCleanup(os.close, read_only)
+        self.engine.submit([(read_only, b"refused")], True)
+        self.assertEqual(self.results(1), [errno.EBADF])
+        self.assertRaises(RuntimeError, self.engine.run, [(self.fd, b"x")])
+        self.engine.resume()
+        self.assertEqual(self.engine.run([(self.fd, b"x")]), 0)
+
+    def sharing(self) -> Any:
+        """An engine like the test's, but told that the files on the test's
+        device may share a flush, serving on a thread of its own."""
+        if dirty_pages(self.path, self.fd) is None or not shares_flushes(self.fd):
+            raise SkipTest("shared syncs are for ext4 and xfs on Linux")
+        engine = engine_class()(self.notify, shared_device=os.fstat(self.fd).st_dev)
+        self.stop()
+        self.engine = engine
+        self.thread = threading.Thread(target=engine.serve)
+        self.thread.start()
+        return engine
+
+    def test_shared_syncs_ride_on_one_flush(self) -> None:
+        engine = self.sharing()
+        files = self.open_files(4)
+        engine.submit(
+            [(fd, b"one") for fd, _ in files] + [(fd, False) for fd, _ in files],
+            True,
+        )
+        self.assertEqual(self.results(1), [0])
+        # One of them is fdatasynced, and its flush covers the others.
+        self.assertEqual(engine.shared_syncs(), 3)
+        self.assertEqual(self.dirty(files), 0)
+        # Beside a full sync, every shared one rides on it.
+        engine.submit(
+            [(fd, b"two") for fd, _ in files]
+            + [(files[0][0], None)]
+            + [(fd, False) for fd, _ in files[1:]],
+            True,
+        )
+        self.assertEqual(self.results(1), [0])
+        self.assertEqual(engine.shared_syncs(), 6)
+        self.assertEqual(self.dirty(files), 0)
+        # A file alone is fdatasynced: there is no other flush to share.
+        engine.submit([(self.fd, b"x"), (self.fd, False)], True)
+        self.assertEqual(self.results(1), [0])
+        self.assertEqual(engine.shared_syncs(), 6)
+        self.assertEqual(self.dirty([(self.fd, self.path)]), 0)
+        for _, path in files:
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), b"onetwo")
+
+    def dirty(self, files: list[tuple[int, str]]) -> int:
+        total = 0
+        for fd, path in files:
+            dirty = dirty_pages(path, fd)
+            assert dirty is not None
+            total += dirty
+        return total
+
+    def test_what_cannot_share_a_flush_is_synced_in_full(self) -> None:
+        # A pipe is on no disk: its shared sync becomes an fdatasync, which
+        # fails (EINVAL) as it always does.
+        engine = self.sharing()
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        self.addCleanup(os.close, write_end)
+        engine.submit([(self.fd, None), (write_end, False)], True)
+        self.assertEqual(self.results(1), [errno.EINVAL])
+        self.assertEqual(engine.shared_syncs(), 0)
+
+    def test_no_shared_flush_unless_told_a_device(self) -> None:
+        # Made without a device whose files may share a flush (the file
+        # system is not ext4 or xfs), the engine syncs every file in full.
+        files = self.open_files(4)
+        self.engine.submit(
+            [(fd, b"one") for fd, _ in files] + [(fd, False) for fd, _ in files],
+            True,
+        )
+        self.assertEqual(self.results(1), [0])
+        self.assertEqual(self.engine.shared_syncs(), 0)
+
+    def test_no_shared_flush_for_files_on_another_device(self) -> None:
+        # A queue's directory mounted from another disk: the data
+        # directory's flush does not cover its files.
+        device = os.fstat(self.fd).st_dev
+        engine = engine_class()(self.notify, shared_device=device + 1)
+        self.stop()
+        self.engine = engine
+        self.thread = threading.Thread(target=engine.serve)
+        self.thread.start()
+        files = self.open_files(4)
+        engine.submit(
+            [(fd, b"one") for fd, _ in files] + [(fd, False) for fd, _ in files],
+            True,
+        )
+        self.assertEqual(self.results(1), [0])
+        self.assertEqual(engine.shared_syncs(), 0)
+
+    def test_which_file_systems_share_a_flush(self) -> None:
+        # ext4 and xfs, as fstatfs tells them apart (read here on its own).
+        directory = os.open(os.path.dirname(self.path), os.O_RDONLY)
+        self.addCleanup(os.close, directory)
+        kind = file_system_type(directory)
+        flush_shared = engine_module.flush_shared
+        self.assertEqual(flush_shared(directory), kind in (EXT4, XFS))
+        if kind == EXT4:
+            # This disk, where the tests run.
+            self.assertTrue(flush_shared(directory))
+        self.assertRaises(OSError, flush_shared, -1)
+
+    def test_tmpfs_shares_no_flush(self) -> None:
+        try:
+            shm = os.open("/dev/shm", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            raise SkipTest("no /dev/shm here") from None
+        self.addCleanup(os.close, shm)
+        if file_system_type(shm) != TMPFS:
+            raise SkipTest("/dev/shm is not a tmpfs here")
+        self.assertFalse(engine_module.flush_shared(shm))
+
     def test_bad_ops_are_refused_on_submit(self) -> None:
-        for ops in ([(self.fd, "text")], [(self.fd,)], ["op"]):
+        for ops in ([(self.fd, "text")], [(self.fd,)], ["op"], [(self.fd, True)]):
             self.assertRaises(TypeError, self.engine.submit, ops, True)
+            self.assertRaises(TypeError, self.engine.run, ops)
         self.assertEqual(self.engine.poll(False), [])
 
 
@@ -270,6 +429,51 @@ class WriterEngineTests(TestCase):
         self.assertGreater(writer.engine_batches, before)
         await journal.close()
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 40)])
+
+    def test_the_data_directory_says_whether_files_share_a_flush(self) -> None:
+        os.makedirs(self.dir)
+        directory = os.open(self.dir, os.O_RDONLY)
+        self.addCleanup(os.close, directory)
+        expected = shares_flushes(directory)
+        for writer, shares in (
+            (JournalWriter(reactor, data_dir=self.dir), expected),
+            # Told otherwise (or with no data directory to ask): never.
+            (JournalWriter(reactor, data_dir=self.dir, shared_flushes=False), False),
+            (JournalWriter(reactor), False),
+        ):
+            writer.start()
+            self.addCleanup(writer.stop)
+            self.assertTrue(writer.uses_engine)
+            self.assertEqual(writer.shares_flushes, shares)
+
+    async def shared_syncs(self, shared_flushes: bool | None) -> int:
+        """Rounds of durable adds to four queues, each round one batch: the
+        syncs the engine let share another file's flush."""
+        writer = JournalWriter(
+            reactor, linger=LINGER, data_dir=self.dir, shared_flushes=shared_flushes
+        )
+        writer.start()
+        self.addCleanup(writer.stop)
+        journals = [
+            Journal(os.path.join(self.dir, name), writer, sync="always")
+            for name in "abcd"
+        ]
+        for round_ in range(4):
+            adds = [journal.add(item(round_)) for journal in journals]
+            await gatherResults([d for d in adds if d is not None])
+        assert writer._engine is not None
+        return int(writer._engine.engine.shared_syncs())  # type: ignore[attr-defined]
+
+    async def test_files_share_a_flush_where_the_file_system_allows(self) -> None:
+        os.makedirs(self.dir)
+        directory = os.open(self.dir, os.O_RDONLY)
+        self.addCleanup(os.close, directory)
+        if not shares_flushes(directory):
+            raise SkipTest("shared syncs are for ext4 and xfs on Linux")
+        self.assertGreater(await self.shared_syncs(None), 0)
+
+    async def test_files_told_not_to_share_a_flush_do_not(self) -> None:
+        self.assertEqual(await self.shared_syncs(False), 0)
 
     async def test_zeros_ahead_keep_appends_in_order(self) -> None:
         # Zeros every few records: appends that need them go to the Python

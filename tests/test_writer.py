@@ -57,17 +57,37 @@ class StepEngine:
     come back ``ECANCELED``) until ``resume``."""
 
     def __init__(self) -> None:
-        self.queued: deque[list[tuple[int, bytes | None]]] = deque()
+        self.queued: deque[list[tuple[int, bytes | bool | None]]] = deque()
         self.done: list[int] = []
         self.halted = False
         #: Times the engine would have written its eventfd.
         self.notified = 0
+        #: ``run`` says that the engine is not idle.
+        self.refuse_run = False
+        #: The jobs run at once (``run``).
+        self.ran_now: list[list[tuple[int, bytes | bool | None]]] = []
         self._wake = False
         self._notify: deque[bool] = deque()
 
-    def submit(self, ops: list[tuple[int, bytes | None]], notify: bool) -> None:
+    def submit(self, ops: list[tuple[int, bytes | bool | None]], notify: bool) -> None:
         self.queued.append(ops)
         self._notify.append(notify)
+
+    def run(self, ops: list[tuple[int, bytes | bool | None]]) -> int:
+        """A job run at once by its caller, while nothing is queued."""
+        if self.refuse_run:
+            raise RuntimeError("the engine has jobs of its own")
+        assert not self.queued and not self.done and not self.halted
+        self.ran_now.append(ops)
+        self._run_ops(ops)
+        return 0
+
+    def _run_ops(self, ops: list[tuple[int, bytes | bool | None]]) -> None:
+        for fd, data in ops:
+            if isinstance(data, bytes):
+                os.write(fd, data)
+            else:
+                os.fdatasync(fd)
 
     def run_one(self, error: int = 0) -> bool:
         if not self.queued:
@@ -80,11 +100,7 @@ class StepEngine:
             result = error
             self.halted = True
         else:
-            for fd, data in ops:
-                if data is None:
-                    os.fdatasync(fd)
-                else:
-                    os.write(fd, data)
+            self._run_ops(ops)
             result = 0
         self.done.append(result)
         if notify or self._wake:
@@ -127,6 +143,10 @@ def stop_quietly(
 
 
 class HandOffCase(SynchronousTestCase):
+    #: What the writer is told of its file system (see "Shared flushes" in
+    #: ``erq.journal.engine``).
+    shared_flushes: bool | None = None
+
     def setUp(self) -> None:
         self.reactor = ThreadCallsReactor()
         self.pool = ManualPool()
@@ -135,6 +155,7 @@ class HandOffCase(SynchronousTestCase):
             self.reactor,
             self.pool,  # type: ignore[arg-type]
             engine=self.engine,
+            shared_flushes=self.shared_flushes,
         )
         self.base = os.path.abspath(self.mktemp())
         os.makedirs(self.base)
@@ -326,6 +347,205 @@ class InterleavingTests(HandOffCase):
         self.writer.stop()
         self.settle()
         self.assertEqual(self.replayed("b"), [item(1).data, item(2).data, item(3).data])
+
+
+class LoneWriteTests(HandOffCase):
+    """A batch that one durable add alone waits for, at the end of the
+    reactor's turn, runs on the reactor itself while the engine is idle;
+    anything else goes to the engine's thread, in order."""
+
+    def opened(self, name: str) -> Journal:
+        # Opened without a linger, which the rest of each test has.
+        self.writer.linger = 0
+        journal = super().opened(name)
+        self.writer.linger = 0.002
+        return journal
+
+    def end_of_turn(self) -> None:
+        self.reactor.advance(0)
+
+    def test_a_lone_durable_add_is_answered_in_the_same_turn(self) -> None:
+        journal = self.opened("a")
+        durable = self.fired(journal.add(item(2)))
+        self.assertEqual(durable, [])
+        self.end_of_turn()
+        # Written, synced and answered without the thread.
+        self.assertEqual(durable, [None])
+        self.assertEqual(len(self.engine.ran_now), 1)
+        self.assertEqual(self.engine.queued, deque())
+        self.assertEqual(self.engine.notified, 0)
+        self.assertEqual(self.writer.inline_batches, 1)
+        self.assertEqual(self.writer.on_thread, 0)
+        self.assertEqual(self.writer.backlog, 0)
+        self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
+
+    def test_adds_that_several_wait_for_go_to_the_thread(self) -> None:
+        first = self.opened("a")
+        second = self.opened("b")
+        one = self.fired(first.add(item(2)))
+        two = self.fired(second.add(item(2)))
+        self.end_of_turn()
+        # The reactor reads on while their fdatasyncs run.
+        self.assertEqual((one, two), ([], []))
+        self.assertEqual(self.engine.ran_now, [])
+        self.assertEqual(len(self.engine.queued), 1)
+        self.settle()
+        self.assertEqual((one, two), ([None], [None]))
+
+    def test_a_set_beside_anything_else_goes_to_the_thread(self) -> None:
+        """A run of sets from one client, or a get's removal in the same
+        turn: the reactor reads on while they are synced."""
+        journal = self.opened("a")
+        run = self.fired(journal.add_many([item(2), item(3)], [True, True]))
+        self.end_of_turn()
+        self.assertEqual((run, self.engine.ran_now), ([], []))
+        self.settle()
+        self.assertEqual(run, [None])
+        journal.remove(item(1))
+        beside = self.fired(journal.add(item(4)))
+        self.end_of_turn()
+        self.assertEqual((beside, self.engine.ran_now), ([], []))
+        self.settle()
+        self.assertEqual(beside, [None])
+        self.assertEqual(self.replayed("a"), [item(i).data for i in (2, 3, 4)])
+
+    def test_not_while_the_engine_has_batches(self) -> None:
+        """A lone add behind a batch on the thread waits its turn there:
+        its completion cannot overtake the older one's."""
+        first = self.opened("a")
+        journal = self.opened("b")
+        answered: list[int] = []
+        other = first.add(item(2))
+        assert other is not None
+        other.addCallback(lambda _: answered.append(0))
+        for i in (2, 3):
+            d = journal.add(item(i))
+            assert d is not None
+            d.addCallback(lambda _, i: answered.append(i), i)
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.queued), 1)
+        d = journal.add(item(4))
+        assert d is not None
+        d.addCallback(lambda _: answered.append(4))
+        self.end_of_turn()
+        self.assertEqual(self.engine.ran_now, [])
+        self.assertEqual(len(self.engine.queued), 2)
+        self.settle()
+        self.assertEqual(answered, [0, 2, 3, 4])
+        # Idle again: the next lone add is the reactor's.
+        d = journal.add(item(5))
+        assert d is not None
+        d.addCallback(lambda _: answered.append(5))
+        self.end_of_turn()
+        self.assertEqual(answered, [0, 2, 3, 4, 5])
+        self.assertEqual(len(self.engine.ran_now), 1)
+
+    def test_an_engine_that_is_not_idle_takes_the_batch(self) -> None:
+        journal = self.opened("a")
+        self.engine.refuse_run = True
+        durable = self.fired(journal.add(item(2)))
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.queued), 1)
+        self.assertEqual(self.writer.inline_batches, 0)
+        self.settle()
+        self.assertEqual(durable, [None])
+        self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
+
+    def test_never_inside_the_call_that_journals(self) -> None:
+        """Without a linger the batch leaves from ``add`` itself: it goes
+        to the thread, so that the add's caller is not answered before it
+        has its Deferred."""
+        journal = self.opened("a")
+        self.writer.linger = 0
+        durable = self.fired(journal.add(item(2)))
+        self.assertEqual(durable, [])
+        self.assertEqual(self.engine.ran_now, [])
+        self.settle()
+        self.assertEqual(durable, [None])
+
+
+class SharedSyncTests(HandOffCase):
+    """Which of its syncs the engine may cover with another file's flush:
+    those of appends that overwrite what one of its full syncs made durable,
+    on a file system that says that files may share a flush (see "Shared
+    flushes" in ``erq.journal.engine``)."""
+
+    shared_flushes = True
+
+    def syncs(self) -> list[bytes | bool | None]:
+        (ops,) = self.engine.queued
+        return [data for _, data in ops if not isinstance(data, bytes)]
+
+    def test_appends_within_what_a_full_sync_covered(self) -> None:
+        self.assertTrue(self.writer.shares_flushes)
+        journal = self.opened("a")
+        segment = journal._current
+        assert segment is not None
+        f = segment.file
+        # The zeros written ahead were synced on the Python loop, which
+        # does not say so: the engine's first sync is full.
+        self.assertGreater(f.zeroed, f.offset)
+        self.assertEqual(f.covered, 0)
+        journal.add(item(2))
+        self.assertEqual(self.syncs(), [None])
+        self.settle()
+        self.assertEqual(f.covered, f.zeroed)
+        # Now an append over those zeros needs no metadata.
+        journal.add(item(3))
+        self.assertEqual(self.syncs(), [False])
+        self.settle()
+        # A cut drops what was covered past it.
+        f.covered = f.offset + 5
+        f.needs_cut = True
+        journal.add(item(4))
+        self.assertEqual(self.engine.queued, deque())
+        self.settle()
+        self.assertLessEqual(f.covered, f.offset)
+        self.assertEqual(self.replayed("a"), [item(i).data for i in (1, 2, 3, 4)])
+
+    def test_a_failed_full_sync_covers_nothing(self) -> None:
+        journal = self.opened("a")
+        segment = journal._current
+        assert segment is not None
+        refused = self.fired(journal.add(item(2)))
+        self.engine.run_one(error=errno.EIO)
+        self.writer.engine_finished()
+        self.assertIsInstance(refused[0], Failure)
+        self.assertEqual(segment.file.covered, 0)
+
+
+class UnsharedSyncTests(HandOffCase):
+    """On a file system where files may not share a flush (btrfs, zfs,
+    overlayfs, tmpfs, nfs, fuse, or one unknown), every sync the engine is
+    asked for is a full fdatasync of its own."""
+
+    shared_flushes = False
+
+    def syncs(self) -> list[bytes | bool | None]:
+        (ops,) = self.engine.queued
+        return [data for _, data in ops if not isinstance(data, bytes)]
+
+    def test_every_sync_in_full(self) -> None:
+        self.assertFalse(self.writer.shares_flushes)
+        journal = self.opened("a")
+        segment = journal._current
+        assert segment is not None
+        f = segment.file
+        for i in range(2, 6):
+            journal.add(item(i))
+            self.assertEqual(self.syncs(), [None])
+            self.settle()
+            # Within what an earlier sync covered, and still in full.
+            self.assertLess(f.offset, f.covered)
+        self.assertEqual(self.replayed("a"), [item(i).data for i in range(1, 6)])
+
+    def test_unless_told_a_writer_shares_no_flush(self) -> None:
+        writer = JournalWriter(
+            self.reactor,
+            self.pool,  # type: ignore[arg-type]
+            engine=StepEngine(),
+        )
+        self.assertFalse(writer.shares_flushes)
 
 
 class FailingOps(FileOps):

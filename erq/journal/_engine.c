@@ -10,6 +10,29 @@
  * needing the GIL, and reads the outcomes with poll().  After a failure
  * the engine runs nothing more (jobs still queued, and jobs submitted
  * later, come back with ECANCELED) until resume().
+ *
+ * run() runs one job at once on the caller's thread, without the GIL,
+ * while the engine has nothing queued: a lone durable write then costs no
+ * wake-up of a thread, neither of the engine's nor of the reactor's.
+ *
+ * A sync may be "shared" (a (fd, False) op): the job says that the file's
+ * new bytes only overwrite blocks that an earlier fdatasync made durable,
+ * so that the file needs no metadata written, only its data and a flush
+ * of the disk's cache.  A group that syncs several files writes the
+ * shared ones out and waits for them (sync_file_range), and only once
+ * every one of those has returned fdatasyncs the others, or one of them:
+ * that fdatasync's cache flush covers the bytes already written out.  A
+ * disk takes one flush at a time, so sixteen files' fdatasyncs cost
+ * sixteen flushes, even when issued at once, where this costs one.
+ *
+ * That is only sound where every fdatasync ends with a cache flush issued
+ * after it was called, whatever the file (so covering every write that
+ * completed before it), and where an overwrite in place needs no
+ * metadata: ext4 and xfs (flush_shared() says so of a file system).  The
+ * engine is told once, when made, the device whose files may share a
+ * flush (shared_device, that of the data directory, if flush_shared()
+ * said yes of it); a shared sync of a file on any other device, and every
+ * one when there is no such device, is an fdatasync of its own.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -18,12 +41,17 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#define EXT4_MAGIC 0xEF53
+#define XFS_MAGIC 0x58465342
 
 typedef struct {
     int fd;
-    int sync;             /* 1: fdatasync fd; 0: append data */
+    int sync;             /* 0: append data; 1: fdatasync fd; 2: shared */
     const char *data;
     Py_ssize_t len;
 } Op;
@@ -67,6 +95,10 @@ typedef struct {
     int halted;
     int interrupts;
     int idle;                    /* the thread waits for work */
+    int running;                 /* a group runs (serve() or run()) */
+    unsigned long shared;        /* syncs covered by another file's flush */
+    int share;                   /* files on device may share a flush */
+    dev_t device;
 } Engine;
 
 static void
@@ -91,9 +123,18 @@ append(Job **head, Job **tail, Job *job)
 static int
 Engine_init(Engine *self, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"notify_fd", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i", names, &self->notify_fd))
+    static char *names[] = {"notify_fd", "shared_device", NULL};
+    PyObject *device = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|O", names, &self->notify_fd,
+                                     &device))
         return -1;
+    if (device != Py_None) {
+        unsigned long long value = PyLong_AsUnsignedLongLong(device);
+        if (value == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        self->share = 1;
+        self->device = (dev_t)value;
+    }
     pthread_mutex_init(&self->lock, NULL);
     pthread_cond_init(&self->work, NULL);
     pthread_mutex_init(&self->syncers.lock, NULL);
@@ -125,40 +166,61 @@ Engine_dealloc(Engine *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static PyObject *
-Engine_submit(Engine *self, PyObject *args)
+/* The ops of a job, from a list of (fd, bytes) appends, (fd, None)
+ * fdatasyncs and (fd, False) shared syncs; NULL with an exception set. */
+static Op *
+parse_ops(PyObject *ops, Py_ssize_t *count)
 {
-    PyObject *ops;
-    int notify;
-    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &ops, &notify))
-        return NULL;
     Py_ssize_t n = PyList_GET_SIZE(ops);
-    Job *job = PyMem_RawCalloc(1, sizeof(Job));
     Op *op = PyMem_RawCalloc(n ? n : 1, sizeof(Op));
-    if (!job || !op) {
-        PyMem_RawFree(job);
-        PyMem_RawFree(op);
-        return PyErr_NoMemory();
+    if (!op) {
+        PyErr_NoMemory();
+        return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyList_GET_ITEM(ops, i), *data;
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_SetString(PyExc_TypeError, "an op is a (fd, bytes or None) tuple");
-            goto fail;
-        }
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
+            goto bad;
         op[i].fd = _PyLong_AsInt(PyTuple_GET_ITEM(item, 0));
         if (op[i].fd == -1 && PyErr_Occurred())
             goto fail;
         data = PyTuple_GET_ITEM(item, 1);
         if (data == Py_None) {
             op[i].sync = 1;
+        } else if (data == Py_False) {
+            op[i].sync = 2;
         } else if (PyBytes_Check(data)) {
             op[i].data = PyBytes_AS_STRING(data);
             op[i].len = PyBytes_GET_SIZE(data);
         } else {
-            PyErr_SetString(PyExc_TypeError, "an op is a (fd, bytes or None) tuple");
-            goto fail;
+            goto bad;
         }
+    }
+    *count = n;
+    return op;
+bad:
+    PyErr_SetString(PyExc_TypeError,
+                    "an op is a (fd, bytes or None or False) tuple");
+fail:
+    PyMem_RawFree(op);
+    return NULL;
+}
+
+static PyObject *
+Engine_submit(Engine *self, PyObject *args)
+{
+    PyObject *ops;
+    int notify;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!p", &PyList_Type, &ops, &notify))
+        return NULL;
+    Op *op = parse_ops(ops, &n);
+    if (!op)
+        return NULL;
+    Job *job = PyMem_RawCalloc(1, sizeof(Job));
+    if (!job) {
+        PyMem_RawFree(op);
+        return PyErr_NoMemory();
     }
     Py_INCREF(ops);
     job->ops = ops;
@@ -176,10 +238,6 @@ Engine_submit(Engine *self, PyObject *args)
     }
     pthread_mutex_unlock(&self->lock);
     Py_RETURN_NONE;
-fail:
-    PyMem_RawFree(job);
-    PyMem_RawFree(op);
-    return NULL;
 }
 
 static PyObject *
@@ -318,7 +376,7 @@ stop_syncers(Syncers *syncers)
 /* fdatasyncs fds[0..count), several at once when there are several;
  * returns only once every one has returned: 0 or the first errno. */
 static int
-sync_files(Engine *self, const int *fds, int count)
+sync_parallel(Engine *self, const int *fds, int count)
 {
     Syncers *syncers = &self->syncers;
     if (count == 1)
@@ -345,6 +403,74 @@ sync_files(Engine *self, const int *fds, int count)
     return error;
 }
 
+/* Whether fd is a file on device dev. */
+static int
+on_device(int fd, dev_t dev)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && st.st_dev == dev;
+}
+
+/* Syncs the files of a group: fds[k] in full, or shared when shared[k]
+ * (see "shared" above).  Returns 0 or the first errno. */
+static int
+sync_files(Engine *self, int *fds, const int *shared, int count)
+{
+    if (count == 1)
+        return fdatasync(fds[0]) != 0 ? errno : 0;
+#ifdef SYNC_FILE_RANGE_WRITE
+    int full[64], light[64];
+    int nfull = 0, nlight = 0;
+    for (int k = 0; k < count; k++) {
+        if (shared[k])
+            light[nlight++] = fds[k];
+        else
+            full[nfull++] = fds[k];
+    }
+    if (nlight > 0 && !self->share) {
+        /* No file here may share a flush: each is synced in full. */
+        while (nlight > 0)
+            full[nfull++] = light[--nlight];
+    }
+    if (nlight > 0) {
+        int kept = 0, anchored = 0;
+        for (int k = 0; k < nlight; k++) {
+            if (on_device(light[k], self->device))
+                light[kept++] = light[k];
+            else
+                full[nfull++] = light[k];
+        }
+        nlight = kept;
+        /* The flush that covers them is that of an fdatasync on their
+         * device: one of the full ones, or else one of them. */
+        for (int k = 0; k < nfull && !anchored; k++)
+            anchored = on_device(full[k], self->device);
+        if (nlight > 0 && !anchored)
+            full[nfull++] = light[--nlight];
+        /* Every shared file's write-out started, then waited for: all of
+         * it is on the disk (in its cache) before any fdatasync below is
+         * issued, each sync_file_range having returned first. */
+        for (int k = 0; k < nlight; k++)
+            if (sync_file_range(light[k], 0, 0, SYNC_FILE_RANGE_WRITE) != 0)
+                return errno;
+        for (int k = 0; k < nlight; k++)
+            if (sync_file_range(light[k], 0, 0,
+                                SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                    SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+                return errno;
+        if (nlight > 0) {
+            pthread_mutex_lock(&self->syncers.lock);
+            self->shared += (unsigned long)nlight;
+            pthread_mutex_unlock(&self->syncers.lock);
+        }
+    }
+    return sync_parallel(self, full, nfull);
+#else
+    (void)shared;
+    return sync_parallel(self, fds, count);
+#endif
+}
+
 /* Runs a group, without the lock: every append in order (the appends to
  * one file that follow each other in one writev), then each file to sync
  * once.  Returns 0 or the first errno. */
@@ -353,7 +479,7 @@ run_group(Engine *self, Job *group)
 {
     struct iovec iov[MAX_IOV];
     int count = 0, fd = -1, error;
-    int synced[64], written[64];
+    int synced[64], shared[64], written[64];
     int nsync = 0, nwritten = 0;
     for (Job *job = group; job; job = job->next) {
         for (Py_ssize_t i = 0; i < job->nops; i++) {
@@ -361,11 +487,16 @@ run_group(Engine *self, Job *group)
             if (op->sync) {
                 int seen = 0;
                 for (int k = 0; k < nsync; k++)
-                    if (synced[k] == op->fd)
+                    if (synced[k] == op->fd) {
                         seen = 1;
+                        /* Synced in full if any job asks for that. */
+                        if (op->sync == 1)
+                            shared[k] = 0;
+                    }
                 if (seen)
                     continue;
                 if (nsync < 64) {
+                    shared[nsync] = op->sync == 2;
                     synced[nsync++] = op->fd;
                     continue;
                 }
@@ -400,7 +531,7 @@ run_group(Engine *self, Job *group)
     }
     if (count > 0 && (error = append_all(fd, iov, count)) != 0)
         return error;
-    if (nsync > 0 && (error = sync_files(self, synced, nsync)) != 0)
+    if (nsync > 0 && (error = sync_files(self, synced, shared, nsync)) != 0)
         return error;
 #ifdef SYNC_FILE_RANGE_WRITE
     /* Files appended to but not synced: have the kernel start writing them
@@ -427,9 +558,11 @@ Engine_serve(Engine *self, PyObject *unused)
         if (self->queued) {
             Job *group = self->queued;
             self->queued = self->queued_tail = NULL;
+            self->running = 1;
             pthread_mutex_unlock(&self->lock);
             int error = run_group(self, group);
             pthread_mutex_lock(&self->lock);
+            self->running = 0;
             int notify = self->wake;
             Job *last = group;
             for (Job *job = group; job; job = job->next) {
@@ -474,6 +607,48 @@ Engine_serve(Engine *self, PyObject *unused)
 }
 
 static PyObject *
+Engine_run(Engine *self, PyObject *args)
+{
+    PyObject *ops;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &ops))
+        return NULL;
+    Op *op = parse_ops(ops, &n);
+    if (!op)
+        return NULL;
+    Job job = {.op = op, .nops = n};
+    pthread_mutex_lock(&self->lock);
+    int busy = self->queued || self->done || self->running || self->halted;
+    if (!busy)
+        self->running = 1;
+    pthread_mutex_unlock(&self->lock);
+    if (busy) {
+        PyMem_RawFree(op);
+        PyErr_SetString(PyExc_RuntimeError, "the engine has jobs of its own");
+        return NULL;
+    }
+    int error;
+    /* The list keeps the bytes alive: the caller holds it until we return. */
+    Py_BEGIN_ALLOW_THREADS
+    error = run_group(self, &job);
+    Py_END_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    self->running = 0;
+    pthread_mutex_unlock(&self->lock);
+    PyMem_RawFree(op);
+    return PyLong_FromLong(error);
+}
+
+static PyObject *
+Engine_shared_syncs(Engine *self, PyObject *unused)
+{
+    pthread_mutex_lock(&self->syncers.lock);
+    unsigned long shared = self->shared;
+    pthread_mutex_unlock(&self->syncers.lock);
+    return PyLong_FromUnsignedLong(shared);
+}
+
+static PyObject *
 Engine_parallel_groups(Engine *self, PyObject *unused)
 {
     pthread_mutex_lock(&self->syncers.lock);
@@ -484,7 +659,8 @@ Engine_parallel_groups(Engine *self, PyObject *unused)
 
 static PyMethodDef Engine_methods[] = {
     {"submit", (PyCFunction)Engine_submit, METH_VARARGS,
-     "submit(ops, notify): queue a job of (fd, bytes) appends and (fd, None) syncs."},
+     "submit(ops, notify): queue a job of (fd, bytes) appends, (fd, None) "
+     "syncs and (fd, False) shared syncs."},
     {"poll", (PyCFunction)Engine_poll, METH_VARARGS,
      "poll(wake): the outcomes (0 or an errno) of the jobs finished since the "
      "last poll, in order; with wake, notify when the next group finishes."},
@@ -492,6 +668,11 @@ static PyMethodDef Engine_methods[] = {
      "Run jobs again after a failure."},
     {"interrupt", (PyCFunction)Engine_interrupt, METH_NOARGS,
      "Make serve() return once (after the group it runs)."},
+    {"run", (PyCFunction)Engine_run, METH_VARARGS,
+     "run(ops): run one job now on this thread, without the GIL, and return "
+     "its outcome (0 or an errno); only while the engine has no job."},
+    {"shared_syncs", (PyCFunction)Engine_shared_syncs, METH_NOARGS,
+     "Syncs made durable by another file's flush (see \"shared\")."},
     {"parallel_groups", (PyCFunction)Engine_parallel_groups, METH_NOARGS,
      "Groups whose files were handed to the syncer threads, to sync at once."},
     {"serve", (PyCFunction)Engine_serve, METH_NOARGS,
@@ -511,11 +692,40 @@ static PyTypeObject EngineType = {
     .tp_methods = Engine_methods,
 };
 
+/* Whether the file system of fd is one where files may share a flush
+ * (see "shared" above): ext4 or xfs. */
+static PyObject *
+flush_shared(PyObject *module, PyObject *arg)
+{
+    int fd = _PyLong_AsInt(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    struct statfs fs;
+    int error;
+    Py_BEGIN_ALLOW_THREADS
+    error = fstatfs(fd, &fs) != 0 ? errno : 0;
+    Py_END_ALLOW_THREADS
+    if (error) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyBool_FromLong(fs.f_type == EXT4_MAGIC || fs.f_type == XFS_MAGIC);
+}
+
+static PyMethodDef module_methods[] = {
+    {"flush_shared", flush_shared, METH_O,
+     "flush_shared(fd): whether fd's file system lets files share a flush: "
+     "every fdatasync ends with a cache flush that covers the writes done "
+     "before it, and an overwrite in place needs no metadata (ext4, xfs)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "erq.journal._engine",
     .m_doc = "The journal writer's appends and syncs, without the GIL.",
     .m_size = -1,
+    .m_methods = module_methods,
 };
 
 PyMODINIT_FUNC

@@ -22,6 +22,47 @@ full segment, whatever the policy, then finds little left to write, and
 does not hold up the appends behind it while a whole segment goes to disk.
 Such batches do not wait for each other: the next one is queued while one
 is synced, and the thread starts on it the moment the fsync returns.
+
+A lone durable write
+--------------------
+Handing a batch to the thread costs a wake-up of the thread, and its end a
+wake-up of the reactor: on a virtual machine each is tens of
+microseconds, a good part of a lock-step durable set (one fdatasync is a
+couple of hundred).  So when the engine is idle and the batch that leaves
+at the end of the reactor's turn is one set and nothing else (a lock-step
+producer, with nothing more to send until it is answered, and nobody else
+journaling anything), the reactor runs it itself, through ``Engine.run``,
+without the GIL, and answers it at once: blocking the reactor for the
+fdatasync then delays no one.  What comes during the fdatasync is read
+right after it and goes out as the next batch, group commit as before.
+Anything more (the sets of several clients, a run of sets from a client
+that pipelines, a get's removal beside the set) goes to the thread, so
+that the reactor reads and handles the next requests while it is synced.
+
+Shared flushes
+--------------
+A disk takes one cache flush at a time: sixteen queues' files synced at
+once cost nearly sixteen flushes.  Most appends, though, overwrite the
+zeros written ahead of them (see "Zeros ahead" in ``erq.journal.files``),
+blocks that an earlier fdatasync made durable; such a file needs no
+metadata written, only its data and a flush.  The runner tells the engine
+so (a "shared" sync, up to ``_SegmentFile.covered``), and the engine writes
+those files out and waits for them, then fdatasyncs the others (or one of
+them), whose flush covers them all (see ``_engine.c``).
+
+That is sound only where every fdatasync ends with a flush of the disk's
+cache issued after it was called, whatever the file, and where an
+overwrite in place needs no metadata: ext4 and xfs.  Copy-on-write file
+systems (btrfs, zfs) write an overwrite elsewhere; overlayfs does not pass
+sync_file_range to the real file; tmpfs, nfs, fuse and the unknown promise
+nothing of the kind.  So the writer asks once, as its engine starts, of
+the data directory's file system (``flush_shared`` in ``_engine.c``,
+which reads its type with fstatfs); where the answer is no, or there is
+no data directory to ask (or ``JournalWriter(shared_flushes=False)``),
+the runner asks for no shared sync and every file gets its own
+fdatasync.  The engine itself lets a file share a flush only if it is on
+the data directory's device (a queue's directory may be a mount of
+another disk), and only with an fdatasync on that device.
 Anything else (opening, cutting or closing a file, reads, deletes) goes to
 the Python loop, once the engine's batches are done, so records still reach
 disk in the order they were made.  A failed group stops the engine; its
@@ -53,9 +94,10 @@ if TYPE_CHECKING:
     from erq.journal.writer import JournalWriter
 
 try:
-    from erq.journal._engine import Engine
+    from erq.journal._engine import Engine, flush_shared
 except ImportError:  # built without its C extension: the Python loop writes
     Engine = None  # type: ignore[assignment, misc]
+    flush_shared = None  # type: ignore[assignment]
 
 
 def _engine_steps(batch: list[_Chunk]) -> bool:
@@ -91,7 +133,11 @@ class _Engine(Protocol):
     """What the writer needs of the C engine (``erq.journal._engine.Engine``, or a
     test double)."""
 
-    def submit(self, ops: list[tuple[int, bytes | None]], notify: bool) -> None: ...
+    def submit(
+        self, ops: list[tuple[int, bytes | bool | None]], notify: bool
+    ) -> None: ...
+
+    def run(self, ops: list[tuple[int, bytes | bool | None]]) -> int: ...
 
     def poll(self, wake: bool) -> list[int]: ...
 
@@ -131,12 +177,20 @@ class _EngineRunner:
     ``_Runner`` in ``erq.journal.writer``): any number of batches at once,
     of appends and fsyncs only, taken back in the order they were sent."""
 
-    def __init__(self, engine: _Engine) -> None:
+    def __init__(self, engine: _Engine, shares: bool) -> None:
         self.engine = engine
+        #: Whether files may share a flush (see "Shared flushes"): if not,
+        #: every sync it asks for is a full one.
+        self.shares = shares
         # The batches it has, oldest first.
         self.batches: deque[list[_Chunk]] = deque()
+        # For each, the files it syncs in full and where each sync makes
+        # them durable to.
+        self.covers: deque[_Covers] = deque()
         #: Batches it ran.
         self.count = 0
+        #: Of those, batches the reactor ran itself (``run_now``).
+        self.inline = 0
 
     def busy(self) -> bool:
         return bool(self.batches)
@@ -148,31 +202,53 @@ class _EngineRunner:
         """Hand the engine the batch's appends and fsyncs; it wakes the
         reactor when done if something waits for the batch, or if
         ``hurry``."""
-        ops: list[tuple[int, bytes | None]] = []
-        notify = hurry
-        written = 0
-        for chunk in batch:
-            for step in chunk.steps:
-                if type(step) is _Write:
-                    write = cast(_Write, step)
-                    f = write.file
-                    data = b"".join(write.bufs)
-                    # The joined copy is all a retry needs: the items' own
-                    # bytes need not be held as well until the batch is back.
-                    write.bufs = [data]
-                    write.offset_before = f.offset
-                    f.offset += len(data)
-                    written += len(data)
-                    ops.append((cast(int, f.fd), data))
-                    if write.waiters:
-                        notify = True
-                else:
-                    ops.append((cast(int, cast(_Sync, step).file.fd), None))
+        ops, notify, covers = _ops(batch, self.shares)
         self.batches.append(batch)
+        self.covers.append(covers)
         self.count += 1
-        self.engine.submit(ops, notify or written > _LINGER_BYTES)
+        self.engine.submit(ops, notify or hurry)
 
-    def take_back(self, wake: bool) -> list[tuple[list[_Chunk], Failure | None]]:
+    def lone(self, batch: list[_Chunk]) -> bool:
+        """Whether the reactor had better run this batch itself: the engine
+        is idle, and the batch is one set and nothing else (see "A lone
+        durable write")."""
+        if self.batches or len(batch) != 1:
+            return False
+        steps = batch[0].steps
+        if len(steps) != 2:
+            return False
+        write = steps[0]
+        return (
+            type(write) is _Write
+            and len(cast(_Write, write).waiters) == 1
+            # One record: its header and its item.
+            and len(cast(_Write, write).bufs) == 2
+            and cast(_Write, write).held <= _SMALL_APPEND
+        )
+
+    def run_now(self, batch: list[_Chunk]) -> list[_Done]:
+        """Run the batch on this (the reactor's) thread, while the engine
+        is idle; it comes back at once, as ``take_back`` would return it
+        (nothing, if the engine took it to run on its thread instead)."""
+        ops, _, covers = _ops(batch, self.shares)
+        self.count += 1
+        try:
+            error = self.engine.run(ops)
+        except RuntimeError:
+            # The engine says it is not idle after all: it takes the batch
+            # as any other, and tells the reactor when it is done.
+            self.batches.append(batch)
+            self.covers.append(covers)
+            self.engine.submit(ops, True)
+            return []
+        self.inline += 1
+        if error:
+            _undo([batch], error)
+        else:
+            _done(batch, covers)
+        return [(batch, None)]
+
+    def take_back(self, wake: bool) -> list[_Done]:
         """The batches the engine has finished, in order; with ``wake``,
         have it wake the reactor when it finishes the next.  After a
         failure, the failed batch and those behind it are undone (and come
@@ -182,18 +258,71 @@ class _EngineRunner:
         if not results:
             return []
         batches = [self.batches.popleft() for _ in results]
+        covers = [self.covers.popleft() for _ in results]
         failed = next((i for i, error in enumerate(results) if error), None)
         done: list[tuple[list[_Chunk], Failure | None]] = []
-        for batch in batches[:failed]:
-            for chunk in batch:
-                for step in chunk.steps:
-                    step.done = True
+        for batch, covered in zip(batches[:failed], covers, strict=False):
+            _done(batch, covered)
             done.append((batch, None))
         if failed is not None:
             _undo(batches[failed:], results[failed])
             self.engine.resume()
             done.extend((batch, None) for batch in reversed(batches[failed:]))
         return done
+
+
+#: The files a batch syncs in full, each with where its bytes end then.
+_Covers = list[tuple[_SegmentFile, int]]
+#: A batch taken back, with the failure of a crash on the thread.
+_Done = tuple[list[_Chunk], Failure | None]
+#: What the engine takes: appends, full syncs (None), shared syncs (False).
+_Ops = list[tuple[int, bytes | bool | None]]
+
+
+def _ops(batch: list[_Chunk], shares: bool) -> tuple[_Ops, bool, _Covers]:
+    """The engine's ops for a batch: its appends, each write's buffers
+    joined, and its syncs, shared (if ``shares``) where the appends only
+    overwrite what an earlier sync made durable (see "Shared flushes");
+    whether something waits for the batch; and the files it syncs in
+    full."""
+    ops: _Ops = []
+    covers: _Covers = []
+    notify = False
+    written = 0
+    for chunk in batch:
+        for step in chunk.steps:
+            if type(step) is _Write:
+                write = cast(_Write, step)
+                f = write.file
+                data = b"".join(write.bufs)
+                # The joined copy is all a retry needs: the items' own
+                # bytes need not be held as well until the batch is back.
+                write.bufs = [data]
+                write.offset_before = f.offset
+                f.offset += len(data)
+                written += len(data)
+                ops.append((cast(int, f.fd), data))
+                if write.waiters:
+                    notify = True
+            else:
+                f = cast(_Sync, step).file
+                if shares and f.offset <= f.covered:
+                    ops.append((cast(int, f.fd), False))
+                else:
+                    ops.append((cast(int, f.fd), None))
+                    covers.append((f, max(f.offset, f.zeroed)))
+    return ops, notify or written > _LINGER_BYTES, covers
+
+
+def _done(batch: list[_Chunk], covers: _Covers) -> None:
+    """A batch the engine ran: every step done, and what its syncs made
+    durable known."""
+    for chunk in batch:
+        for step in chunk.steps:
+            step.done = True
+    for f, end in covers:
+        if end > f.covered:
+            f.covered = end
 
 
 def _undo(batches: list[list[_Chunk]], error: int) -> None:

@@ -134,7 +134,7 @@ class _SegmentFile:
     """A segment file as the writer thread sees it.  Made on the reactor
     thread; after that only the writer thread touches it."""
 
-    __slots__ = ("path", "fd", "offset", "fresh", "needs_cut", "zeroed")
+    __slots__ = ("path", "fd", "offset", "fresh", "needs_cut", "zeroed", "covered")
 
     def __init__(self, path: str, offset: int, fresh: bool) -> None:
         self.path = path
@@ -149,11 +149,17 @@ class _SegmentFile:
         # Where the zeros written ahead of the appends end (see "Zeros
         # ahead"); at or before ``offset``, there are none.
         self.zeroed = 0
+        # Where the bytes end that an fdatasync of the engine has made
+        # durable, allocation and all: appends before it overwrite only
+        # (see "shared" syncs in ``erq.journal.engine``).
+        self.covered = 0
 
 
 def _cut_file(f: _SegmentFile, fd: int, offset: int, ops: FileOps) -> None:
     ops.truncate(fd, offset)
     f.zeroed = offset
+    # The blocks past the cut are gone: written again, they are new.
+    f.covered = min(f.covered, offset)
 
 
 def _open_segment(f: _SegmentFile, ops: FileOps, files: set[_SegmentFile]) -> int:

@@ -17,7 +17,10 @@ runs its completions in order, when it next journals something (before it
 looks at what is in flight).  So lock-step requests cost one wake-up of the
 thread each, not also one of the reactor.  When the writer runs its own thread,
 its one thread runs a loop fed by a ``SimpleQueue``, cheaper to wake than a
-pool job.
+pool job.  A batch that is one durable set and nothing else crosses no
+thread at all: with the C engine idle, the reactor writes and syncs it
+itself at the end of its turn (see "A lone durable write" in
+``erq.journal.engine``).
 
 Backlog
 -------
@@ -52,7 +55,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq.config import MiB
-from erq.journal.engine import Engine, _Engine, _EngineDone, _EngineRunner
+from erq.journal.engine import (
+    Engine,
+    _Engine,
+    _EngineDone,
+    _EngineRunner,
+    flush_shared,
+)
 from erq.journal.files import (
     FileOps,
     _Chunk,
@@ -252,6 +261,8 @@ class JournalWriter:
         retry_delay: float = 1.0,
         linger: float = 0.0,
         engine: _Engine | None = None,
+        data_dir: str | None = None,
+        shared_flushes: bool | None = None,
     ) -> None:
         self.reactor = reactor
         # Without a pool the writer runs its own thread (see ``start``).
@@ -295,10 +306,15 @@ class JournalWriter:
         self._jobs: SimpleQueue[_Job | None] | None = None
         #: Batches handed to the thread so far.
         self.batches = 0
+        # Where the journals are: its file system says whether the files
+        # of a batch may share one cache flush (see "Shared flushes" in
+        # ``erq.journal.engine``), unless ``shared_flushes`` says.
+        self._data_dir = data_dir
+        self._shared_flushes = shared_flushes
         # The C engine, while the thread serves it (or one passed in).
         self._engine: _EngineRunner | None = None
         if engine is not None:
-            self._engine = _EngineRunner(engine)
+            self._engine = _EngineRunner(engine, bool(shared_flushes))
         self._engine_done: _EngineDone | None = None
         #: Bytes of items journaled and not yet written.  Past
         #: ``max_backlog`` (the disk is slower than what comes in),
@@ -358,10 +374,31 @@ class JournalWriter:
             or not IReactorFDSet.providedBy(self.reactor)
         ):
             return
+        device = self._shared_device()
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._engine = _EngineRunner(Engine(fd))
+        self._engine = _EngineRunner(
+            Engine(fd, shared_device=device), device is not None
+        )
         self._engine_done = _EngineDone(self, fd)
         cast(IReactorFDSet, self.reactor).addReader(self._engine_done)
+
+    def _shared_device(self) -> int | None:
+        """The device whose files may share a flush: the data directory's,
+        if its file system allows it (asked once, as the engine starts);
+        ``None``: every file is synced in full."""
+        if self._shared_flushes is False or self._data_dir is None:
+            return None
+        try:
+            fd = os.open(self._data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            shares = flush_shared(fd) if self._shared_flushes is None else True
+            return os.fstat(fd).st_dev if shares else None
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
 
     def _stop_engine(self) -> None:
         done = self._engine_done
@@ -378,9 +415,21 @@ class JournalWriter:
         return self._engine is not None
 
     @property
+    def shares_flushes(self) -> bool:
+        """Whether the files of a batch may share one cache flush (see
+        "Shared flushes" in ``erq.journal.engine``)."""
+        return self._engine is not None and self._engine.shares
+
+    @property
     def engine_batches(self) -> int:
         """Batches the engine ran."""
         return 0 if self._engine is None else self._engine.count
+
+    @property
+    def inline_batches(self) -> int:
+        """Batches the reactor ran itself, on the engine (see "A lone
+        durable write" in ``erq.journal.engine``)."""
+        return 0 if self._engine is None else self._engine.inline
 
     @property
     def on_thread(self) -> int:
@@ -513,7 +562,10 @@ class JournalWriter:
         self._linger_call = None
         self._released = True
         self._fresh = True
-        self._kick()
+        if not self._completing:
+            # The end of a turn, outside of any caller: the one place where
+            # a batch may come back before ``_send`` returns.
+            self._send(alone=True)
 
     def _kick(self) -> None:
         """Send what is pending if it may go now; during a batch's
@@ -521,7 +573,11 @@ class JournalWriter:
         if not self._completing:
             self._send()
 
-    def _send(self) -> None:
+    def _send(self, alone: bool = False) -> None:
+        """Send what is pending where it may go (see "The hand-off").  With
+        ``alone``, a batch that is one durable set and nothing else runs on
+        the reactor's own thread, if the engine is idle (see "A lone
+        durable write" in ``erq.journal.engine``)."""
         if not self._pending or not self._fresh:
             return
         life = self._life
@@ -583,6 +639,13 @@ class JournalWriter:
         engine = self._engine
         hurry = bool(self._drain_waiters)
         if engine is not None and not report and engine.can_run(batch):
+            if alone and engine.lone(batch):
+                done = engine.run_now(batch)
+                if done:
+                    if self.on_batch is not None:
+                        self._observe(done)
+                    self._complete(done)
+                return
             engine.submit(batch, hurry)
             return
         self._loop.submit(batch, report or hurry)
