@@ -13,7 +13,7 @@ from erq.items import Item, QueueJournal
 from erq.memory import MemoryUse
 from erq.opentimeouts import OpenTimeouts
 from erq.packed import PackedItems
-from erq.waiters import Waiters
+from erq.waiters import Deadlines, Deliver, Waiter, Waiters
 
 #: What the holder of an open read is told when its queue takes the read
 #: back for its ``open_timeout``: the queue and the item.
@@ -28,7 +28,8 @@ class Queue:
     owned by whoever asked for them; the queue counts them, takes them back
     with ``confirm`` or ``abort``, and times those that ``time_open`` names.
     ``memory`` is the count of item bytes in memory that the queues of a
-    server share, and their cap.
+    server share, and their cap; ``deadlines`` times the waiting gets of
+    the queues of a server on one timer (a queue has its own without it).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class Queue:
         settings: QueueSettings | None = None,
         journal: QueueJournal | None = None,
         memory: MemoryUse | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.name = name
         self.settings = settings if settings is not None else QueueSettings()
@@ -52,7 +54,9 @@ class Queue:
             self._refused,
             memory,
         )
-        self._waiters = Waiters(self._no_waiters)
+        self._waiters = Waiters(clock, self._no_waiters, deadlines)
+        # The waiters' own deque: whether anyone waits, without a call.
+        self._waiting = self._waiters.waiting
         self._open_timeouts: OpenTimeouts[TakenBack] = OpenTimeouts(
             clock, self._take_back
         )
@@ -176,8 +180,9 @@ class Queue:
         if durable is None and not holding.arriving:
             if in_memory:
                 holding.items.append(item)
-                if self._waiters:
-                    self._serve()
+                if self._waiting:
+                    # _serve, inlined: an item handed straight to a waiter.
+                    self._waiters.serve(self._take, self._reading)
             return True
         return holding.arrive([item], [in_memory], durable)
 
@@ -192,7 +197,7 @@ class Queue:
         one then."""
         settings = self.settings
         if (
-            self._waiters
+            self._waiting
             or settings.max_items is not None
             or settings.max_size is not None
             or settings.max_item_size is not None
@@ -287,12 +292,37 @@ class Queue:
         # First come, first served: while waiters are being handed items (a
         # waiter's client runs its next requests from inside ``_serve``), a
         # later get does not take what is theirs.
-        item = None if self._waiters and not peek else self._take(open, peek)
+        item = None if self._waiting and not peek else self._take(open, peek)
         if item is not None:
             return item
         if not timeout and not self.behind_items:
             return None
-        return self._waiters.wait(open, peek, timeout, self._clock)
+        return self._waiters.wait(open, peek, timeout)
+
+    def get_for(
+        self,
+        deliver: Deliver,
+        timeout: float | None = None,
+        open: bool = False,
+        peek: bool = False,
+    ) -> Item | None | Waiter:
+        """``get``, waiting without a Deferred: a get that waits is answered
+        by a call of ``deliver`` with the item or ``None``, and returns the
+        ``Waiter``, to ``cancel`` if its client goes away.  A connection's
+        gets come this way: a consumer that keeps up waits for every item."""
+        now = self.touched = self._clock.seconds()
+        holding = self._holding
+        if holding.items.head or holding.behind_items:
+            item = None if self._waiting and not peek else self._take(open, peek)
+            if item is not None:
+                return item
+            if not timeout and not holding.behind_items:
+                return None
+        elif not timeout:
+            # Nothing in memory or behind it: what _take would find, without
+            # asking it (the empty queue of a consumer that keeps up).
+            return None
+        return self._waiters.wait_for(deliver, open, peek, timeout, now)
 
     def take_many(self, count: int, max_bytes: int) -> tuple[list[Item], bool]:
         """What ``count`` gets without a timeout would hand out one after
@@ -302,7 +332,7 @@ class Queue:
         ``max_bytes`` stopped the run)."""
         self.touched = self._clock.seconds()
         items: list[Item] = []
-        if self._waiters:
+        if self._waiting:
             # A get without a timeout does not take what waiters wait for.
             return items, not self.behind_items
         taken = 0
@@ -375,7 +405,11 @@ class Queue:
     def _serve(self) -> None:
         """Hand items to waiters, first come first served (with none
         waiting, nothing happens)."""
-        self._waiters.serve(self._take, lambda: self._holding.reading)
+        self._waiters.serve(self._take, self._reading)
+
+    def _reading(self) -> bool:
+        """Whether items are being read back from the journal."""
+        return self._holding.reading
 
     def _no_waiters(self) -> None:
         if self.on_no_waiters is not None:
@@ -463,6 +497,11 @@ class Queue:
     def _record_remove(self, item: Item) -> None:
         if self.journal is not None:
             self.journal.remove(item)
+
+    def stop(self) -> None:
+        """The server stops: no timer of the waiters stays in the reactor
+        (that of every queue sharing its ``deadlines``)."""
+        self._waiters.stop()
 
     def close(self) -> None:
         """The queue is deleted: nothing more is journaled."""

@@ -42,6 +42,7 @@ from erq.stats import (
 )
 from erq.status import ServerStatus
 from erq.storage import SEGMENT_SIZE, STATUS_FILE, Storage
+from erq.waiters import Deadlines, Deliver, Waiter
 
 __all__ = [
     "QUEUE_STATS",
@@ -101,6 +102,8 @@ class QueueService(Service):
         ``segment_size`` bytes (`SEGMENT_SIZE`).
         """
         self.clock = reactor if clock is None else clock
+        #: The timeouts of every queue's waiting gets, on one timer.
+        self.deadlines = Deadlines(self.clock)
         self.config = config if config is not None else Config()
         self.config_path = config_path
         self.data_dir = data_dir
@@ -252,7 +255,12 @@ class QueueService(Service):
             return
         for name, journal, replayed in storage.replay(self._replay_settings, self.log):
             queue = Queue(
-                name, self.clock, self.settings_for(name), journal, self.memory
+                name,
+                self.clock,
+                self.settings_for(name),
+                journal,
+                self.memory,
+                self.deadlines,
             )
             self._configure(queue)
             queue.restore(
@@ -289,6 +297,8 @@ class QueueService(Service):
         self.give_back.stop()
         self.shutting_down = True
         closing = self.connections.disconnect_all()
+        # The waiters' timer is left set once a waiter is served, for the next.
+        self.deadlines.stop()
         written = succeed(None) if self.storage is None else self.storage.stop()
         # The last journal write answers the durable sets still waiting; the
         # reactor must not stop (and drop every connection) before their
@@ -485,7 +495,7 @@ class QueueService(Service):
         settings = self.settings_for(name)
         storage = self.storage
         journal = None if storage is None else storage.journal(name, settings)
-        queue = Queue(name, self.clock, settings, journal, self.memory)
+        queue = Queue(name, self.clock, settings, journal, self.memory, self.deadlines)
         self._configure(queue)
         unborn = self._unborn.pop(name, None)
         if unborn is not None:
@@ -618,19 +628,47 @@ class QueueService(Service):
         if name in self.config.aliases:
             return None
         queue = self.queues.get(name)
-        if queue is None and fanout_parent(name) is not None:
-            # A consumer subscribes to a fanout by asking.
-            queue = self.create_queue(name)
         if queue is None:
-            if not timeout:
-                return None
-            queue = self._unborn.get(name)
+            queue = self._not_made(name, timeout)
             if queue is None:
-                queue = self._unborn[name] = Queue(
-                    name, self.clock, self.settings_for(name)
-                )
-                queue.on_no_waiters = self._forget_unborn
+                return None
         return queue.get(timeout, open, peek)
+
+    def get_for(
+        self,
+        deliver: Deliver,
+        name: str,
+        timeout: float | None,
+        open: bool,
+        peek: bool,
+    ) -> Item | None | Waiter:
+        """``get``, answered through ``deliver`` if it waits; see
+        ``Queue.get_for``."""
+        if name in self.config.aliases:
+            return None
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self._not_made(name, timeout)
+            if queue is None:
+                return None
+        return queue.get_for(deliver, timeout, open, peek)
+
+    def _not_made(self, name: str, timeout: float | None) -> Queue | None:
+        """The queue that a get of a queue not made yet asks: a fanout
+        child, made now; or for a get that waits, one that only holds
+        waiters until the queue is made."""
+        if fanout_parent(name) is not None:
+            # A consumer subscribes to a fanout by asking.
+            return self.create_queue(name)
+        if not timeout:
+            return None
+        queue = self._unborn.get(name)
+        if queue is None:
+            queue = self._unborn[name] = Queue(
+                name, self.clock, self.settings_for(name), deadlines=self.deadlines
+            )
+            queue.on_no_waiters = self._forget_unborn
+        return queue
 
     def take_many(
         self, name: str, count: int, max_bytes: int
@@ -666,7 +704,9 @@ class QueueService(Service):
                 self._children.pop(parent, None)
         if queue.waiters:
             # They wait on for a queue of that name to be created again.
-            unborn = Queue(name, self.clock, self.settings_for(name))
+            unborn = Queue(
+                name, self.clock, self.settings_for(name), deadlines=self.deadlines
+            )
             unborn.adopt_waiters(queue)
             unborn.on_no_waiters = self._forget_unborn
             self._unborn[name] = unborn

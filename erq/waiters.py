@@ -6,10 +6,31 @@ items back from its journal, but only for those.  The queue says what a
 waiter would get (it alone knows what is at its head); this line keeps
 the waiters in order, serves them, times them out, and lets one that gives
 up leave.
+
+A waiting get served at once is the common case of a consumer keeping up,
+and should cost little more than a get that found an item.  So a waiter
+is one small object holding its deadline and the plain callable that
+answers it (a connection's reply writer; ``wait`` wraps a Deferred's
+``callback`` for callers that want one), and its timeout is an entry in
+``Deadlines``, the heap of every timed waiter on one clock (a server's
+queues share one), with one timer for the earliest: not a delayed call
+per waiter, made and cancelled.  The timer is left set when its waiter is
+served (it then fires once for nothing and is set again for the next
+deadline) and moved earlier only by a waiter due before it.  A waiter
+that leaves early stays in the heap, marked, until it reaches the top or
+the heap is compacted.
+
+Late waiters are answered one at a time, earliest deadline first (the
+first come among equals), each answer's consequences (the requests its
+client pipelined behind it) before the next: as if each waiter had its
+own delayed call.  When the clock jumps past several deadlines, a waiter
+is left for a later turn if another call of the clock is due before it.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import deque
 from collections.abc import Callable
 
@@ -18,70 +39,218 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from erq.items import Item
 
+#: Once this many entries of waiters gone are in the heap, and more of
+#: them than of waiters there, the heap is rebuilt without them.
+COMPACT_AT = 64
+
+#: How a waiter is answered: with its item, or ``None`` for nothing.
+Deliver = Callable[[Item | None], object]
+
 
 class Waiter:
-    """A get that waits for an item.
+    """A get that waits for an item; ``cancel`` makes it leave the line
+    unanswered (its connection went away)."""
 
-    Its timeout is one delayed call of its own, cancelled when it is
-    served, rather than ``Deferred.addTimeout``: a waiting get served at
-    once is the common case of a consumer keeping up, and should cost
-    little more than a get that found an item."""
+    __slots__ = ("line", "deliver", "open", "peek", "deadline", "waiting")
 
-    __slots__ = ("line", "deferred", "open", "peek", "timed", "timer")
-
-    def __init__(self, line: Waiters, open: bool, peek: bool, timed: bool) -> None:
+    def __init__(
+        self, line: Waiters, deliver: Deliver, open: bool, peek: bool, deadline: float
+    ) -> None:
         self.line = line
+        self.deliver = deliver
         self.open = open
         self.peek = peek
-        # An untimed waiter waits only for items being read back from the
-        # journal, never for new ones.
-        self.timed = timed
-        self.timer: IDelayedCall | None = None
-        self.deferred: Deferred[Item | None] = Deferred(self._cancel)
+        #: When it times out; an untimed waiter (``math.inf``) waits only
+        #: for items being read back from the journal, never for new ones.
+        self.deadline = deadline
+        #: Still in the line: neither served, timed out nor cancelled.
+        self.waiting = True
 
-    def _cancel(self, deferred: Deferred[Item | None]) -> None:
-        self.stop_timer()
-        self.line.forget(self)
+    def cancel(self) -> None:
+        if self.waiting:
+            self.line.forget(self)
 
-    def stop_timer(self) -> None:
-        timer = self.timer
+
+def _delay_to(deadline: float, now: float) -> float:
+    """The delay a clock turns back into ``deadline`` exactly (a delayed
+    call is due at ``now + delay``): ``deadline - now`` may round to a
+    hair less, and then a timer would fire before its waiter is due, or a
+    hair more, and miss a clock that stops on the deadline itself."""
+    if deadline <= now:
+        return 0.0
+    delay = deadline - now
+    # Each step moves the sum by at most one unit of the deadline's last
+    # place (the delay is the smaller), so a few steps reach it.
+    for _ in range(8):
+        if now + delay < deadline:
+            delay = math.nextafter(delay, math.inf)
+        elif delay > 0 and now + math.nextafter(delay, 0.0) >= deadline:
+            delay = math.nextafter(delay, 0.0)
+        else:
+            break
+    return delay
+
+
+class Deadlines:
+    """The deadlines of the timed waiters on one clock, and its one timer."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        # (deadline, order of coming, waiter), with waiters gone marked.
+        self._heap: list[tuple[float, int, Waiter]] = []
+        self._count = 0
+        #: Timed waiters still waiting.
+        self.live = 0
+        self._timer: IDelayedCall | None = None
+        # When the timer fires (infinity: not set).
+        self._timer_at = math.inf
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When the timer fires next, if it is set."""
+        return None if self._timer is None else self._timer_at
+
+    def add(self, waiter: Waiter) -> None:
+        self._count += 1
+        heapq.heappush(self._heap, (waiter.deadline, self._count, waiter))
+        self.live += 1
+        if waiter.deadline < self._timer_at:
+            self._set_timer(waiter.deadline)
+
+    def gone(self, waiter: Waiter) -> None:
+        """A timed waiter left before its deadline (served or cancelled,
+        and marked so): its entry goes now if it is on top, else later."""
+        self.live -= 1
+        heap = self._heap
+        if not self.live:
+            heap.clear()
+            return
+        if heap[0][2] is waiter:
+            heapq.heappop(heap)
+            while heap and not heap[0][2].waiting:
+                heapq.heappop(heap)
+        elif len(heap) - self.live > max(COMPACT_AT, self.live):
+            # In place: _fire may be walking it.
+            heap[:] = [entry for entry in heap if entry[2].waiting]
+            heapq.heapify(heap)
+
+    def stop(self) -> None:
+        """Leave no timer in the reactor (the server stops); waiters that
+        come later set it again, and those still here are not timed."""
+        self._heap.clear()
+        self.live = 0
+        self._cancel()
+
+    def _cancel(self) -> None:
+        timer, self._timer = self._timer, None
+        self._timer_at = math.inf
         if timer is not None:
-            self.timer = None
             timer.cancel()
 
+    def _set_timer(self, deadline: float) -> None:
+        delay = _delay_to(deadline, self._clock.seconds())
+        timer = self._timer
+        if timer is None:
+            self._timer = self._clock.callLater(delay, self._fire)
+        else:
+            timer.reset(delay)
+        self._timer_at = deadline
 
-def _timed_out(waiter: Waiter) -> None:
-    """``waiter`` waited its whole timeout: it leaves with nothing."""
-    waiter.timer = None
-    waiter.line.forget(waiter)
-    waiter.deferred.callback(None)
+    def _fire(self) -> None:
+        """Answer the late waiters, one at a time, and set the timer for
+        the next."""
+        planned = self._timer_at
+        self._timer = None
+        self._timer_at = math.inf
+        heap = self._heap
+        clock = self._clock
+        while heap:
+            deadline, _, waiter = heap[0]
+            if not waiter.waiting:
+                heapq.heappop(heap)
+                continue
+            if deadline > clock.seconds():
+                break
+            if deadline > planned and self._other_call_before(deadline):
+                break
+            heapq.heappop(heap)
+            self.live -= 1
+            waiter.line.time_out(waiter)
+        if heap and heap[0][0] < self._timer_at:
+            self._set_timer(heap[0][0])
+
+    def _other_call_before(self, deadline: float) -> bool:
+        """Whether a call of the clock other than this timer is due before
+        ``deadline``, a waiter the clock went past: it runs first, as it
+        would have before a delayed call of that waiter's own."""
+        mine = self._timer
+        return any(
+            call is not mine and call.active() and call.getTime() < deadline
+            for call in self._clock.getDelayedCalls()
+        )
 
 
 class Waiters:
-    """The waiters of one queue, in the order they came.
+    """The waiters of one queue, in the order they came, timed on ``clock``
+    (through ``deadlines``, shared by the queues of a server; a line of its
+    own if not given).
 
     ``on_empty`` is called when a waiter that leaves (timed out or
     cancelled) was the last one.
     """
 
-    def __init__(self, on_empty: Callable[[], None]) -> None:
-        self._waiting: deque[Waiter] = deque()
+    def __init__(
+        self,
+        clock: IReactorTime,
+        on_empty: Callable[[], None],
+        deadlines: Deadlines | None = None,
+    ) -> None:
+        self._clock = clock
+        self.deadlines = deadlines if deadlines is not None else Deadlines(clock)
+        #: The waiters, in order.  Always the same deque, so that the queue
+        #: tests whether anyone waits without a call.
+        self.waiting: deque[Waiter] = deque()
         self._on_empty = on_empty
         self._serving = False
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return len(self.waiting)
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When the timer of these waiters fires next, if it is set."""
+        return self.deadlines.next_deadline
+
+    def wait_for(
+        self,
+        deliver: Deliver,
+        open: bool,
+        peek: bool,
+        timeout: float | None,
+        now: float | None = None,
+    ) -> Waiter:
+        """A new waiter at the end of the line, answered by a call of
+        ``deliver`` with its item, or with ``None`` after ``timeout``
+        seconds (from ``now``, the clock's time) if it has one: the
+        waiter, to cancel."""
+        if not timeout:
+            waiter = Waiter(self, deliver, open, peek, math.inf)
+            self.waiting.append(waiter)
+            return waiter
+        deadline = (self._clock.seconds() if now is None else now) + timeout
+        waiter = Waiter(self, deliver, open, peek, deadline)
+        self.waiting.append(waiter)
+        self.deadlines.add(waiter)
+        return waiter
 
     def wait(
-        self, open: bool, peek: bool, timeout: float | None, clock: IReactorTime
+        self, open: bool, peek: bool, timeout: float | None
     ) -> Deferred[Item | None]:
-        """A new waiter at the end of the line; it gets ``None`` after
-        ``timeout`` seconds, if it has one."""
-        waiter = Waiter(self, open, peek, bool(timeout))
-        self._waiting.append(waiter)
-        if timeout:
-            waiter.timer = clock.callLater(timeout, _timed_out, waiter)
-        return waiter.deferred
+        """``wait_for``, answered through a Deferred; cancelling it makes
+        the waiter leave."""
+        deferred: Deferred[Item | None] = Deferred(lambda _: waiter.cancel())
+        waiter = self.wait_for(deferred.callback, open, peek, timeout)
+        return deferred
 
     def serve(
         self, take: Callable[[bool, bool], Item | None], reading: Callable[[], bool]
@@ -91,11 +260,11 @@ class Waiters:
         ``None``; ``reading`` says whether more may come back from the
         journal, for the waiters without a timeout."""
         if self._serving:
-            # A waiter's callback came back here; the outer loop goes on.
+            # A waiter's answer came back here; the outer loop goes on.
             return
         self._serving = True
         try:
-            waiting = self._waiting
+            waiting = self.waiting
             while waiting:
                 waiter = waiting[0]
                 item = take(waiter.open, waiter.peek)
@@ -104,33 +273,67 @@ class Waiters:
                         self.release_untimed()
                     return
                 waiting.popleft()
-                timer = waiter.timer
-                if timer is not None:
-                    waiter.timer = None
-                    timer.cancel()
-                waiter.deferred.callback(item)
+                waiter.waiting = False
+                if waiter.deadline != math.inf:
+                    self.deadlines.gone(waiter)
+                waiter.deliver(item)
         finally:
             self._serving = False
 
     def release_untimed(self) -> None:
         """Nothing more is coming from the journal: waiters that only
         waited for it get nothing."""
-        for waiter in [waiter for waiter in self._waiting if not waiter.timed]:
-            self._waiting.remove(waiter)
-            waiter.deferred.callback(None)
+        released = [w for w in self.waiting if w.deadline == math.inf]
+        if not released:
+            return
+        for waiter in released:
+            self.waiting.remove(waiter)
+            waiter.waiting = False
+        for waiter in released:
+            waiter.deliver(None)
 
     def forget(self, waiter: Waiter) -> None:
-        """``waiter`` gave up (timed out or cancelled)."""
-        try:
-            self._waiting.remove(waiter)
-        except ValueError:
+        """``waiter`` gave up (cancelled)."""
+        if not waiter.waiting:
             return
-        if not self._waiting:
+        waiter.waiting = False
+        self.waiting.remove(waiter)
+        if waiter.deadline != math.inf:
+            deadlines = self.deadlines
+            deadlines.gone(waiter)
+            if not deadlines.live:
+                # Nobody is timed: nothing is left in the reactor.
+                deadlines.stop()
+        if not self.waiting:
             self._on_empty()
 
+    def time_out(self, waiter: Waiter) -> None:
+        """``waiter``'s deadline came (its entry is out of the heap)."""
+        waiter.waiting = False
+        self.waiting.remove(waiter)
+        if not self.waiting:
+            self._on_empty()
+        waiter.deliver(None)
+
+    def stop(self) -> None:
+        """Leave no timer in the reactor (the server stops)."""
+        self.deadlines.stop()
+
     def adopt(self, other: Waiters) -> None:
-        """Take over the waiters of ``other``, behind these."""
-        for waiter in other._waiting:
+        """Take over the waiters of ``other``, behind these, with their
+        deadlines."""
+        moved = list(other.waiting)
+        other.waiting.clear()
+        for waiter in moved:
             waiter.line = self
-        self._waiting.extend(other._waiting)
-        other._waiting.clear()
+        self.waiting.extend(moved)
+        if other.deadlines is self.deadlines:
+            return
+        for waiter in moved:
+            if waiter.deadline != math.inf:
+                waiter.waiting = False
+                other.deadlines.gone(waiter)
+                waiter.waiting = True
+                self.deadlines.add(waiter)
+        if not other.deadlines.live:
+            other.deadlines.stop()

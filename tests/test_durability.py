@@ -21,6 +21,7 @@ from erq.journal import FileOps, Journal, JournalWriter, queue_dir
 from erq.queue import Item
 from erq.service import QueueService
 from erq.tap import Options
+from erq.waiters import Deliver, Waiter
 from tests.support import (
     DEADLINE,
     DurabilityCase,
@@ -484,6 +485,18 @@ class WatchedService(QueueService):
         self, name: str, timeout: float | None, open: bool, peek: bool
     ) -> Item | None | Deferred[Item | None]:
         result = super().get(name, timeout, open, peek)
+        self._note(name)
+        return result
+
+    def get_for(
+        self,
+        deliver: Deliver,
+        name: str,
+        timeout: float | None,
+        open: bool,
+        peek: bool,
+    ) -> Item | None | Waiter:
+        result = super().get_for(deliver, name, timeout, open, peek)
         self._note(name)
         return result
 

@@ -655,6 +655,29 @@ class GetTests(ProtocolTestCase):
         self.ask(set_line(b"q", b"3"))
         self.assertEqual(waiters[2].take(), value(b"q/t=1000", b"3") + b"END\r\n")
 
+    def test_waiters_share_one_timer(self) -> None:
+        """Consumers waiting on a queue with different timeouts leave one
+        delayed call on the clock, not one each; each still times out on
+        time, whoever was served or went away before it."""
+        timeouts = [750, 250, 750, 500, 250]
+        waiters = [self.connect() for _ in timeouts]
+        for waiter, timeout in zip(waiters, timeouts, strict=True):
+            waiter.send(b"get q/t=%d\r\n" % timeout)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.ask(set_line(b"q", b"1"))
+        self.assertEqual(waiters[0].take(), value(b"q/t=750", b"1") + b"END\r\n")
+        waiters[4].close()
+        # Times that add up exactly, each deadline and a hair before it.
+        for deadline, timed_out in [(0.25, 1), (0.5, 3), (0.75, 2)]:
+            self.clock.advance(deadline - 1 / 1024 - self.clock.seconds())
+            self.assertEqual([waiter.take() for waiter in waiters[1:4]], [b""] * 3)
+            self.clock.advance(1 / 1024)
+            answers = [waiter.take() for waiter in waiters[1:4]]
+            self.assertEqual(answers[timed_out - 1], b"END\r\n", deadline)
+            self.assertEqual(answers.count(b""), 2)
+        self.assertEqual(self.queue("q").waiters, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_wait_for_a_queue_to_be_created(self) -> None:
         self.client.send(b"get new/t=1000\r\n")
         self.assertIsNone(self.service.queue("new"))
@@ -1358,6 +1381,21 @@ class ShutdownTests(ProtocolTestCase):
         self.assertEqual(self.queue("a").items, 0)
         self.assertEqual(self.service.queue("b"), None)
 
+    def test_a_waiting_get_of_one_key_is_answered_end(self) -> None:
+        """Alone, or behind a durable set still to be answered."""
+        journal = self.journal("d")
+        alone, behind = self.connect(), self.connect()
+        alone.send(b"get q/t=1000\r\n")
+        behind.send(set_line(b"d", b"x") + b"get q/t=1000\r\n")
+        stopped = self.service.stopService()
+        self.assertEqual(alone.take(), b"END\r\n")
+        self.assertTrue(alone.closed)
+        self.assertEqual(behind.take(), b"")
+        journal.pending[0].callback(None)
+        self.assertEqual(behind.take(), b"STORED\r\nEND\r\n")
+        self.assertTrue(behind.closed)
+        self.successResultOf(stopped)
+
     def test_a_monitor_ends_and_its_reads_go_back(self) -> None:
         self.ask(set_line(b"q", b"x"))
         other = self.connect()
@@ -1378,6 +1416,16 @@ class ShutdownTests(ProtocolTestCase):
         self.assertEqual(self.client.take(), b"STORED\r\n")
         self.assertTrue(self.client.closed)
         self.successResultOf(stopped)
+
+    def test_stopping_leaves_no_timer_of_a_served_wait(self) -> None:
+        """The waiters' timer (one for every queue), left set when a
+        waiting get was served, goes when the server stops."""
+        self.client.send(b"get q/t=1000\r\nget new/t=1000\r\n")
+        self.assertEqual(self.connect().ask(set_line(b"q", b"a")), b"STORED\r\n")
+        self.assertEqual(self.client.take(), value(b"q/t=1000", b"a") + b"END\r\n")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.successResultOf(self.service.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_stopping_cuts_off_what_is_late(self) -> None:
         self.journal("q")
@@ -1979,6 +2027,24 @@ class PipelineTests(ProtocolTestCase):
         self.assertEqual(len(journal.pending), 1)
         journal.pending[0].callback(None)
         self.assertEqual(self.client.take(), b"STORED\r\nVERSION 1.0.0\r\nSTORED\r\n")
+
+    def test_a_waiting_get_answered_behind_a_durable_set(self) -> None:
+        """A waiting get served while a durable set before it is not yet
+        answered waits behind its STORED; served once it is, it leaves at
+        once, and alone."""
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") + b"get r/t=1000\r\n")
+        self.connect().ask(set_line(b"r", b"1"))
+        self.assertEqual(self.client.take(), b"")
+        journal.pending[0].callback(None)
+        self.assertEqual(
+            self.client.take(), b"STORED\r\n" + value(b"r/t=1000", b"1") + b"END\r\n"
+        )
+        self.client.send(b"get r/t=1000\r\n")
+        self.connect().ask(set_line(b"r", b"2"))
+        self.assertEqual(
+            self.client.transport.writes[-1:], [value(b"r/t=1000", b"2") + b"END\r\n"]
+        )
 
     def test_durable_sets_in_order(self) -> None:
         journal = self.journal("q")

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq.config import QueueSettings
 from erq.journal import Journal
 from erq.queue import Item, Queue
+from erq.waiters import Waiter
 from tests.support import (
     FakeJournal,
     JournalTestCase,
@@ -298,6 +299,36 @@ class WaiterTests(QueueTestCase):
         self.assertEqual(self.queue.items, 0)
         self.assertEqual(self.queue.waiters, 0)
         self.assertEqual(self.journal.calls, [("add", 1), ("remove", 1)])
+        # The waiters' timer is left for the next waiter: it fires once for
+        # nothing, and leaves nothing behind.
+        self.clock.advance(1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_get_for_answers_through_a_callable(self) -> None:
+        """``get_for`` waits without a Deferred: the waiter it returns is
+        answered by a call, and can be cancelled."""
+        answers: list[Item | None] = []
+        waiter = self.queue.get_for(answers.append, 1)
+        assert isinstance(waiter, Waiter), waiter
+        self.queue.put(b"a")
+        self.assertEqual([i.data for i in answers if i], [b"a"])
+        cancelled = self.queue.get_for(answers.append, 1, open=True)
+        assert isinstance(cancelled, Waiter), cancelled
+        cancelled.cancel()
+        self.queue.put(b"b")
+        self.clock.advance(2)
+        self.assertEqual(len(answers), 1)
+        self.assertEqual((self.queue.items, self.queue.open_items), (1, 0))
+        shown = self.queue.get_for(answers.append, 1, peek=True)
+        assert isinstance(shown, Item), shown
+        self.assertEqual(shown.data, b"b")
+
+    def test_stop_leaves_no_timer(self) -> None:
+        """A timer left for the next waiter goes when the server stops."""
+        results(self.wait(5))
+        self.queue.put(b"a")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.queue.stop()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_first_come_first_served(self) -> None:

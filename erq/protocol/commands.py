@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress
@@ -66,6 +66,13 @@ MAX_RUN = 1000
 MAX_RUN_BYTES = 1024 * 1024
 
 
+class Cancellable(Protocol):
+    """A wait to end when the connection goes: a waiting get's ``Waiter``,
+    or the Deferred of a monitor's wait."""
+
+    def cancel(self) -> None: ...
+
+
 class Handlers:
     """What the handlers use of their connection, which provides it."""
 
@@ -77,8 +84,11 @@ class Handlers:
         _replies: ReplyOrder
         _flow: FlowControl
         _storing: Storing
-        _waiting: Deferred[Item | None] | None
-        _waiting_reply: tuple[Slot, list[bytes]]
+        _waiting: Cancellable | None
+        _waiting_reply: tuple[Slot | None, list[bytes]]
+        _waiting_get: tuple[list[GetRequest], int]
+        _waiting_key: bytes
+        _running: bool
         _input: bytearray
         _reply_raw: Callable[[bytes], None]
         _hold: Callable[[], Slot]
@@ -87,6 +97,7 @@ class Handlers:
         @property
         def peer(self) -> IAddress: ...
         def _reply(self, data: bytes) -> None: ...
+        def _flush(self) -> None: ...
         def _close(self) -> None: ...
         def _read_block(
             self,
@@ -264,7 +275,9 @@ class ReadCommands(Handlers):
         counters.cmd_get += 1
         if request.peek:
             counters.cmd_peek += 1
-        result = self.service.get(request.name, request.timeout, False, request.peek)
+        result = self.service.get_for(
+            self._got_one, request.name, request.timeout, False, request.peek
+        )
         if result is None:
             counters.get_misses += 1
             self._reply_raw(b"END\r\n")
@@ -274,25 +287,35 @@ class ReadCommands(Handlers):
             data = item.data
             self._reply_raw(ONE_VALUE % (request.key, item.flags, len(data), data))
         else:
-            self._waiting = waiting = cast(Deferred, result)
-            slot = self._hold()
+            # A Waiter, that calls _got_one.
+            waiter: Any = result
+            self._waiting = waiter
+            # With no reply before it still to come, its own needs no place
+            # in the order: none comes after it while it waits, as the
+            # requests behind it are not read until it is answered.
+            slot = self._hold() if self._replies.slots else None
             self._waiting_reply = (slot, [])
-            waiting.addCallbacks(
-                self._got_one, _wait_failed, callbackArgs=(request, slot)
-            )
+            self._waiting_key = request.key
 
-    def _got_one(self, item: Item | None, request: GetRequest, slot: Slot) -> None:
+    def _got_one(self, item: Item | None) -> None:
         """``_got`` for the wait of ``_get_one``: the item (or nothing) is
         the whole reply."""
         self._waiting = None
         counters = self.counters
         if item is None:
             counters.get_misses += 1
-            self._fill(slot, b"END\r\n")
+            reply = b"END\r\n"
         else:
             counters.get_hits += 1
             data = item.data
-            self._fill(slot, ONE_VALUE % (request.key, item.flags, len(data), data))
+            reply = ONE_VALUE % (self._waiting_key, item.flags, len(data), data)
+        slot = self._waiting_reply[0]
+        if slot is None:
+            self._reply_raw(reply)
+            if not self._running:
+                self._flush()
+        else:
+            self._fill(slot, reply)
         if self._input:
             # Requests came in behind the wait (a lock-step client sends
             # none): they go on now.
@@ -337,20 +360,17 @@ class ReadCommands(Handlers):
                     continue
             if request.peek:
                 counters.cmd_peek += 1
-            result = service.get(
-                request.name, request.timeout, request.open, request.peek
+            result = service.get_for(
+                self._got, request.name, request.timeout, request.open, request.peek
             )
             if result is not None and result.__class__ is not Item:
-                # A Deferred (checked this way: Deferred's isinstance is slow).
+                # A Waiter, that calls _got.
                 if slot is None:
                     slot = self._hold()
-                self._waiting = waiting = cast(Deferred, result)
+                waiter: Any = result
+                self._waiting = waiter
                 self._waiting_reply = (slot, parts)
-                waiting.addCallbacks(
-                    self._got,
-                    _wait_failed,
-                    callbackArgs=(requests, position, parts, slot),
-                )
+                self._waiting_get = (requests, position)
                 return
             self._answer(request, cast(Item | None, result), parts)
         parts.append(b"END\r\n")
@@ -360,15 +380,13 @@ class ReadCommands(Handlers):
         else:
             self._fill(slot, data)
 
-    def _got(
-        self,
-        item: Item | None,
-        requests: list[GetRequest],
-        index: int,
-        parts: list[bytes],
-        slot: Slot,
-    ) -> None:
+    def _got(self, item: Item | None) -> None:
+        """The key of ``_get_from`` that waited is answered: the keys after
+        it go on."""
         self._waiting = None
+        slot, parts = self._waiting_reply
+        assert slot is not None
+        requests, index = self._waiting_get
         self._answer(requests[index], item, parts)
         self._get_from(requests, index + 1, parts, slot)
         if self._waiting is None:

@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer, ITCPTransport
 from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.protocols.basic import LineReceiver
@@ -34,6 +33,7 @@ from zope.interface import implementer
 from erq.protocol.commands import (
     COMMANDS,
     AdminCommands,
+    Cancellable,
     ReadCommands,
     StoreCommands,
 )
@@ -92,10 +92,14 @@ class QueueProtocol(
         # The same set as flow's, read on every request.
         self._paused_for = flow.reasons
         self._send: Callable[[bytes], None] = self._write
-        self._waiting: Deferred[Item | None] | None = None
+        self._waiting: Cancellable | None = None
         # The reply slot of the get or monitor that waits, and the parts of
         # its reply gathered so far.
-        self._waiting_reply: tuple[Slot, list[bytes]] = (Slot(), [])
+        self._waiting_reply: tuple[Slot | None, list[bytes]] = (None, [])
+        # The keys of the get that waits, and which of them waits; or the
+        # one key of a get that waits on its own.
+        self._waiting_get: tuple[list[GetRequest], int] = ([], 0)
+        self._waiting_key = b""
         self._running = False
         #: This connection's open reads, oldest first, by queue.
         self.open_reads: dict[Queue, deque[Item]] = {}
@@ -174,7 +178,13 @@ class QueueProtocol(
             return
         slot, parts = self._waiting_reply
         waiting.cancel()
-        self._fill(slot, b"".join(parts) + b"END\r\n")
+        reply = b"".join(parts) + b"END\r\n"
+        if slot is None:
+            # A get of one key that needed no place in the order.
+            self._reply_raw(reply)
+            self._replies_ready()
+        else:
+            self._fill(slot, reply)
 
     def stop_waiting(self) -> None:
         """The server hands out nothing more (it went quiescent): a waiting
