@@ -23,16 +23,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
+from erq.deadline import DeadlineTimer
 from erq.items import Item
 
 #: Who holds an open read, told when it is taken back.
 H = TypeVar("H")
-
-#: A read due this close ahead of now counts as late: a timer set for a
-#: deadline may fire a hair before it, as floats round.
-SLACK = 0.001
 
 
 class OpenTimeouts(Generic[H]):
@@ -54,9 +51,7 @@ class OpenTimeouts(Generic[H]):
         self._due: dict[float, OrderedDict[int, tuple[float, Item, H]]] = {}
         #: How many reads are timed.
         self.count = 0
-        self._timer: IDelayedCall | None = None
-        # When the timer fires (infinity: not set).
-        self._timer_at = math.inf
+        self._timer = DeadlineTimer(clock, self._fire)
 
     def __len__(self) -> int:
         return self.count
@@ -64,7 +59,7 @@ class OpenTimeouts(Generic[H]):
     @property
     def next_deadline(self) -> float | None:
         """When the timer fires next, if it is set."""
-        return None if self._timer is None else self._timer_at
+        return self._timer.deadline
 
     def start(self, item: Item, timeout: float, holder: H) -> None:
         """``item`` was just handed out to ``holder`` as an open read: it is
@@ -75,8 +70,8 @@ class OpenTimeouts(Generic[H]):
             reads = self._due[timeout] = OrderedDict()
         reads[item.id] = (deadline, item, holder)
         self.count += 1
-        if deadline < self._timer_at:
-            self._set_timer(deadline)
+        if deadline < self._timer.at:
+            self._timer.set(deadline)
 
     def stop(self, item: Item) -> None:
         """``item`` is no longer open (confirmed, aborted, or given back)."""
@@ -87,34 +82,19 @@ class OpenTimeouts(Generic[H]):
             if reads.pop(item_id, None) is not None:
                 self.count -= 1
                 if not self.count:
-                    self._cancel()
+                    self._timer.cancel()
                 return
 
     def clear(self) -> None:
         """Forget every read (the queue is deleted)."""
         self._due.clear()
         self.count = 0
-        self._cancel()
+        self._timer.cancel()
 
-    def _set_timer(self, deadline: float) -> None:
-        delay = max(deadline - self._clock.seconds(), 0.0)
-        timer = self._timer
-        if timer is None:
-            self._timer = self._clock.callLater(delay, self._fire)
-        else:
-            timer.reset(delay)
-        self._timer_at = deadline
-
-    def _cancel(self) -> None:
-        timer, self._timer = self._timer, None
-        self._timer_at = math.inf
-        if timer is not None:
-            timer.cancel()
-
-    def _fire(self) -> None:
-        self._timer = None
-        self._timer_at = math.inf
-        now = self._clock.seconds() + SLACK
+    def _fire(self, planned: float) -> None:
+        """Take back the late reads (the timer was set for ``planned``, the
+        oldest's deadline), and set the timer for the next."""
+        now = self._clock.seconds()
         late: list[tuple[float, Item, H]] = []
         earliest = math.inf
         for timeout, reads in list(self._due.items()):
@@ -133,7 +113,7 @@ class OpenTimeouts(Generic[H]):
         # Set again before the late ones go back: a waiter they are handed
         # to may open them again at once.
         if earliest < math.inf:
-            self._set_timer(earliest)
+            self._timer.set(earliest)
         if late:
             self._take_back([(item, holder) for _, item, holder in late])
 

@@ -35,8 +35,9 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 
+from erq.deadline import DeadlineTimer
 from erq.items import Item
 
 #: Once this many entries of waiters gone are in the heap, and more of
@@ -71,26 +72,6 @@ class Waiter:
             self.line.forget(self)
 
 
-def _delay_to(deadline: float, now: float) -> float:
-    """The delay a clock turns back into ``deadline`` exactly (a delayed
-    call is due at ``now + delay``): ``deadline - now`` may round to a
-    hair less, and then a timer would fire before its waiter is due, or a
-    hair more, and miss a clock that stops on the deadline itself."""
-    if deadline <= now:
-        return 0.0
-    delay = deadline - now
-    # Each step moves the sum by at most one unit of the deadline's last
-    # place (the delay is the smaller), so a few steps reach it.
-    for _ in range(8):
-        if now + delay < deadline:
-            delay = math.nextafter(delay, math.inf)
-        elif delay > 0 and now + math.nextafter(delay, 0.0) >= deadline:
-            delay = math.nextafter(delay, 0.0)
-        else:
-            break
-    return delay
-
-
 class Deadlines:
     """The deadlines of the timed waiters on one clock, and its one timer."""
 
@@ -101,21 +82,19 @@ class Deadlines:
         self._count = 0
         #: Timed waiters still waiting.
         self.live = 0
-        self._timer: IDelayedCall | None = None
-        # When the timer fires (infinity: not set).
-        self._timer_at = math.inf
+        self._timer = DeadlineTimer(clock, self._fire)
 
     @property
     def next_deadline(self) -> float | None:
         """When the timer fires next, if it is set."""
-        return None if self._timer is None else self._timer_at
+        return self._timer.deadline
 
     def add(self, waiter: Waiter) -> None:
         self._count += 1
         heapq.heappush(self._heap, (waiter.deadline, self._count, waiter))
         self.live += 1
-        if waiter.deadline < self._timer_at:
-            self._set_timer(waiter.deadline)
+        if waiter.deadline < self._timer.at:
+            self._timer.set(waiter.deadline)
 
     def gone(self, waiter: Waiter) -> None:
         """A timed waiter left before its deadline (served or cancelled,
@@ -139,29 +118,11 @@ class Deadlines:
         come later set it again, and those still here are not timed."""
         self._heap.clear()
         self.live = 0
-        self._cancel()
+        self._timer.cancel()
 
-    def _cancel(self) -> None:
-        timer, self._timer = self._timer, None
-        self._timer_at = math.inf
-        if timer is not None:
-            timer.cancel()
-
-    def _set_timer(self, deadline: float) -> None:
-        delay = _delay_to(deadline, self._clock.seconds())
-        timer = self._timer
-        if timer is None:
-            self._timer = self._clock.callLater(delay, self._fire)
-        else:
-            timer.reset(delay)
-        self._timer_at = deadline
-
-    def _fire(self) -> None:
+    def _fire(self, planned: float) -> None:
         """Answer the late waiters, one at a time, and set the timer for
-        the next."""
-        planned = self._timer_at
-        self._timer = None
-        self._timer_at = math.inf
+        the next; it was set for ``planned``."""
         heap = self._heap
         clock = self._clock
         while heap:
@@ -176,14 +137,14 @@ class Deadlines:
             heapq.heappop(heap)
             self.live -= 1
             waiter.line.time_out(waiter)
-        if heap and heap[0][0] < self._timer_at:
-            self._set_timer(heap[0][0])
+        if heap and heap[0][0] < self._timer.at:
+            self._timer.set(heap[0][0])
 
     def _other_call_before(self, deadline: float) -> bool:
         """Whether a call of the clock other than this timer is due before
         ``deadline``, a waiter the clock went past: it runs first, as it
         would have before a delayed call of that waiter's own."""
-        mine = self._timer
+        mine = self._timer.call
         return any(
             call is not mine and call.active() and call.getTime() < deadline
             for call in self._clock.getDelayedCalls()

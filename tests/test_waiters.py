@@ -6,7 +6,7 @@ import os
 import weakref
 from collections.abc import Callable
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -20,7 +20,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.items import Item
-from erq.waiters import Deadlines, Waiter, Waiters, _delay_to
+from erq.waiters import Deadlines, Waiter, Waiters
 
 
 def item(id: int) -> Item:
@@ -321,15 +321,6 @@ class WaitersTests(SynchronousTestCase):
 class DeadlineTests(SynchronousTestCase):
     """A waiter times out when the clock reaches its deadline, to the last
     bit of the float: not a hair before, however the timer was set."""
-
-    @given(
-        st.floats(min_value=0.0, max_value=1e9, allow_nan=False),
-        st.floats(min_value=1e-6, max_value=1e6, allow_nan=False),
-    )
-    def test_a_delay_lands_on_its_deadline(self, now: float, timeout: float) -> None:
-        deadline = now + timeout
-        delay = _delay_to(deadline, now)
-        self.assertEqual(now + delay, deadline)
 
     def test_a_timer_set_again_from_another_time_is_not_early(self) -> None:
         """A waiter that came at six steps of 50 ms with 250 ms to wait is
