@@ -625,14 +625,8 @@ class QueueService(Service):
     ) -> Item | None | Deferred[Item | None]:
         """A client's get of one key; see ``Queue.get``.  An alias is
         always empty, at once."""
-        if name in self.config.aliases:
-            return None
-        queue = self.queues.get(name)
-        if queue is None:
-            queue = self._not_made(name, timeout)
-            if queue is None:
-                return None
-        return queue.get(timeout, open, peek)
+        queue = self._queue_to_get(name, timeout)
+        return None if queue is None else queue.get(timeout, open, peek)
 
     def get_for(
         self,
@@ -644,14 +638,17 @@ class QueueService(Service):
     ) -> Item | None | Waiter:
         """``get``, answered through ``deliver`` if it waits; see
         ``Queue.get_for``."""
+        queue = self._queue_to_get(name, timeout)
+        return None if queue is None else queue.get_for(deliver, timeout, open, peek)
+
+    def _queue_to_get(self, name: str, timeout: float | None) -> Queue | None:
+        """The queue a get of ``name`` asks, if any: none for an alias."""
         if name in self.config.aliases:
             return None
         queue = self.queues.get(name)
         if queue is None:
-            queue = self._not_made(name, timeout)
-            if queue is None:
-                return None
-        return queue.get_for(deliver, timeout, open, peek)
+            return self._not_made(name, timeout)
+        return queue
 
     def _not_made(self, name: str, timeout: float | None) -> Queue | None:
         """The queue that a get of a queue not made yet asks: a fanout
