@@ -37,16 +37,27 @@ class Arrival:
     __slots__ = ("held", "count", "behind_count", "behind_bytes", "state")
 
     def __init__(self, items: list[Item], held: list[bool]) -> None:
+        self.count = len(items)
+        self.state = ArrivalState.WAITING
+        if self.count == 1 and len(held) == 1:
+            # One set, the commonest arrival: no loops over the items.
+            item = items[0]
+            if held[0]:
+                self.held = [item]
+                self.behind_count = self.behind_bytes = 0
+            else:
+                self.held = []
+                self.behind_count = 1
+                self.behind_bytes = len(item.data)
+            return
         # The items kept in memory, in order; the others are behind.
         self.held = [item for item, h in zip(items, held, strict=True) if h]
-        self.count = len(items)
         self.behind_count = 0
         self.behind_bytes = 0
         for item, h in zip(items, held, strict=True):
             if not h:
                 self.behind_count += 1
                 self.behind_bytes += len(item.data)
-        self.state = ArrivalState.WAITING
 
     @property
     def held_bytes(self) -> int:

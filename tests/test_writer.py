@@ -64,6 +64,8 @@ class StepEngine:
         self.notified = 0
         #: ``run`` says that the engine is not idle.
         self.refuse_run = False
+        #: The error ``run`` fails its job with, writing nothing (0: none).
+        self.run_error = 0
         #: The jobs run at once (``run``).
         self.ran_now: list[list[tuple[int, bytes | bool | None]]] = []
         self._wake = False
@@ -79,6 +81,8 @@ class StepEngine:
             raise RuntimeError("the engine has jobs of its own")
         assert not self.queued and not self.done and not self.halted
         self.ran_now.append(ops)
+        if self.run_error:
+            return self.run_error
         self._run_ops(ops)
         return 0
 
@@ -440,6 +444,30 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual(answered, [0, 2, 3, 4, 5])
         self.assertEqual(len(self.engine.ran_now), 1)
 
+    def test_a_lone_add_that_fails_is_refused_and_cut_back(self) -> None:
+        """The reactor's own run of a lone add fails as one on the thread
+        would: the add is refused, the append is cut back, and the next
+        batch writes again."""
+        journal = self.opened("a")
+        segment = journal._current
+        assert segment is not None
+        f = segment.file
+        before = f.offset
+        self.engine.run_error = errno.EIO
+        refused = self.fired(journal.add(item(2)))
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.ran_now), 1)
+        self.assertIsInstance(refused[0], Failure)
+        self.assertEqual((f.offset, f.needs_cut), (before, True))
+        self.engine.run_error = 0
+        self.reactor.advance(self.writer.retry_delay)
+        self.settle()
+        later = self.fired(journal.add(item(3)))
+        self.end_of_turn()
+        self.settle()
+        self.assertEqual(later, [None])
+        self.assertEqual(self.replayed("a"), [item(1).data, item(3).data])
+
     def test_an_engine_that_is_not_idle_takes_the_batch(self) -> None:
         journal = self.opened("a")
         self.engine.refuse_run = True
@@ -502,6 +530,26 @@ class SharedSyncTests(HandOffCase):
         self.settle()
         self.assertLessEqual(f.covered, f.offset)
         self.assertEqual(self.replayed("a"), [item(i).data for i in (1, 2, 3, 4)])
+
+    def test_a_lone_add_asks_for_the_same_syncs(self) -> None:
+        """The reactor's own run of a lone add (see "A lone durable write"
+        in ``erq.journal.engine``) shares a flush where the thread's would."""
+        journal = self.opened("a")
+        segment = journal._current
+        assert segment is not None
+        f = segment.file
+        self.writer.linger = 0.002
+        for i in (2, 3):
+            durable = self.fired(journal.add(item(i)))
+            self.reactor.advance(0)
+            self.assertEqual(durable, [None])
+        syncs = [
+            [data for _, data in ops if not isinstance(data, bytes)]
+            for ops in self.engine.ran_now
+        ]
+        self.assertEqual(syncs, [[None], [False]])
+        self.assertEqual(f.covered, f.zeroed)
+        self.assertEqual(self.replayed("a"), [item(i).data for i in (1, 2, 3)])
 
     def test_a_failed_full_sync_covers_nothing(self) -> None:
         journal = self.opened("a")

@@ -220,6 +220,7 @@ class _EngineRunner:
         write = steps[0]
         return (
             type(write) is _Write
+            and type(steps[1]) is _Sync
             and len(cast(_Write, write).waiters) == 1
             # One record: its header and its item.
             and len(cast(_Write, write).bufs) == 2
@@ -230,7 +231,7 @@ class _EngineRunner:
         """Run the batch on this (the reactor's) thread, while the engine
         is idle; it comes back at once, as ``take_back`` would return it
         (nothing, if the engine took it to run on its thread instead)."""
-        ops, _, covers = _ops(batch, self.shares)
+        ops, covers = _lone_ops(batch[0], self.shares)
         self.count += 1
         try:
             error = self.engine.run(ops)
@@ -245,7 +246,11 @@ class _EngineRunner:
         if error:
             _undo([batch], error)
         else:
-            _done(batch, covers)
+            for step in batch[0].steps:
+                step.done = True
+            for f, end in covers:
+                if end > f.covered:
+                    f.covered = end
         return [(batch, None)]
 
     def take_back(self, wake: bool) -> list[_Done]:
@@ -312,6 +317,24 @@ def _ops(batch: list[_Chunk], shares: bool) -> tuple[_Ops, bool, _Covers]:
                     ops.append((cast(int, f.fd), None))
                     covers.append((f, max(f.offset, f.zeroed)))
     return ops, notify or written > _LINGER_BYTES, covers
+
+
+def _lone_ops(chunk: _Chunk, shares: bool) -> tuple[_Ops, _Covers]:
+    """``_ops`` of a lone batch (see ``_EngineRunner.lone``), without the
+    loop over kinds of step that any other batch needs: its one append,
+    then the sync."""
+    write, sync = cast(tuple[_Write, _Sync], chunk.steps)
+    f = write.file
+    data = b"".join(write.bufs)
+    # As in ``_ops``: the joined copy is all a retry needs.
+    write.bufs = [data]
+    write.offset_before = f.offset
+    f.offset += len(data)
+    append = (cast(int, f.fd), data)
+    f = sync.file
+    if shares and f.offset <= f.covered:
+        return [append, (cast(int, f.fd), False)], []
+    return [append, (cast(int, f.fd), None)], [(f, max(f.offset, f.zeroed))]
 
 
 def _done(batch: list[_Chunk], covers: _Covers) -> None:

@@ -738,9 +738,15 @@ class JournalWriter:
         busy = self._busy()
         if busy is not None and self._take_back(busy, wake=False):
             return
-        self._kick()
-        self._maybe_stopped()
-        self._watch_backlog()
+        # Each of the three below does nothing unless its test holds: they
+        # are asked here first, since this runs once a batch, even a lone
+        # durable set's.
+        if self._pending:
+            self._kick()
+        if self._life is _STOPPING:
+            self._maybe_stopped()
+        if self._drain_waiters:
+            self._watch_backlog()
 
     def _batch_done(self, batch: list[_Chunk], failure: Failure | None) -> None:
         if failure is not None:
