@@ -366,3 +366,23 @@ def _undo(batches: list[list[_Chunk]], error: int) -> None:
     for f, offset in ends.items():
         f.offset = offset
         f.needs_cut = True
+
+
+def shared_device(data_dir: str | None, shared_flushes: bool | None) -> int | None:
+    """The device whose files may share a flush: ``data_dir``'s, if its
+    file system allows it (see "Shared flushes"; asked once, as an engine
+    starts), or if ``shared_flushes`` says so; ``None``: every file is
+    synced in full."""
+    if shared_flushes is False or data_dir is None:
+        return None
+    try:
+        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        shares = flush_shared(fd) if shared_flushes is None else True
+        return os.fstat(fd).st_dev if shares else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

@@ -60,7 +60,7 @@ from erq.journal.engine import (
     _Engine,
     _EngineDone,
     _EngineRunner,
-    flush_shared,
+    shared_device,
 )
 from erq.journal.files import (
     FileOps,
@@ -69,7 +69,7 @@ from erq.journal.files import (
     _SegmentFile,
     _Write,
 )
-from erq.journal.loop import _Done, _PythonLoop
+from erq.journal.loop import _Done, _Job, _PythonLoop, _serve
 
 # The namespace of the whole package, as before it was split.
 _log = Logger(namespace="erq.journal")
@@ -130,38 +130,6 @@ class _Pool(Protocol):
         func: Callable[..., object],
         *args: object,
     ) -> None: ...
-
-
-#: A job for the writer thread: what to call with the outcome (on the thread),
-#: the function and its arguments.
-_Job = tuple[
-    Callable[[bool, object], object], Callable[..., object], tuple[object, ...]
-]
-
-
-def _serve(jobs: SimpleQueue[_Job | None], engine: Engine | None) -> None:
-    """The writer thread's loop, when the writer runs its own thread: the jobs in
-    the order they came, until ``None``.  Handing a job over is one put on a
-    C queue, instead of a trip through the pool's coordinator.  With an
-    engine, the thread runs the engine's batches until a job is put (and
-    the engine interrupted)."""
-    while True:
-        if engine is not None:
-            engine.serve()
-        job = jobs.get()
-        if job is None:
-            return
-        on_result, func, args = job
-        try:
-            result = func(*args)
-            ok = True
-        except BaseException:
-            result = Failure()
-            ok = False
-        try:
-            on_result(ok, result)
-        except BaseException:
-            _log.failure("journal writer thread: reporting a job failed")
 
 
 class _Runner(Protocol):
@@ -374,31 +342,13 @@ class JournalWriter:
             or not IReactorFDSet.providedBy(self.reactor)
         ):
             return
-        device = self._shared_device()
+        device = shared_device(self._data_dir, self._shared_flushes)
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._engine = _EngineRunner(
             Engine(fd, shared_device=device), device is not None
         )
         self._engine_done = _EngineDone(self, fd)
         cast(IReactorFDSet, self.reactor).addReader(self._engine_done)
-
-    def _shared_device(self) -> int | None:
-        """The device whose files may share a flush: the data directory's,
-        if its file system allows it (asked once, as the engine starts);
-        ``None``: every file is synced in full."""
-        if self._shared_flushes is False or self._data_dir is None:
-            return None
-        try:
-            fd = os.open(self._data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            shares = flush_shared(fd) if self._shared_flushes is None else True
-            return os.fstat(fd).st_dev if shares else None
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
     def _stop_engine(self) -> None:
         done = self._engine_done
