@@ -55,6 +55,7 @@ from erq.config import (
     ServerSettings,
     SyncPolicy,
 )
+from erq.durable import Durable
 from erq.journal import (
     FileOps,
     Journal,
@@ -455,7 +456,7 @@ class FakeJournal:
     def __init__(self, durable: bool = False) -> None:
         self.durable = durable
         self.calls: list[tuple[str, int]] = []
-        self.pending: list[Deferred[None]] = []
+        self.pending: list[Durable] = []
         self.behind: list[Item] = []
         self.reads: list[tuple[int, Deferred[list[Item]]]] = []
 
@@ -467,7 +468,8 @@ class FakeJournal:
     def _durable(self) -> Deferred[None] | None:
         if not self.durable:
             return None
-        durable: Deferred[None] = Deferred()
+        # As a real journal's: its replies may go before its callbacks.
+        durable = Durable()
         self.pending.append(durable)
         return durable
 

@@ -2106,6 +2106,41 @@ class PipelineTests(ProtocolTestCase):
         self.assertEqual(self.client.take(), b"STORED\r\n")
         self.assertTrue(self.client.closed)
 
+    def test_stored_leaves_before_the_queue_takes_the_item(self) -> None:
+        """Nothing between a set's fsync and its reply: the queue takes the
+        item after, in the same turn, before any other request is read."""
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a"))
+        queue = self.queue("q")
+        seen: list[tuple[bytes, float | None]] = []
+        journal.pending[0].first.append(
+            lambda: seen.append((self.client.take(), queue.oldest_added))
+        )
+        journal.pending[0].callback(None)
+        # Nothing ready to hand out yet when STORED had left.
+        self.assertEqual(seen, [(b"STORED\r\n", None)])
+        self.assertIsNotNone(queue.oldest_added)
+        self.assertEqual(self.ask(b"get q\r\n"), value(b"q", b"a") + b"END\r\n")
+
+    def test_reading_held_back_goes_on_once_the_queue_has_the_item(self) -> None:
+        """Replies held behind a durable set stopped the reading; its reply
+        releases them, but the requests not read yet are read only once
+        the queue has the set's item, so a get among them finds it."""
+        big = b"x" * (MAX_HELD_OUTPUT // 4)
+        self.assertEqual(self.ask(set_line(b"r", big) * 6), b"STORED\r\n" * 6)
+        journal = self.journal("q")
+        self.client.send(set_line(b"q", b"a") + b"get r\r\n" * 6 + b"get q\r\n")
+        self.assertEqual(self.client.take(), b"")
+        self.assertEqual(self.client.transport.producerState, "paused")
+        journal.pending[0].callback(None)
+        self.assertEqual(
+            self.client.take(),
+            b"STORED\r\n"
+            + (value(b"r", big) + b"END\r\n") * 6
+            + value(b"q", b"a")
+            + b"END\r\n",
+        )
+
 
 class DisconnectTests(ProtocolTestCase):
     def test_disconnect_while_waiting(self) -> None:

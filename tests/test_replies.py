@@ -7,16 +7,19 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from erq.durable import Durable
 from erq.protocol.replies import ReplyOrder, server_error
 
 
 class ReplyOrderTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.ready_calls = 0
+        self.early_calls: list[bool] = []
         self.order = ReplyOrder(self.ready)
 
     def ready(self) -> None:
         self.ready_calls += 1
+        self.early_calls.append(self.order.early)
 
     def test_ready_replies_go_out(self) -> None:
         self.order.add(b"A\r\n")
@@ -107,3 +110,37 @@ class ReplyOrderTests(SynchronousTestCase):
         self.assertEqual(
             server_error(Failure(OSError())), b"SERVER_ERROR journal failed\r\n"
         )
+
+    def test_durable_sets_answered_before_the_callbacks(self) -> None:
+        """A durable add's replies go as soon as it is durable, before the
+        queue takes its items; reading may go on only once it has."""
+        durable = Durable()
+        self.order.await_stored(durable, 2)
+        durable.durable()
+        self.assertEqual(self.early_calls, [True])
+        self.assertEqual(self.order.take(), b"STORED\r\n" * 2)
+        self.assertEqual(self.order.early, False)
+        durable.callback(None)
+        # Told again, now that reading may go on; nothing is answered twice.
+        self.assertEqual(self.early_calls, [True, False])
+        self.assertEqual(self.order.take(), b"")
+
+    def test_durable_sets_of_one_read_answered_early_in_order(self) -> None:
+        first = Durable()
+        second = Durable()
+        self.order.await_stored(first, 1)
+        self.order.await_stored(second, 1)
+        self.order.add(b"END\r\n")
+        second.durable()
+        self.assertEqual(self.order.take(), b"")
+        first.callback(None)
+        self.assertEqual(self.order.take(), b"STORED\r\nSTORED\r\nEND\r\n")
+        second.callback(None)
+        self.assertEqual(self.order.take(), b"")
+
+    def test_failed_durable_write(self) -> None:
+        durable = Durable()
+        self.order.await_stored(durable, 1)
+        durable.errback(Failure(OSError("disk full")))
+        self.assertEqual(self.order.take(), b"SERVER_ERROR disk full\r\n")
+        self.assertEqual(self.early_calls, [False])

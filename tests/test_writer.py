@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.config import SyncPolicy
+from erq.durable import Durable
 from erq.journal import FileOps, Journal, JournalError, JournalWriter
 from erq.queue import Item
 from tests.support import ManualPool, SyncPool
@@ -490,6 +491,63 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual(self.engine.ran_now, [])
         self.settle()
         self.assertEqual(durable, [None])
+
+    # What answers a durable add over the wire runs as soon as the writer
+    # knows the add is durable, before the batch's completions: before its
+    # bytes leave the backlog and before the add's callbacks (see
+    # ``erq.durable``); on the reactor's own run or after the engine's.
+
+    def add(self, journal: Journal, i: int) -> tuple[list[object], list[object]]:
+        """A durable add: what its reply saw when it ran (whether the
+        add's callbacks had run, and the backlog), and its result."""
+        d = journal.add(item(i))
+        assert isinstance(d, Durable)
+        results = self.fired(d)
+        seen: list[object] = []
+        d.first.append(lambda: seen.append((list(results), self.writer.backlog)))
+        return seen, results
+
+    def test_the_reply_of_a_lone_add_first(self) -> None:
+        journal = self.opened("a")
+        seen, results = self.add(journal, 2)
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.ran_now), 1)
+        self.assertEqual(seen, [([], 10)])
+        self.assertEqual((results, self.writer.backlog), ([None], 0))
+
+    def test_the_replies_of_an_engine_batch_first(self) -> None:
+        first = self.opened("a")
+        second = self.opened("b")
+        one, one_results = self.add(first, 2)
+        two, two_results = self.add(second, 2)
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.queued), 1)
+        self.engine.run_one()
+        self.assertEqual((one, two), ([], []))
+        self.writer.engine_finished()
+        # Both replies before either add's callbacks.
+        self.assertEqual((one, two), ([([], 20)], [([], 20)]))
+        self.assertEqual((one_results, two_results), ([None], [None]))
+
+    def test_no_reply_first_when_a_lone_add_fails(self) -> None:
+        journal = self.opened("a")
+        self.engine.run_error = errno.EIO
+        seen, results = self.add(journal, 2)
+        self.end_of_turn()
+        self.assertEqual(seen, [])
+        self.assertIsInstance(results[0], Failure)
+
+    def test_no_reply_first_when_an_engine_batch_fails(self) -> None:
+        first = self.opened("a")
+        second = self.opened("b")
+        one, one_results = self.add(first, 2)
+        two, two_results = self.add(second, 2)
+        self.end_of_turn()
+        self.engine.run_one(error=errno.EIO)
+        self.writer.engine_finished()
+        self.assertEqual((one, two), ([], []))
+        self.assertIsInstance(one_results[0], Failure)
+        self.assertIsInstance(two_results[0], Failure)
 
 
 class SharedSyncTests(HandOffCase):

@@ -32,8 +32,9 @@ couple of hundred).  So when the engine is idle and the batch that leaves
 at the end of the reactor's turn is one set and nothing else (a lock-step
 producer, with nothing more to send until it is answered, and nobody else
 journaling anything), the reactor runs it itself, through ``Engine.run``,
-without the GIL, and answers it at once: blocking the reactor for the
-fdatasync then delays no one.  What comes during the fdatasync is read
+without the GIL, and answers it at once, before anything else (see
+``erq.durable``): blocking the reactor for the fdatasync then delays no
+one.  What comes during the fdatasync is read
 right after it and goes out as the next batch, group commit as before.
 Anything more (the sets of several clients, a run of sets from a client
 that pipelines, a get's removal beside the set) goes to the thread, so
@@ -246,6 +247,11 @@ class _EngineRunner:
         if error:
             _undo([batch], error)
         else:
+            # The set's reply first, with nothing between the fsync and it
+            # (see ``erq.durable``).
+            write: _Write = batch[0].steps[0]  # type: ignore[assignment]
+            for waiter, _ in write.waiters:
+                waiter.durable()
             for step in batch[0].steps:
                 step.done = True
             for f, end in covers:
@@ -338,11 +344,15 @@ def _lone_ops(chunk: _Chunk, shares: bool) -> tuple[_Ops, _Covers]:
 
 
 def _done(batch: list[_Chunk], covers: _Covers) -> None:
-    """A batch the engine ran: every step done, and what its syncs made
-    durable known."""
+    """A batch the engine ran: every step done, what its syncs made durable
+    known, and the replies to its durable sets sent (each of its appends is
+    synced, or it would not have waiters: see ``erq.durable``)."""
     for chunk in batch:
         for step in chunk.steps:
             step.done = True
+            if type(step) is _Write:
+                for waiter, _ in step.waiters:
+                    waiter.durable()
     for f, end in covers:
         if end > f.covered:
             f.covered = end

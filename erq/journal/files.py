@@ -34,6 +34,7 @@ from twisted.internet.defer import Deferred
 
 from erq.config import MiB
 from erq.datadir import FILE_MODE, make_private_dir, private_opener
+from erq.durable import Durable
 from erq.items import Item
 from erq.journal.names import NAME_FILE
 from erq.journal.records import JournalError
@@ -230,7 +231,7 @@ class _Write(_Step):
         self.bufs: list[bytes] = []
         # Durable adds waiting for this write and its sync, each with its
         # items (and whether each is held in memory), retracted if it fails.
-        self.waiters: list[tuple[Deferred[None], _Added]] = []
+        self.waiters: list[tuple[Durable, _Added]] = []
         self.offset_before = -1
         # Where zeros written ahead of the appends may reach (the end of the
         # segment), when the file is synced after every batch; 0: none.

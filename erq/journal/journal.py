@@ -33,6 +33,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from erq.durable import Durable
 from erq.items import Item
 from erq.journal import records as record_format
 from erq.journal.base import _CLOSED, _ERASED, _JournalBase
@@ -124,7 +125,7 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         durability when the policy waits for it (the write's steps run in
         order, so the last one's waiters fire once all are done)."""
         if self._always:
-            d: Deferred[None] = Deferred()
+            d = Durable()
             write.waiters.append((d, added))
             self._writer.urge()
             return d

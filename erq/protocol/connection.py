@@ -479,7 +479,11 @@ class QueueProtocol(
         writes at its end), and read again if held replies held us back."""
         if not self._running:
             self._flush()
-            if "held" in self._paused_for and self._replies.held < MAX_HELD_OUTPUT:
+            if (
+                "held" in self._paused_for
+                and self._replies.held < MAX_HELD_OUTPUT
+                and not self._replies.early
+            ):
                 self._flow.resume("held")
                 self._run()
 

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
+
+from erq.durable import Durable
 
 #: Replies held while one batch of requests is handled: beyond this they are
 #: written at once, so that a client that does not read its replies makes
@@ -61,7 +64,7 @@ def server_error(failure: Failure) -> bytes:
 class ReplyOrder:
     """The replies of one connection, in the order of its requests."""
 
-    __slots__ = ("out", "out_size", "slots", "held", "stores", "ready")
+    __slots__ = ("out", "out_size", "slots", "held", "stores", "ready", "early")
 
     def __init__(self, ready: Callable[[], None]) -> None:
         #: Replies ready to be written, in order.
@@ -76,6 +79,10 @@ class ReplyOrder:
         self.stores: Stores | None = None
         #: Called once a slot was filled and replies may be written.
         self.ready = ready
+        #: Whether the slot was filled as soon as its sets were durable,
+        #: before the queue took their items: replies may be written, but
+        #: no request read (see ``erq.durable``).
+        self.early = False
 
     def add(self, data: bytes) -> None:
         """One reply, whole (with its line ends), ready now."""
@@ -145,6 +152,8 @@ class ReplyOrder:
         index = len(stores.replies)
         stores.replies.append(b"")
         stores.waiting += 1
+        if type(durable) is Durable:
+            durable.first.append(partial(self._first, stores, index, count))
         durable.addCallbacks(
             self._stored,
             self._store_failed,
@@ -152,17 +161,31 @@ class ReplyOrder:
             errbackArgs=(stores, index, count),
         )
 
+    def _first(self, stores: Stores, index: int, count: int) -> None:
+        """The sets are durable: answer them now, before the queue takes
+        their items."""
+        self.early = True
+        try:
+            self._answer(stores, index, b"STORED\r\n" * count)
+        finally:
+            self.early = False
+
     def _stored(self, ok: bool | None, stores: Stores, index: int, count: int) -> None:
+        if stores.replies[index]:
+            # Answered by ``_first``; the queue has the items now, so what
+            # the reply held back may go on.
+            self.ready()
+            return
         reply = b"NOT_STORED\r\n" if ok is False else b"STORED\r\n"
-        stores.replies[index] = reply * count
-        stores.waiting -= 1
-        if not stores.waiting:
-            self._stores_ready(stores)
+        self._answer(stores, index, reply * count)
 
     def _store_failed(
         self, failure: Failure, stores: Stores, index: int, count: int
     ) -> None:
-        stores.replies[index] = server_error(failure) * count
+        self._answer(stores, index, server_error(failure) * count)
+
+    def _answer(self, stores: Stores, index: int, reply: bytes) -> None:
+        stores.replies[index] = reply
         stores.waiting -= 1
         if not stores.waiting:
             self._stores_ready(stores)

@@ -1,0 +1,55 @@
+"""The Deferred of a durable add, and the replies that go before its
+callbacks.
+
+A set under ``sync_journal always`` is answered once its record is durable.
+The journal's Deferred for the add fires then, and its callbacks do the
+queue's part first: the item leaves the arrivals and joins the queue, a
+waiting reader is served.  A client over the wire cannot tell whether its
+``STORED`` left before or after that: no other request is read until the
+callbacks have run, on the same turn of the reactor.  So the reply need not
+wait for them.  ``Durable.first`` holds what answers the wire; it runs as
+soon as the writer knows the record is durable, before anything else the
+writer does with the batch, and the reply leaves with nothing between the
+fsync and it but the wake-up.
+
+Whatever runs first only writes replies: it must not read requests (a get
+read then would not find the item that is about to join its queue), nor
+call back into the journal, whose writer is in the middle of taking a batch
+back.  Callers that are not the wire (``await`` on ``QueueService.put``)
+keep the Deferred's order: their callbacks see the item in its queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+_log = Logger()
+
+
+class Durable(Deferred[None]):
+    """Fires with ``None`` once the add's record is durable; ``first``
+    runs just before, or earlier, as soon as the writer knows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Replies to run once the record is durable, before the callbacks.
+        self.first: list[Callable[[], object]] = []
+
+    def durable(self) -> None:
+        """The record is durable: run ``first`` (once)."""
+        first = self.first
+        if first:
+            self.first = []
+            for reply in first:
+                try:
+                    reply()
+                except Exception:
+                    _log.failure("reply to a durable set failed")
+
+    def callback(self, result: None | Failure = None) -> None:
+        self.durable()
+        super().callback(result)
