@@ -529,6 +529,27 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual((one, two), ([([], 20)], [([], 20)]))
         self.assertEqual((one_results, two_results), ([None], [None]))
 
+    def test_a_reply_that_journals_is_sent_after_the_completions(self) -> None:
+        """What a reply does to a journal waits until the batches taken
+        back are completed, as anything done from their callbacks does."""
+        journal = self.opened("a")
+        d = journal.add(item(2))
+        assert isinstance(d, Durable)
+        results = self.fired(d)
+        later: list[list[object]] = []
+        batches: list[int] = []
+
+        def reply() -> None:
+            later.append(self.fired(journal.add(item(3))))
+            batches.append(len(self.engine.ran_now) + len(self.engine.queued))
+
+        d.first.append(reply)
+        self.end_of_turn()
+        self.assertEqual((results, batches), ([None], [1]))
+        self.settle()
+        self.assertEqual(later, [[None]])
+        self.assertEqual(self.replayed("a"), [item(i).data for i in (1, 2, 3)])
+
     def test_no_reply_first_when_a_lone_add_fails(self) -> None:
         journal = self.opened("a")
         self.engine.run_error = errno.EIO

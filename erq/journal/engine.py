@@ -82,6 +82,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from erq.durable import Durable
 from erq.journal.files import (
     _LINGER_BYTES,
     _SMALL_APPEND,
@@ -192,6 +193,9 @@ class _EngineRunner:
         self.count = 0
         #: Of those, batches the reactor ran itself (``run_now``).
         self.inline = 0
+        #: The durable adds of the batches just run: the writer answers
+        #: them first, before it completes the batches (see ``erq.durable``).
+        self.durables: list[Durable] = []
 
     def busy(self) -> bool:
         return bool(self.batches)
@@ -247,11 +251,9 @@ class _EngineRunner:
         if error:
             _undo([batch], error)
         else:
-            # The set's reply first, with nothing between the fsync and it
-            # (see ``erq.durable``).
             write: _Write = batch[0].steps[0]  # type: ignore[assignment]
             for waiter, _ in write.waiters:
-                waiter.durable()
+                self.durables.append(waiter)
             for step in batch[0].steps:
                 step.done = True
             for f, end in covers:
@@ -273,7 +275,7 @@ class _EngineRunner:
         failed = next((i for i, error in enumerate(results) if error), None)
         done: list[tuple[list[_Chunk], Failure | None]] = []
         for batch, covered in zip(batches[:failed], covers, strict=False):
-            _done(batch, covered)
+            _done(batch, covered, self.durables)
             done.append((batch, None))
         if failed is not None:
             _undo(batches[failed:], results[failed])
@@ -343,16 +345,16 @@ def _lone_ops(chunk: _Chunk, shares: bool) -> tuple[_Ops, _Covers]:
     return [append, (cast(int, f.fd), None)], [(f, max(f.offset, f.zeroed))]
 
 
-def _done(batch: list[_Chunk], covers: _Covers) -> None:
+def _done(batch: list[_Chunk], covers: _Covers, durables: list[Durable]) -> None:
     """A batch the engine ran: every step done, what its syncs made durable
-    known, and the replies to its durable sets sent (each of its appends is
-    synced, or it would not have waiters: see ``erq.durable``)."""
+    known, and its durable adds added to ``durables`` (each of its appends
+    with waiters is synced in the same batch: see ``Journal.seal``)."""
     for chunk in batch:
         for step in chunk.steps:
             step.done = True
             if type(step) is _Write:
                 for waiter, _ in step.waiters:
-                    waiter.durable()
+                    durables.append(waiter)
     for f, end in covers:
         if end > f.covered:
             f.covered = end

@@ -680,6 +680,14 @@ class JournalWriter:
         back what finished meanwhile, or send what is pending."""
         self._completing = True
         try:
+            engine = self._engine
+            if engine is not None and engine.durables:
+                # Their replies first, with nothing between the fsync and
+                # them (see ``erq.durable``).
+                durables = engine.durables
+                engine.durables = []
+                for durable in durables:
+                    durable.durable()
             for batch, failure in done:
                 self._batch_done(batch, failure)
         finally:
