@@ -468,6 +468,24 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual(later, [None])
         self.assertEqual(self.replayed("a"), [item(1).data, item(3).data])
 
+    def test_a_lone_add_past_the_zeros_goes_to_the_python_loop(self) -> None:
+        """Only the Python loop writes zeros ahead of the appends (see
+        "Zeros ahead" in ``erq.journal.files``): a lone add that would run
+        past them is its to write, like any batch the engine cannot run."""
+        journal = self.opened("a")
+        segment = journal._current
+        assert segment is not None
+        f = segment.file
+        # Zeros that end where the appends do.
+        f.zeroed = f.offset
+        durable = self.fired(journal.add(item(2)))
+        self.end_of_turn()
+        self.assertEqual((self.engine.ran_now, self.engine.queued), ([], deque()))
+        self.settle()
+        self.assertEqual(durable, [None])
+        self.assertGreater(f.zeroed, f.offset)
+        self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
+
     def test_an_engine_that_is_not_idle_takes_the_batch(self) -> None:
         journal = self.opened("a")
         self.engine.refuse_run = True

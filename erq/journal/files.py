@@ -225,7 +225,8 @@ class _Write(_Step):
     __slots__ = ("file", "bufs", "waiters", "offset_before", "ahead", "held")
 
     def __init__(self, file: _SegmentFile) -> None:
-        super().__init__()
+        # Not ``super().__init__()``: one of these is made per batch.
+        self.done = False
         self.file = file
         self.bufs: list[bytes] = []
         # Durable adds waiting for this write and its sync, each with its
@@ -299,7 +300,8 @@ class _Sync(_Step):
     __slots__ = ("file", "auto")
 
     def __init__(self, file: _SegmentFile, auto: bool) -> None:
-        super().__init__()
+        # As ``_Write``: one per file per batch.
+        self.done = False
         self.file = file
         # Added by the sync policy when the batch left; a retry adds its own.
         self.auto = auto
