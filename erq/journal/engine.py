@@ -62,7 +62,9 @@ no data directory to ask (or ``JournalWriter(shared_flushes=False)``),
 the runner asks for no shared sync and every file gets its own
 fdatasync.  The engine itself lets a file share a flush only if it is on
 the data directory's device (a queue's directory may be a mount of
-another disk), and only with an fdatasync on that device.
+another disk), and only with an fdatasync on that device.  The writer asks
+each file's device once, as it opens it, and tells the engine which
+files are on that device, so that the engine need not ask each batch.
 Anything else (opening, cutting or closing a file, reads, deletes) goes to
 the Python loop, once the engine's batches are done, so records still reach
 disk in the order they were made.  A failed group stops the engine; its
@@ -186,11 +188,17 @@ class _EngineRunner:
     ``_Runner`` in ``erq.journal.writer``): any number of batches at once,
     of appends and fsyncs only, taken back in the order they were sent."""
 
-    def __init__(self, engine: _Engine, shares: bool) -> None:
+    def __init__(
+        self, engine: _Engine, shares: bool, device: int | None = None
+    ) -> None:
         self.engine = engine
         #: Whether files may share a flush (see "Shared flushes"): if not,
         #: every sync it asks for is a full one.
         self.shares = shares
+        #: The device whose files may share a flush, if known: the engine is
+        #: then told which files are on it (each was asked once, when it
+        #: was opened), instead of asking each batch.
+        self.device = device
         # The batches it has, oldest first.
         self.batches: deque[list[_Chunk]] = deque()
         # For each, the files it syncs in full and where each sync makes
@@ -211,7 +219,7 @@ class _EngineRunner:
         """Hand the engine the batch's appends and fsyncs; it wakes the
         reactor when done if something waits for the batch, or if
         ``hurry``."""
-        ops, notify, covers = _ops(batch, self.shares)
+        ops, notify, covers = _ops(batch, self.shares, self.device)
         self.batches.append(batch)
         self.covers.append(covers)
         self.count += 1
@@ -302,14 +310,18 @@ class _EngineRunner:
 _Covers = list[tuple[_SegmentFile, int]]
 #: A batch taken back, with the failure of a crash on the thread.
 _Done = tuple[list[_Chunk], Failure | None]
-#: What the engine takes: appends, full syncs (None), shared syncs (False).
+#: What the engine takes: appends, full syncs (None), shared syncs (False;
+#: the fd inverted if the file is known to be on the engine's device).
 _Ops = list[tuple[int, bytes | bool | None]]
 
 
-def _ops(batch: list[_Chunk], shares: bool) -> tuple[_Ops, bool, _Covers]:
+def _ops(
+    batch: list[_Chunk], shares: bool, device: int | None = None
+) -> tuple[_Ops, bool, _Covers]:
     """The engine's ops for a batch: its appends, each write's buffers
     joined, and its syncs, shared (if ``shares``) where the appends only
-    overwrite what an earlier sync made durable (see "Shared flushes");
+    overwrite what an earlier sync made durable (see "Shared flushes"),
+    with the file known to be on ``device`` or not, if that is known;
     whether something waits for the batch; and the files it syncs in
     full."""
     ops: _Ops = []
@@ -340,10 +352,19 @@ def _ops(batch: list[_Chunk], shares: bool) -> tuple[_Ops, bool, _Covers]:
                 fd = f.fd
                 assert fd is not None
                 if shares and f.offset <= f.covered:
-                    ops.append((fd, False))
-                else:
-                    ops.append((fd, None))
-                    covers.append((f, max(f.offset, f.zeroed)))
+                    on = f.device
+                    if on == device:
+                        # The engine need not ask where the file is: its fd
+                        # inverted says so.
+                        ops.append((~fd, False))
+                        continue
+                    if device is None or on < 0:
+                        # Not known here: the engine asks.
+                        ops.append((fd, False))
+                        continue
+                    # On another device: it cannot share the flush.
+                ops.append((fd, None))
+                covers.append((f, max(f.offset, f.zeroed)))
     return ops, notify or written > _LINGER_BYTES, covers
 
 

@@ -346,7 +346,7 @@ class JournalWriter:
         device = shared_device(self._data_dir, self._shared_flushes)
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._engine = _EngineRunner(
-            Engine(fd, shared_device=device), device is not None
+            Engine(fd, shared_device=device), device is not None, device
         )
         self._engine_done = _EngineDone(self, fd)
         cast(IReactorFDSet, self.reactor).addReader(self._engine_done)
