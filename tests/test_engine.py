@@ -358,6 +358,50 @@ class EngineTests(TestCase):
         self.assertEqual(self.results(1), [0])
         self.assertEqual(engine.shared_syncs(), 0)
 
+    def test_a_file_known_on_the_device_is_not_asked_again(self) -> None:
+        # (~fd, False) says that the caller asked the file's device once,
+        # when it opened it: the engine takes its word (here against the truth,
+        # which is how the test sees that it did not ask).
+        device = os.fstat(self.fd).st_dev
+        engine = engine_class()(self.notify, shared_device=device + 1)
+        self.stop()
+        self.engine = engine
+        self.thread = threading.Thread(target=engine.serve)
+        self.thread.start()
+        files = self.open_files(4)
+        engine.submit(
+            [(fd, b"one") for fd, _ in files] + [(~fd, False) for fd, _ in files],
+            True,
+        )
+        self.assertEqual(self.results(1), [0])
+        self.assertEqual(engine.shared_syncs(), 3)
+        # Asked for twice: a full sync wins over a shared one, and a file
+        # known to be on the device is, however else it is asked for.
+        (a, _), (b, _), (c, _), _ = files
+        engine.submit(
+            [(fd, b"two") for fd in (a, b, c)]
+            + [(~a, False), (a, None), (b, False), (~b, False), (~c, False)],
+            True,
+        )
+        self.assertEqual(self.results(1), [0])
+        # a in full, on no device the engine knows: of b and c, one is
+        # fdatasynced too, and its flush covers the other.
+        self.assertEqual(engine.shared_syncs(), 4)
+        for _, path in files:
+            with open(path, "rb") as f:
+                self.assertIn(f.read(), (b"one", b"onetwo"))
+
+    def test_known_on_no_shared_device_is_synced_in_full(self) -> None:
+        # An engine told of no device shares no flush, whatever it is told
+        # of the files.
+        files = self.open_files(4)
+        self.engine.submit(
+            [(fd, b"one") for fd, _ in files] + [(~fd, False) for fd, _ in files],
+            True,
+        )
+        self.assertEqual(self.results(1), [0])
+        self.assertEqual(self.engine.shared_syncs(), 0)
+
     def test_which_file_systems_share_a_flush(self) -> None:
         # ext4 and xfs, as fstatfs tells them apart (read here on its own).
         directory = os.open(os.path.dirname(self.path), os.O_RDONLY)

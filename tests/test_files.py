@@ -1,4 +1,5 @@
-"""Tests for erq.journal.files: the zeros written ahead of synced appends."""
+"""Tests for erq.journal.files: the zeros written ahead of synced appends,
+and what the writer learns of a segment file as it opens it."""
 
 from __future__ import annotations
 
@@ -126,3 +127,19 @@ class ZerosAheadTests(JournalTestCase):
         )
         self.assertEqual(ids(items), list(range(1, 11)))
         self.assertEqual(cursor, (1, HEADER_SIZE))
+
+
+class DeviceTests(JournalTestCase):
+    """A segment file's device is asked once, as the writer opens it (see
+    "Shared flushes" in ``erq.journal.engine``)."""
+
+    def test_an_opened_segment_knows_its_device(self) -> None:
+        journal = Journal(self.dir, self.fake_writer(), sync="always")
+        journal.add(item(1))
+        segment = journal._current
+        assert segment is not None
+        self.assertEqual(segment.file.device, os.stat(self.dir).st_dev)
+
+    def test_a_device_that_cannot_be_told(self) -> None:
+        # Not known: the engine asks it itself.
+        self.assertEqual(files.FileOps().device(-1), -1)

@@ -92,7 +92,9 @@ class StepEngine:
             if isinstance(data, bytes):
                 os.write(fd, data)
             else:
-                os.fdatasync(fd)
+                # A shared sync of a file known to be on the engine's
+                # device has its fd inverted.
+                os.fdatasync(~fd if fd < 0 else fd)
 
     def run_one(self, error: int = 0) -> bool:
         if not self.queued:
@@ -469,6 +471,24 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual(later, [None])
         self.assertEqual(self.replayed("a"), [item(1).data, item(3).data])
 
+    def test_a_lone_add_past_the_zeros_goes_to_the_python_loop(self) -> None:
+        """Only the Python loop writes zeros ahead of the appends (see
+        "Zeros ahead" in ``erq.journal.files``): a lone add that would run
+        past them is its to write, like any batch the engine cannot run."""
+        journal = self.opened("a")
+        segment = journal._current
+        assert segment is not None
+        f = segment.file
+        # Zeros that end where the appends do.
+        f.zeroed = f.offset
+        durable = self.fired(journal.add(item(2)))
+        self.end_of_turn()
+        self.assertEqual((self.engine.ran_now, self.engine.queued), ([], deque()))
+        self.settle()
+        self.assertEqual(durable, [None])
+        self.assertGreater(f.zeroed, f.offset)
+        self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
+
     def test_an_engine_that_is_not_idle_takes_the_batch(self) -> None:
         journal = self.opened("a")
         self.engine.refuse_run = True
@@ -629,6 +649,33 @@ class SharedSyncTests(HandOffCase):
         self.assertEqual(syncs, [[None], [False]])
         self.assertEqual(f.covered, f.zeroed)
         self.assertEqual(self.replayed("a"), [item(i).data for i in (1, 2, 3)])
+
+    def test_files_known_on_the_device_are_not_asked_again(self) -> None:
+        """Which device a file is on is asked once, as it is opened; the
+        engine is told which files are on its device, instead of asking
+        each batch."""
+        runner = self.writer._engine
+        assert runner is not None
+        device = os.stat(self.base).st_dev
+        runner.device = device
+        journal = self.opened("a")
+        segment = journal._current
+        assert segment is not None
+        f = segment.file
+        self.assertEqual(f.device, device)
+        journal.add(item(2))
+        self.settle()
+        journal.add(item(3))
+        (ops,) = self.engine.queued
+        assert f.fd is not None
+        self.assertEqual(ops[-1], (~f.fd, False))
+        self.settle()
+        # A file on another device is synced in full: nothing to ask.
+        f.device = device + 1
+        journal.add(item(4))
+        self.assertEqual(self.syncs(), [None])
+        self.settle()
+        self.assertEqual(self.replayed("a"), [item(i).data for i in (1, 2, 3, 4)])
 
     def test_a_failed_full_sync_covers_nothing(self) -> None:
         journal = self.opened("a")

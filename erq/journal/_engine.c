@@ -32,7 +32,11 @@
  * engine is told once, when made, the device whose files may share a
  * flush (shared_device, that of the data directory, if flush_shared()
  * said yes of it); a shared sync of a file on any other device, and every
- * one when there is no such device, is an fdatasync of its own.
+ * one when there is no such device, is an fdatasync of its own.  Which
+ * device a file is on the engine asks (fstat) of each (fd, False) shared
+ * sync; a (~fd, False) one, its fd inverted, says that the caller knows the
+ * file to be on shared_device (it asked once, when it opened the file), and
+ * is not asked again.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -51,7 +55,8 @@
 
 typedef struct {
     int fd;
-    int sync;             /* 0: append data; 1: fdatasync fd; 2: shared */
+    int sync;             /* 0: append data; 1: fdatasync fd; 2: shared;
+                             3: shared, known to be on the shared device */
     const char *data;
     Py_ssize_t len;
 } Op;
@@ -189,6 +194,10 @@ parse_ops(PyObject *ops, Py_ssize_t *count)
             op[i].sync = 1;
         } else if (data == Py_False) {
             op[i].sync = 2;
+            if (op[i].fd < 0) {
+                op[i].fd = ~op[i].fd;
+                op[i].sync = 3;
+            }
         } else if (PyBytes_Check(data)) {
             op[i].data = PyBytes_AS_STRING(data);
             op[i].len = PyBytes_GET_SIZE(data);
@@ -412,7 +421,8 @@ on_device(int fd, dev_t dev)
 }
 
 /* Syncs the files of a group: fds[k] in full, or shared when shared[k]
- * (see "shared" above).  Returns 0 or the first errno. */
+ * (see "shared" above: 1, if on the shared device; 2, known to be on it).
+ * Returns 0 or the first errno. */
 static int
 sync_files(Engine *self, int *fds, const int *shared, int count)
 {
@@ -421,11 +431,14 @@ sync_files(Engine *self, int *fds, const int *shared, int count)
 #ifdef SYNC_FILE_RANGE_WRITE
     int full[64], light[64];
     int nfull = 0, nlight = 0;
+    int known[64];
     for (int k = 0; k < count; k++) {
-        if (shared[k])
+        if (shared[k]) {
+            known[nlight] = shared[k] == 2;
             light[nlight++] = fds[k];
-        else
+        } else {
             full[nfull++] = fds[k];
+        }
     }
     if (nlight > 0 && !self->share) {
         /* No file here may share a flush: each is synced in full. */
@@ -435,7 +448,7 @@ sync_files(Engine *self, int *fds, const int *shared, int count)
     if (nlight > 0) {
         int kept = 0, anchored = 0;
         for (int k = 0; k < nlight; k++) {
-            if (on_device(light[k], self->device))
+            if (known[k] || on_device(light[k], self->device))
                 light[kept++] = light[k];
             else
                 full[nfull++] = light[k];
@@ -492,11 +505,13 @@ run_group(Engine *self, Job *group)
                         /* Synced in full if any job asks for that. */
                         if (op->sync == 1)
                             shared[k] = 0;
+                        else if (op->sync == 3 && shared[k])
+                            shared[k] = 2;
                     }
                 if (seen)
                     continue;
                 if (nsync < 64) {
-                    shared[nsync] = op->sync == 2;
+                    shared[nsync] = op->sync == 1 ? 0 : op->sync - 1;
                     synced[nsync++] = op->fd;
                     continue;
                 }
@@ -660,7 +675,8 @@ Engine_parallel_groups(Engine *self, PyObject *unused)
 static PyMethodDef Engine_methods[] = {
     {"submit", (PyCFunction)Engine_submit, METH_VARARGS,
      "submit(ops, notify): queue a job of (fd, bytes) appends, (fd, None) "
-     "syncs and (fd, False) shared syncs."},
+     "syncs and (fd, False) shared syncs ((~fd, False): of a file known to be "
+     "on the shared device)."},
     {"poll", (PyCFunction)Engine_poll, METH_VARARGS,
      "poll(wake): the outcomes (0 or an errno) of the jobs finished since the "
      "last poll, in order; with wake, notify when the next group finishes."},

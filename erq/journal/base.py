@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -144,7 +144,11 @@ class _JournalBase(_Index):
         self._write = None
 
     def _new_write(self, segment: _Segment) -> _Write:
-        chunk = self._get_chunk()
+        # ``_get_chunk``, inlined: under ``always`` every batch starts here.
+        chunk = self._chunk
+        if chunk is None:
+            chunk = self._chunk = _Chunk(self)  # type: ignore[arg-type]
+            self._writer.enqueue(chunk)
         write = _Write(segment.file)
         if self._always:
             # Set now, not as the batch leaves: whether the engine may take
@@ -233,7 +237,7 @@ class _JournalBase(_Index):
             # same file covers them.  A failing journal syncs whatever it
             # writes: only an fsync shows that the disk takes data again.
             for step in chunk.steps:
-                if step.__class__ is _Write and cast(_Write, step).waiters:
+                if type(step) is _Write and step.waiters:
                     break
             else:
                 return

@@ -63,7 +63,9 @@ no data directory to ask (or ``JournalWriter(shared_flushes=False)``),
 the runner asks for no shared sync and every file gets its own
 fdatasync.  The engine itself lets a file share a flush only if it is on
 the data directory's device (a queue's directory may be a mount of
-another disk), and only with an fdatasync on that device.
+another disk), and only with an fdatasync on that device.  The writer asks
+each file's device once, as it opens it, and tells the engine which
+files are on that device, so that the engine need not ask each batch.
 Anything else (opening, cutting or closing a file, reads, deletes) goes to
 the Python loop, once the engine's batches are done, so records still reach
 disk in the order they were made.  A failed group stops the engine; its
@@ -104,31 +106,40 @@ except ImportError:  # built without its C extension: the Python loop writes
 
 def _engine_steps(batch: list[_Chunk]) -> bool:
     """Whether the engine can run this batch: appends to open segment
-    files that need no cut, and their fsyncs, of journals not failing."""
+    files that need no cut, and their fsyncs, of journals not failing.
+    (``_EngineRunner.lone`` asks the same of a lone batch's two steps.)"""
     for chunk in batch:
-        if chunk.journal.failing is not None:
+        # The attribute, not the property: this runs once per chunk.
+        if chunk.journal._failing is not None:
             return False
         for step in chunk.steps:
-            kind = type(step)
-            if kind is _Write:
-                write = cast(_Write, step)
-                f = write.file
+            if type(step) is _Write:
+                f = step.file
                 if f.fd is None or f.needs_cut:
                     return False
-                if write.ahead > f.zeroed and f.offset + _SMALL_APPEND > f.zeroed:
-                    # It may be time to write zeros ahead (the Python loop
-                    # does that).
-                    size = sum(map(len, write.bufs))
-                    if f.offset + size > f.zeroed and size <= _SMALL_APPEND:
-                        return False
-            elif kind is _Sync:
+                if (
+                    step.ahead > f.zeroed
+                    and f.offset + _SMALL_APPEND > f.zeroed
+                    and _zeroes_ahead(step)
+                ):
+                    return False
+            elif type(step) is _Sync:
                 # A new file's first fsync also syncs its directory.
-                f = cast(_Sync, step).file
+                f = step.file
                 if f.fd is None or f.fresh:
                     return False
             else:
                 return False
     return True
+
+
+def _zeroes_ahead(write: _Write) -> bool:
+    """Whether the Python loop would write zeros ahead after this write
+    (see "Zeros ahead" in ``erq.journal.files``), which the engine does not
+    do; asked only near the end of the zeros."""
+    f = write.file
+    size = sum(map(len, write.bufs))
+    return f.offset + size > f.zeroed and size <= _SMALL_APPEND
 
 
 class _Engine(Protocol):
@@ -179,11 +190,17 @@ class _EngineRunner:
     ``_Runner`` in ``erq.journal.writer``): any number of batches at once,
     of appends and fsyncs only, taken back in the order they were sent."""
 
-    def __init__(self, engine: _Engine, shares: bool) -> None:
+    def __init__(
+        self, engine: _Engine, shares: bool, device: int | None = None
+    ) -> None:
         self.engine = engine
         #: Whether files may share a flush (see "Shared flushes"): if not,
         #: every sync it asks for is a full one.
         self.shares = shares
+        #: The device whose files may share a flush, if known: the engine is
+        #: then told which files are on it (each was asked once, when it
+        #: was opened), instead of asking each batch.
+        self.device = device
         # The batches it has, oldest first.
         self.batches: deque[list[_Chunk]] = deque()
         # For each, the files it syncs in full and where each sync makes
@@ -207,7 +224,7 @@ class _EngineRunner:
         """Hand the engine the batch's appends and fsyncs; it wakes the
         reactor when done if something waits for the batch, or if
         ``hurry``."""
-        ops, notify, covers = _ops(batch, self.shares)
+        ops, notify, covers = _ops(batch, self.shares, self.device)
         self.batches.append(batch)
         self.covers.append(covers)
         self.count += 1
@@ -216,20 +233,33 @@ class _EngineRunner:
     def lone(self, batch: list[_Chunk]) -> bool:
         """Whether the reactor had better run this batch itself: the engine
         is idle, and the batch is one set and nothing else (see "A lone
-        durable write")."""
+        durable write"), that the engine can run (as ``_engine_steps``
+        says, asked here of the two steps directly)."""
         if self.batches or len(batch) != 1:
             return False
-        steps = batch[0].steps
-        if len(steps) != 2:
+        chunk = batch[0]
+        steps = chunk.steps
+        if len(steps) != 2 or chunk.journal._failing is not None:
             return False
-        write = steps[0]
-        return (
-            type(write) is _Write
-            and type(steps[1]) is _Sync
-            and len(cast(_Write, write).waiters) == 1
+        write, sync = steps
+        if type(write) is not _Write or type(sync) is not _Sync:
+            return False
+        f = write.file
+        synced = sync.file
+        return not (
+            len(write.waiters) != 1
             # One record: its header and its item.
-            and len(cast(_Write, write).bufs) == 2
-            and cast(_Write, write).held <= _SMALL_APPEND
+            or len(write.bufs) != 2
+            or write.held > _SMALL_APPEND
+            or f.fd is None
+            or f.needs_cut
+            or (
+                write.ahead > f.zeroed
+                and f.offset + _SMALL_APPEND > f.zeroed
+                and _zeroes_ahead(write)
+            )
+            or synced.fd is None
+            or synced.fresh
         )
 
     def run_now(self, batch: list[_Chunk]) -> list[_Done]:
@@ -288,14 +318,18 @@ class _EngineRunner:
 _Covers = list[tuple[_SegmentFile, int]]
 #: A batch taken back, with the failure of a crash on the thread.
 _Done = tuple[list[_Chunk], Failure | None]
-#: What the engine takes: appends, full syncs (None), shared syncs (False).
+#: What the engine takes: appends, full syncs (None), shared syncs (False;
+#: the fd inverted if the file is known to be on the engine's device).
 _Ops = list[tuple[int, bytes | bool | None]]
 
 
-def _ops(batch: list[_Chunk], shares: bool) -> tuple[_Ops, bool, _Covers]:
+def _ops(
+    batch: list[_Chunk], shares: bool, device: int | None = None
+) -> tuple[_Ops, bool, _Covers]:
     """The engine's ops for a batch: its appends, each write's buffers
     joined, and its syncs, shared (if ``shares``) where the appends only
-    overwrite what an earlier sync made durable (see "Shared flushes");
+    overwrite what an earlier sync made durable (see "Shared flushes"),
+    with the file known to be on ``device`` or not, if that is known;
     whether something waits for the batch; and the files it syncs in
     full."""
     ops: _Ops = []
@@ -305,25 +339,40 @@ def _ops(batch: list[_Chunk], shares: bool) -> tuple[_Ops, bool, _Covers]:
     for chunk in batch:
         for step in chunk.steps:
             if type(step) is _Write:
-                write = cast(_Write, step)
-                f = write.file
-                data = b"".join(write.bufs)
+                f = step.file
+                fd = f.fd
+                # ``_engine_steps`` saw every file open.
+                assert fd is not None
+                data = b"".join(step.bufs)
                 # The joined copy is all a retry needs: the items' own
                 # bytes need not be held as well until the batch is back.
-                write.bufs = [data]
-                write.offset_before = f.offset
-                f.offset += len(data)
-                written += len(data)
-                ops.append((cast(int, f.fd), data))
-                if write.waiters:
+                step.bufs = [data]
+                step.offset_before = offset = f.offset
+                size = len(data)
+                f.offset = offset + size
+                written += size
+                ops.append((fd, data))
+                if step.waiters:
                     notify = True
             else:
-                f = cast(_Sync, step).file
+                assert type(step) is _Sync
+                f = step.file
+                fd = f.fd
+                assert fd is not None
                 if shares and f.offset <= f.covered:
-                    ops.append((cast(int, f.fd), False))
-                else:
-                    ops.append((cast(int, f.fd), None))
-                    covers.append((f, max(f.offset, f.zeroed)))
+                    on = f.device
+                    if on == device:
+                        # The engine need not ask where the file is: its fd
+                        # inverted says so.
+                        ops.append((~fd, False))
+                        continue
+                    if device is None or on < 0:
+                        # Not known here: the engine asks.
+                        ops.append((fd, False))
+                        continue
+                    # On another device: it cannot share the flush.
+                ops.append((fd, None))
+                covers.append((f, max(f.offset, f.zeroed)))
     return ops, notify or written > _LINGER_BYTES, covers
 
 
@@ -331,18 +380,23 @@ def _lone_ops(chunk: _Chunk, shares: bool) -> tuple[_Ops, _Covers]:
     """``_ops`` of a lone batch (see ``_EngineRunner.lone``), without the
     loop over kinds of step that any other batch needs: its one append,
     then the sync."""
-    write, sync = cast(tuple[_Write, _Sync], chunk.steps)
+    write, sync = chunk.steps
+    assert type(write) is _Write and type(sync) is _Sync
     f = write.file
+    fd = f.fd
+    assert fd is not None
     data = b"".join(write.bufs)
     # As in ``_ops``: the joined copy is all a retry needs.
     write.bufs = [data]
-    write.offset_before = f.offset
-    f.offset += len(data)
-    append = (cast(int, f.fd), data)
+    write.offset_before = offset = f.offset
+    f.offset = offset + len(data)
+    append = (fd, data)
     f = sync.file
+    fd = f.fd
+    assert fd is not None
     if shares and f.offset <= f.covered:
-        return [append, (cast(int, f.fd), False)], []
-    return [append, (cast(int, f.fd), None)], [(f, max(f.offset, f.zeroed))]
+        return [append, (fd, False)], []
+    return [append, (fd, None)], [(f, max(f.offset, f.zeroed))]
 
 
 def _done(batch: list[_Chunk], covers: _Covers, durables: list[Durable]) -> None:

@@ -72,6 +72,13 @@ class FileOps:
             written = os.write(fd, view)
             view = view[written:]
 
+    def device(self, fd: int) -> int:
+        """The device of an open file (-1 if it cannot be told)."""
+        try:
+            return os.fstat(fd).st_dev
+        except OSError:
+            return -1
+
     def fsync(self, fd: int) -> None:
         # fdatasync also flushes the file size, which is what appends change.
         os.fdatasync(fd)
@@ -135,7 +142,16 @@ class _SegmentFile:
     """A segment file as the writer thread sees it.  Made on the reactor
     thread; after that only the writer thread touches it."""
 
-    __slots__ = ("path", "fd", "offset", "fresh", "needs_cut", "zeroed", "covered")
+    __slots__ = (
+        "path",
+        "fd",
+        "offset",
+        "fresh",
+        "needs_cut",
+        "zeroed",
+        "covered",
+        "device",
+    )
 
     def __init__(self, path: str, offset: int, fresh: bool) -> None:
         self.path = path
@@ -154,6 +170,9 @@ class _SegmentFile:
         # durable, allocation and all: appends before it overwrite only
         # (see "shared" syncs in ``erq.journal.engine``).
         self.covered = 0
+        # The device of the file, asked once as it is opened, so that the
+        # engine need not ask it each batch; -1: not known.
+        self.device = -1
 
 
 def _cut_file(f: _SegmentFile, fd: int, offset: int, ops: FileOps) -> None:
@@ -170,6 +189,7 @@ def _open_segment(f: _SegmentFile, ops: FileOps, files: set[_SegmentFile]) -> in
         ops.makedirs(os.path.dirname(f.path))
         fd = ops.open(f.path)
     f.fd = fd
+    f.device = ops.device(fd)
     # Whatever lies past the good offset (a failed write from before a
     # restart of the writer, a stale file) is not ours.
     f.needs_cut = True
@@ -226,7 +246,8 @@ class _Write(_Step):
     __slots__ = ("file", "bufs", "waiters", "offset_before", "ahead", "held")
 
     def __init__(self, file: _SegmentFile) -> None:
-        super().__init__()
+        # Not ``super().__init__()``: one of these is made per batch.
+        self.done = False
         self.file = file
         self.bufs: list[bytes] = []
         # Durable adds waiting for this write and its sync, each with its
@@ -300,7 +321,8 @@ class _Sync(_Step):
     __slots__ = ("file", "auto")
 
     def __init__(self, file: _SegmentFile, auto: bool) -> None:
-        super().__init__()
+        # As ``_Write``: one per file per batch.
+        self.done = False
         self.file = file
         # Added by the sync policy when the batch left; a retry adds its own.
         self.auto = auto

@@ -143,16 +143,16 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         size = _ADD_SIZE + length
         record = _REC.pack(size, crc32(data, crc32(head))) + head
         segment = self._current
-        write = self._write
-        if (
-            segment is None
-            or write is None
-            or segment.size >= self._segment_size
-            or write.file is not segment.file
-        ):
+        if segment is None or segment.size >= self._segment_size:
             segment, offset, write = self._append(record, data)
         else:
-            # _append's common case, inlined: this is the hottest path.
+            # _append's common case, inlined: this is the hottest path
+            # (and, under ``always``, so is the first record of a batch).
+            current = self._write
+            if current is None or current.file is not segment.file:
+                write = self._new_write(segment)
+            else:
+                write = current
             offset = segment.size
             bufs = write.bufs
             bufs.append(record)
@@ -404,7 +404,10 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
                     "journal {directory}: writing again", directory=self.directory
                 )
             for step in chunk.steps:
-                step.complete(self)
+                # A sync has nothing to complete, and every durable batch
+                # has one.
+                if type(step) is not _Sync:
+                    step.complete(self)
             return None
         reason = _reason(error)
         if self._failing is None:

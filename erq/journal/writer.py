@@ -58,6 +58,7 @@ from erq.config import MiB
 from erq.journal.engine import (
     Engine,
     _Engine,
+    _engine_steps,
     _EngineDone,
     _EngineRunner,
     shared_device,
@@ -345,7 +346,7 @@ class JournalWriter:
         device = shared_device(self._data_dir, self._shared_flushes)
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._engine = _EngineRunner(
-            Engine(fd, shared_device=device), device is not None
+            Engine(fd, shared_device=device), device is not None, device
         )
         self._engine_done = _EngineDone(self, fd)
         cast(IReactorFDSet, self.reactor).addReader(self._engine_done)
@@ -392,10 +393,13 @@ class JournalWriter:
 
     def _busy(self) -> _Runner | None:
         """The runner that has batches on the thread (never both)."""
-        if self._loop.busy():
-            return self._loop
+        # Each runner's ``busy``, read from its fields: this is asked twice
+        # a batch.
+        loop = self._loop
+        if loop.in_flight is not None:
+            return loop
         engine = self._engine
-        if engine is not None and engine.busy():
+        if engine is not None and engine.batches:
             return engine
         return None
 
@@ -504,7 +508,9 @@ class JournalWriter:
             return
         self._urgent = True
         self._fresh = True
-        self._kick()
+        # ``_kick``, inlined: this runs once per durable set.
+        if not self._completing:
+            self._send()
 
     # -- sending ---------------------------------------------------------------
 
@@ -565,8 +571,11 @@ class JournalWriter:
         batch = self._pending
         self._pending = []
         self._urgent = self._released = False
-        _cancel(self._linger_call)
-        self._linger_call = None
+        call = self._linger_call
+        if call is not None:
+            # Gone already when it is what sends the batch.
+            _cancel(call)
+            self._linger_call = None
         if life is _CLOSING or life is _STOPPED:
             for chunk in batch:
                 chunk.journal.seal(chunk)
@@ -578,7 +587,7 @@ class JournalWriter:
         for chunk in batch:
             journal = chunk.journal
             journal.seal(chunk)
-            if journal.failing is not None:
+            if journal._failing is not None:
                 # So that "writing again" is said when it is true.
                 report = True
         self.batches += 1
@@ -588,7 +597,8 @@ class JournalWriter:
             self.start()
         engine = self._engine
         hurry = bool(self._drain_waiters)
-        if engine is not None and not report and engine.can_run(batch):
+        if engine is not None and not report:
+            # ``lone`` asks, of a lone set, all that ``can_run`` would.
             if alone and engine.lone(batch):
                 done = engine.run_now(batch)
                 if done:
@@ -596,8 +606,9 @@ class JournalWriter:
                         self._observe(done)
                     self._complete(done)
                 return
-            engine.submit(batch, hurry)
-            return
+            if _engine_steps(batch):
+                engine.submit(batch, hurry)
+                return
         self._loop.submit(batch, report or hurry)
         if self._loop.finished is not None:
             # A pool that ran the batch at once.
@@ -713,7 +724,7 @@ class JournalWriter:
             for chunk in batch:
                 if chunk.error is None and not all(s.done for s in chunk.steps):
                     chunk.error = failure.value
-        retried: list[_Chunk] = []
+        retried: list[_Chunk] | None = None
         for chunk in batch:
             try:
                 again = chunk.journal.chunk_done(chunk)
@@ -724,8 +735,10 @@ class JournalWriter:
                 )
                 continue
             if again is not None:
+                if retried is None:
+                    retried = []
                 retried.append(again)
-        if retried:
+        if retried is not None:
             # What failed is older than anything pending: it goes first, in
             # the order it had.
             ids = {id(chunk) for chunk in retried}
