@@ -359,7 +359,7 @@ class EngineTests(TestCase):
         self.assertEqual(engine.shared_syncs(), 0)
 
     def test_a_file_known_on_the_device_is_not_asked_again(self) -> None:
-        # (~fd, False) says that the caller asked the file's device once,
+        # (fd, True) says that the caller asked the file's device once,
         # when it opened it: the engine takes its word (here against the truth,
         # which is how the test sees that it did not ask).
         device = os.fstat(self.fd).st_dev
@@ -370,7 +370,7 @@ class EngineTests(TestCase):
         self.thread.start()
         files = self.open_files(4)
         engine.submit(
-            [(fd, b"one") for fd, _ in files] + [(~fd, False) for fd, _ in files],
+            [(fd, b"one") for fd, _ in files] + [(fd, True) for fd, _ in files],
             True,
         )
         self.assertEqual(self.results(1), [0])
@@ -380,7 +380,7 @@ class EngineTests(TestCase):
         (a, _), (b, _), (c, _), _ = files
         engine.submit(
             [(fd, b"two") for fd in (a, b, c)]
-            + [(~a, False), (a, None), (b, False), (~b, False), (~c, False)],
+            + [(a, True), (a, None), (b, False), (b, True), (c, True)],
             True,
         )
         self.assertEqual(self.results(1), [0])
@@ -396,7 +396,7 @@ class EngineTests(TestCase):
         # of the files.
         files = self.open_files(4)
         self.engine.submit(
-            [(fd, b"one") for fd, _ in files] + [(~fd, False) for fd, _ in files],
+            [(fd, b"one") for fd, _ in files] + [(fd, True) for fd, _ in files],
             True,
         )
         self.assertEqual(self.results(1), [0])
@@ -425,7 +425,7 @@ class EngineTests(TestCase):
         self.assertFalse(engine_module.flush_shared(shm))
 
     def test_bad_ops_are_refused_on_submit(self) -> None:
-        for ops in ([(self.fd, "text")], [(self.fd,)], ["op"], [(self.fd, True)]):
+        for ops in ([(self.fd, "text")], [(self.fd,)], ["op"], [(self.fd, 1)]):
             self.assertRaises(TypeError, self.engine.submit, ops, True)
             self.assertRaises(TypeError, self.engine.run, ops)
         self.assertEqual(self.engine.poll(False), [])

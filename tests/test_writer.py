@@ -92,9 +92,7 @@ class StepEngine:
             if isinstance(data, bytes):
                 os.write(fd, data)
             else:
-                # A shared sync of a file known to be on the engine's
-                # device has its fd inverted.
-                os.fdatasync(~fd if fd < 0 else fd)
+                os.fdatasync(fd)
 
     def run_one(self, error: int = 0) -> bool:
         if not self.queued:
@@ -668,7 +666,7 @@ class SharedSyncTests(HandOffCase):
         journal.add(item(3))
         (ops,) = self.engine.queued
         assert f.fd is not None
-        self.assertEqual(ops[-1], (~f.fd, False))
+        self.assertEqual(ops[-1], (f.fd, True))
         self.settle()
         # A file on another device is synced in full: nothing to ask.
         f.device = device + 1

@@ -34,9 +34,9 @@
  * said yes of it); a shared sync of a file on any other device, and every
  * one when there is no such device, is an fdatasync of its own.  Which
  * device a file is on the engine asks (fstat) of each (fd, False) shared
- * sync; a (~fd, False) one, its fd inverted, says that the caller knows the
- * file to be on shared_device (it asked once, when it opened the file), and
- * is not asked again.
+ * sync; an (fd, True) one says that the caller knows the file to be on
+ * shared_device (it asked once, when it opened the file), and it is not
+ * asked again.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -194,10 +194,8 @@ parse_ops(PyObject *ops, Py_ssize_t *count)
             op[i].sync = 1;
         } else if (data == Py_False) {
             op[i].sync = 2;
-            if (op[i].fd < 0) {
-                op[i].fd = ~op[i].fd;
-                op[i].sync = 3;
-            }
+        } else if (data == Py_True) {
+            op[i].sync = 3;
         } else if (PyBytes_Check(data)) {
             op[i].data = PyBytes_AS_STRING(data);
             op[i].len = PyBytes_GET_SIZE(data);
@@ -675,7 +673,7 @@ Engine_parallel_groups(Engine *self, PyObject *unused)
 static PyMethodDef Engine_methods[] = {
     {"submit", (PyCFunction)Engine_submit, METH_VARARGS,
      "submit(ops, notify): queue a job of (fd, bytes) appends, (fd, None) "
-     "syncs and (fd, False) shared syncs ((~fd, False): of a file known to be "
+     "syncs and (fd, False) shared syncs ((fd, True): of a file known to be "
      "on the shared device)."},
     {"poll", (PyCFunction)Engine_poll, METH_VARARGS,
      "poll(wake): the outcomes (0 or an errno) of the jobs finished since the "

@@ -319,7 +319,7 @@ _Covers = list[tuple[_SegmentFile, int]]
 #: A batch taken back, with the failure of a crash on the thread.
 _Done = tuple[list[_Chunk], Failure | None]
 #: What the engine takes: appends, full syncs (None), shared syncs (False;
-#: the fd inverted if the file is known to be on the engine's device).
+#: True if the file is known to be on the engine's device).
 _Ops = list[tuple[int, bytes | bool | None]]
 
 
@@ -362,9 +362,8 @@ def _ops(
                 if shares and f.offset <= f.covered:
                     on = f.device
                     if on == device:
-                        # The engine need not ask where the file is: its fd
-                        # inverted says so.
-                        ops.append((~fd, False))
+                        # The engine need not ask where the file is.
+                        ops.append((fd, True))
                         continue
                     if device is None or on < 0:
                         # Not known here: the engine asks.
