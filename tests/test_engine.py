@@ -341,15 +341,21 @@ class EngineTests(TestCase):
         self.assertEqual(self.results(1), [0])
         self.assertEqual(self.engine.shared_syncs(), 0)
 
-    def test_no_shared_flush_for_files_on_another_device(self) -> None:
-        # A queue's directory mounted from another disk: the data
-        # directory's flush does not cover its files.
+    def engine_of_another_device(self) -> Any:
+        """The test's engine, told that files share a flush on a device
+        that is not the one its files are on."""
         device = os.fstat(self.fd).st_dev
         engine = engine_class()(self.notify, shared_device=device + 1)
         self.stop()
         self.engine = engine
         self.thread = threading.Thread(target=engine.serve)
         self.thread.start()
+        return engine
+
+    def test_no_shared_flush_for_files_on_another_device(self) -> None:
+        # A queue's directory mounted from another disk: the data
+        # directory's flush does not cover its files.
+        engine = self.engine_of_another_device()
         files = self.open_files(4)
         engine.submit(
             [(fd, b"one") for fd, _ in files] + [(fd, False) for fd, _ in files],
@@ -362,12 +368,7 @@ class EngineTests(TestCase):
         # (fd, True) says that the caller asked the file's device once,
         # when it opened it: the engine takes its word (here against the truth,
         # which is how the test sees that it did not ask).
-        device = os.fstat(self.fd).st_dev
-        engine = engine_class()(self.notify, shared_device=device + 1)
-        self.stop()
-        self.engine = engine
-        self.thread = threading.Thread(target=engine.serve)
-        self.thread.start()
+        engine = self.engine_of_another_device()
         files = self.open_files(4)
         engine.submit(
             [(fd, b"one") for fd, _ in files] + [(fd, True) for fd, _ in files],
