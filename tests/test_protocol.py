@@ -2260,29 +2260,23 @@ class BackpressureTests(ProtocolTestCase):
     def test_paused_in_the_middle_of_a_batch(self) -> None:
         """A batch whose replies are large is written as it goes; a pause
         that such a write causes stops the batch until resumed."""
-        transport = self.client.transport
-        transport.pause_after_write = True
         count = 20000
-        self.client.send(set_line(b"q", b"x") * count + b"version\r\n")
-        self.assertEqual(transport.producerState, "paused")
-        handled = self.queue("q").total_items
-        self.assertLess(handled, count)
-        self.assertEqual(self.client.take(), b"STORED\r\n" * handled)
-        transport.pause_after_write = False
-        self.client.protocol.resumeProducing()
-        self.assertEqual(
-            self.client.take(), b"STORED\r\n" * (count - handled) + b"VERSION 1.0.0\r\n"
-        )
-        self.assertEqual(self.queue("q").total_items, count)
+        self.paused_then_resumed(set_line(b"q", b"x") * count, count)
 
     def test_paused_in_the_middle_of_single_sets(self) -> None:
         """Sets that are not a run (their lines differ) are written as they
         go too, once their replies grow large."""
-        transport = self.client.transport
-        transport.pause_after_write = True
         count = 20000
         sets = [set_line(b"q", b"x" * (1 + i % 2)) for i in range(count)]
-        self.client.send(b"".join(sets) + b"version\r\n")
+        self.paused_then_resumed(b"".join(sets), count)
+
+    def paused_then_resumed(self, sets: bytes, count: int) -> None:
+        """``count`` sets and a version, sent at once to a transport that
+        pauses after a write: the sets stop part way, each answered, and
+        the rest go on once it resumes."""
+        transport = self.client.transport
+        transport.pause_after_write = True
+        self.client.send(sets + b"version\r\n")
         self.assertEqual(transport.producerState, "paused")
         handled = self.queue("q").total_items
         self.assertLess(handled, count)
