@@ -130,7 +130,9 @@ class Bench:
         self._bare: Server | None = None
         self._memcached: Server | None = None
         # The median fdatasync and lock-step round trip, in seconds.
-        self._limits: list[tuple[float, float]] = []
+        #: Each workload's measurements of the durable limit (fdatasync,
+        #: round trip), taken beside its own rounds.
+        self._limits: dict[str, list[tuple[float, float]]] = {}
 
     # -- servers ---------------------------------------------------------
 
@@ -476,7 +478,7 @@ class Bench:
                 )
                 self.rows.append(at_least(row, 0.6))
             else:
-                limit = self.durable_limit(plan.producers)
+                limit = self.durable_limit("w4", plan.producers)
                 row = Row(
                     f"4. {shape}{sync}: items/s (vs the durable limit)",
                     found["items"],
@@ -503,7 +505,7 @@ class Bench:
         have to keep up with."""
         if server.kind != "memcached":
             if server is self._erq_durable:
-                self.measure_limit()
+                self.measure_limit("w4")
             return self.flow(server, prefix, where)
         plan = self.plan
         dialect = Dialect(False, prefix)
@@ -525,7 +527,7 @@ class Bench:
         self.log_figure(where, "producers alone", figure)
         return {"items": figure}
 
-    def measure_limit(self) -> None:
+    def measure_limit(self, workload: str) -> None:
         """Measure the durable limit's two parts once more, beside the round
         that is measured now (the disk's fsync time varies with what else
         the machine does): the fdatasync of a small append on the data
@@ -556,21 +558,23 @@ class Bench:
         if trip is None:
             trip = round_trip_seconds(server.port, b"version\r\n")
             whose = "erq version, bare socket"
-        self._limits.append((fsync, trip))
+        self._limits.setdefault(workload, []).append((fsync, trip))
         self.say(
             f"durable limit: fdatasync {fsync * 1e3:.3f} ms (median of "
             f"{SAMPLES}), round trip {trip * 1e3:.3f} ms ({whose}): "
             f"{number(1 / (fsync + trip), '/s')} per connection"
         )
 
-    def durable_limit(self, connections: int = 1) -> Figure:
+    def durable_limit(self, workload: str, connections: int = 1) -> Figure:
         """What ``connections`` lock-step connections can store durably at
         most: each one 1 / (round trip + fdatasync), from the medians of
-        the measurements taken beside the rounds."""
-        if not self._limits:
-            self.measure_limit()
-        fsync = statistics.median(f for f, _ in self._limits)
-        trip = statistics.median(t for _, t in self._limits)
+        the measurements taken beside ``workload``'s rounds (not another
+        workload's: the fsync time drifts over a run)."""
+        if not self._limits.get(workload):
+            self.measure_limit(workload)
+        limits = self._limits[workload]
+        fsync = statistics.median(f for f, _ in limits)
+        trip = statistics.median(t for _, t in limits)
         value = connections / (fsync + trip)
         return Figure(value, "/s", text=f"limit {number(value, '/s')}")
 
@@ -747,7 +751,7 @@ class Bench:
         conns = 16
 
         def measure(server: Server, prefix: bytes, where: str) -> Figures:
-            self.measure_limit()
+            self.measure_limit("w9")
             figures: Figures = {}
             figures["one"] = self.durable_sets(server, 1, 1, prefix + b"a", where)
             figures["spread"] = self.durable_sets(
@@ -759,7 +763,7 @@ class Bench:
             return figures
 
         found = self.alternate("w9", measure, [("erq", self.erq_durable)])["erq"]
-        limit = self.durable_limit(1)
+        limit = self.durable_limit("w9", 1)
         row = Row(
             "9. durable lock-step, 1 conn: sets/s (vs the limit)",
             found["one"],
