@@ -274,7 +274,12 @@ class EngineTests(TestCase):
         device may share a flush, serving on a thread of its own."""
         if dirty_pages(self.path, self.fd) is None or not shares_flushes(self.fd):
             raise SkipTest("shared syncs are for ext4 and xfs on Linux")
-        engine = engine_class()(self.notify, shared_device=os.fstat(self.fd).st_dev)
+        return self.serving(os.fstat(self.fd).st_dev)
+
+    def serving(self, shared_device: int) -> Any:
+        """An engine like the test's, told that files on ``shared_device``
+        may share a flush, serving on a thread of its own in its place."""
+        engine = engine_class()(self.notify, shared_device=shared_device)
         self.stop()
         self.engine = engine
         self.thread = threading.Thread(target=engine.serve)
@@ -344,13 +349,7 @@ class EngineTests(TestCase):
     def engine_of_another_device(self) -> Any:
         """The test's engine, told that files share a flush on a device
         that is not the one its files are on."""
-        device = os.fstat(self.fd).st_dev
-        engine = engine_class()(self.notify, shared_device=device + 1)
-        self.stop()
-        self.engine = engine
-        self.thread = threading.Thread(target=engine.serve)
-        self.thread.start()
-        return engine
+        return self.serving(os.fstat(self.fd).st_dev + 1)
 
     def test_no_shared_flush_for_files_on_another_device(self) -> None:
         # A queue's directory mounted from another disk: the data
