@@ -339,19 +339,9 @@ def _ops(
     for chunk in batch:
         for step in chunk.steps:
             if type(step) is _Write:
-                f = step.file
-                fd = f.fd
-                # ``_engine_steps`` saw every file open.
-                assert fd is not None
-                data = b"".join(step.bufs)
-                # The joined copy is all a retry needs: the items' own
-                # bytes need not be held as well until the batch is back.
-                step.bufs = [data]
-                step.offset_before = offset = f.offset
-                size = len(data)
-                f.offset = offset + size
-                written += size
-                ops.append((fd, data))
+                append = _append_op(step)
+                written += len(append[1])
+                ops.append(append)
                 if step.waiters:
                     notify = True
             else:
@@ -375,21 +365,29 @@ def _ops(
     return ops, notify or written > _LINGER_BYTES, covers
 
 
+def _append_op(write: _Write) -> tuple[int, bytes]:
+    """The engine's op for a write: its buffers joined, into the one copy
+    a retry needs (the items' own bytes need not be held as well until the
+    batch is back), with where it starts noted and its file's offset moved
+    past it."""
+    f = write.file
+    fd = f.fd
+    # ``_engine_steps`` saw every file open.
+    assert fd is not None
+    data = b"".join(write.bufs)
+    write.bufs = [data]
+    write.offset_before = offset = f.offset
+    f.offset = offset + len(data)
+    return fd, data
+
+
 def _lone_ops(chunk: _Chunk, shares: bool) -> tuple[_Ops, _Covers]:
     """``_ops`` of a lone batch (see ``_EngineRunner.lone``), without the
     loop over kinds of step that any other batch needs: its one append,
     then the sync."""
     write, sync = chunk.steps
     assert type(write) is _Write and type(sync) is _Sync
-    f = write.file
-    fd = f.fd
-    assert fd is not None
-    data = b"".join(write.bufs)
-    # As in ``_ops``: the joined copy is all a retry needs.
-    write.bufs = [data]
-    write.offset_before = offset = f.offset
-    f.offset = offset + len(data)
-    append = (fd, data)
+    append = _append_op(write)
     f = sync.file
     fd = f.fd
     assert fd is not None
