@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.bench import FULL as FULL_PLAN
+from benchmarks.bench import Bench
 from benchmarks.report import Figure, MiB, Row, table
 from benchmarks.servers import NotReady, Server, Settings, default_twistd
 from benchmarks.wire import END, HOST, STORED, Misbehaved, item
-from benchmarks.workloads import FULL as FULL_PLAN
-from benchmarks.workloads import Bench
 
 #: What the server may hold beyond its idle size once its queues drained,
 #: and beyond idle plus the memory cap while full.

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import memory
+from benchmarks.bench import FULL, QUICK, Bench
 from benchmarks.report import MiB, table
 from benchmarks.servers import (
     Settings,
@@ -29,9 +29,7 @@ from benchmarks.servers import (
     filesystem_of,
     version_of,
 )
-from benchmarks.workloads import FULL, QUICK, WORKLOADS, Bench
-
-WORKLOADS = {**WORKLOADS, 8: memory.workload}
+from benchmarks.workloads import WORKLOADS
 
 
 def parse_size(text: str) -> int:

@@ -1,0 +1,161 @@
+"""Durable lock-step sets against what the disk allows (workload 9), and
+the durable limit itself, measured beside each workload's rounds: one
+connection cannot store more than 1 / (round trip + fdatasync) items a
+second (see "The durable limit" in README.md)."""
+
+from __future__ import annotations
+
+import statistics
+
+from benchmarks.bench import Bench, Figures
+from benchmarks.limits import (
+    LIMIT_REQUESTS,
+    SAMPLES,
+    fdatasync_seconds,
+    round_trip_seconds,
+)
+from benchmarks.load import Job, spread
+from benchmarks.report import (
+    Figure,
+    Row,
+    at_least,
+    number,
+    ratio,
+)
+from benchmarks.servers import (
+    Server,
+)
+from benchmarks.wire import Dialect
+
+
+def measure_limit(bench: Bench, workload: str) -> None:
+    """Measure the durable limit's two parts once more, beside the round
+    that is measured now (the disk's fsync time varies with what else
+    the machine does): the fdatasync of a small append on the data
+    directory's file system, and the round trip of one lock-step
+    connection of the load generator storing into memcached (see "The
+    durable limit" in benchmarks/README.md; erq's ``version`` on a bare
+    socket without memcached)."""
+    server = bench.erq_durable()
+    directory = server.data_dir or bench.settings.scratch
+    fsync = fdatasync_seconds(directory)
+    memcached = bench.memcached()
+    trip = None
+    if memcached is not None:
+        plan = bench.plan
+        job = Job(
+            "set",
+            memcached.port,
+            Dialect(False, b"limit-"),
+            b"l",
+            LIMIT_REQUESTS,
+            plan.limit_seconds,
+            plan.item_size,
+        )
+        figure, _ = bench.phase(memcached, [job], where="durable limit")
+        if figure.value:
+            trip = 1 / figure.value
+            whose = "memcached lock-step sets, load generator"
+    if trip is None:
+        trip = round_trip_seconds(server.port, b"version\r\n")
+        whose = "erq version, bare socket"
+    bench.limits.setdefault(workload, []).append((fsync, trip))
+    bench.say(
+        f"durable limit: fdatasync {fsync * 1e3:.3f} ms (median of "
+        f"{SAMPLES}), round trip {trip * 1e3:.3f} ms ({whose}): "
+        f"{number(1 / (fsync + trip), '/s')} per connection"
+    )
+
+
+def durable_limit(bench: Bench, workload: str, connections: int = 1) -> Figure:
+    """What ``connections`` lock-step connections can store durably at
+    most: each one 1 / (round trip + fdatasync), from the medians of
+    the measurements taken beside ``workload``'s rounds (not another
+    workload's: the fsync time drifts over a run)."""
+    if not bench.limits.get(workload):
+        measure_limit(bench, workload)
+    limits = bench.limits[workload]
+    fsync = statistics.median(f for f, _ in limits)
+    trip = statistics.median(t for _, t in limits)
+    value = connections / (fsync + trip)
+    return Figure(value, "/s", text=f"limit {number(value, '/s')}")
+
+
+def w9(bench: Bench) -> None:
+    """Durable lock-step sets against what the disk allows: one
+    connection against 1 / (round trip + fdatasync), and 16 connections
+    over 16 queues against the same 16 over one queue (one file to sync
+    per batch against 16)."""
+    if not bench.erq_durable_args():
+        bench.rows.append(
+            Row("9. durable lock-step: n/a without --sync", Figure.missing("/s"))
+        )
+        return
+    conns = 16
+
+    def measure(server: Server, prefix: bytes, where: str) -> Figures:
+        measure_limit(bench, "w9")
+        figures: Figures = {}
+        figures["one"] = durable_sets(bench, server, 1, 1, prefix + b"a", where)
+        figures["spread"] = durable_sets(
+            bench, server, conns, conns, prefix + b"b", where
+        )
+        figures["shared"] = durable_sets(bench, server, conns, 1, prefix + b"c", where)
+        return figures
+
+    found = bench.alternate("w9", measure, [("erq", bench.erq_durable)])["erq"]
+    limit = durable_limit(bench, "w9", 1)
+    row = Row(
+        "9. durable lock-step, 1 conn: sets/s (vs the limit)",
+        found["one"],
+        limit,
+        ratio(found["one"], limit),
+    )
+    bench.rows.append(at_least(row, 0.85))
+    shared = found["shared"]
+    row = Row(
+        f"9. durable, {conns} conns over {conns} queues: sets/s (vs over 1 queue)",
+        found["spread"],
+        Figure(
+            shared.value,
+            "/s",
+            shared.server_cpu,
+            shared.gen_cpu,
+            shared.error,
+            text=f"1 queue {shared.shown()}",
+        ),
+        ratio(found["spread"], shared),
+    )
+    bench.rows.append(at_least(row, 0.8))
+
+
+def durable_sets(
+    bench: Bench, server: Server, conns: int, queues: int, prefix: bytes, where: str
+) -> Figure:
+    """``conns`` lock-step set connections spread over ``queues``
+    queues of a ``--sync always`` erq: sets/s."""
+    plan = bench.plan
+    dialects = [
+        Dialect(True, prefix + (b"%02d-" % (number % queues)))
+        for number in range(conns)
+    ]
+    shares = list(spread(plan.lockstep_items, conns))
+    jobs = [
+        Job(
+            "set",
+            server.port,
+            dialect,
+            b"s",
+            share,
+            plan.durable_seconds,
+            plan.item_size,
+            sum(shares[:number]),
+        )
+        for number, (dialect, share) in enumerate(zip(dialects, shares, strict=True))
+    ]
+    name = f"{where} {conns} conns over {queues} queue(s)"
+    figure, _ = bench.phase(server, jobs, where=name)
+    for dialect in dialects[:queues]:
+        bench.delete(server, dialect)
+    bench.log_figure(name, "durable sets", figure)
+    return figure
