@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.bench import FULL, QUICK, Bench
+from benchmarks.bench import FULL, QUICK, Bench, Plan
 from benchmarks.report import MiB, table
 from benchmarks.servers import (
     Settings,
@@ -131,11 +131,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = arguments(argv)
-    began = time.monotonic()
-    plan = QUICK if options.quick else FULL
-    erq_args = shlex.split(options.erq_args)
+def plan_of(options: argparse.Namespace, erq_args: list[str]) -> Plan:
+    """The full or quick plan with the counts the options change."""
     max_memory_size = options.max_memory_size
     if max_memory_size is None:
         max_memory_size = parse_size(option_value(erq_args, "--max-memory-size") or "0")
@@ -146,7 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         changes["deep_items"] = options.deep_items
     if options.restart_items is not None:
         changes["restart_items"] = options.restart_items
-    plan = dataclasses.replace(plan, **changes)
+    return dataclasses.replace(QUICK if options.quick else FULL, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = arguments(argv)
+    began = time.monotonic()
+    erq_args = shlex.split(options.erq_args)
+    plan = plan_of(options, erq_args)
     memcached = None if options.no_memcached else options.memcached
     settings = Settings(
         twistd=options.twistd,
@@ -189,6 +193,15 @@ def main(argv: list[str] | None = None) -> int:
             "the machine was shared with other busy processes: the figures "
             "are low and noisy (see the header)",
         )
+    report(bench, header, options.quick, took, waited)
+    return 0
+
+
+def report(
+    bench: Bench, header: list[str], quick: bool, took: float, waited: float
+) -> None:
+    """The table on stdout, after the run's header and before the problems
+    it saw."""
     print("\n".join(header))
     print()
     print(table(bench.rows))
@@ -202,12 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\nproblems seen:")
         for problem in bench.problems:
             print(f"  - {problem}")
-    mode = "quick" if options.quick else "full"
+    mode = "quick" if quick else "full"
     waiting = ""
     if waited > 2:
         waiting = f", after waiting {waited:.0f} s for a quiet machine"
     print(f"\nfinished in {took:.1f} s ({mode} mode{waiting})")
-    return 0
 
 
 #: Other processes' CPU, in cores, below which the machine counts as quiet.
