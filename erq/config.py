@@ -304,6 +304,21 @@ class Config:
             return self.queues[name]
         return _inherited(self.defaults, self.queues, name)
 
+    def _server_overrides(self, **values: object) -> ServerSettings:
+        """The server's settings with the command line's ``values`` that are
+        not ``None``, each checked as the file's would be."""
+        checks: dict[str, Callable[[Any], object]] = {
+            **SERVER_KEYS,
+            "expiry_sweep": positive_seconds,
+            "max_item_cap": positive_count,
+        }
+        changes: dict[str, Any] = {
+            key: _checked("command line", key, value, checks[key])
+            for key, value in values.items()
+            if value is not None
+        }
+        return replace(self.server, **changes)
+
     def with_overrides(
         self,
         *,
@@ -327,34 +342,18 @@ class Config:
         set its own. ``max_connections="unlimited"`` lifts the file's limit.
         Impossible values raise `ConfigError`.
         """
-        checks: dict[str, tuple[object, Callable[[Any], object]]] = {
-            "port": (port, SERVER_KEYS["port"]),
-            "data_dir": (data_dir, SERVER_KEYS["data_dir"]),
-            "max_connections": (max_connections, SERVER_KEYS["max_connections"]),
-            "expiry_sweep": (expiry_sweep, positive_seconds),
-            "allow_shutdown": (allow_shutdown, SERVER_KEYS["allow_shutdown"]),
-            "max_item_cap": (max_item_cap, positive_count),
-            "auth_file": (auth_file, SERVER_KEYS["auth_file"]),
-            "status": (status, SERVER_KEYS["status"]),
-            "admin_port": (admin_port, SERVER_KEYS["admin_port"]),
-        }
-        changes: dict[str, Any] = {}
-        for key, (value, check) in checks.items():
-            if value is not None:
-                changes[key] = _checked("command line", key, value, check)
-        server = replace(self.server, **changes)
-        queue_changes: dict[str, Any] = {}
-        if sync_journal is not None:
-            policy = sync_journal
-            if policy != "always" and policy != "never":
-                policy = _checked(
-                    "command line", "sync_journal", policy, positive_seconds
-                )
-            queue_changes["sync_journal"] = policy
-        if max_memory_size is not None:
-            queue_changes["max_memory_size"] = _checked(
-                "command line", "max_memory_size", max_memory_size, positive_count
-            )
+        server = self._server_overrides(
+            port=port,
+            data_dir=data_dir,
+            max_connections=max_connections,
+            expiry_sweep=expiry_sweep,
+            allow_shutdown=allow_shutdown,
+            max_item_cap=max_item_cap,
+            auth_file=auth_file,
+            status=status,
+            admin_port=admin_port,
+        )
+        queue_changes = _queue_overrides(sync_journal, max_memory_size)
         if not queue_changes:
             return replace(self, server=server)
         defaults = replace(self.defaults, **queue_changes)
@@ -373,6 +372,23 @@ class Config:
             self.credentials,
             aliases=self.aliases,
         )
+
+
+def _queue_overrides(
+    sync_journal: SyncPolicy | None, max_memory_size: int | None
+) -> dict[str, Any]:
+    """The command line's changes to every queue's defaults, checked."""
+    changes: dict[str, Any] = {}
+    if sync_journal is not None:
+        policy = sync_journal
+        if policy != "always" and policy != "never":
+            policy = _checked("command line", "sync_journal", policy, positive_seconds)
+        changes["sync_journal"] = policy
+    if max_memory_size is not None:
+        changes["max_memory_size"] = _checked(
+            "command line", "max_memory_size", max_memory_size, positive_count
+        )
+    return changes
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
