@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorTime
 from erq.config import QueueSettings
 from erq.holding import Holding
 from erq.items import Item, QueueJournal
+from erq.limits import Limits
 from erq.memory import MemoryUse
 from erq.opentimeouts import OpenTimeouts
 from erq.packed import PackedItems
@@ -61,8 +62,7 @@ class Queue:
             clock, self._take_back
         )
         self._next_id = 1
-        # Over its limits while the oldest items, to be dropped, are on disk.
-        self._overfull = False
+        self._limits = Limits(self._holding, self._record_remove)
         #: Called with each item that expires, for ``expire_to_queue``.
         self.expired_sink: Callable[[Item], None] | None = None
         #: Called when the last waiter leaves, for queues that exist only
@@ -76,7 +76,6 @@ class Queue:
         #: Items taken for good: plain gets and confirmed open reads.
         self.removed_items = 0
         self.expired_items = 0
-        self.discarded = 0
         self.age = 0.0
         self.transactions = 0
         self.canceled_transactions = 0
@@ -115,6 +114,11 @@ class Queue:
     def _items(self) -> PackedItems:
         """The items in memory, ready to hand out, oldest first."""
         return self._holding.items
+
+    @property
+    def discarded(self) -> int:
+        """Items dropped to make room (``discard_old_when_full``)."""
+        return self._limits.discarded
 
     @property
     def waiters(self) -> int:
@@ -164,7 +168,7 @@ class Queue:
             expiry = settings.item_expiry(expiry, now)
         if (
             settings.max_items is not None or settings.max_size is not None
-        ) and not self._make_room(size):
+        ) and not self._limits.make_room(settings, size):
             return False
         item = Item(self._next_id, data, flags, expiry, now)
         self._next_id += 1
@@ -229,48 +233,6 @@ class Queue:
         """The journal could not make items durable: they were never in the
         queue (and the journal records as much)."""
         self.total_items -= count
-
-    def _make_room(self, size: int) -> bool:
-        settings = self.settings
-        max_items = settings.max_items
-        max_size = settings.max_size
-
-        def full() -> bool:
-            return settings.over_limits(self.items + 1, self.queued_bytes + size)
-
-        if not full():
-            return True
-        if not settings.discard_old_when_full:
-            return False
-        if max_items == 0 or (max_size is not None and size > max_size):
-            # It would not fit in the empty queue: keep what is there.
-            return False
-        self._discard_oldest(full)
-        if full() and self.behind_items:
-            # The oldest items are still on disk: take the new one now and
-            # drop as many of them as it displaced once they are read back.
-            self._overfull = True
-            self._holding.read_back()
-            return True
-        return not full()
-
-    def _discard_oldest(self, full: Callable[[], bool]) -> None:
-        while full() and self._items:
-            item = self._holding.pop()
-            self.discarded += 1
-            self._record_remove(item)
-
-    def _trim(self) -> None:
-        """Drop what a full queue took in while its oldest were on disk."""
-        settings = self.settings
-
-        def over() -> bool:
-            return settings.over_limits(self.items, self.queued_bytes)
-
-        self._discard_oldest(over)
-        self._overfull = over() and self.behind_items > 0
-        if self._overfull:
-            self._holding.read_back()
 
     # -- taking ----------------------------------------------------------
 
@@ -421,8 +383,9 @@ class Queue:
 
     def _read_back(self) -> None:
         """Items came back from the journal."""
-        if self._overfull:
-            self._trim()
+        limits = self._limits
+        if limits.overfull:
+            limits.trim(self.settings)
         self._serve()
 
     # -- open reads ------------------------------------------------------
@@ -475,7 +438,7 @@ class Queue:
         """Drop every queued item; open reads stay open."""
         self.touched = self._clock.seconds()
         self._holding.clear()
-        self._overfull = False
+        self._limits.overfull = False
         self.total_flushes += 1
         if self.journal is not None:
             self.journal.flush()
