@@ -12,13 +12,9 @@ from erq.holding import Holding
 from erq.items import Item, QueueJournal
 from erq.limits import Limits
 from erq.memory import MemoryUse
-from erq.opentimeouts import OpenTimeouts
+from erq.openreads import OpenReads
 from erq.packed import PackedItems
 from erq.waiters import Deadlines, Deliver, Waiter, Waiters
-
-#: What the holder of an open read is told when its queue takes the read
-#: back for its ``open_timeout``: the queue and the item.
-TakenBack = Callable[["Queue", Item], None]
 
 
 class Queue:
@@ -26,8 +22,9 @@ class Queue:
 
     Pure logic: time comes from ``clock`` and every change is told to
     ``journal`` (when there is one) in the order it happens.  Open reads are
-    owned by whoever asked for them; the queue counts them, takes them back
-    with ``confirm`` or ``abort``, and times those that ``time_open`` names.
+    owned by whoever asked for them; the queue counts them in
+    ``open_reads``, whose ``confirm``, ``abort`` and ``time_open`` are its
+    own, and keeps to its ``max_items`` and ``max_size`` with `Limits`.
     ``memory`` is the count of item bytes in memory that the queues of a
     server share, and their cap; ``deadlines`` times the waiting gets of
     the queues of a server on one timer (a queue has its own without it).
@@ -58,9 +55,12 @@ class Queue:
         self._waiters = Waiters(clock, self._no_waiters, deadlines)
         # The waiters' own deque: whether anyone waits, without a call.
         self._waiting = self._waiters.waiting
-        self._open_timeouts: OpenTimeouts[TakenBack] = OpenTimeouts(
-            clock, self._take_back
-        )
+        #: What this queue has handed out as open reads; holders end them
+        #: with its ``confirm`` and ``abort`` (bound once: no call between).
+        self.open_reads = OpenReads(self, clock, self._holding, self._serve)
+        self.time_open = self.open_reads.time_open
+        self.confirm = self.open_reads.confirm
+        self.abort = self.open_reads.abort
         self._next_id = 1
         self._limits = Limits(self._holding, self._record_remove)
         #: Called with each item that expires, for ``expire_to_queue``.
@@ -70,15 +70,11 @@ class Queue:
         self.on_no_waiters: Callable[[Queue], None] | None = None
         self.deleted = False
 
-        self.open_items = 0
-        self.open_bytes = 0
         self.total_items = 0
         #: Items taken for good: plain gets and confirmed open reads.
         self.removed_items = 0
         self.expired_items = 0
         self.age = 0.0
-        self.transactions = 0
-        self.canceled_transactions = 0
         self.total_flushes = 0
         self.touched = clock.seconds()
 
@@ -121,6 +117,24 @@ class Queue:
         return self._limits.discarded
 
     @property
+    def open_items(self) -> int:
+        return self.open_reads.count
+
+    @property
+    def open_bytes(self) -> int:
+        return self.open_reads.bytes
+
+    @property
+    def transactions(self) -> int:
+        """Open reads begun."""
+        return self.open_reads.transactions
+
+    @property
+    def canceled_transactions(self) -> int:
+        """Open reads aborted, or taken back for their ``open_timeout``."""
+        return self.open_reads.canceled
+
+    @property
     def waiters(self) -> int:
         return len(self._waiters)
 
@@ -142,7 +156,7 @@ class Queue:
         """Empty, nothing open or waiting, and untouched since ``when``."""
         return (
             self._holding.empty
-            and not self.open_items
+            and not self.open_reads.count
             and not self._waiters
             and self.touched <= when
         )
@@ -343,9 +357,7 @@ class Queue:
         self.age = self._clock.seconds() - item.added
         journal = self.journal
         if open:
-            self.open_items += 1
-            self.open_bytes += len(item.data)
-            self.transactions += 1
+            self.open_reads.opened(item)
             if journal is not None:
                 journal.open(item)
         else:
@@ -388,50 +400,6 @@ class Queue:
             limits.trim(self.settings)
         self._serve()
 
-    # -- open reads ------------------------------------------------------
-
-    def time_open(self, item: Item, taken_back: TakenBack) -> None:
-        """Start the clock of an open read just handed out, if the queue
-        has an ``open_timeout``: unless confirmed or aborted within it, the
-        item goes back to the head as an abort puts it, and its holder is
-        told with ``taken_back(queue, item)`` first, to forget it.  The
-        timeout is the one set now; a reload changes it for later reads."""
-        timeout = self.settings.open_timeout
-        if timeout is not None:
-            self._open_timeouts.start(item, timeout, taken_back)
-
-    def _take_back(self, late: list[tuple[Item, TakenBack]]) -> None:
-        """Open reads outlived their ``open_timeout``."""
-        for item, taken_back in late:
-            taken_back(self, item)
-        self.abort([item for item, _ in late])
-
-    def confirm(self, item: Item) -> None:
-        """An open read is done with: the item is gone for good."""
-        # A confirmation is a command on the queue (for max_queue_age).
-        self.touched = self._clock.seconds()
-        timeouts = self._open_timeouts
-        if timeouts.count:
-            timeouts.stop(item)
-        self.open_items -= 1
-        self.open_bytes -= len(item.data)
-        self.removed_items += 1
-        self._record_remove(item)
-
-    def abort(self, items: list[Item]) -> None:
-        """Open reads go back to the head, keeping their order."""
-        timeouts = self._open_timeouts
-        for item in reversed(items):
-            if timeouts.count:
-                timeouts.stop(item)
-            self.open_items -= 1
-            self.open_bytes -= len(item.data)
-            self.canceled_transactions += 1
-            self._holding.push_back(item)
-            if self.journal is not None:
-                self.journal.abort(item)
-        self._serve()
-
     # -- dropping --------------------------------------------------------
 
     def flush(self) -> None:
@@ -470,7 +438,7 @@ class Queue:
         """The queue is deleted: nothing more is journaled."""
         self.deleted = True
         self.journal = None
-        self._open_timeouts.clear()
+        self.open_reads.close()
         self._holding.close()
 
 
