@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from erq.config import QueueSettings
+from erq.expiry import Expiry
 from erq.holding import Holding
 from erq.items import Item, QueueJournal
 from erq.limits import Limits
@@ -63,8 +64,10 @@ class Queue:
         self.abort = self.open_reads.abort
         self._next_id = 1
         self._limits = Limits(self._holding, self._record_remove)
-        #: Called with each item that expires, for ``expire_to_queue``.
-        self.expired_sink: Callable[[Item], None] | None = None
+        #: Its expired items: dropped, counted, handed to its ``sink``.
+        self.expiry = Expiry(clock, self._holding, self._record_remove)
+        self.sweep = self.expiry.drop_head
+        self.flush_expired = self.expiry.flush_expired
         #: Called when the last waiter leaves, for queues that exist only
         #: because someone waits for them.
         self.on_no_waiters: Callable[[Queue], None] | None = None
@@ -73,7 +76,6 @@ class Queue:
         self.total_items = 0
         #: Items taken for good: plain gets and confirmed open reads.
         self.removed_items = 0
-        self.expired_items = 0
         self.age = 0.0
         self.total_flushes = 0
         self.touched = clock.seconds()
@@ -135,6 +137,10 @@ class Queue:
         return self.open_reads.canceled
 
     @property
+    def expired_items(self) -> int:
+        return self.expiry.count
+
+    @property
     def waiters(self) -> int:
         return len(self._waiters)
 
@@ -189,7 +195,7 @@ class Queue:
         self.total_items += 1
         if expiry is not None and expiry <= now:
             # Stored as asked, but never handed out.
-            self._expire(item, journaled=False)
+            self.expiry.expire(item, journaled=False)
             return True
         holding = self._holding
         in_memory = holding.reserve(item)
@@ -336,7 +342,7 @@ class Queue:
         # Never empty while any item is in memory.
         head = self._holding.items.head
         if head and head[0].expiry is not None:
-            self._drop_expired_head()
+            self.expiry.drop_head()
             head = self._holding.items.head
         if not head:
             self._holding.read_back()
@@ -365,16 +371,6 @@ class Queue:
             if journal is not None:
                 journal.remove(item)
         return item
-
-    def _drop_expired_head(self, limit: int = -1) -> int:
-        """Drop expired items at the head, at most ``limit`` (-1: all)."""
-        now = self._clock.seconds()
-        return self._holding.drop_expired_head(now, limit, self._expire)
-
-    def sweep(self, limit: int) -> int:
-        """The periodic sweep: drop up to ``limit`` expired items from the
-        head, where expired items gather in a queue that nobody reads."""
-        return self._drop_expired_head(limit)
 
     def _serve(self) -> None:
         """Hand items to waiters, first come first served (with none
@@ -410,20 +406,6 @@ class Queue:
         self.total_flushes += 1
         if self.journal is not None:
             self.journal.flush()
-
-    def flush_expired(self, limit: int | None = None) -> int:
-        """Drop the expired items held in memory (at most ``limit``)."""
-        expired = self._holding.remove_expired(self._clock.seconds(), limit)
-        for item in expired:
-            self._expire(item)
-        return len(expired)
-
-    def _expire(self, item: Item, journaled: bool = True) -> None:
-        self.expired_items += 1
-        if journaled:
-            self._record_remove(item)
-        if self.expired_sink is not None:
-            self.expired_sink(item)
 
     def _record_remove(self, item: Item) -> None:
         if self.journal is not None:

@@ -629,7 +629,7 @@ class OpenTimeoutJournalTests(JournalTestCase):
 class ExpiryTests(QueueTestCase):
     def test_expired_item_is_not_handed_out(self) -> None:
         expired: list[Item] = []
-        self.queue.expired_sink = expired.append
+        self.queue.expiry.sink = expired.append
         self.queue.put(b"a", expiry=1010)
         self.queue.put(b"b")
         self.clock.advance(9.9)
@@ -643,7 +643,7 @@ class ExpiryTests(QueueTestCase):
     def test_put_already_expired(self) -> None:
         """Stored, never handed out, counted as expired."""
         expired: list[Item] = []
-        self.queue.expired_sink = expired.append
+        self.queue.expiry.sink = expired.append
         self.assertIs(self.queue.put(b"a", expiry=999), True)
         self.assertIs(self.queue.put(b"b", expiry=1000), True)
         self.assertIsNone(self.take(peek=True))
