@@ -63,7 +63,8 @@ class Queue:
         self.confirm = self.open_reads.confirm
         self.abort = self.open_reads.abort
         self._next_id = 1
-        self._limits = Limits(self._holding, self._record_remove)
+        #: Its ``max_items`` and ``max_size``, and the items discarded for them.
+        self.limits = Limits(self._holding, self._record_remove)
         #: Its expired items: dropped, counted, handed to its ``sink``.
         self.expiry = Expiry(clock, self._holding, self._record_remove)
         self.sweep = self.expiry.drop_head
@@ -114,22 +115,8 @@ class Queue:
         return self._holding.items
 
     @property
-    def discarded(self) -> int:
-        """Items dropped to make room (``discard_old_when_full``)."""
-        return self._limits.discarded
-
-    @property
     def open_items(self) -> int:
         return self.open_reads.count
-
-    @property
-    def open_bytes(self) -> int:
-        return self.open_reads.bytes
-
-    @property
-    def transactions(self) -> int:
-        """Open reads begun."""
-        return self.open_reads.transactions
 
     @property
     def canceled_transactions(self) -> int:
@@ -188,7 +175,7 @@ class Queue:
             expiry = settings.item_expiry(expiry, now)
         if (
             settings.max_items is not None or settings.max_size is not None
-        ) and not self._limits.make_room(settings, size):
+        ) and not self.limits.make_room(settings, size):
             return False
         item = Item(self._next_id, data, flags, expiry, now)
         self._next_id += 1
@@ -391,7 +378,7 @@ class Queue:
 
     def _read_back(self) -> None:
         """Items came back from the journal."""
-        limits = self._limits
+        limits = self.limits
         if limits.overfull:
             limits.trim(self.settings)
         self._serve()
@@ -402,7 +389,7 @@ class Queue:
         """Drop every queued item; open reads stay open."""
         self.touched = self._clock.seconds()
         self._holding.clear()
-        self._limits.overfull = False
+        self.limits.overfull = False
         self.total_flushes += 1
         if self.journal is not None:
             self.journal.flush()
