@@ -25,7 +25,8 @@ class Queue:
     ``journal`` (when there is one) in the order it happens.  Open reads are
     owned by whoever asked for them; the queue counts them in
     ``open_reads``, whose ``confirm``, ``abort`` and ``time_open`` are its
-    own, and keeps to its ``max_items`` and ``max_size`` with `Limits`.
+    own.  ``limits`` keeps it to its ``max_items`` and ``max_size``, and
+    ``expiry`` drops the items whose time is up.
     ``memory`` is the count of item bytes in memory that the queues of a
     server share, and their cap; ``deadlines`` times the waiting gets of
     the queues of a server on one timer (a queue has its own without it).
