@@ -8,16 +8,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from erq.config import QueueSettings
+from erq.expiry import Expiry
 from erq.holding import Holding
 from erq.items import Item, QueueJournal
+from erq.limits import Limits
 from erq.memory import MemoryUse
-from erq.opentimeouts import OpenTimeouts
+from erq.openreads import OpenReads
 from erq.packed import PackedItems
 from erq.waiters import Deadlines, Deliver, Waiter, Waiters
-
-#: What the holder of an open read is told when its queue takes the read
-#: back for its ``open_timeout``: the queue and the item.
-TakenBack = Callable[["Queue", Item], None]
 
 
 class Queue:
@@ -25,8 +23,10 @@ class Queue:
 
     Pure logic: time comes from ``clock`` and every change is told to
     ``journal`` (when there is one) in the order it happens.  Open reads are
-    owned by whoever asked for them; the queue counts them, takes them back
-    with ``confirm`` or ``abort``, and times those that ``time_open`` names.
+    owned by whoever asked for them; the queue counts them in
+    ``open_reads``, whose ``confirm``, ``abort`` and ``time_open`` are its
+    own.  ``limits`` keeps it to its ``max_items`` and ``max_size``, and
+    ``expiry`` drops the items whose time is up.
     ``memory`` is the count of item bytes in memory that the queues of a
     server share, and their cap; ``deadlines`` times the waiting gets of
     the queues of a server on one timer (a queue has its own without it).
@@ -57,29 +57,28 @@ class Queue:
         self._waiters = Waiters(clock, self._no_waiters, deadlines)
         # The waiters' own deque: whether anyone waits, without a call.
         self._waiting = self._waiters.waiting
-        self._open_timeouts: OpenTimeouts[TakenBack] = OpenTimeouts(
-            clock, self._take_back
-        )
+        #: What this queue has handed out as open reads; holders end them
+        #: with its ``confirm`` and ``abort`` (bound once: no call between).
+        self.open_reads = OpenReads(self, clock, self._holding, self._serve)
+        self.time_open = self.open_reads.time_open
+        self.confirm = self.open_reads.confirm
+        self.abort = self.open_reads.abort
         self._next_id = 1
-        # Over its limits while the oldest items, to be dropped, are on disk.
-        self._overfull = False
-        #: Called with each item that expires, for ``expire_to_queue``.
-        self.expired_sink: Callable[[Item], None] | None = None
+        #: Its ``max_items`` and ``max_size``, and the items discarded for them.
+        self.limits = Limits(self._holding, self._record_remove)
+        #: Its expired items: dropped, counted, handed to its ``sink``.
+        self.expiry = Expiry(clock, self._holding, self._record_remove)
+        self.sweep = self.expiry.drop_head
+        self.flush_expired = self.expiry.flush_expired
         #: Called when the last waiter leaves, for queues that exist only
         #: because someone waits for them.
         self.on_no_waiters: Callable[[Queue], None] | None = None
         self.deleted = False
 
-        self.open_items = 0
-        self.open_bytes = 0
         self.total_items = 0
         #: Items taken for good: plain gets and confirmed open reads.
         self.removed_items = 0
-        self.expired_items = 0
-        self.discarded = 0
         self.age = 0.0
-        self.transactions = 0
-        self.canceled_transactions = 0
         self.total_flushes = 0
         self.touched = clock.seconds()
 
@@ -117,6 +116,19 @@ class Queue:
         return self._holding.items
 
     @property
+    def open_items(self) -> int:
+        return self.open_reads.count
+
+    @property
+    def canceled_transactions(self) -> int:
+        """Open reads aborted, or taken back for their ``open_timeout``."""
+        return self.open_reads.canceled
+
+    @property
+    def expired_items(self) -> int:
+        return self.expiry.count
+
+    @property
     def waiters(self) -> int:
         return len(self._waiters)
 
@@ -138,7 +150,7 @@ class Queue:
         """Empty, nothing open or waiting, and untouched since ``when``."""
         return (
             self._holding.empty
-            and not self.open_items
+            and not self.open_reads.count
             and not self._waiters
             and self.touched <= when
         )
@@ -164,14 +176,14 @@ class Queue:
             expiry = settings.item_expiry(expiry, now)
         if (
             settings.max_items is not None or settings.max_size is not None
-        ) and not self._make_room(size):
+        ) and not self.limits.make_room(settings, size):
             return False
         item = Item(self._next_id, data, flags, expiry, now)
         self._next_id += 1
         self.total_items += 1
         if expiry is not None and expiry <= now:
             # Stored as asked, but never handed out.
-            self._expire(item, journaled=False)
+            self.expiry.expire(item, journaled=False)
             return True
         holding = self._holding
         in_memory = holding.reserve(item)
@@ -229,48 +241,6 @@ class Queue:
         """The journal could not make items durable: they were never in the
         queue (and the journal records as much)."""
         self.total_items -= count
-
-    def _make_room(self, size: int) -> bool:
-        settings = self.settings
-        max_items = settings.max_items
-        max_size = settings.max_size
-
-        def full() -> bool:
-            return settings.over_limits(self.items + 1, self.queued_bytes + size)
-
-        if not full():
-            return True
-        if not settings.discard_old_when_full:
-            return False
-        if max_items == 0 or (max_size is not None and size > max_size):
-            # It would not fit in the empty queue: keep what is there.
-            return False
-        self._discard_oldest(full)
-        if full() and self.behind_items:
-            # The oldest items are still on disk: take the new one now and
-            # drop as many of them as it displaced once they are read back.
-            self._overfull = True
-            self._holding.read_back()
-            return True
-        return not full()
-
-    def _discard_oldest(self, full: Callable[[], bool]) -> None:
-        while full() and self._items:
-            item = self._holding.pop()
-            self.discarded += 1
-            self._record_remove(item)
-
-    def _trim(self) -> None:
-        """Drop what a full queue took in while its oldest were on disk."""
-        settings = self.settings
-
-        def over() -> bool:
-            return settings.over_limits(self.items, self.queued_bytes)
-
-        self._discard_oldest(over)
-        self._overfull = over() and self.behind_items > 0
-        if self._overfull:
-            self._holding.read_back()
 
     # -- taking ----------------------------------------------------------
 
@@ -360,7 +330,7 @@ class Queue:
         # Never empty while any item is in memory.
         head = self._holding.items.head
         if head and head[0].expiry is not None:
-            self._drop_expired_head()
+            self.expiry.drop_head()
             head = self._holding.items.head
         if not head:
             self._holding.read_back()
@@ -381,9 +351,7 @@ class Queue:
         self.age = self._clock.seconds() - item.added
         journal = self.journal
         if open:
-            self.open_items += 1
-            self.open_bytes += len(item.data)
-            self.transactions += 1
+            self.open_reads.opened(item)
             if journal is not None:
                 journal.open(item)
         else:
@@ -391,16 +359,6 @@ class Queue:
             if journal is not None:
                 journal.remove(item)
         return item
-
-    def _drop_expired_head(self, limit: int = -1) -> int:
-        """Drop expired items at the head, at most ``limit`` (-1: all)."""
-        now = self._clock.seconds()
-        return self._holding.drop_expired_head(now, limit, self._expire)
-
-    def sweep(self, limit: int) -> int:
-        """The periodic sweep: drop up to ``limit`` expired items from the
-        head, where expired items gather in a queue that nobody reads."""
-        return self._drop_expired_head(limit)
 
     def _serve(self) -> None:
         """Hand items to waiters, first come first served (with none
@@ -421,52 +379,9 @@ class Queue:
 
     def _read_back(self) -> None:
         """Items came back from the journal."""
-        if self._overfull:
-            self._trim()
-        self._serve()
-
-    # -- open reads ------------------------------------------------------
-
-    def time_open(self, item: Item, taken_back: TakenBack) -> None:
-        """Start the clock of an open read just handed out, if the queue
-        has an ``open_timeout``: unless confirmed or aborted within it, the
-        item goes back to the head as an abort puts it, and its holder is
-        told with ``taken_back(queue, item)`` first, to forget it.  The
-        timeout is the one set now; a reload changes it for later reads."""
-        timeout = self.settings.open_timeout
-        if timeout is not None:
-            self._open_timeouts.start(item, timeout, taken_back)
-
-    def _take_back(self, late: list[tuple[Item, TakenBack]]) -> None:
-        """Open reads outlived their ``open_timeout``."""
-        for item, taken_back in late:
-            taken_back(self, item)
-        self.abort([item for item, _ in late])
-
-    def confirm(self, item: Item) -> None:
-        """An open read is done with: the item is gone for good."""
-        # A confirmation is a command on the queue (for max_queue_age).
-        self.touched = self._clock.seconds()
-        timeouts = self._open_timeouts
-        if timeouts.count:
-            timeouts.stop(item)
-        self.open_items -= 1
-        self.open_bytes -= len(item.data)
-        self.removed_items += 1
-        self._record_remove(item)
-
-    def abort(self, items: list[Item]) -> None:
-        """Open reads go back to the head, keeping their order."""
-        timeouts = self._open_timeouts
-        for item in reversed(items):
-            if timeouts.count:
-                timeouts.stop(item)
-            self.open_items -= 1
-            self.open_bytes -= len(item.data)
-            self.canceled_transactions += 1
-            self._holding.push_back(item)
-            if self.journal is not None:
-                self.journal.abort(item)
+        limits = self.limits
+        if limits.overfull:
+            limits.trim(self.settings)
         self._serve()
 
     # -- dropping --------------------------------------------------------
@@ -475,24 +390,10 @@ class Queue:
         """Drop every queued item; open reads stay open."""
         self.touched = self._clock.seconds()
         self._holding.clear()
-        self._overfull = False
+        self.limits.overfull = False
         self.total_flushes += 1
         if self.journal is not None:
             self.journal.flush()
-
-    def flush_expired(self, limit: int | None = None) -> int:
-        """Drop the expired items held in memory (at most ``limit``)."""
-        expired = self._holding.remove_expired(self._clock.seconds(), limit)
-        for item in expired:
-            self._expire(item)
-        return len(expired)
-
-    def _expire(self, item: Item, journaled: bool = True) -> None:
-        self.expired_items += 1
-        if journaled:
-            self._record_remove(item)
-        if self.expired_sink is not None:
-            self.expired_sink(item)
 
     def _record_remove(self, item: Item) -> None:
         if self.journal is not None:
@@ -507,7 +408,7 @@ class Queue:
         """The queue is deleted: nothing more is journaled."""
         self.deleted = True
         self.journal = None
-        self._open_timeouts.clear()
+        self.open_reads.close()
         self._holding.close()
 
 

@@ -462,7 +462,7 @@ class QueueService(Service):
         if queue.journal is not None:
             queue.journal.sync = settings.sync_journal
         target = settings.expire_to_queue
-        queue.expired_sink = (
+        queue.expiry.sink = (
             None if target is None else self._expire_into(queue.name, target)
         )
 

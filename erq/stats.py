@@ -160,10 +160,10 @@ def queue_stats(service: QueueService, queue: Queue) -> Iterable[tuple[str, obje
         "mem_items": queue.mem_items,
         "mem_bytes": queue.mem_bytes,
         "age": int(queue.age * 1000),
-        "discarded": queue.discarded,
+        "discarded": queue.limits.discarded,
         "waiters": queue.waiters,
         "open_transactions": queue.open_items,
-        "transactions": queue.transactions,
+        "transactions": queue.open_reads.transactions,
         "canceled_transactions": queue.canceled_transactions,
         "total_flushes": queue.total_flushes,
     }

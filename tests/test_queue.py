@@ -387,7 +387,7 @@ class WaiterTests(QueueTestCase):
         fired = results(self.wait(1, open=True))
         self.queue.put(b"abc")
         self.assertEqual(len(fired), 1)
-        self.assertEqual((self.queue.open_items, self.queue.open_bytes), (1, 3))
+        self.assertEqual((self.queue.open_items, self.queue.open_reads.bytes), (1, 3))
         self.assertEqual(self.journal.calls, [("add", 1), ("open", 1)])
 
     def test_waiter_callback_puts_again(self) -> None:
@@ -465,10 +465,10 @@ class OpenReadTests(QueueTestCase):
         assert item is not None
         self.assertEqual(item.data, b"abc")
         self.assertEqual((self.queue.items, self.queue.open_items), (1, 1))
-        self.assertEqual(self.queue.open_bytes, 3)
-        self.assertEqual(self.queue.transactions, 1)
+        self.assertEqual(self.queue.open_reads.bytes, 3)
+        self.assertEqual(self.queue.open_reads.transactions, 1)
         self.queue.confirm(item)
-        self.assertEqual((self.queue.open_items, self.queue.open_bytes), (0, 0))
+        self.assertEqual((self.queue.open_items, self.queue.open_reads.bytes), (0, 0))
         self.assertEqual(self.take_data(), b"d")
         self.assertEqual(self.queue.canceled_transactions, 0)
 
@@ -479,7 +479,7 @@ class OpenReadTests(QueueTestCase):
         assert first is not None and second is not None
         self.queue.abort([first, second])
         self.assertEqual(self.queue.canceled_transactions, 2)
-        self.assertEqual((self.queue.open_items, self.queue.open_bytes), (0, 0))
+        self.assertEqual((self.queue.open_items, self.queue.open_reads.bytes), (0, 0))
         self.assertEqual((self.queue.items, self.queue.queued_bytes), (3, 3))
         self.assertEqual([self.take_data() for i in range(3)], [b"a", b"b", b"c"])
         self.assertEqual(
@@ -539,7 +539,7 @@ class OpenTimeoutTests(QueueTestCase):
         self.assertEqual(self.taken_back, [(self.queue, item)])
         self.assertEqual((self.queue.items, self.queue.open_items), (2, 0))
         self.assertEqual(
-            (self.queue.open_bytes, self.queue.canceled_transactions), (0, 1)
+            (self.queue.open_reads.bytes, self.queue.canceled_transactions), (0, 1)
         )
         self.assertEqual(self.journal.calls[-1], ("abort", item.id))
         self.assertEqual([self.take_data(), self.take_data()], [b"a", b"b"])
@@ -629,7 +629,7 @@ class OpenTimeoutJournalTests(JournalTestCase):
 class ExpiryTests(QueueTestCase):
     def test_expired_item_is_not_handed_out(self) -> None:
         expired: list[Item] = []
-        self.queue.expired_sink = expired.append
+        self.queue.expiry.sink = expired.append
         self.queue.put(b"a", expiry=1010)
         self.queue.put(b"b")
         self.clock.advance(9.9)
@@ -643,7 +643,7 @@ class ExpiryTests(QueueTestCase):
     def test_put_already_expired(self) -> None:
         """Stored, never handed out, counted as expired."""
         expired: list[Item] = []
-        self.queue.expired_sink = expired.append
+        self.queue.expiry.sink = expired.append
         self.assertIs(self.queue.put(b"a", expiry=999), True)
         self.assertIs(self.queue.put(b"b", expiry=1000), True)
         self.assertIsNone(self.take(peek=True))
@@ -767,7 +767,7 @@ class LimitTests(QueueTestCase):
         queue = self.make(QueueSettings(max_items=2, discard_old_when_full=True))
         for data in [b"a", b"b", b"c"]:
             self.assertIs(queue.put(data), True)
-        self.assertEqual(queue.discarded, 1)
+        self.assertEqual(queue.limits.discarded, 1)
         self.assertEqual(queue.items, 2)
         self.assertIn(("remove", 1), self.journal.calls)
         self.assertEqual([i.data for i in queue._items], [b"b", b"c"])
@@ -777,7 +777,7 @@ class LimitTests(QueueTestCase):
         queue.put(b"ab")
         queue.put(b"cd")
         self.assertIs(queue.put(b"efg"), True)
-        self.assertEqual(queue.discarded, 2)
+        self.assertEqual(queue.limits.discarded, 2)
         self.assertEqual(queue.queued_bytes, 3)
 
     def test_discard_cannot_make_room(self) -> None:
@@ -919,7 +919,7 @@ class DiscardBehindTests(QueueTestCase):
         self.journal.read_back(2)
         # Once read back, the oldest ("ef") is dropped, as a discard.
         self.assertEqual(self.queue.items, 3)
-        self.assertEqual(self.queue.discarded, 1)
+        self.assertEqual(self.queue.limits.discarded, 1)
         taken = [self.queue.get() for _ in range(3)]
         pending = [item for item in taken if isinstance(item, Deferred)]
         for _ in pending:
