@@ -505,8 +505,9 @@ class WriterEngineTests(TestCase):
         for round_ in range(4):
             adds = [journal.add(item(round_)) for journal in journals]
             await gatherResults([d for d in adds if d is not None])
-        assert writer._engine is not None
-        return int(writer._engine.engine.shared_syncs())  # type: ignore[attr-defined]
+        engine = writer._dispatch.engine
+        assert engine is not None
+        return int(engine.engine.shared_syncs())  # type: ignore[attr-defined]
 
     async def test_files_share_a_flush_where_the_file_system_allows(self) -> None:
         os.makedirs(self.dir)
