@@ -117,7 +117,7 @@ class GroupCommitTests(JournalTestCase):
         d = late.add(item(1))
         assert d is not None
         yield self.assertFailure(d, JournalError)
-        self.assertIsNone(writer._shutdown_trigger)
+        self.assertIsNone(writer._thread.shutdown_trigger)
 
     @inlineCallbacks
     def test_restart(self) -> Generator[Deferred[Any], Any, None]:

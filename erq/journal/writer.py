@@ -40,13 +40,11 @@ off the Python loop is in ``erq.journal.engine``.
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Callable
-from queue import SimpleQueue
 from typing import Protocol, cast
 
-from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -55,7 +53,9 @@ from erq.journal import dispatch
 from erq.journal.dispatch import _Dispatch, _Runner
 from erq.journal.engine import _Engine, _EngineRunner
 from erq.journal.files import FileOps, _Chunk, _close_all, _SegmentFile
-from erq.journal.loop import _Done, _Job, _serve
+from erq.journal.loop import _Done
+from erq.journal.thread import SHUTDOWN_TIMEOUT as SHUTDOWN_TIMEOUT
+from erq.journal.thread import _Pool, _WriterThread
 
 # The namespace of the whole package, as before it was split.
 _log = Logger(namespace="erq.journal")
@@ -69,9 +69,6 @@ MAX_BACKLOG = 16 * MiB
 #: by no more than that the window in which a crash of the process (not of
 #: the machine) loses what ``sync_journal = "never"`` acknowledged.
 LINGER = 0.002
-#: Longest the reactor waits at shutdown for the writer's last batch; past
-#: it the process stops without it (as after a crash: replay recovers).
-SHUTDOWN_TIMEOUT = 60.0
 
 
 def _cancel(call: IDelayedCall | None) -> None:
@@ -86,18 +83,6 @@ class _Reactor(dispatch._Reactor, Protocol):
     def callLater(
         self, delay: float, callable: Callable[..., object], *args: object
     ) -> IDelayedCall: ...
-
-
-class _Pool(Protocol):
-    """What the writer needs of a thread pool (a ThreadPool, or a test
-    double)."""
-
-    def callInThreadWithCallback(
-        self,
-        onResult: Callable[[bool, object], object] | None,
-        func: Callable[..., object],
-        *args: object,
-    ) -> None: ...
 
 
 class _Life(enum.Enum):
@@ -157,9 +142,7 @@ class JournalWriter:
     ) -> None:
         self.reactor = reactor
         # Without a pool the writer runs its own thread (see ``start``).
-        self._pool = pool
-        self._thread: threading.Thread | None = None
-        self._shutdown_trigger: object | None = None
+        self._thread = _WriterThread(reactor, pool)
         self.file_ops = file_ops if file_ops is not None else FileOps()
         self.retry_delay = retry_delay
         #: How long records that nothing waits for (removals, adds that are
@@ -188,8 +171,6 @@ class JournalWriter:
         # closed.
         self._restart = False
         self._stop_waiters: list[Deferred[None]] = []
-        # The writer thread's jobs, while it runs ``_serve`` (own thread).
-        self._jobs: SimpleQueue[_Job | None] | None = None
         #: Batches handed to the thread so far.
         self.batches = 0
         # Where the journals are: its file system says whether the files
@@ -200,7 +181,7 @@ class JournalWriter:
         # Where batches run, and taking them back.
         self._dispatch = _Dispatch(
             reactor,
-            self._on_thread,
+            self._thread.run,
             self._files,
             self._ops,
             self._send_first,
@@ -230,28 +211,13 @@ class JournalWriter:
             self._restart = True
             return
         self._life = _RUNNING
-        if self._pool is not None or self._thread is not None:
+        thread = self._thread
+        if thread.pool is not None or thread.own is not None:
             return
-        # The thread is a daemon: a writer stuck on a dead disk must not keep
-        # the process alive once the reactor has stopped.  A clean stop waits
-        # for it through the shutdown trigger below.
-        self._jobs = SimpleQueue()
         dispatch = self._dispatch
         dispatch.start_engine(self.file_ops, self._data_dir, self._shared_flushes)
         engine = dispatch.engine
-        self._thread = threading.Thread(
-            target=_serve,
-            args=(self._jobs, None if engine is None else engine.engine),
-            name="erq-journal",
-            daemon=True,
-        )
-        self._thread.start()
-        # The reactor waits for the last batch before it stops.
-        if IReactorCore.providedBy(self.reactor) and self._shutdown_trigger is None:
-            core = cast(IReactorCore, self.reactor)
-            self._shutdown_trigger = core.addSystemEventTrigger(
-                "before", "shutdown", self._shutdown
-            )
+        thread.start(None if engine is None else engine.engine, self.stop)
 
     @property
     def uses_engine(self) -> bool:
@@ -299,21 +265,6 @@ class JournalWriter:
     def _ops(self) -> FileOps:
         return self.file_ops
 
-    def _shutdown(self) -> Deferred[None]:
-        self._shutdown_trigger = None
-        stopped: Deferred[None] = Deferred()
-        self.stop().chainDeferred(stopped)
-
-        def gave_up(failure: Failure) -> None:
-            failure.trap(TimeoutError)
-            _log.error(
-                "journal writer did not finish within {seconds} s; stopping without it",
-                seconds=SHUTDOWN_TIMEOUT,
-            )
-
-        clock = cast(IReactorTime, self.reactor)
-        return stopped.addTimeout(SHUTDOWN_TIMEOUT, clock).addErrback(gave_up)
-
     def stop(self) -> Deferred[None]:
         """Write what is pending, sync and close every file, stop the
         thread.  Records that arrive after this are refused, until
@@ -345,11 +296,12 @@ class JournalWriter:
             self._kick()
             return
         self._life = _CLOSING
-        if self._pool is None and self._jobs is None:
+        thread = self._thread
+        if thread.pool is None and thread.own is None:
             # The thread never started: no file is open.
             self._closed(_close_all(self._files, self.file_ops))
             return
-        self._on_thread(self._closed_on_thread, _close_all, self._files, self.file_ops)
+        thread.run(self._closed_on_thread, _close_all, self._files, self.file_ops)
 
     def _closed_on_thread(self, ok: bool, result: object) -> None:
         self.reactor.callFromThread(self._closed, result)
@@ -365,15 +317,8 @@ class JournalWriter:
                 errors="; ".join(cast(list[str], result)),
             )
         self._life = _STOPPED
-        if self._jobs is not None:
-            self._jobs.put(None)
-            self._jobs = None
+        if self._thread.stop():
             self._dispatch.stop_engine()
-        self._thread = None
-        if self._shutdown_trigger is not None:
-            core = cast(IReactorCore, self.reactor)
-            core.removeSystemEventTrigger(self._shutdown_trigger)
-            self._shutdown_trigger = None
         waiters = self._stop_waiters
         self._stop_waiters = []
         for waiter in waiters:
@@ -474,27 +419,10 @@ class JournalWriter:
                 # So that "writing again" is said when it is true.
                 report = True
         self.batches += 1
-        if self._pool is None and self._thread is None:
+        thread = self._thread
+        if thread.pool is None and thread.own is None:
             self.start()
         dispatch.send(batch, alone, report, bool(self._drain_waiters))
-
-    def _on_thread(
-        self,
-        on_result: Callable[[bool, object], object],
-        func: Callable[..., object],
-        *args: object,
-    ) -> None:
-        """Run ``func`` on the writer thread, then ``on_result`` there too."""
-        jobs = self._jobs
-        if jobs is not None:
-            jobs.put((on_result, func, args))
-            engine = self._dispatch.engine
-            if engine is not None:
-                # Out of the engine, to the job.
-                engine.engine.interrupt()
-        else:
-            assert self._pool is not None
-            self._pool.callInThreadWithCallback(on_result, func, *args)
 
     # -- completing batches taken back ------------------------------------------
 
