@@ -387,8 +387,8 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual(len(self.engine.ran_now), 1)
         self.assertEqual(self.engine.queued, deque())
         self.assertEqual(self.engine.notified, 0)
-        self.assertEqual(self.writer.inline_batches, 1)
-        self.assertEqual(self.writer.on_thread, 0)
+        self.assertEqual(self.writer._dispatch.inline_batches, 1)
+        self.assertEqual(self.writer._dispatch.on_thread, 0)
         self.assertEqual(self.writer.backlog, 0)
         self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
 
@@ -501,7 +501,7 @@ class LoneWriteTests(HandOffCase):
         durable = self.fired(journal.add(item(2)))
         self.end_of_turn()
         self.assertEqual(len(self.engine.queued), 1)
-        self.assertEqual(self.writer.inline_batches, 0)
+        self.assertEqual(self.writer._dispatch.inline_batches, 0)
         self.settle()
         self.assertEqual(durable, [None])
         self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
@@ -610,7 +610,7 @@ class SharedSyncTests(HandOffCase):
         return [data for _, data in ops if not isinstance(data, bytes)]
 
     def test_appends_within_what_a_full_sync_covered(self) -> None:
-        self.assertTrue(self.writer.shares_flushes)
+        self.assertTrue(self.writer._dispatch.shares_flushes)
         journal = self.opened("a")
         segment = journal._current
         assert segment is not None
@@ -706,7 +706,7 @@ class UnsharedSyncTests(HandOffCase):
         return [data for _, data in ops if not isinstance(data, bytes)]
 
     def test_every_sync_in_full(self) -> None:
-        self.assertFalse(self.writer.shares_flushes)
+        self.assertFalse(self.writer._dispatch.shares_flushes)
         journal = self.opened("a")
         segment = journal._current
         assert segment is not None
@@ -725,7 +725,7 @@ class UnsharedSyncTests(HandOffCase):
             self.pool,  # type: ignore[arg-type]
             engine=StepEngine(),
         )
-        self.assertFalse(writer.shares_flushes)
+        self.assertFalse(writer._dispatch.shares_flushes)
 
 
 class FailingOps(FileOps):

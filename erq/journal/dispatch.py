@@ -44,13 +44,15 @@ from twisted.python.failure import Failure
 
 from erq.journal.engine import (
     Engine,
+    _Engine,
     _engine_steps,
     _EngineDone,
     _EngineRunner,
     shared_device,
 )
-from erq.journal.files import FileOps, _Chunk, _SegmentFile, _Write
+from erq.journal.files import FileOps, _Chunk, _Write
 from erq.journal.loop import _Done, _PythonLoop, _ThreadCalls
+from erq.journal.thread import _WriterThread
 
 
 class _Runner(Protocol):
@@ -96,7 +98,7 @@ class _Dispatch:
     """The writer's two runners, the batches on them, and taking those
     back (see "The hand-off").  The writer hands it each batch it sends,
     and is told of each batch that comes back through three of its own
-    methods, bound once:
+    methods (``writer``), bound once:
 
     - ``send_first(runner, done)``, as batches come back, before their
       completions: send what waits in what is pending, if it may go;
@@ -109,22 +111,32 @@ class _Dispatch:
     def __init__(
         self,
         reactor: _Reactor,
-        on_thread: Callable[..., None],
-        files: set[_SegmentFile],
+        thread: _WriterThread,
         file_ops: Callable[[], FileOps],
-        send_first: Callable[[_Runner, list[_Done]], object],
-        batches_done: Callable[[list[_Done]], bool],
-        go_on: Callable[[], object],
-        engine: _EngineRunner | None = None,
+        writer: tuple[
+            Callable[[_Runner, list[_Done]], object],
+            Callable[[list[_Done]], bool],
+            Callable[[], object],
+        ],
+        engine: _Engine | None = None,
+        data_dir: str | None = None,
+        shared_flushes: bool | None = None,
     ) -> None:
         self._reactor = reactor
-        self._send_first = send_first
-        self._batches_done = batches_done
-        self._go_on = go_on
-        self.loop = _PythonLoop(reactor, on_thread, files, file_ops, self.collect)
+        self._send_first, self._batches_done, self._go_on = writer
+        self.loop = _PythonLoop(
+            reactor, thread.run, thread.files, file_ops, self.collect
+        )
         #: The C engine, while the thread serves it (or one passed in).
-        self.engine = engine
+        self.engine: _EngineRunner | None = None
+        if engine is not None:
+            self.engine = _EngineRunner(engine, bool(shared_flushes))
         self._engine_done: _EngineDone | None = None
+        # Where the journals are: its file system says whether the files
+        # of a batch may share one cache flush (see "Shared flushes" in
+        # ``erq.journal.engine``), unless ``shared_flushes`` says.
+        self._data_dir = data_dir
+        self._shared_flushes = shared_flushes
         #: A batch's completions are running (see "The hand-off").
         self.completing = False
         #: Told of each batch taken back: the seconds since it left for the
@@ -136,14 +148,9 @@ class _Dispatch:
 
     # -- the engine --------------------------------------------------------
 
-    def start_engine(
-        self, file_ops: FileOps, data_dir: str | None, shared_flushes: bool | None
-    ) -> None:
+    def start_engine(self, file_ops: FileOps) -> None:
         """Have the thread serve the C engine, if it can: asked once, as
-        the writer's own thread starts.  ``data_dir``'s file system says
-        whether the files of a batch may share one cache flush (see
-        "Shared flushes" in ``erq.journal.engine``), unless
-        ``shared_flushes`` says."""
+        the writer's own thread starts."""
         # Only with the real file operations (tests that fake them see every
         # step) and a reactor that can watch the eventfd.
         if (
@@ -152,7 +159,7 @@ class _Dispatch:
             or not IReactorFDSet.providedBy(self._reactor)
         ):
             return
-        device = shared_device(data_dir, shared_flushes)
+        device = shared_device(self._data_dir, self._shared_flushes)
         fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         engine = self.engine = _EngineRunner(
             Engine(fd, shared_device=device), device is not None, device
@@ -170,6 +177,37 @@ class _Dispatch:
         self.engine = self._engine_done = None
         cast(IReactorFDSet, self._reactor).removeReader(done)
         os.close(done.fd)
+
+    @property
+    def uses_engine(self) -> bool:
+        """Whether appends and fsyncs run in the C engine."""
+        return self.engine is not None
+
+    @property
+    def shares_flushes(self) -> bool:
+        """Whether the files of a batch may share one cache flush (see
+        "Shared flushes" in ``erq.journal.engine``)."""
+        engine = self.engine
+        return engine is not None and engine.shares
+
+    @property
+    def engine_batches(self) -> int:
+        """Batches the engine ran."""
+        engine = self.engine
+        return 0 if engine is None else engine.count
+
+    @property
+    def inline_batches(self) -> int:
+        """Batches the reactor ran itself, on the engine (see "A lone
+        durable write" in ``erq.journal.engine``)."""
+        engine = self.engine
+        return 0 if engine is None else engine.inline
+
+    @property
+    def on_thread(self) -> int:
+        """Batches sent to the thread and not taken back yet."""
+        engine = 0 if self.engine is None else len(self.engine.batches)
+        return int(self.loop.busy()) + engine
 
     # -- sending -------------------------------------------------------------
 

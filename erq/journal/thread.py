@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq.journal.engine import _Engine
+from erq.journal.files import _SegmentFile
 
 if TYPE_CHECKING:
     from erq.journal.engine import Engine
@@ -82,7 +83,7 @@ def _serve(jobs: SimpleQueue[_Job | None], engine: Engine | None) -> None:
 class _WriterThread:
     """Where the writer's jobs run: the ``pool`` it was given (the caller's
     to start and stop), or else its ``own`` thread, from ``start`` to
-    ``stop``."""
+    ``stop``; and the segment files open there."""
 
     def __init__(self, reactor: object, pool: _Pool | None) -> None:
         self._reactor = reactor
@@ -95,6 +96,9 @@ class _WriterThread:
         self._engine: _Engine | None = None
         #: What has the reactor wait for the writer as it stops.
         self.shutdown_trigger: object | None = None
+        #: The segment files open on the thread; only the thread touches
+        #: this set.
+        self.files: set[_SegmentFile] = set()
 
     def start(self, engine: _Engine | None, stop: Callable[[], Deferred[None]]) -> None:
         """Start a thread of its own, serving ``engine`` between jobs; the

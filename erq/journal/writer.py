@@ -51,8 +51,8 @@ from twisted.python.failure import Failure
 from erq.config import MiB
 from erq.journal import dispatch
 from erq.journal.dispatch import _Dispatch, _Runner
-from erq.journal.engine import _Engine, _EngineRunner
-from erq.journal.files import FileOps, _Chunk, _close_all, _SegmentFile
+from erq.journal.engine import _Engine
+from erq.journal.files import FileOps, _Chunk, _close_all
 from erq.journal.loop import _Done
 from erq.journal.thread import SHUTDOWN_TIMEOUT as SHUTDOWN_TIMEOUT
 from erq.journal.thread import _Pool, _WriterThread
@@ -164,30 +164,21 @@ class JournalWriter:
         # the next record, so a full disk is not hammered in a loop.
         self._fresh = False
         self._retry_call: IDelayedCall | None = None
-        # Open segment files; only the writer thread touches this set.
-        self._files: set[_SegmentFile] = set()
         self._life = _RUNNING
-        # ``start`` came while stopping: start again once the files are
-        # closed.
+        # ``start`` came while stopping: start again once the files are closed.
         self._restart = False
         self._stop_waiters: list[Deferred[None]] = []
         #: Batches handed to the thread so far.
         self.batches = 0
-        # Where the journals are: its file system says whether the files
-        # of a batch may share one cache flush (see "Shared flushes" in
-        # ``erq.journal.engine``), unless ``shared_flushes`` says.
-        self._data_dir = data_dir
-        self._shared_flushes = shared_flushes
         # Where batches run, and taking them back.
         self._dispatch = _Dispatch(
             reactor,
-            self._thread.run,
-            self._files,
+            self._thread,
             self._ops,
-            self._send_first,
-            self._batches_done,
-            self._go_on,
-            None if engine is None else _EngineRunner(engine, bool(shared_flushes)),
+            (self._send_first, self._batches_done, self._go_on),
+            engine,
+            data_dir,
+            shared_flushes,
         )
         #: Bytes of items journaled and not yet written.  Past
         #: ``max_backlog`` (the disk is slower than what comes in),
@@ -215,41 +206,9 @@ class JournalWriter:
         if thread.pool is not None or thread.own is not None:
             return
         dispatch = self._dispatch
-        dispatch.start_engine(self.file_ops, self._data_dir, self._shared_flushes)
+        dispatch.start_engine(self.file_ops)
         engine = dispatch.engine
         thread.start(None if engine is None else engine.engine, self.stop)
-
-    @property
-    def uses_engine(self) -> bool:
-        """Whether appends and fsyncs run in the C engine."""
-        return self._dispatch.engine is not None
-
-    @property
-    def shares_flushes(self) -> bool:
-        """Whether the files of a batch may share one cache flush (see
-        "Shared flushes" in ``erq.journal.engine``)."""
-        engine = self._dispatch.engine
-        return engine is not None and engine.shares
-
-    @property
-    def engine_batches(self) -> int:
-        """Batches the engine ran."""
-        engine = self._dispatch.engine
-        return 0 if engine is None else engine.count
-
-    @property
-    def inline_batches(self) -> int:
-        """Batches the reactor ran itself, on the engine (see "A lone
-        durable write" in ``erq.journal.engine``)."""
-        engine = self._dispatch.engine
-        return 0 if engine is None else engine.inline
-
-    @property
-    def on_thread(self) -> int:
-        """Batches sent to the thread and not taken back yet."""
-        dispatch = self._dispatch
-        engine = 0 if dispatch.engine is None else len(dispatch.engine.batches)
-        return int(dispatch.loop.busy()) + engine
 
     @property
     def on_batch(self) -> Callable[[float, int], object] | None:
@@ -299,9 +258,9 @@ class JournalWriter:
         thread = self._thread
         if thread.pool is None and thread.own is None:
             # The thread never started: no file is open.
-            self._closed(_close_all(self._files, self.file_ops))
+            self._closed(_close_all(thread.files, self.file_ops))
             return
-        thread.run(self._closed_on_thread, _close_all, self._files, self.file_ops)
+        thread.run(self._closed_on_thread, _close_all, thread.files, self.file_ops)
 
     def _closed_on_thread(self, ok: bool, result: object) -> None:
         self.reactor.callFromThread(self._closed, result)
