@@ -49,8 +49,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq.config import MiB
-from erq.journal import dispatch
 from erq.journal.dispatch import _Dispatch, _Runner
+from erq.journal.dispatch import _Reactor as _DispatchReactor
 from erq.journal.engine import _Engine
 from erq.journal.files import FileOps, _Chunk, _close_all
 from erq.journal.loop import _Done
@@ -77,7 +77,7 @@ def _cancel(call: IDelayedCall | None) -> None:
         call.cancel()
 
 
-class _Reactor(dispatch._Reactor, Protocol):
+class _Reactor(_DispatchReactor, Protocol):
     """What the writer needs of its reactor."""
 
     def callLater(
@@ -331,7 +331,8 @@ class JournalWriter:
             self._send()
 
     def _send(self, alone: bool = False) -> None:
-        """Send what is pending where it may go (see "The hand-off").  With
+        """Send what is pending, if it may go now (see "The hand-off" in
+        ``erq.journal.dispatch``).  With
         ``alone``, a batch that is one durable set and nothing else runs on
         the reactor's own thread, if the engine is idle (see "A lone
         durable write" in ``erq.journal.engine``)."""
