@@ -5,10 +5,8 @@ writer, are in ``tests/test_writer.py``.)"""
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.journal import FileOps
@@ -16,27 +14,7 @@ from erq.journal.dispatch import _Dispatch, _Runner
 from erq.journal.files import _Chunk
 from erq.journal.loop import _Done
 from erq.journal.thread import _WriterThread
-from tests.support import ManualPool, SyncPool
-
-
-class Reactor(Clock):
-    """A clock whose calls from the thread wait until the test runs them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.from_thread: deque[tuple[Callable[..., object], tuple[object, ...]]] = (
-            deque()
-        )
-
-    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
-        self.from_thread.append((f, args))
-
-    def run_calls(self) -> None:
-        for _ in range(100):
-            if not self.from_thread:
-                return
-            f, args = self.from_thread.popleft()
-            f(*args)
+from tests.support import ManualPool, SyncPool, ThreadCallsReactor
 
 
 class NoJournal:
@@ -51,7 +29,7 @@ def batch() -> list[_Chunk]:
 
 class DispatchCase(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = Reactor()
+        self.reactor = ThreadCallsReactor()
         self.pool = self.make_pool()
         self.told: list[tuple[object, ...]] = []
         #: What ``batches_done`` says: whether the writer has more to do.

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 from collections import deque
-from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -27,29 +26,7 @@ from erq.config import SyncPolicy
 from erq.durable import Durable
 from erq.journal import FileOps, Journal, JournalError, JournalWriter
 from erq.queue import Item
-from tests.support import ManualPool, SyncPool
-
-
-class ThreadCallsReactor(Clock):
-    """A clock whose calls from the writer thread wait, in order, until the
-    test runs them (as the real reactor runs them in a later turn)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.from_thread: deque[tuple[Callable[..., object], tuple[object, ...]]] = (
-            deque()
-        )
-
-    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
-        self.from_thread.append((f, args))
-
-    def run_calls(self) -> int:
-        ran = 0
-        while self.from_thread:
-            f, args = self.from_thread.popleft()
-            f(*args)
-            ran += 1
-        return ran
+from tests.support import ManualPool, SyncPool, ThreadCallsReactor
 
 
 class StepEngine:
