@@ -124,8 +124,14 @@ class _Dispatch:
     ) -> None:
         self._reactor = reactor
         self._send_first, self._batches_done, self._go_on = writer
+        # The thread wakes the reactor into ``take_back`` itself: no call
+        # between.
         self.loop = _PythonLoop(
-            reactor, thread.run, thread.files, file_ops, self.collect
+            reactor,
+            thread.run,
+            thread.files,
+            file_ops,
+            partial(self.take_back, wake=False),
         )
         #: The C engine, while the thread serves it (or one passed in).
         self.engine: _EngineRunner | None = None
@@ -269,13 +275,9 @@ class _Dispatch:
         loop.submit(batch, report or hurry)
         if loop.finished is not None:
             # A pool that ran the batch at once.
-            self.collect()
+            self.take_back(loop, wake=False)
 
     # -- taking batches back -------------------------------------------------
-
-    def collect(self) -> None:
-        """The thread says the Python loop's batch is done: take it back."""
-        self.take_back(self.loop, wake=False)
 
     def land(self) -> None:
         """With batches on the thread: take back those it has finished (which

@@ -43,12 +43,13 @@ class _PythonLoop:
         on_thread: Callable[..., None],
         files: set[_SegmentFile],
         file_ops: Callable[[], FileOps],
-        collect: Callable[[], object],
+        collect: Callable[[_PythonLoop], object],
     ) -> None:
         self._reactor = reactor
         self._on_thread = on_thread
         self._files = files
         self._file_ops = file_ops
+        # What the reactor calls, with this loop, to take its batch back.
         self._collect = collect
         # The batch on the thread, if any.
         self.in_flight: list[_Chunk] | None = None
@@ -80,7 +81,7 @@ class _PythonLoop:
         batch instead of two."""
         self.finished = (batch, None if ok else cast(Failure, result))
         if self.waiting or hurry or not ok or _awaited(batch):
-            self._reactor.callFromThread(self._collect)
+            self._reactor.callFromThread(self._collect, self)
 
     def take_back(self, wake: bool) -> list[_Done]:
         if self.finished is None:
