@@ -297,6 +297,28 @@ class FakeReactor(Clock):
         f(*args)
 
 
+class ThreadCallsReactor(Clock):
+    """A clock whose calls from the writer thread wait, in order, until the
+    test runs them (as the real reactor runs them in a later turn)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_thread: deque[tuple[Callable[..., object], tuple[object, ...]]] = (
+            deque()
+        )
+
+    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
+        self.from_thread.append((f, args))
+
+    def run_calls(self) -> int:
+        ran = 0
+        while self.from_thread:
+            f, args = self.from_thread.popleft()
+            f(*args)
+            ran += 1
+        return ran
+
+
 def run_reporting(
     onResult: Callable[[bool, object], object],
     func: Callable[..., object],

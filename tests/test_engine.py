@@ -464,13 +464,13 @@ class WriterEngineTests(TestCase):
 
     async def test_durable_adds_go_through_the_engine(self) -> None:
         writer, journal = await self.opened()
-        self.assertTrue(writer.uses_engine)
-        before = writer.engine_batches
+        self.assertTrue(writer._dispatch.uses_engine)
+        before = writer._dispatch.engine_batches
         adds = [journal.add(item(i)) for i in range(2, 40)]
         await gatherResults([d for d in adds if d is not None])
         # The first append opened the file on the Python loop; the rest went
         # to the engine.
-        self.assertGreater(writer.engine_batches, before)
+        self.assertGreater(writer._dispatch.engine_batches, before)
         await journal.close()
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 40)])
 
@@ -487,8 +487,8 @@ class WriterEngineTests(TestCase):
         ):
             writer.start()
             self.addCleanup(writer.stop)
-            self.assertTrue(writer.uses_engine)
-            self.assertEqual(writer.shares_flushes, shares)
+            self.assertTrue(writer._dispatch.uses_engine)
+            self.assertEqual(writer._dispatch.shares_flushes, shares)
 
     async def shared_syncs(self, shared_flushes: bool | None) -> int:
         """Rounds of durable adds to four queues, each round one batch: the
@@ -505,8 +505,9 @@ class WriterEngineTests(TestCase):
         for round_ in range(4):
             adds = [journal.add(item(round_)) for journal in journals]
             await gatherResults([d for d in adds if d is not None])
-        assert writer._engine is not None
-        return int(writer._engine.engine.shared_syncs())  # type: ignore[attr-defined]
+        engine = writer._dispatch.engine
+        assert engine is not None
+        return int(engine.engine.shared_syncs())  # type: ignore[attr-defined]
 
     async def test_files_share_a_flush_where_the_file_system_allows(self) -> None:
         os.makedirs(self.dir)
@@ -531,7 +532,7 @@ class WriterEngineTests(TestCase):
                 # The end of a turn: a batch leaves.
                 await deferLater(reactor, 0, lambda: None)
         await gatherResults([d for d in adds if d is not None])
-        self.assertGreater(writer.engine_batches, 0)
+        self.assertGreater(writer._dispatch.engine_batches, 0)
         await journal.close()
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 2000)])
 
@@ -539,13 +540,13 @@ class WriterEngineTests(TestCase):
         writer, journal = await self.opened()
         journal.sync = "never"
         writer.max_backlog = 1000
-        before = writer.engine_batches
+        before = writer._dispatch.engine_batches
         for i in range(2, 202):
             journal.add(item(i))
         # The end of the turn: the batch goes to the engine, which does not
         # wake the reactor for records nothing waits for.
         await deferLater(reactor, 0, lambda: None)
-        self.assertGreater(writer.engine_batches, before)
+        self.assertGreater(writer._dispatch.engine_batches, before)
         self.assertGreater(writer.backlog, 1000)
         drained: Deferred[int] = Deferred()
         writer.when_drained(lambda: drained.callback(writer.backlog))
@@ -561,7 +562,7 @@ class WriterEngineTests(TestCase):
             journal.add(Item(i, datas[i - 2], 0, None, 1.0), in_memory=False)
         # The end of the turn: the batch goes to the engine, as one copy.
         await deferLater(reactor, 0, lambda: None)
-        self.assertEqual(writer.on_thread, 1)
+        self.assertEqual(writer._dispatch.on_thread, 1)
         # Referred to by the list only, as bytes nothing else knows are.
         controls = [bytes(400)]
         self.assertEqual(
@@ -577,8 +578,8 @@ class WriterEngineTests(TestCase):
             self.assertIsNone(journal.add(item(i)))
             # A turn of the reactor, so that batches leave one by one.
             await deferLater(reactor, 0, lambda: None)
-        self.assertTrue(writer.uses_engine)
-        self.assertGreater(writer.engine_batches, 0)
+        self.assertTrue(writer._dispatch.uses_engine)
+        self.assertGreater(writer._dispatch.engine_batches, 0)
         await writer.stop()
         self.assertEqual(self.replayed(), [b"item-%d" % i for i in range(1, 200)])
 

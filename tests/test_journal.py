@@ -109,7 +109,7 @@ class GroupCommitTests(JournalTestCase):
         for i in range(1, 101):
             journal.add(item(i))
         yield writer.stop()
-        self.assertEqual(writer._files, set())
+        self.assertEqual(writer._thread.files, set())
         _, replayed = self.replay()
         self.assertEqual(len(replayed.items), 100)
         # After stop, durable adds are refused.
@@ -117,7 +117,7 @@ class GroupCommitTests(JournalTestCase):
         d = late.add(item(1))
         assert d is not None
         yield self.assertFailure(d, JournalError)
-        self.assertIsNone(writer._shutdown_trigger)
+        self.assertIsNone(writer._thread.shutdown_trigger)
 
     @inlineCallbacks
     def test_restart(self) -> Generator[Deferred[Any], Any, None]:
@@ -231,7 +231,7 @@ class BatchMemoryTests(JournalTestCase):
         pool.run_one()
         pool.run_one()
         # Nothing waits for the second batch: the writer still holds it.
-        self.assertEqual(writer.on_thread, 1)
+        self.assertEqual(writer._dispatch.on_thread, 1)
         controls = [bytes(400)]
         self.assertEqual(
             {sys.getrefcount(d) for d in datas}, {sys.getrefcount(c) for c in controls}

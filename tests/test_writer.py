@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 from collections import deque
-from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -27,29 +26,7 @@ from erq.config import SyncPolicy
 from erq.durable import Durable
 from erq.journal import FileOps, Journal, JournalError, JournalWriter
 from erq.queue import Item
-from tests.support import ManualPool, SyncPool
-
-
-class ThreadCallsReactor(Clock):
-    """A clock whose calls from the writer thread wait, in order, until the
-    test runs them (as the real reactor runs them in a later turn)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.from_thread: deque[tuple[Callable[..., object], tuple[object, ...]]] = (
-            deque()
-        )
-
-    def callFromThread(self, f: Callable[..., object], *args: object) -> None:
-        self.from_thread.append((f, args))
-
-    def run_calls(self) -> int:
-        ran = 0
-        while self.from_thread:
-            f, args = self.from_thread.popleft()
-            f(*args)
-            ran += 1
-        return ran
+from tests.support import ManualPool, SyncPool, ThreadCallsReactor
 
 
 class StepEngine:
@@ -130,6 +107,14 @@ def item(i: int, size: int = 10) -> Item:
     return Item(i, (b"%d:" % i + b"x" * size)[:size], 0, None, 1700000000.0 + i)
 
 
+def engine_finished(writer: JournalWriter) -> None:
+    """What the engine's eventfd does once batches are done: take them
+    back (see ``_Dispatch.start_engine``)."""
+    dispatch = writer._dispatch
+    if dispatch.engine is not None:
+        dispatch.take_back(dispatch.engine, wake=False)
+
+
 def stop_quietly(
     writer: JournalWriter,
     pool: ManualPool,
@@ -141,7 +126,7 @@ def stop_quietly(
     for _ in range(1000):
         busy = pool.run_next()
         busy = engine.run_one() or busy
-        writer.engine_finished()
+        engine_finished(writer)
         busy = reactor.run_calls() > 0 or busy
         if not busy:
             return
@@ -177,7 +162,7 @@ class HandOffCase(SynchronousTestCase):
             busy = self.engine.run_one() or busy
             if self.engine.notified:
                 self.engine.notified = 0
-                self.writer.engine_finished()
+                engine_finished(self.writer)
                 busy = True
             busy = self.reactor.run_calls() > 0 or busy
             if not busy:
@@ -220,7 +205,7 @@ class InterleavingTests(HandOffCase):
         self.assertEqual(self.pool.work, deque())
         self.engine.run_one()
         self.engine.run_one()
-        self.writer.engine_finished()
+        engine_finished(self.writer)
         self.assertEqual((one, two), ([None], [None]))
         self.assertEqual(len(self.pool.work), 1)
         # While that batch is on the thread, more arrives for both paths.
@@ -289,7 +274,7 @@ class InterleavingTests(HandOffCase):
 
         durable.addCallback(thread_finishes_meanwhile)
         self.engine.run_one()
-        self.writer.engine_finished()
+        engine_finished(self.writer)
         self.assertEqual(ran, [True])
         self.settle()
         self.assertEqual(answered, ["engine", "python"])
@@ -343,7 +328,7 @@ class InterleavingTests(HandOffCase):
         self.assertEqual(len(self.engine.queued), 2)
         self.engine.run_one(error=errno.EIO)
         self.engine.run_one()
-        self.writer.engine_finished()
+        engine_finished(self.writer)
         self.reactor.advance(self.writer.retry_delay)
         self.settle()
         later = self.fired(journal.add(item(2)))
@@ -379,8 +364,8 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual(len(self.engine.ran_now), 1)
         self.assertEqual(self.engine.queued, deque())
         self.assertEqual(self.engine.notified, 0)
-        self.assertEqual(self.writer.inline_batches, 1)
-        self.assertEqual(self.writer.on_thread, 0)
+        self.assertEqual(self.writer._dispatch.inline_batches, 1)
+        self.assertEqual(self.writer._dispatch.on_thread, 0)
         self.assertEqual(self.writer.backlog, 0)
         self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
 
@@ -493,7 +478,7 @@ class LoneWriteTests(HandOffCase):
         durable = self.fired(journal.add(item(2)))
         self.end_of_turn()
         self.assertEqual(len(self.engine.queued), 1)
-        self.assertEqual(self.writer.inline_batches, 0)
+        self.assertEqual(self.writer._dispatch.inline_batches, 0)
         self.settle()
         self.assertEqual(durable, [None])
         self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
@@ -542,7 +527,7 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual(len(self.engine.queued), 1)
         self.engine.run_one()
         self.assertEqual((one, two), ([], []))
-        self.writer.engine_finished()
+        engine_finished(self.writer)
         # Both replies before either add's callbacks.
         self.assertEqual((one, two), ([([], 20)], [([], 20)]))
         self.assertEqual((one_results, two_results), ([None], [None]))
@@ -583,7 +568,7 @@ class LoneWriteTests(HandOffCase):
         two, two_results = self.add(second, 2)
         self.end_of_turn()
         self.engine.run_one(error=errno.EIO)
-        self.writer.engine_finished()
+        engine_finished(self.writer)
         self.assertEqual((one, two), ([], []))
         self.assertIsInstance(one_results[0], Failure)
         self.assertIsInstance(two_results[0], Failure)
@@ -602,7 +587,7 @@ class SharedSyncTests(HandOffCase):
         return [data for _, data in ops if not isinstance(data, bytes)]
 
     def test_appends_within_what_a_full_sync_covered(self) -> None:
-        self.assertTrue(self.writer.shares_flushes)
+        self.assertTrue(self.writer._dispatch.shares_flushes)
         journal = self.opened("a")
         segment = journal._current
         assert segment is not None
@@ -652,7 +637,7 @@ class SharedSyncTests(HandOffCase):
         """Which device a file is on is asked once, as it is opened; the
         engine is told which files are on its device, instead of asking
         each batch."""
-        runner = self.writer._engine
+        runner = self.writer._dispatch.engine
         assert runner is not None
         device = os.stat(self.base).st_dev
         runner.device = device
@@ -681,7 +666,7 @@ class SharedSyncTests(HandOffCase):
         assert segment is not None
         refused = self.fired(journal.add(item(2)))
         self.engine.run_one(error=errno.EIO)
-        self.writer.engine_finished()
+        engine_finished(self.writer)
         self.assertIsInstance(refused[0], Failure)
         self.assertEqual(segment.file.covered, 0)
 
@@ -698,7 +683,7 @@ class UnsharedSyncTests(HandOffCase):
         return [data for _, data in ops if not isinstance(data, bytes)]
 
     def test_every_sync_in_full(self) -> None:
-        self.assertFalse(self.writer.shares_flushes)
+        self.assertFalse(self.writer._dispatch.shares_flushes)
         journal = self.opened("a")
         segment = journal._current
         assert segment is not None
@@ -717,7 +702,7 @@ class UnsharedSyncTests(HandOffCase):
             self.pool,  # type: ignore[arg-type]
             engine=StepEngine(),
         )
-        self.assertFalse(writer.shares_flushes)
+        self.assertFalse(writer._dispatch.shares_flushes)
 
 
 class FailingOps(FileOps):
@@ -771,7 +756,7 @@ class RandomInterleavingTests(HandOffCase):
             elif action < 0.8:
                 if self.engine.notified:
                     self.engine.notified = 0
-                self.writer.engine_finished()
+                engine_finished(self.writer)
             elif action < 0.9:
                 self.reactor.run_calls()
             else:
@@ -821,7 +806,7 @@ class BatchObserverTests(HandOffCase):
         self.reactor.advance(0.5)
         self.engine.run_one()
         self.engine.run_one()
-        self.writer.engine_finished()
+        engine_finished(self.writer)
         record = (journal.size - size) // 2
         self.assertEqual(seen, [(0.75, record), (0.5, record)])
 
@@ -830,7 +815,7 @@ class BatchObserverTests(HandOffCase):
         seen = self.observe()
         durable = self.fired(journal.add(item(2)))
         self.engine.run_one(error=errno.ENOSPC)
-        self.writer.engine_finished()
+        engine_finished(self.writer)
         self.assertIsInstance(durable[0], Failure)
         self.assertEqual(seen, [(0.0, 0)])
 
@@ -843,13 +828,13 @@ class BatchObserverTests(HandOffCase):
         self.fired(journal.add(item(2)))
         self.settle()
         self.assertEqual(len(seen), 1)
-        self.assertEqual(self.writer._sent_at, {})
+        self.assertEqual(self.writer._dispatch.sent_at, {})
 
     def test_without_an_observer_nothing_is_kept(self) -> None:
         journal = self.journal("a")
         for i in range(1, 4):
             self.fired(journal.add(item(i)))
-        self.assertEqual(self.writer._sent_at, {})
+        self.assertEqual(self.writer._dispatch.sent_at, {})
         self.settle()
 
 

@@ -20,8 +20,9 @@ items are all gone is deleted, oldest first.  One module per role:
 - ``summaries``: what a closed segment holds, in a small file beside it,
   so that replay need not read it;
 - ``writer``: ``JournalWriter``, the one thread of a server that writes
-  every journal's records, in order, with group commit, and its hand-off
-  with the reactor;
+  every journal's records, in order, with group commit; ``dispatch``: its
+  hand-off with the reactor (which way of the thread runs each batch, and
+  taking batches back); ``thread``: the thread itself, its own or a pool's;
 - ``files``: what that thread does to files (``FileOps`` and the steps of a
   batch), and ``engine``: the optional C engine (``_engine``) that takes
   plain appends and fsyncs off the Python loop;

@@ -7,7 +7,7 @@ A Python thread must take the GIL back after every write and fsync, and the
 reactor holds it most of the time: each batch then waits for the reactor to
 let go, and the reactor waits for the thread to wake.  So when the C
 extension ``erq.journal._engine`` is built (it is optional: without a
-compiler the Python loop of ``erq.journal.writer`` does everything), the
+compiler the Python loop of ``erq.journal.loop`` does everything), the
 same thread spends its idle time inside ``Engine.serve``, which never holds
 the GIL.  The commonest batch, appends to open segments and their fsyncs,
 goes to it as a plain list of ``(fd, bytes)`` and ``(fd, None)``
@@ -78,7 +78,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
@@ -93,9 +94,6 @@ from erq.journal.files import (
     _Sync,
     _Write,
 )
-
-if TYPE_CHECKING:
-    from erq.journal.writer import JournalWriter
 
 try:
     from erq.journal._engine import Engine, flush_shared
@@ -162,10 +160,10 @@ class _Engine(Protocol):
 @implementer(IReadDescriptor)
 class _EngineDone:
     """The eventfd through which the engine tells the reactor that batches
-    are done."""
+    are done: reading it calls ``finished``, which takes them back."""
 
-    def __init__(self, writer: JournalWriter, fd: int) -> None:
-        self.writer = writer
+    def __init__(self, finished: Callable[[], object], fd: int) -> None:
+        self.finished = finished
         self.fd = fd
 
     def fileno(self) -> int:
@@ -176,7 +174,7 @@ class _EngineDone:
             os.eventfd_read(self.fd)
         except BlockingIOError:
             pass
-        self.writer.engine_finished()
+        self.finished()
 
     def connectionLost(self, reason: Failure) -> None:
         pass
@@ -187,7 +185,7 @@ class _EngineDone:
 
 class _EngineRunner:
     """The engine as one of the writer's two ways to run a batch (see
-    ``_Runner`` in ``erq.journal.writer``): any number of batches at once,
+    ``_Runner`` in ``erq.journal.dispatch``): any number of batches at once,
     of appends and fsyncs only, taken back in the order they were sent."""
 
     def __init__(

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from queue import SimpleQueue
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq.journal.files import FileOps, _awaited, _Chunk, _run_batch, _SegmentFile
-
-if TYPE_CHECKING:
-    from erq.journal.engine import Engine
 
 # The namespace of the whole package, as before it was split.
 _log = Logger(namespace="erq.journal")
@@ -47,12 +43,13 @@ class _PythonLoop:
         on_thread: Callable[..., None],
         files: set[_SegmentFile],
         file_ops: Callable[[], FileOps],
-        collect: Callable[[], object],
+        collect: Callable[[_PythonLoop], object],
     ) -> None:
         self._reactor = reactor
         self._on_thread = on_thread
         self._files = files
         self._file_ops = file_ops
+        # What the reactor calls, with this loop, to take its batch back.
         self._collect = collect
         # The batch on the thread, if any.
         self.in_flight: list[_Chunk] | None = None
@@ -84,7 +81,7 @@ class _PythonLoop:
         batch instead of two."""
         self.finished = (batch, None if ok else cast(Failure, result))
         if self.waiting or hurry or not ok or _awaited(batch):
-            self._reactor.callFromThread(self._collect)
+            self._reactor.callFromThread(self._collect, self)
 
     def take_back(self, wake: bool) -> list[_Done]:
         if self.finished is None:
@@ -98,35 +95,3 @@ class _PythonLoop:
         self.in_flight = None
         self.waiting = False
         return [done]
-
-
-#: A job for the writer thread: what to call with the outcome (on the thread),
-#: the function and its arguments.
-_Job = tuple[
-    Callable[[bool, object], object], Callable[..., object], tuple[object, ...]
-]
-
-
-def _serve(jobs: SimpleQueue[_Job | None], engine: Engine | None) -> None:
-    """The writer thread's loop, when the writer runs its own thread: the jobs in
-    the order they came, until ``None``.  Handing a job over is one put on a
-    C queue, instead of a trip through the pool's coordinator.  With an
-    engine, the thread runs the engine's batches until a job is put (and
-    the engine interrupted)."""
-    while True:
-        if engine is not None:
-            engine.serve()
-        job = jobs.get()
-        if job is None:
-            return
-        on_result, func, args = job
-        try:
-            result = func(*args)
-            ok = True
-        except BaseException:
-            result = Failure()
-            ok = False
-        try:
-            on_result(ok, result)
-        except BaseException:
-            _log.failure("journal writer thread: reporting a job failed")

@@ -31,46 +31,31 @@ written; while anyone waits for that, the thread and the engine wake the
 reactor after each batch, as they would for a durable add.  So a disk slower
 than the producers bounds the server's memory instead of filling it.
 
-The thread's file work is in ``erq.journal.files``; the C engine that takes
-plain appends and fsyncs off the Python loop is in ``erq.journal.engine``.
+The thread's file work is in ``erq.journal.files``; which of the thread's
+two ways to run a batch takes it, and taking batches back from them, in
+``erq.journal.dispatch``; the C engine that takes plain appends and fsyncs
+off the Python loop is in ``erq.journal.engine``.
 """
 
 from __future__ import annotations
 
 import enum
-import os
-import threading
 from collections.abc import Callable
-from queue import SimpleQueue
 from typing import Protocol, cast
 
-from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.interfaces import (
-    IDelayedCall,
-    IReactorCore,
-    IReactorFDSet,
-    IReactorTime,
-)
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from erq.config import MiB
-from erq.journal.engine import (
-    Engine,
-    _Engine,
-    _engine_steps,
-    _EngineDone,
-    _EngineRunner,
-    shared_device,
-)
-from erq.journal.files import (
-    FileOps,
-    _Chunk,
-    _close_all,
-    _SegmentFile,
-    _Write,
-)
-from erq.journal.loop import _Done, _Job, _PythonLoop, _serve
+from erq.journal.dispatch import _Dispatch, _Runner
+from erq.journal.dispatch import _Reactor as _DispatchReactor
+from erq.journal.engine import _Engine
+from erq.journal.files import FileOps, _Chunk, _close_all
+from erq.journal.loop import _Done
+from erq.journal.thread import SHUTDOWN_TIMEOUT as SHUTDOWN_TIMEOUT
+from erq.journal.thread import _Pool, _WriterThread
 
 # The namespace of the whole package, as before it was split.
 _log = Logger(namespace="erq.journal")
@@ -84,21 +69,6 @@ MAX_BACKLOG = 16 * MiB
 #: by no more than that the window in which a crash of the process (not of
 #: the machine) loses what ``sync_journal = "never"`` acknowledged.
 LINGER = 0.002
-#: Longest the reactor waits at shutdown for the writer's last batch; past
-#: it the process stops without it (as after a crash: replay recovers).
-SHUTDOWN_TIMEOUT = 60.0
-
-
-def _written(batch: list[_Chunk]) -> int:
-    """Bytes a batch taken back wrote: the thread (or the engine's
-    submit) joined each write's buffers into one, so this costs a step,
-    not a record."""
-    return sum(
-        sum(map(len, step.bufs))
-        for chunk in batch
-        for step in chunk.steps
-        if step.done and isinstance(step, _Write)
-    )
 
 
 def _cancel(call: IDelayedCall | None) -> None:
@@ -107,52 +77,12 @@ def _cancel(call: IDelayedCall | None) -> None:
         call.cancel()
 
 
-class _Reactor(Protocol):
+class _Reactor(_DispatchReactor, Protocol):
     """What the writer needs of its reactor."""
-
-    def seconds(self) -> float: ...
 
     def callLater(
         self, delay: float, callable: Callable[..., object], *args: object
     ) -> IDelayedCall: ...
-
-    def callFromThread(
-        self, callable: Callable[..., object], *args: object
-    ) -> None: ...
-
-
-class _Pool(Protocol):
-    """What the writer needs of a thread pool (a ThreadPool, or a test
-    double)."""
-
-    def callInThreadWithCallback(
-        self,
-        onResult: Callable[[bool, object], object] | None,
-        func: Callable[..., object],
-        *args: object,
-    ) -> None: ...
-
-
-class _Runner(Protocol):
-    """One of the two ways the writer's thread runs a batch: the Python
-    loop (any step, one batch at a time) or the C engine (appends and
-    fsyncs only, any number of batches).  The writer decides which takes a
-    batch (``JournalWriter._send``) and takes batches back from either the
-    same way."""
-
-    def busy(self) -> bool:
-        """Whether batches sent to it are not taken back yet."""
-
-    def can_run(self, batch: list[_Chunk]) -> bool:
-        """Whether it can run this batch at all."""
-
-    def submit(self, batch: list[_Chunk], hurry: bool) -> None:
-        """Run the batch; when done, wake the reactor if something waits
-        for the batch, or if ``hurry``."""
-
-    def take_back(self, wake: bool) -> list[_Done]:
-        """The batches it has finished, oldest first; with ``wake``, have
-        the reactor woken when it finishes the next."""
 
 
 class _Life(enum.Enum):
@@ -185,41 +115,18 @@ _CLOSING = _Life.CLOSING
 _STOPPED = _Life.STOPPED
 
 
-# One class, longer than the others: it is the hand-off between the reactor
-# and the writer's thread, one state machine (where each batch is, what may
-# be sent, what is taken back) whose every transition reads and changes the
-# same few fields.  Cut into parts, a reader would have to hold them all at
-# once to see that no batch is forgotten; the thread's file work, the Python
-# loop and the C engine (the two `_Runner`s) are already apart
-# (``erq.journal.files``, ``erq.journal.loop``, ``erq.journal.engine``).
 class JournalWriter:
     """Writes the journals of every queue of a server on one thread, with
     group commit.  Records reach disk in exactly the order the reactor made
     them.
 
-    The hand-off
-    ------------
-    A batch is in one of three places: pending on the reactor
-    (``_pending``), on the thread's Python loop (at most one), or in the C
-    engine (any number, oldest first).  Both of the last two are `_Runner`s;
-    which of them may take the next batch is decided in one place,
-    ``_send``:
-
-    - while a batch is on the Python loop, nothing else goes anywhere;
-    - while the engine has batches, only a batch the engine can run joins
-      them; anything else waits until the engine's batches are back;
-    - otherwise the batch goes to the engine if it can run it, else to the
-      Python loop.
-
-    Finished batches come back in the order they were sent, one at a time:
-    while one batch's completions run (``_completing``), no other batch is
-    taken back and nothing is sent (what the completions journal joins the
-    next batch).  The one exception is decided before the completions run:
-    when something waits in what is pending, it is sent first, so that the
-    thread writes it while the reactor answers the batch that came back.
-    After the completions, whatever finished meanwhile is taken back, then
-    what is pending is sent.  A batch is so never forgotten: it leaves a
-    runner only in ``_take_back``, which runs its completions.
+    The writer keeps what is pending on the reactor, and decides when it
+    goes (``_send``): at once, or at the end of the turn, or once records
+    have gathered for ``linger``; a ``_Dispatch`` decides where it runs and
+    takes it back (see "The hand-off" in ``erq.journal.dispatch``), and the
+    writer completes it: its journals are told, what failed is retried
+    before anything pending.  The writer also owns its thread's life
+    (``start``, ``stop``) and the backlog.
     """
 
     def __init__(
@@ -235,9 +142,7 @@ class JournalWriter:
     ) -> None:
         self.reactor = reactor
         # Without a pool the writer runs its own thread (see ``start``).
-        self._pool = pool
-        self._thread: threading.Thread | None = None
-        self._shutdown_trigger: object | None = None
+        self._thread = _WriterThread(reactor, pool)
         self.file_ops = file_ops if file_ops is not None else FileOps()
         self.retry_delay = retry_delay
         #: How long records that nothing waits for (removals, adds that are
@@ -259,32 +164,22 @@ class JournalWriter:
         # the next record, so a full disk is not hammered in a loop.
         self._fresh = False
         self._retry_call: IDelayedCall | None = None
-        # Open segment files; only the writer thread touches this set.
-        self._files: set[_SegmentFile] = set()
         self._life = _RUNNING
-        # ``start`` came while stopping: start again once the files are
-        # closed.
+        # ``start`` came while stopping: start again once the files are closed.
         self._restart = False
         self._stop_waiters: list[Deferred[None]] = []
-        self._loop = _PythonLoop(
-            reactor, self._on_thread, self._files, self._ops, self._collect
-        )
-        # A batch's completions are running (see "The hand-off").
-        self._completing = False
-        # The writer thread's jobs, while it runs ``_serve`` (own thread).
-        self._jobs: SimpleQueue[_Job | None] | None = None
         #: Batches handed to the thread so far.
         self.batches = 0
-        # Where the journals are: its file system says whether the files
-        # of a batch may share one cache flush (see "Shared flushes" in
-        # ``erq.journal.engine``), unless ``shared_flushes`` says.
-        self._data_dir = data_dir
-        self._shared_flushes = shared_flushes
-        # The C engine, while the thread serves it (or one passed in).
-        self._engine: _EngineRunner | None = None
-        if engine is not None:
-            self._engine = _EngineRunner(engine, bool(shared_flushes))
-        self._engine_done: _EngineDone | None = None
+        # Where batches run, and taking them back.
+        self._dispatch = _Dispatch(
+            reactor,
+            self._thread,
+            self._ops,
+            (self._send_first, self._batches_done, self._go_on),
+            engine,
+            data_dir,
+            shared_flushes,
+        )
         #: Bytes of items journaled and not yet written.  Past
         #: ``max_backlog`` (the disk is slower than what comes in),
         #: connections that store more stop being read until it is down to
@@ -294,12 +189,6 @@ class JournalWriter:
         self.max_backlog = MAX_BACKLOG
         self._drain_waiters: list[Callable[[], object]] = []
         self._watching = False
-        #: Told of each batch taken back: the seconds since it left for the
-        #: thread (its writes and fsyncs, and its wait to be taken back),
-        #: and the bytes it wrote.  For the admin server's histograms.
-        self.on_batch: Callable[[float, int], object] | None = None
-        # When each batch in flight left, while ``on_batch`` is set.
-        self._sent_at: dict[int, float] = {}
 
     # -- life ----------------------------------------------------------------
 
@@ -313,110 +202,27 @@ class JournalWriter:
             self._restart = True
             return
         self._life = _RUNNING
-        if self._pool is not None or self._thread is not None:
+        thread = self._thread
+        if thread.pool is not None or thread.own is not None:
             return
-        # The thread is a daemon: a writer stuck on a dead disk must not keep
-        # the process alive once the reactor has stopped.  A clean stop waits
-        # for it through the shutdown trigger below.
-        self._jobs = SimpleQueue()
-        self._start_engine()
-        self._thread = threading.Thread(
-            target=_serve,
-            args=(self._jobs, None if self._engine is None else self._engine.engine),
-            name="erq-journal",
-            daemon=True,
-        )
-        self._thread.start()
-        # The reactor waits for the last batch before it stops.
-        if IReactorCore.providedBy(self.reactor) and self._shutdown_trigger is None:
-            core = cast(IReactorCore, self.reactor)
-            self._shutdown_trigger = core.addSystemEventTrigger(
-                "before", "shutdown", self._shutdown
-            )
-
-    def _start_engine(self) -> None:
-        # Only with the real file operations (tests that fake them see every
-        # step) and a reactor that can watch the eventfd.
-        if (
-            Engine is None
-            or type(self.file_ops) is not FileOps
-            or not IReactorFDSet.providedBy(self.reactor)
-        ):
-            return
-        device = shared_device(self._data_dir, self._shared_flushes)
-        fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._engine = _EngineRunner(
-            Engine(fd, shared_device=device), device is not None, device
-        )
-        self._engine_done = _EngineDone(self, fd)
-        cast(IReactorFDSet, self.reactor).addReader(self._engine_done)
-
-    def _stop_engine(self) -> None:
-        done = self._engine_done
-        if self._engine is None or done is None:
-            return
-        self._engine.engine.interrupt()
-        self._engine = self._engine_done = None
-        cast(IReactorFDSet, self.reactor).removeReader(done)
-        os.close(done.fd)
+        dispatch = self._dispatch
+        dispatch.start_engine(self.file_ops)
+        engine = dispatch.engine
+        thread.start(None if engine is None else engine.engine, self.stop)
 
     @property
-    def uses_engine(self) -> bool:
-        """Whether appends and fsyncs run in the C engine."""
-        return self._engine is not None
+    def on_batch(self) -> Callable[[float, int], object] | None:
+        """Told of each batch taken back: the seconds since it left for the
+        thread (its writes and fsyncs, and its wait to be taken back), and
+        the bytes it wrote.  For the admin server's histograms."""
+        return self._dispatch.on_batch
 
-    @property
-    def shares_flushes(self) -> bool:
-        """Whether the files of a batch may share one cache flush (see
-        "Shared flushes" in ``erq.journal.engine``)."""
-        return self._engine is not None and self._engine.shares
-
-    @property
-    def engine_batches(self) -> int:
-        """Batches the engine ran."""
-        return 0 if self._engine is None else self._engine.count
-
-    @property
-    def inline_batches(self) -> int:
-        """Batches the reactor ran itself, on the engine (see "A lone
-        durable write" in ``erq.journal.engine``)."""
-        return 0 if self._engine is None else self._engine.inline
-
-    @property
-    def on_thread(self) -> int:
-        """Batches sent to the thread and not taken back yet."""
-        engine = 0 if self._engine is None else len(self._engine.batches)
-        return int(self._loop.busy()) + engine
+    @on_batch.setter
+    def on_batch(self, observer: Callable[[float, int], object] | None) -> None:
+        self._dispatch.on_batch = observer
 
     def _ops(self) -> FileOps:
         return self.file_ops
-
-    def _busy(self) -> _Runner | None:
-        """The runner that has batches on the thread (never both)."""
-        # Each runner's ``busy``, read from its fields: this is asked twice
-        # a batch.
-        loop = self._loop
-        if loop.in_flight is not None:
-            return loop
-        engine = self._engine
-        if engine is not None and engine.batches:
-            return engine
-        return None
-
-    def _shutdown(self) -> Deferred[None]:
-        self._shutdown_trigger = None
-        stopped: Deferred[None] = Deferred()
-        self.stop().chainDeferred(stopped)
-
-        def gave_up(failure: Failure) -> None:
-            failure.trap(TimeoutError)
-            _log.error(
-                "journal writer did not finish within {seconds} s; stopping without it",
-                seconds=SHUTDOWN_TIMEOUT,
-            )
-
-        clock = cast(IReactorTime, self.reactor)
-        return stopped.addTimeout(SHUTDOWN_TIMEOUT, clock).addErrback(gave_up)
 
     def stop(self) -> Deferred[None]:
         """Write what is pending, sync and close every file, stop the
@@ -437,22 +243,24 @@ class JournalWriter:
         return d
 
     def _maybe_stopped(self) -> None:
-        if self._life is not _STOPPING or self._completing:
+        dispatch = self._dispatch
+        if self._life is not _STOPPING or dispatch.completing:
             return
-        if self._busy() is not None:
+        if dispatch.busy() is not None:
             # Taking the batches back comes here again.
-            self._land()
+            dispatch.land()
             return
         if self._pending:
             self._fresh = True
             self._kick()
             return
         self._life = _CLOSING
-        if self._pool is None and self._jobs is None:
+        thread = self._thread
+        if thread.pool is None and thread.own is None:
             # The thread never started: no file is open.
-            self._closed(_close_all(self._files, self.file_ops))
+            self._closed(_close_all(thread.files, self.file_ops))
             return
-        self._on_thread(self._closed_on_thread, _close_all, self._files, self.file_ops)
+        thread.run(self._closed_on_thread, _close_all, thread.files, self.file_ops)
 
     def _closed_on_thread(self, ok: bool, result: object) -> None:
         self.reactor.callFromThread(self._closed, result)
@@ -468,15 +276,8 @@ class JournalWriter:
                 errors="; ".join(cast(list[str], result)),
             )
         self._life = _STOPPED
-        if self._jobs is not None:
-            self._jobs.put(None)
-            self._jobs = None
-            self._stop_engine()
-        self._thread = None
-        if self._shutdown_trigger is not None:
-            core = cast(IReactorCore, self.reactor)
-            core.removeSystemEventTrigger(self._shutdown_trigger)
-            self._shutdown_trigger = None
+        if self._thread.stop():
+            self._dispatch.stop_engine()
         waiters = self._stop_waiters
         self._stop_waiters = []
         for waiter in waiters:
@@ -498,7 +299,7 @@ class JournalWriter:
     def wake(self) -> None:
         """Something new is pending: send it when it may go."""
         self._fresh = True
-        if not self._completing:
+        if not self._dispatch.completing:
             self._send()
 
     def urge(self) -> None:
@@ -509,7 +310,7 @@ class JournalWriter:
         self._urgent = True
         self._fresh = True
         # ``_kick``, inlined: this runs once per durable set.
-        if not self._completing:
+        if not self._dispatch.completing:
             self._send()
 
     # -- sending ---------------------------------------------------------------
@@ -518,7 +319,7 @@ class JournalWriter:
         self._linger_call = None
         self._released = True
         self._fresh = True
-        if not self._completing:
+        if not self._dispatch.completing:
             # The end of a turn, outside of any caller: the one place where
             # a batch may come back before ``_send`` returns.
             self._send(alone=True)
@@ -526,11 +327,12 @@ class JournalWriter:
     def _kick(self) -> None:
         """Send what is pending if it may go now; during a batch's
         completions it goes once they are done."""
-        if not self._completing:
+        if not self._dispatch.completing:
             self._send()
 
     def _send(self, alone: bool = False) -> None:
-        """Send what is pending where it may go (see "The hand-off").  With
+        """Send what is pending, if it may go now (see "The hand-off" in
+        ``erq.journal.dispatch``).  With
         ``alone``, a batch that is one durable set and nothing else runs on
         the reactor's own thread, if the engine is idle (see "A lone
         durable write" in ``erq.journal.engine``)."""
@@ -549,23 +351,9 @@ class JournalWriter:
                 self._linger_urgent = True
                 call.reset(0.0)
             return
-        busy = self._busy()
-        if busy is self._loop:
-            # Nothing goes while the Python loop has a batch; taking it back
-            # sends what is pending.
-            self._land()
+        dispatch = self._dispatch
+        if dispatch.holds(self._pending):
             return
-        engine = self._engine
-        if busy is not None:
-            assert engine is not None
-            # Batches the engine finished go back first, in order (which
-            # sends what is pending).
-            if self._take_back(engine, wake=False):
-                return
-            if not engine.can_run(self._pending):
-                # Only the Python loop can run this, after the engine.
-                self._take_back(engine, wake=True)
-                return
         if life is _CLOSING and self._restart:
             return
         batch = self._pending
@@ -591,76 +379,19 @@ class JournalWriter:
                 # So that "writing again" is said when it is true.
                 report = True
         self.batches += 1
-        if self.on_batch is not None:
-            self._sent_at[id(batch)] = self.reactor.seconds()
-        if self._pool is None and self._thread is None:
+        thread = self._thread
+        if thread.pool is None and thread.own is None:
             self.start()
-        engine = self._engine
-        hurry = bool(self._drain_waiters)
-        if engine is not None and not report:
-            # ``lone`` asks, of a lone set, all that ``can_run`` would.
-            if alone and engine.lone(batch):
-                done = engine.run_now(batch)
-                if done:
-                    if self.on_batch is not None:
-                        self._observe(done)
-                    self._complete(done)
-                return
-            if _engine_steps(batch):
-                engine.submit(batch, hurry)
-                return
-        self._loop.submit(batch, report or hurry)
-        if self._loop.finished is not None:
-            # A pool that ran the batch at once.
-            self._collect()
+        dispatch.send(batch, alone, report, bool(self._drain_waiters))
 
-    def _on_thread(
-        self,
-        on_result: Callable[[bool, object], object],
-        func: Callable[..., object],
-        *args: object,
-    ) -> None:
-        """Run ``func`` on the writer thread, then ``on_result`` there too."""
-        jobs = self._jobs
-        if jobs is not None:
-            jobs.put((on_result, func, args))
-            if self._engine is not None:
-                # Out of the engine, to the job.
-                self._engine.engine.interrupt()
-        else:
-            assert self._pool is not None
-            self._pool.callInThreadWithCallback(on_result, func, *args)
+    # -- completing batches taken back ------------------------------------------
 
-    # -- taking batches back ---------------------------------------------------
-
-    def engine_finished(self) -> None:
-        """The engine said that batches are done: take them back."""
-        if self._engine is not None:
-            self._take_back(self._engine, wake=False)
-
-    def _collect(self) -> None:
-        """The thread says the Python loop's batch is done: take it back."""
-        self._take_back(self._loop, wake=False)
-
-    def _land(self) -> None:
-        """With batches on the thread: take back those it has finished (which
-        sends what is pending); have it wake the reactor for the rest."""
-        busy = self._busy()
-        if busy is not None:
-            self._take_back(busy, wake=True)
-
-    def _take_back(self, runner: _Runner, wake: bool) -> bool:
-        """On the reactor: take back the batches ``runner`` has finished and
-        run their completions; with ``wake``, have the reactor woken when it
-        finishes the next.  Whether any came back."""
-        if self._completing:
-            # After the completions running now (``_complete`` looks again).
-            return False
-        done = runner.take_back(wake)
-        if not done:
-            return False
-        if self.on_batch is not None:
-            self._observe(done)
+    def _send_first(self, runner: _Runner, done: list[_Done]) -> None:
+        """Batches came back from ``runner``, their completions not run yet:
+        if something waits in what is pending, send it now, so that the
+        thread writes and syncs it while the reactor answers these
+        batches.  (Not after a failure: what is retried must go before what
+        is pending.)"""
         if (
             self._urgent
             and self._pending
@@ -671,78 +402,55 @@ class JournalWriter:
                 for batch, failure in done
             )
         ):
-            # Something waits in what is pending: the thread writes and
-            # syncs it while the reactor answers these batches.  (Not after
-            # a failure: what is retried must go before what is pending.)
             self._released = True
             self._send()
-        self._complete(done)
-        return True
 
-    def _observe(self, done: list[_Done]) -> None:
-        now = self.reactor.seconds()
-        for batch, _ in done:
-            sent = self._sent_at.pop(id(batch), None)
-            if sent is not None and self.on_batch is not None:
-                self.on_batch(now - sent, _written(batch))
+    def _batches_done(self, done: list[_Done]) -> bool:
+        """The completions of batches taken back, in order: each journal is
+        told how its chunk went, and what failed is retried.  Whether the
+        writer has more to do once they are over (see ``_go_on``): asked
+        here, since this runs once a batch, even a lone durable set's."""
+        for batch, failure in done:
+            if failure is not None:
+                # A bug on the thread, not an I/O error: fail what did not run.
+                _log.failure("journal writer batch crashed", failure)
+                for chunk in batch:
+                    if chunk.error is None and not all(s.done for s in chunk.steps):
+                        chunk.error = failure.value
+            retried: list[_Chunk] | None = None
+            for chunk in batch:
+                try:
+                    again = chunk.journal.chunk_done(chunk)
+                except Exception:
+                    _log.failure(
+                        "journal {directory}: chunk completion failed",
+                        directory=chunk.journal.directory,
+                    )
+                    continue
+                if again is not None:
+                    if retried is None:
+                        retried = []
+                    retried.append(again)
+            if retried is not None:
+                # What failed is older than anything pending: it goes first,
+                # in the order it had.
+                ids = {id(chunk) for chunk in retried}
+                pending = self._pending
+                self._pending = retried + [c for c in pending if id(c) not in ids]
+        if self._pending or self._life is _STOPPING or self._drain_waiters:
+            return True
+        return False
 
-    def _complete(self, done: list[tuple[list[_Chunk], Failure | None]]) -> None:
-        """Run the completions of batches taken back, in order; then take
-        back what finished meanwhile, or send what is pending."""
-        self._completing = True
-        try:
-            engine = self._engine
-            if engine is not None and engine.durables:
-                # Their replies first, with nothing between the fsync and
-                # them (see ``erq.durable``).
-                durables = engine.durables
-                engine.durables = []
-                for durable in durables:
-                    durable.durable()
-            for batch, failure in done:
-                self._batch_done(batch, failure)
-        finally:
-            self._completing = False
-        # What finished meanwhile goes back first, in order.
-        busy = self._busy()
-        if busy is not None and self._take_back(busy, wake=False):
-            return
-        # Each of the three below does nothing unless its test holds: they
-        # are asked here first, since this runs once a batch, even a lone
-        # durable set's.
+    def _go_on(self) -> None:
+        """After the completions of batches taken back (and of those that
+        finished meanwhile): send what is pending, go on stopping, let
+        paused producers go, each only if its test holds."""
         if self._pending:
             self._kick()
         if self._life is _STOPPING:
             self._maybe_stopped()
         if self._drain_waiters:
             self._watch_backlog()
-
-    def _batch_done(self, batch: list[_Chunk], failure: Failure | None) -> None:
-        if failure is not None:
-            # A bug on the thread, not an I/O error: fail what did not run.
-            _log.failure("journal writer batch crashed", failure)
-            for chunk in batch:
-                if chunk.error is None and not all(s.done for s in chunk.steps):
-                    chunk.error = failure.value
-        retried: list[_Chunk] | None = None
-        for chunk in batch:
-            try:
-                again = chunk.journal.chunk_done(chunk)
-            except Exception:
-                _log.failure(
-                    "journal {directory}: chunk completion failed",
-                    directory=chunk.journal.directory,
-                )
-                continue
-            if again is not None:
-                if retried is None:
-                    retried = []
-                retried.append(again)
-        if retried is not None:
-            # What failed is older than anything pending: it goes first, in
-            # the order it had.
-            ids = {id(chunk) for chunk in retried}
-            self._pending = retried + [c for c in self._pending if id(c) not in ids]
 
     # -- backlog and retries -----------------------------------------------------
 
@@ -771,7 +479,7 @@ class JournalWriter:
                             _log.failure("journal writer: a drain callback failed")
                     continue
                 before = self.backlog
-                self._land()
+                self._dispatch.land()
                 if self.backlog >= before:
                     # Nothing was back yet: the thread says when it is.
                     break
