@@ -386,6 +386,23 @@ class LingerTests(JournalTestCase):
         self.assertEqual([ids(g) for g in got], [list(range(1, 11))])
 
     @inlineCallbacks
+    def test_stop_before_start_writes_what_lingers(
+        self,
+    ) -> Generator[Deferred[Any], Any, None]:
+        """A writer of its own thread that was never started (it starts
+        with its first batch) writes what lingers when it is stopped, and
+        stays stopped."""
+        writer = JournalWriter(reactor, file_ops=CountingOps(), linger=60.0)
+        journal = Journal(self.dir, writer, sync="never")
+        for i in range(1, 11):
+            journal.add(item(i))
+        yield writer.stop()
+        self.assertTrue(writer.stopping)
+        self.assertIsNone(writer._thread.own)
+        _, replayed = self.replay()
+        self.assertEqual(ids(replayed.items), list(range(1, 11)))
+
+    @inlineCallbacks
     def test_stop_does_not_wait_for_the_timer(
         self,
     ) -> Generator[Deferred[Any], Any, None]:

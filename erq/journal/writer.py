@@ -202,6 +202,11 @@ class JournalWriter:
             self._restart = True
             return
         self._life = _RUNNING
+        self._start_thread()
+
+    def _start_thread(self) -> None:
+        """Start the thread of its own that the writer runs on, unless it
+        has one, or a pool."""
         thread = self._thread
         if thread.pool is not None or thread.own is not None:
             return
@@ -381,7 +386,9 @@ class JournalWriter:
         self.batches += 1
         thread = self._thread
         if thread.pool is None and thread.own is None:
-            self.start()
+            # Never started, or stopping before it started: the batch
+            # needs the thread either way.
+            self._start_thread()
         dispatch.send(batch, alone, report, bool(self._drain_waiters))
 
     # -- completing batches taken back ------------------------------------------
