@@ -1,4 +1,4 @@
-"""The queue server's service: names to queues, fanout, and lifecycle."""
+"""The queue server's service: names to queues, and lifecycle."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorCore, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from erq.config import (
     Config,
@@ -28,6 +27,7 @@ from erq.connections import (
     describe_peer,
     is_local,
 )
+from erq.delivery import Delivery
 from erq.journal import JournalWriter
 from erq.memory import GiveBack, MemoryUse
 from erq.queue import Item, Queue
@@ -35,7 +35,6 @@ from erq.reload import NoConfigurationFile, read_again
 from erq.stats import (
     QUEUE_STATS,
     SERVER_STATS,
-    AliasCounters,
     Counters,
     queue_stats,
     server_stats,
@@ -55,9 +54,6 @@ __all__ = [
 
 #: Most expired items one sweep drops, so that a sweep never stalls requests.
 SWEEP_BUDGET = 10_000
-
-#: exptime values above this are absolute Unix times, as in memcached.
-ABSOLUTE_EXPTIME = 1_000_000
 
 
 class QueueService(Service):
@@ -118,11 +114,7 @@ class QueueService(Service):
         self.queues: dict[str, Queue] = {}
         # Queues nobody has set to yet but somebody waits on.
         self._unborn: dict[str, Queue] = {}
-        # Fanout: each parent's children, ``parent+<anything>``.
-        self._children: dict[str, set[str]] = {}
         self.counters = Counters()
-        #: What was set through each alias of the configuration.
-        self.alias_counters = {name: AliasCounters() for name in self.config.aliases}
         self.started_at = self.clock.seconds()
         self.shutting_down = False
         #: What the server serves (see ``erq.status``); changed with
@@ -135,6 +127,12 @@ class QueueService(Service):
         #: The item bytes every queue holds in memory, and the server's cap.
         self.memory = MemoryUse(self.config.server.max_memory_size)
         self.give_back = GiveBack(self.memory, self.clock)
+        #: Where each set's item goes (see ``erq.delivery``).  Its ``put``
+        #: and ``put_many`` are the service's own, bound once: the protocol
+        #: calls them for every set, with no call in between.
+        self.delivery = Delivery(self, self.config)
+        self.put = self.delivery.put
+        self.put_many = self.delivery.put_many
 
     @property
     def writer(self) -> JournalWriter | None:
@@ -422,11 +420,7 @@ class QueueService(Service):
             # Logged-in connections stay so; the others may now need to.
             for connection in self.connections:
                 connection.login_required(required)
-        # An alias kept keeps its counters; a new one starts from nothing.
-        self.alias_counters = {
-            name: self.alias_counters.get(name) or AliasCounters()
-            for name in config.aliases
-        }
+        self.delivery.configure(config)
         for queue in self.queues.values():
             self._configure(queue)
         if self.running:
@@ -463,28 +457,7 @@ class QueueService(Service):
             queue.journal.sync = settings.sync_journal
         target = settings.expire_to_queue
         queue.expired_sink = (
-            None if target is None else self._expire_into(queue.name, target)
-        )
-
-    def _expire_into(self, source: str, target: str) -> Callable[[Item], None]:
-        def move(item: Item) -> None:
-            # The moved item no longer expires.
-            moved = self._deliver(target, item.data, item.flags, None)
-            if isinstance(moved, Deferred):
-                moved.addErrback(self._not_moved, source, target)
-
-        return move
-
-    def _not_moved(self, failure: Failure, source: str, target: str) -> None:
-        """An item that expired in ``source`` and that the journal of
-        ``target`` refused, as it refuses a set: it is gone, and the log
-        says so."""
-        self.log.error(
-            "An item expired in {source!r} could not be moved to {target!r}:"
-            " {why}; it is dropped",
-            source=source,
-            target=target,
-            why=failure.getErrorMessage(),
+            None if target is None else self.delivery.expire_into(queue.name, target)
         )
 
     def create_queue(self, name: str) -> Queue:
@@ -507,118 +480,7 @@ class QueueService(Service):
 
     def _register(self, queue: Queue) -> None:
         self.queues[queue.name] = queue
-        parent = fanout_parent(queue.name)
-        if parent is not None:
-            self._children.setdefault(parent, set()).add(queue.name)
-
-    def put(
-        self, name: str, data: bytes, flags: int, exptime: int
-    ) -> bool | Deferred[Any]:
-        """A client's ``set``: store an item, or refuse it with ``False``.  A
-        Deferred fires once the item is durable: with ``False`` if it was
-        refused after all, with anything else if it was stored."""
-        self.counters.cmd_set += 1
-        if self.shutting_down:
-            return False
-        expiry = self.expiry(exptime) if exptime else None
-        return self._deliver(name, data, flags, expiry)
-
-    def _deliver(
-        self, name: str, data: bytes, flags: int, expiry: float | None
-    ) -> bool | Deferred[Any]:
-        """``put`` of an item that expires at ``expiry``: to an alias's
-        destinations, or to the queue ``name`` and its fanout children."""
-        destinations = self.config.aliases.get(name)
-        if destinations is not None:
-            return self._put_alias(name, destinations, data, flags, expiry)
-        queue = self.create_queue(name)
-        children = self._children.get(name)
-        if not children:
-            if queue.settings.fanout_only:
-                # It keeps nothing, even with no child to feed.
-                return True
-            return queue.put(data, flags, expiry)
-        return self._fan_out(queue, children, data, flags, expiry)
-
-    def _fan_out(
-        self,
-        queue: Queue,
-        children: set[str],
-        data: bytes,
-        flags: int,
-        expiry: float | None,
-    ) -> bool | Deferred[Any]:
-        """A copy in each fanout child of ``queue``, and in ``queue`` unless
-        it is ``fanout_only``: the reply is the parent's."""
-        # Each child gets its own copy; one that is full simply misses it.
-        results = [self.queues[child].put(data, flags, expiry) for child in children]
-        stored = True if queue.settings.fanout_only else queue.put(data, flags, expiry)
-        waits = [
-            result for result in (*results, stored) if isinstance(result, Deferred)
-        ]
-        if not waits:
-            return stored
-        return all_durable(waits).addCallback(
-            lambda _: True if isinstance(stored, Deferred) else stored
-        )
-
-    def _put_alias(
-        self,
-        name: str,
-        destinations: tuple[str, ...],
-        data: bytes,
-        flags: int,
-        expiry: float | None,
-    ) -> bool | Deferred[Any]:
-        """A copy in each destination, each under its own settings: stored
-        when every one stored it, refused when any refused it (the others
-        keep theirs).  Durable copies are all waited for, so that ``STORED``
-        means every copy is durable, and a failed journal fails the set."""
-        counters = self.alias_counters[name]
-        counters.put_items += 1
-        counters.put_bytes += len(data)
-        results = [
-            self._deliver(destination, data, flags, expiry)
-            for destination in destinations
-        ]
-        stored = all(result is not False for result in results)
-        waits = [result for result in results if isinstance(result, Deferred)]
-        if not waits:
-            return stored
-        return all_durable(waits).addCallback(
-            lambda outcomes: stored and all(done is not False for done in outcomes)
-        )
-
-    def put_many(
-        self, name: str, datas: list[bytes], flags: int, exptime: int
-    ) -> tuple[int, Deferred[None] | None] | None:
-        """Several ``set``s of one queue in a row, journaled together; see
-        ``Queue.put_many``.  ``None``, and nothing done, where they must go
-        one by one (fanout, a queue that refuses or hands items on)."""
-        if (
-            self.shutting_down
-            or self._children.get(name)
-            or name in self.config.aliases
-        ):
-            return None
-        queue = self.create_queue(name)
-        if queue.settings.fanout_only:
-            return None
-        result = queue.put_many(datas, flags, self.expiry(exptime))
-        if result is not None:
-            self.counters.cmd_set += len(datas)
-        return result
-
-    def expiry(self, exptime: int) -> float | None:
-        """The clock time at which an item set with ``exptime`` expires."""
-        if exptime == 0:
-            return None
-        now = self.clock.seconds()
-        if exptime < 0:
-            return now - 1
-        if exptime <= ABSOLUTE_EXPTIME:
-            return now + exptime
-        return float(exptime)
+        self.delivery.added(queue.name)
 
     def get(
         self, name: str, timeout: float | None, open: bool, peek: bool
@@ -693,12 +555,7 @@ class QueueService(Service):
         queue.close()
         if journal is not None:
             journal.erase()
-        parent = fanout_parent(name)
-        if parent is not None:
-            siblings = self._children.get(parent, set())
-            siblings.discard(name)
-            if not siblings:
-                self._children.pop(parent, None)
+        self.delivery.removed(name)
         if queue.waiters:
             # They wait on for a queue of that name to be created again.
             unborn = Queue(
@@ -748,17 +605,3 @@ class QueueService(Service):
     def queue_stats(self, queue: Queue) -> Iterable[tuple[str, object]]:
         """One queue's figures, as ``dump_stats`` shows them."""
         return queue_stats(self, queue)
-
-    def children(self, name: str) -> list[str]:
-        """Fanout children of a queue: ``name+<anything>``."""
-        return sorted(self._children.get(name, ()))
-
-
-def all_durable(waits: list[Deferred[None]]) -> Deferred[list[None]]:
-    """Fires when every write is durable, or fails with the first failure."""
-
-    def first_failure(failure: Failure) -> Failure:
-        error = failure.value
-        return error.subFailure if isinstance(error, FirstError) else failure
-
-    return gatherResults(waits, consumeErrors=True).addErrback(first_failure)

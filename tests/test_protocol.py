@@ -477,7 +477,7 @@ class SetRunTests(ProtocolTestCase):
             runs.append(len(datas))
             return put_many(name, datas, flags, exptime)
 
-        self.service.put_many = counted  # type: ignore[method-assign]
+        self.service.put_many = counted
         return runs
 
     def test_stored_in_order(self) -> None:
