@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -29,6 +28,7 @@ from erq.connections import (
 )
 from erq.delivery import Delivery
 from erq.journal import JournalWriter
+from erq.keptstatus import KeptStatus
 from erq.memory import GiveBack, MemoryUse
 from erq.queue import Item, Queue
 from erq.reload import NoConfigurationFile, read_again
@@ -40,7 +40,7 @@ from erq.stats import (
     server_stats,
 )
 from erq.status import ServerStatus
-from erq.storage import SEGMENT_SIZE, STATUS_FILE, Storage
+from erq.storage import SEGMENT_SIZE, Storage
 from erq.waiters import Deadlines, Deliver, Waiter
 
 __all__ = [
@@ -117,16 +117,16 @@ class QueueService(Service):
         self.counters = Counters()
         self.started_at = self.clock.seconds()
         self.shutting_down = False
-        #: What the server serves (see ``erq.status``); changed with
-        #: ``set_status``, decided at start by ``load_status``.
+        #: What the server serves (see ``erq.status``); decided at start
+        #: and changed through ``kept_status``, which keeps it on disk.
         self.status = ServerStatus.UP
-        self._status_loaded = False
         self.log = Logger()
         self.connections = Connections(self.clock, self.log)
         self._log_limit = LogLimit(self.clock)
         #: The item bytes every queue holds in memory, and the server's cap.
         self.memory = MemoryUse(self.config.server.max_memory_size)
         self.give_back = GiveBack(self.memory, self.clock)
+        self.kept_status = KeptStatus(self)
         #: Where each set's item goes (see ``erq.delivery``).  Its ``put``
         #: and ``put_many`` are the service's own, bound once: the protocol
         #: calls them for every set, with no call in between.
@@ -154,13 +154,13 @@ class QueueService(Service):
         writer's thread starts later, in ``startService``: a port that
         cannot be bound must still end the process."""
         self.hold_data_dir()
-        self.load_status()
+        self.kept_status.load()
         super().privilegedStartService()
         self._replay_journals()
 
     def startService(self) -> None:
         self.hold_data_dir()
-        self.load_status()
+        self.kept_status.load()
         self.shutting_down = False
         self.started_at = self.clock.seconds()
         super().startService()
@@ -180,71 +180,6 @@ class QueueService(Service):
         service starts (twistd's ``--rundir``)."""
         if self.storage is not None:
             self.storage.hold(path)
-
-    def load_status(self, path: str | None = None) -> None:
-        """Decide the status the server starts in, once: ``--status`` when
-        given (``overrides``; then the status kept is not even read, so
-        that it replaces one that cannot be), else the status kept in the
-        data directory, else ``status`` in ``[server]`` (a first start);
-        and keep it there.  Raises `ConfigError`, naming the file, when the
-        status kept there cannot be read or is wrong, or the status cannot
-        be kept.  ``path`` names the data directory as ``hold_data_dir``
-        does."""
-        if self._status_loaded:
-            return
-        storage = self.storage
-        explicit = self.overrides.get("status")
-        stored = None
-        if storage is not None and explicit is None:
-            try:
-                stored = storage.read_status(path)
-            except ConfigError as error:
-                # Nothing started: the directory is free for another try.
-                storage.release()
-                raise ConfigError(
-                    f"{error.reason}; --status replaces it", error.source
-                ) from None
-        status = explicit or stored or self.config.server.status
-        if storage is not None and status is not stored:
-            try:
-                storage.save_status(status, path)
-            except OSError as error:
-                storage.release()
-                file = os.path.join(path or storage.data_dir, STATUS_FILE)
-                raise ConfigError(
-                    f"cannot write: {error.strerror}",
-                    f"status file {os.path.abspath(file)}",
-                ) from None
-        self.status = status
-        self._status_loaded = True
-
-    def set_status(self, status: ServerStatus, by: IAddress | str) -> str | None:
-        """What the server serves from now on, as ``by`` asked (a client's
-        address, or words that say who); a change is logged.  Going
-        quiescent answers every waiting get at once.  Returns why the
-        status could not be kept in the data directory (it holds from now
-        on all the same, until a restart), or ``None``."""
-        old, self.status = self.status, status
-        if status is old:
-            return None
-        self.log.info(
-            "Server status {status} (was {old}), as {peer} asked",
-            status=status.name,
-            old=old.name,
-            peer=by if isinstance(by, str) else describe_peer(by),
-        )
-        if not status.hands_out:
-            for connection in self.connections:
-                connection.stop_waiting()
-        if self.storage is None:
-            return None
-        try:
-            self.storage.save_status(status)
-        except OSError as error:
-            why = f"status not kept for a restart: {error.strerror}"
-            self.log.error("Server status {status}: {why}", status=status.name, why=why)
-            return why
-        return None
 
     def _replay_journals(self) -> None:
         """Bring back every queue journaled in the data directory."""

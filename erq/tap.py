@@ -589,7 +589,7 @@ def makeService(options: Any, reactor: Any = None) -> MultiService:
         # (held by an open file) goes on with the daemon.
         try:
             queues.hold_data_dir(os.path.join(rundir or ".", data_dir))
-            queues.load_status(os.path.join(rundir or ".", data_dir))
+            queues.kept_status.load(os.path.join(rundir or ".", data_dir))
         except ConfigError as error:
             raise StartupError(str(error)) from None
 

@@ -631,7 +631,7 @@ class AdminCommands(Handlers):
             status = ServerStatus(words[0].decode("ascii").lower())
         except (ValueError, UnicodeDecodeError):
             raise ClientError("bad status") from None
-        unkept = self.service.set_status(status, self.peer)
+        unkept = self.service.kept_status.set(status, self.peer)
         if unkept is None:
             self._reply(b"END")
         else:
