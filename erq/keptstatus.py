@@ -45,7 +45,7 @@ class KeptStatus:
             return
         service = self._service
         storage = service.storage
-        explicit = service.overrides.get("status")
+        explicit = service.live_config.overrides.get("status")
         stored = None
         if storage is not None and explicit is None:
             try:

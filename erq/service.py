@@ -14,7 +14,6 @@ from twisted.logger import Logger
 
 from erq.config import (
     Config,
-    ConfigError,
     QueueSettings,
     fanout_parent,
 )
@@ -31,7 +30,7 @@ from erq.journal import JournalWriter
 from erq.keptstatus import KeptStatus
 from erq.memory import GiveBack, MemoryUse
 from erq.queue import Item, Queue
-from erq.reload import NoConfigurationFile, read_again
+from erq.reload import LiveConfig, NoConfigurationFile
 from erq.stats import (
     QUEUE_STATS,
     SERVER_STATS,
@@ -90,7 +89,7 @@ class QueueService(Service):
         writer's hand-offs (a `twisted.internet.task.Clock` does for a
         service that journals nothing); ``clock``, when given, times them
         instead (tests of expiry).  ``config_path`` is the file that
-        ``reload`` reads again, with the command line's ``overrides``
+        ``live_config.reload`` reads again, with the command line's ``overrides``
         (``Config.with_overrides`` keywords) applied on top each time.
         ``stop_server`` is what ``shutdown`` calls (by default the reactor's
         ``stop``).  Without ``data_dir`` queues live in memory only; with it
@@ -101,12 +100,10 @@ class QueueService(Service):
         #: The timeouts of every queue's waiting gets, on one timer.
         self.deadlines = Deadlines(self.clock)
         self.config = config if config is not None else Config()
-        self.config_path = config_path
         self.data_dir = data_dir
         self.storage = (
             None if data_dir is None else Storage(reactor, data_dir, segment_size)
         )
-        self.overrides = dict(overrides or {})
         if stop_server is None and IReactorCore.providedBy(reactor):
             stop_server = IReactorCore(reactor).stop
         self._stop_server = stop_server
@@ -126,6 +123,7 @@ class QueueService(Service):
         #: The item bytes every queue holds in memory, and the server's cap.
         self.memory = MemoryUse(self.config.server.max_memory_size)
         self.give_back = GiveBack(self.memory, self.clock)
+        self.live_config = LiveConfig(self, config_path, overrides)
         self.kept_status = KeptStatus(self)
         #: Where each set's item goes (see ``erq.delivery``).  Its ``put``
         #: and ``put_many`` are the service's own, bound once: the protocol
@@ -167,9 +165,8 @@ class QueueService(Service):
         self._replay_journals()
         if self.storage is not None:
             self.storage.start()
-        self._create_configured()
-        self._warn_hidden()
-        self._start_sweeper()
+        self.live_config.take_effect()
+        self.start_sweeper()
         self.give_back.start()
 
     def hold_data_dir(self, path: str | None = None) -> None:
@@ -195,7 +192,7 @@ class QueueService(Service):
                 self.memory,
                 self.deadlines,
             )
-            self._configure(queue)
+            self.live_config.configure(queue)
             queue.restore(
                 replayed.items,
                 replayed.behind_items,
@@ -215,7 +212,8 @@ class QueueService(Service):
             return settings
         return replace(settings, max_memory_size=max(room, 0))
 
-    def _start_sweeper(self) -> None:
+    def start_sweeper(self) -> None:
+        """Run the sweep every ``expiry_sweep`` from now on."""
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._sweeper = LoopingCall(self.sweep)
@@ -317,84 +315,6 @@ class QueueService(Service):
         """The queue of that name, if it exists."""
         return self.queues.get(name)
 
-    def reload(self) -> None:
-        """Read the configuration file again and apply it to live queues.
-
-        Raises `ConfigError`, changing nothing, when the file does not parse
-        or validate, and `NoConfigurationFile` when there is nothing to read
-        again.  The port and the data directory stay as they are.
-        """
-        self.apply(read_again(self.config, self.config_path, self.overrides, self.log))
-
-    def reload_logged(self, by: str = "SIGHUP", *, reraise: bool = False) -> None:
-        """``reload``, telling the log how it went and what asked for it
-        (``by``); a `ConfigError` is raised again if ``reraise``."""
-        try:
-            self.reload()
-        except ConfigError as error:
-            self.log.error(
-                "Configuration not reloaded on {by}: {why}", by=by, why=str(error)
-            )
-            if reraise:
-                raise
-        else:
-            self.log.info(
-                "Reloaded configuration from {path} on {by}",
-                path=self.config_path,
-                by=by,
-            )
-
-    def apply(self, config: Config) -> None:
-        """Use ``config`` from now on, for live queues too."""
-        sweep_changed = config.server.expiry_sweep != self.config.server.expiry_sweep
-        required = config.credentials is not None
-        login_changed = required != (self.config.credentials is not None)
-        self.config = config
-        self.memory.set_cap(config.server.max_memory_size)
-        if login_changed:
-            # Logged-in connections stay so; the others may now need to.
-            for connection in self.connections:
-                connection.login_required(required)
-        self.delivery.configure(config)
-        for queue in self.queues.values():
-            self._configure(queue)
-        if self.running:
-            self._create_configured()
-            self._warn_hidden()
-            if sweep_changed:
-                self._start_sweeper()
-
-    def _create_configured(self) -> None:
-        """A fanout child with its own table exists from the start."""
-        for name in self.config.queues:
-            if fanout_parent(name) is not None:
-                self.create_queue(name)
-
-    def _warn_hidden(self) -> None:
-        """An alias named as a queue that exists (from before the alias, or
-        from its journal) leaves that queue as it is, out of every command's
-        reach but ``stats`` until the alias goes: the log says so, since its
-        items are not lost but cannot be taken."""
-        for name in self.config.aliases:
-            queue = self.queues.get(name)
-            if queue is not None:
-                self.log.warn(
-                    "The alias {name} hides the queue {name} (items: {items})"
-                    " until the alias is removed",
-                    name=name,
-                    items=queue.items,
-                )
-
-    def _configure(self, queue: Queue) -> None:
-        settings = self.settings_for(queue.name)
-        queue.settings = settings
-        if queue.journal is not None:
-            queue.journal.sync = settings.sync_journal
-        target = settings.expire_to_queue
-        queue.expired_sink = (
-            None if target is None else self.delivery.expire_into(queue.name, target)
-        )
-
     def create_queue(self, name: str) -> Queue:
         """The queue of that name, created if it does not exist yet."""
         queue = self.queues.get(name)
@@ -404,7 +324,7 @@ class QueueService(Service):
         storage = self.storage
         journal = None if storage is None else storage.journal(name, settings)
         queue = Queue(name, self.clock, settings, journal, self.memory, self.deadlines)
-        self._configure(queue)
+        self.live_config.configure(queue)
         unborn = self._unborn.pop(name, None)
         if unborn is not None:
             unborn.on_no_waiters = None

@@ -548,7 +548,9 @@ class SignalHandlers(Service):
         IReactorFromThreads(self.reactor).callFromThread(self.reactor.stop)
 
     def _hung_up(self, number: int, frame: FrameType | None) -> None:
-        IReactorFromThreads(self.reactor).callFromThread(self.queues.reload_logged)
+        IReactorFromThreads(self.reactor).callFromThread(
+            self.queues.live_config.reload_logged
+        )
 
 
 def makeService(options: Any, reactor: Any = None) -> MultiService:

@@ -161,11 +161,11 @@ class ServiceTests(SynchronousTestCase):
         service = self.service()
         path = os.path.abspath(self.mktemp())
         write(path, "[server]\nmax_memory_size = 4096\n")
-        service.config_path = path
-        service.reload()
+        service.live_config.path = path
+        service.live_config.reload()
         self.assertEqual(service.memory.cap, 4096)
         write(path, "")
-        service.reload()
+        service.live_config.reload()
         self.assertEqual(service.memory.cap, None)
 
     def test_memory_is_given_back_after_a_drain(self) -> None:

@@ -236,7 +236,7 @@ class AuthTests(AdminCase):
         server = self.serve("-c", config)
         self.assertEqual((await http_request(server.url("/health"))).code, 200)
         write(config, f'[server]\nauth_file = "{self.users()}"\n')
-        server.queues.reload()
+        server.queues.live_config.reload()
         self.assertEqual((await http_request(server.url("/health"))).code, 401)
 
 

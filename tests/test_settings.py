@@ -558,8 +558,8 @@ class ReloadTests(SettingsCase):
             max_items = 3
             """
         )
-        self.service.config_path = self.config_path
-        self.service.reload()
+        self.service.live_config.path = self.config_path
+        self.service.live_config.reload()
 
     def write_config(self, text: str) -> None:
         write(self.config_path, text)
@@ -806,7 +806,7 @@ class CommandLineTests(SynchronousTestCase):
             max_items = 8
             """,
         )
-        queues.reload()
+        queues.live_config.reload()
         check(8)
 
     def test_a_queue_table_keeps_its_own_sync(self) -> None:

@@ -613,7 +613,7 @@ class AdminCommands(Handlers):
 
     def _reload(self, words: list[bytes]) -> None:
         try:
-            self.service.reload_logged("the reload command", reraise=True)
+            self.service.live_config.reload_logged("the reload command", reraise=True)
         except ConfigError as error:
             self._reply(b"SERVER_ERROR " + str(error).encode("ascii", "replace"))
         else:
