@@ -40,6 +40,7 @@ from erq.stats import (
 )
 from erq.status import ServerStatus
 from erq.storage import SEGMENT_SIZE, Storage
+from erq.unborn import UnbornQueues
 from erq.waiters import Deadlines, Deliver, Waiter
 
 __all__ = [
@@ -109,9 +110,9 @@ class QueueService(Service):
         self._stop_server = stop_server
         self._sweeper: LoopingCall | None = None
         self.queues: dict[str, Queue] = {}
-        # Queues nobody has set to yet but somebody waits on.
-        self._unborn: dict[str, Queue] = {}
         self.counters = Counters()
+        #: Queues nobody has set to yet but somebody waits on.
+        self.unborn = UnbornQueues(self.clock, self.deadlines, self.settings_for)
         self.started_at = self.clock.seconds()
         self.shutting_down = False
         #: What the server serves (see ``erq.status``); decided at start
@@ -325,10 +326,7 @@ class QueueService(Service):
         journal = None if storage is None else storage.journal(name, settings)
         queue = Queue(name, self.clock, settings, journal, self.memory, self.deadlines)
         self.live_config.configure(queue)
-        unborn = self._unborn.pop(name, None)
-        if unborn is not None:
-            unborn.on_no_waiters = None
-            queue.adopt_waiters(unborn)
+        self.unborn.born(queue)
         self._register(queue)
         self.counters.queue_creates += 1
         return queue
@@ -376,13 +374,7 @@ class QueueService(Service):
             return self.create_queue(name)
         if not timeout:
             return None
-        queue = self._unborn.get(name)
-        if queue is None:
-            queue = self._unborn[name] = Queue(
-                name, self.clock, self.settings_for(name), deadlines=self.deadlines
-            )
-            queue.on_no_waiters = self._forget_unborn
-        return queue
+        return self.unborn.waiting_on(name)
 
     def take_many(
         self, name: str, count: int, max_bytes: int
@@ -394,10 +386,6 @@ class QueueService(Service):
         if queue is None or name in self.config.aliases:
             return [], False
         return queue.take_many(count, max_bytes)
-
-    def _forget_unborn(self, queue: Queue) -> None:
-        if self._unborn.get(queue.name) is queue:
-            del self._unborn[queue.name]
 
     def delete(self, name: str) -> bool:
         if name in self.config.aliases:
@@ -412,13 +400,7 @@ class QueueService(Service):
             journal.erase()
         self.delivery.removed(name)
         if queue.waiters:
-            # They wait on for a queue of that name to be created again.
-            unborn = Queue(
-                name, self.clock, self.settings_for(name), deadlines=self.deadlines
-            )
-            unborn.adopt_waiters(queue)
-            unborn.on_no_waiters = self._forget_unborn
-            self._unborn[name] = unborn
+            self.unborn.left_behind(queue)
         return True
 
     def sweep(self, budget: int = SWEEP_BUDGET) -> None:
