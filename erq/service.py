@@ -64,10 +64,10 @@ class QueueService(Service):
     twistd.
     """
 
-    # Over 400 lines: it is the one table every command goes through (name
-    # to queue, fanout children, queues waited on before they exist), and
-    # those three change together on every create and delete.  Storage,
-    # connections, stats and reloading live in their own modules.
+    # The one table every command goes through, name to queue.  Where a
+    # set's items go, the queues waited on before they exist, the status
+    # kept on disk and the live configuration are objects it holds;
+    # storage, connections and stats live in their own modules.
 
     name = "erq"
 
@@ -89,9 +89,10 @@ class QueueService(Service):
         every wait and expiry, and with a ``data_dir`` it runs the journal
         writer's hand-offs (a `twisted.internet.task.Clock` does for a
         service that journals nothing); ``clock``, when given, times them
-        instead (tests of expiry).  ``config_path`` is the file that
-        ``live_config.reload`` reads again, with the command line's ``overrides``
-        (``Config.with_overrides`` keywords) applied on top each time.
+        instead (tests of expiry).  ``config_path`` is the file that a
+        reload (``live_config``) reads again, with the command line's
+        ``overrides`` (``Config.with_overrides`` keywords) applied on top
+        each time.
         ``stop_server`` is what ``shutdown`` calls (by default the reactor's
         ``stop``).  Without ``data_dir`` queues live in memory only; with it
         each is journaled in a directory there, in segment files of
@@ -111,7 +112,6 @@ class QueueService(Service):
         self._sweeper: LoopingCall | None = None
         self.queues: dict[str, Queue] = {}
         self.counters = Counters()
-        #: Queues nobody has set to yet but somebody waits on.
         self.unborn = UnbornQueues(self.clock, self.deadlines, self.settings_for)
         self.started_at = self.clock.seconds()
         self.shutting_down = False
@@ -126,9 +126,8 @@ class QueueService(Service):
         self.give_back = GiveBack(self.memory, self.clock)
         self.live_config = LiveConfig(self, config_path, overrides)
         self.kept_status = KeptStatus(self)
-        #: Where each set's item goes (see ``erq.delivery``).  Its ``put``
-        #: and ``put_many`` are the service's own, bound once: the protocol
-        #: calls them for every set, with no call in between.
+        #: Where each set's item goes; its ``put`` and ``put_many`` are the
+        #: service's, bound once so that a set on the wire calls them directly.
         self.delivery = Delivery(self, self.config)
         self.put = self.delivery.put
         self.put_many = self.delivery.put_many
