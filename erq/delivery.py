@@ -5,15 +5,15 @@ A ``set`` names one key, but its item may land in several queues: a queue
 ``parent`` copies each item to every fanout child ``parent+<anything>``
 that exists (and keeps none itself when ``fanout_only``), and an alias of
 the configuration is never a queue, only a list of destinations that each
-get a copy under their own settings.  `Delivery` owns those two tables,
-the fanout children by parent and the aliases with their counters, and
-answers a set as the client must hear it: one reply for all the copies,
-``STORED`` only once every durable copy is durable.  Items that expire in
-a queue with an ``expire_to_queue`` are delivered the same way, without
-an expiry of their own.
+get a copy under their own settings.  `Delivery` keeps the fanout
+children of each parent as queues come and go, and what was set through
+each alias, and answers a set as the client must hear it: one reply for
+all the copies, ``STORED`` only once every durable copy is durable.
+Items that expire in a queue with an ``expire_to_queue`` are delivered
+the same way, without an expiry of their own.
 
-The service holds one and hands its ``put`` to the protocol as its own:
-every ``set`` on the wire comes here directly, with no call in between.
+The service holds one, and the protocol calls its ``put`` and ``put_many``
+directly: every ``set`` on the wire comes here with no call in between.
 """
 
 from __future__ import annotations
@@ -48,15 +48,14 @@ class Delivery:
         self._log = service.log
         # Fanout: each parent's children, ``parent+<anything>``.
         self._children: dict[str, set[str]] = {}
-        self.aliases: dict[str, tuple[str, ...]] = {}
         #: What was set through each alias of the configuration.
         self.alias_counters: dict[str, AliasCounters] = {}
         self.configure(config)
 
     def configure(self, config: Config) -> None:
-        """Deliver by the aliases of ``config`` from now on.  An alias kept
-        keeps its counters; a new one starts from nothing."""
-        self.aliases = config.aliases
+        """Count what is set through the aliases of ``config``, the
+        service's from now on.  An alias kept keeps its counters; a new one
+        starts from nothing."""
         self.alias_counters = {
             name: self.alias_counters.get(name) or AliasCounters()
             for name in config.aliases
@@ -98,7 +97,7 @@ class Delivery:
     ) -> bool | Deferred[Any]:
         """``put`` of an item that expires at ``expiry``: to an alias's
         destinations, or to the queue ``name`` and its fanout children."""
-        destinations = self.aliases.get(name)
+        destinations = self._service.config.aliases.get(name)
         if destinations is not None:
             return self._put_alias(name, destinations, data, flags, expiry)
         queue = self._create_queue(name)
@@ -169,7 +168,7 @@ class Delivery:
         if (
             self._service.shutting_down
             or self._children.get(name)
-            or name in self.aliases
+            or name in self._service.config.aliases
         ):
             return None
         queue = self._create_queue(name)

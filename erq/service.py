@@ -126,11 +126,8 @@ class QueueService(Service):
         self.give_back = GiveBack(self.memory, self.clock)
         self.live_config = LiveConfig(self, config_path, overrides)
         self.kept_status = KeptStatus(self)
-        #: Where each set's item goes; its ``put`` and ``put_many`` are the
-        #: service's, bound once so that a set on the wire calls them directly.
+        #: Where each set's item goes: a set on the wire calls its ``put``.
         self.delivery = Delivery(self, self.config)
-        self.put = self.delivery.put
-        self.put_many = self.delivery.put_many
 
     @property
     def writer(self) -> JournalWriter | None:

@@ -8,7 +8,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.config import Config, QueueSettings
-from erq.delivery import ABSOLUTE_EXPTIME, Delivery, all_durable
+from erq.delivery import ABSOLUTE_EXPTIME, all_durable
 from erq.items import Item
 from erq.service import QueueService
 
@@ -29,12 +29,6 @@ class DeliveryTests(SynchronousTestCase):
     def items(self, name: str) -> int:
         queue = self.service.queue(name)
         return 0 if queue is None else queue.items
-
-    def test_the_service_puts_through_it(self) -> None:
-        """The set on the wire calls the delivery's own methods."""
-        self.assertIsInstance(self.delivery, Delivery)
-        self.assertEqual(self.service.put, self.delivery.put)
-        self.assertEqual(self.service.put_many, self.delivery.put_many)
 
     def test_expiry(self) -> None:
         now = self.clock.seconds()
@@ -93,7 +87,7 @@ class DeliveryTests(SynchronousTestCase):
         self.delivery.configure(Config(aliases={"both": ("a",), "new": ("b",)}))
         self.assertIs(self.delivery.alias_counters["both"], kept)
         self.assertEqual(self.delivery.alias_counters["new"].put_items, 0)
-        self.delivery.configure(Config())
+        self.service.live_config.apply(Config())
         self.assertEqual(self.delivery.alias_counters, {})
         self.assertIs(self.delivery.put("both", b"x", 0, 0), True)
         self.assertEqual(self.items("both"), 1)

@@ -469,7 +469,7 @@ class SetRunTests(ProtocolTestCase):
 
     def count_runs(self) -> list[int]:
         runs: list[int] = []
-        put_many = self.service.put_many
+        put_many = self.service.delivery.put_many
 
         def counted(
             name: str, datas: list[bytes], flags: int, exptime: int
@@ -477,7 +477,7 @@ class SetRunTests(ProtocolTestCase):
             runs.append(len(datas))
             return put_many(name, datas, flags, exptime)
 
-        self.service.put_many = counted
+        self.service.delivery.put_many = counted  # type: ignore[method-assign]
         return runs
 
     def test_stored_in_order(self) -> None:

@@ -233,7 +233,7 @@ class StartOrderTests(TestCase):
         first = QueueService(reactor=reactor, data_dir=data_dir)
         first.startService()
         for i in range(3):
-            stored = first.put("q", b"item %d" % i, 0, 0)
+            stored = first.delivery.put("q", b"item %d" % i, 0, 0)
             assert isinstance(stored, Deferred)
             self.assertIsNot(await stored, False)
         await first.stopService()

@@ -127,7 +127,7 @@ class StoreCommands(Handlers):
             # Read and dropped: the connection stays in step.
             self.counters.cmd_set += 1
             raise Unavailable(status.reason, noreply=noreply)
-        result = service.put(name, block[:-2], flags, exptime)
+        result = service.delivery.put(name, block[:-2], flags, exptime)
         storage = service.storage
         writer = None if storage is None else storage.writer
         if writer is not None and writer.backlog > writer.max_backlog:
@@ -184,7 +184,7 @@ class StoreCommands(Handlers):
             at = after + len(raw)
         if len(blocks) < 2:
             return -1
-        result = service.put_many(name, blocks, flags, exptime)
+        result = service.delivery.put_many(name, blocks, flags, exptime)
         if result is None:
             return -1
         self._flow.check_journal(service.writer)
