@@ -1,22 +1,19 @@
-"""The queue server's service: names to queues, fanout, and lifecycle."""
+"""The queue server's service: names to queues, and lifecycle."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IReactorCore, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from erq.config import (
     Config,
-    ConfigError,
     QueueSettings,
     fanout_parent,
 )
@@ -28,20 +25,22 @@ from erq.connections import (
     describe_peer,
     is_local,
 )
+from erq.delivery import Delivery
 from erq.journal import JournalWriter
+from erq.keptstatus import KeptStatus
 from erq.memory import GiveBack, MemoryUse
 from erq.queue import Item, Queue
-from erq.reload import NoConfigurationFile, read_again
+from erq.reload import LiveConfig, NoConfigurationFile
 from erq.stats import (
     QUEUE_STATS,
     SERVER_STATS,
-    AliasCounters,
     Counters,
     queue_stats,
     server_stats,
 )
 from erq.status import ServerStatus
-from erq.storage import SEGMENT_SIZE, STATUS_FILE, Storage
+from erq.storage import SEGMENT_SIZE, Storage
+from erq.unborn import UnbornQueues
 from erq.waiters import Deadlines, Deliver, Waiter
 
 __all__ = [
@@ -56,9 +55,6 @@ __all__ = [
 #: Most expired items one sweep drops, so that a sweep never stalls requests.
 SWEEP_BUDGET = 10_000
 
-#: exptime values above this are absolute Unix times, as in memcached.
-ABSOLUTE_EXPTIME = 1_000_000
-
 
 class QueueService(Service):
     """Holds every queue by name and runs them.
@@ -68,10 +64,10 @@ class QueueService(Service):
     twistd.
     """
 
-    # Over 400 lines: it is the one table every command goes through (name
-    # to queue, fanout children, queues waited on before they exist), and
-    # those three change together on every create and delete.  Storage,
-    # connections, stats and reloading live in their own modules.
+    # The one table every command goes through, name to queue.  Where a
+    # set's items go, the queues waited on before they exist, the status
+    # kept on disk and the live configuration are objects it holds;
+    # storage, connections and stats live in their own modules.
 
     name = "erq"
 
@@ -93,9 +89,10 @@ class QueueService(Service):
         every wait and expiry, and with a ``data_dir`` it runs the journal
         writer's hand-offs (a `twisted.internet.task.Clock` does for a
         service that journals nothing); ``clock``, when given, times them
-        instead (tests of expiry).  ``config_path`` is the file that
-        ``reload`` reads again, with the command line's ``overrides``
-        (``Config.with_overrides`` keywords) applied on top each time.
+        instead (tests of expiry).  ``config_path`` is the file that a
+        reload (``live_config``) reads again, with the command line's
+        ``overrides`` (``Config.with_overrides`` keywords) applied on top
+        each time.
         ``stop_server`` is what ``shutdown`` calls (by default the reactor's
         ``stop``).  Without ``data_dir`` queues live in memory only; with it
         each is journaled in a directory there, in segment files of
@@ -105,36 +102,32 @@ class QueueService(Service):
         #: The timeouts of every queue's waiting gets, on one timer.
         self.deadlines = Deadlines(self.clock)
         self.config = config if config is not None else Config()
-        self.config_path = config_path
         self.data_dir = data_dir
         self.storage = (
             None if data_dir is None else Storage(reactor, data_dir, segment_size)
         )
-        self.overrides = dict(overrides or {})
         if stop_server is None and IReactorCore.providedBy(reactor):
             stop_server = IReactorCore(reactor).stop
         self._stop_server = stop_server
         self._sweeper: LoopingCall | None = None
         self.queues: dict[str, Queue] = {}
-        # Queues nobody has set to yet but somebody waits on.
-        self._unborn: dict[str, Queue] = {}
-        # Fanout: each parent's children, ``parent+<anything>``.
-        self._children: dict[str, set[str]] = {}
         self.counters = Counters()
-        #: What was set through each alias of the configuration.
-        self.alias_counters = {name: AliasCounters() for name in self.config.aliases}
+        self.unborn = UnbornQueues(self.clock, self.deadlines, self.settings_for)
         self.started_at = self.clock.seconds()
         self.shutting_down = False
-        #: What the server serves (see ``erq.status``); changed with
-        #: ``set_status``, decided at start by ``load_status``.
+        #: What the server serves (see ``erq.status``); decided at start
+        #: and changed through ``kept_status``, which keeps it on disk.
         self.status = ServerStatus.UP
-        self._status_loaded = False
         self.log = Logger()
         self.connections = Connections(self.clock, self.log)
         self._log_limit = LogLimit(self.clock)
         #: The item bytes every queue holds in memory, and the server's cap.
         self.memory = MemoryUse(self.config.server.max_memory_size)
         self.give_back = GiveBack(self.memory, self.clock)
+        self.live_config = LiveConfig(self, config_path, overrides)
+        self.kept_status = KeptStatus(self)
+        #: Where each set's item goes: a set on the wire calls its ``put``.
+        self.delivery = Delivery(self, self.config)
 
     @property
     def writer(self) -> JournalWriter | None:
@@ -156,22 +149,21 @@ class QueueService(Service):
         writer's thread starts later, in ``startService``: a port that
         cannot be bound must still end the process."""
         self.hold_data_dir()
-        self.load_status()
+        self.kept_status.load()
         super().privilegedStartService()
         self._replay_journals()
 
     def startService(self) -> None:
         self.hold_data_dir()
-        self.load_status()
+        self.kept_status.load()
         self.shutting_down = False
         self.started_at = self.clock.seconds()
         super().startService()
         self._replay_journals()
         if self.storage is not None:
             self.storage.start()
-        self._create_configured()
-        self._warn_hidden()
-        self._start_sweeper()
+        self.live_config.take_effect()
+        self.start_sweeper()
         self.give_back.start()
 
     def hold_data_dir(self, path: str | None = None) -> None:
@@ -182,71 +174,6 @@ class QueueService(Service):
         service starts (twistd's ``--rundir``)."""
         if self.storage is not None:
             self.storage.hold(path)
-
-    def load_status(self, path: str | None = None) -> None:
-        """Decide the status the server starts in, once: ``--status`` when
-        given (``overrides``; then the status kept is not even read, so
-        that it replaces one that cannot be), else the status kept in the
-        data directory, else ``status`` in ``[server]`` (a first start);
-        and keep it there.  Raises `ConfigError`, naming the file, when the
-        status kept there cannot be read or is wrong, or the status cannot
-        be kept.  ``path`` names the data directory as ``hold_data_dir``
-        does."""
-        if self._status_loaded:
-            return
-        storage = self.storage
-        explicit = self.overrides.get("status")
-        stored = None
-        if storage is not None and explicit is None:
-            try:
-                stored = storage.read_status(path)
-            except ConfigError as error:
-                # Nothing started: the directory is free for another try.
-                storage.release()
-                raise ConfigError(
-                    f"{error.reason}; --status replaces it", error.source
-                ) from None
-        status = explicit or stored or self.config.server.status
-        if storage is not None and status is not stored:
-            try:
-                storage.save_status(status, path)
-            except OSError as error:
-                storage.release()
-                file = os.path.join(path or storage.data_dir, STATUS_FILE)
-                raise ConfigError(
-                    f"cannot write: {error.strerror}",
-                    f"status file {os.path.abspath(file)}",
-                ) from None
-        self.status = status
-        self._status_loaded = True
-
-    def set_status(self, status: ServerStatus, by: IAddress | str) -> str | None:
-        """What the server serves from now on, as ``by`` asked (a client's
-        address, or words that say who); a change is logged.  Going
-        quiescent answers every waiting get at once.  Returns why the
-        status could not be kept in the data directory (it holds from now
-        on all the same, until a restart), or ``None``."""
-        old, self.status = self.status, status
-        if status is old:
-            return None
-        self.log.info(
-            "Server status {status} (was {old}), as {peer} asked",
-            status=status.name,
-            old=old.name,
-            peer=by if isinstance(by, str) else describe_peer(by),
-        )
-        if not status.hands_out:
-            for connection in self.connections:
-                connection.stop_waiting()
-        if self.storage is None:
-            return None
-        try:
-            self.storage.save_status(status)
-        except OSError as error:
-            why = f"status not kept for a restart: {error.strerror}"
-            self.log.error("Server status {status}: {why}", status=status.name, why=why)
-            return why
-        return None
 
     def _replay_journals(self) -> None:
         """Bring back every queue journaled in the data directory."""
@@ -262,7 +189,7 @@ class QueueService(Service):
                 self.memory,
                 self.deadlines,
             )
-            self._configure(queue)
+            self.live_config.configure(queue)
             queue.restore(
                 replayed.items,
                 replayed.behind_items,
@@ -282,7 +209,8 @@ class QueueService(Service):
             return settings
         return replace(settings, max_memory_size=max(room, 0))
 
-    def _start_sweeper(self) -> None:
+    def start_sweeper(self) -> None:
+        """Run the sweep every ``expiry_sweep`` from now on."""
         if self._sweeper is not None and self._sweeper.running:
             self._sweeper.stop()
         self._sweeper = LoopingCall(self.sweep)
@@ -384,109 +312,6 @@ class QueueService(Service):
         """The queue of that name, if it exists."""
         return self.queues.get(name)
 
-    def reload(self) -> None:
-        """Read the configuration file again and apply it to live queues.
-
-        Raises `ConfigError`, changing nothing, when the file does not parse
-        or validate, and `NoConfigurationFile` when there is nothing to read
-        again.  The port and the data directory stay as they are.
-        """
-        self.apply(read_again(self.config, self.config_path, self.overrides, self.log))
-
-    def reload_logged(self, by: str = "SIGHUP", *, reraise: bool = False) -> None:
-        """``reload``, telling the log how it went and what asked for it
-        (``by``); a `ConfigError` is raised again if ``reraise``."""
-        try:
-            self.reload()
-        except ConfigError as error:
-            self.log.error(
-                "Configuration not reloaded on {by}: {why}", by=by, why=str(error)
-            )
-            if reraise:
-                raise
-        else:
-            self.log.info(
-                "Reloaded configuration from {path} on {by}",
-                path=self.config_path,
-                by=by,
-            )
-
-    def apply(self, config: Config) -> None:
-        """Use ``config`` from now on, for live queues too."""
-        sweep_changed = config.server.expiry_sweep != self.config.server.expiry_sweep
-        required = config.credentials is not None
-        login_changed = required != (self.config.credentials is not None)
-        self.config = config
-        self.memory.set_cap(config.server.max_memory_size)
-        if login_changed:
-            # Logged-in connections stay so; the others may now need to.
-            for connection in self.connections:
-                connection.login_required(required)
-        # An alias kept keeps its counters; a new one starts from nothing.
-        self.alias_counters = {
-            name: self.alias_counters.get(name) or AliasCounters()
-            for name in config.aliases
-        }
-        for queue in self.queues.values():
-            self._configure(queue)
-        if self.running:
-            self._create_configured()
-            self._warn_hidden()
-            if sweep_changed:
-                self._start_sweeper()
-
-    def _create_configured(self) -> None:
-        """A fanout child with its own table exists from the start."""
-        for name in self.config.queues:
-            if fanout_parent(name) is not None:
-                self.create_queue(name)
-
-    def _warn_hidden(self) -> None:
-        """An alias named as a queue that exists (from before the alias, or
-        from its journal) leaves that queue as it is, out of every command's
-        reach but ``stats`` until the alias goes: the log says so, since its
-        items are not lost but cannot be taken."""
-        for name in self.config.aliases:
-            queue = self.queues.get(name)
-            if queue is not None:
-                self.log.warn(
-                    "The alias {name} hides the queue {name} (items: {items})"
-                    " until the alias is removed",
-                    name=name,
-                    items=queue.items,
-                )
-
-    def _configure(self, queue: Queue) -> None:
-        settings = self.settings_for(queue.name)
-        queue.settings = settings
-        if queue.journal is not None:
-            queue.journal.sync = settings.sync_journal
-        target = settings.expire_to_queue
-        queue.expiry.sink = (
-            None if target is None else self._expire_into(queue.name, target)
-        )
-
-    def _expire_into(self, source: str, target: str) -> Callable[[Item], None]:
-        def move(item: Item) -> None:
-            # The moved item no longer expires.
-            moved = self._deliver(target, item.data, item.flags, None)
-            if isinstance(moved, Deferred):
-                moved.addErrback(self._not_moved, source, target)
-
-        return move
-
-    def _not_moved(self, failure: Failure, source: str, target: str) -> None:
-        """An item that expired in ``source`` and that the journal of
-        ``target`` refused, as it refuses a set: it is gone, and the log
-        says so."""
-        self.log.error(
-            "An item expired in {source!r} could not be moved to {target!r}:"
-            " {why}; it is dropped",
-            source=source,
-            target=target,
-            why=failure.getErrorMessage(),
-        )
-
     def create_queue(self, name: str) -> Queue:
         """The queue of that name, created if it does not exist yet."""
         queue = self.queues.get(name)
@@ -496,129 +321,15 @@ class QueueService(Service):
         storage = self.storage
         journal = None if storage is None else storage.journal(name, settings)
         queue = Queue(name, self.clock, settings, journal, self.memory, self.deadlines)
-        self._configure(queue)
-        unborn = self._unborn.pop(name, None)
-        if unborn is not None:
-            unborn.on_no_waiters = None
-            queue.adopt_waiters(unborn)
+        self.live_config.configure(queue)
+        self.unborn.born(queue)
         self._register(queue)
         self.counters.queue_creates += 1
         return queue
 
     def _register(self, queue: Queue) -> None:
         self.queues[queue.name] = queue
-        parent = fanout_parent(queue.name)
-        if parent is not None:
-            self._children.setdefault(parent, set()).add(queue.name)
-
-    def put(
-        self, name: str, data: bytes, flags: int, exptime: int
-    ) -> bool | Deferred[Any]:
-        """A client's ``set``: store an item, or refuse it with ``False``.  A
-        Deferred fires once the item is durable: with ``False`` if it was
-        refused after all, with anything else if it was stored."""
-        self.counters.cmd_set += 1
-        if self.shutting_down:
-            return False
-        expiry = self.expiry(exptime) if exptime else None
-        return self._deliver(name, data, flags, expiry)
-
-    def _deliver(
-        self, name: str, data: bytes, flags: int, expiry: float | None
-    ) -> bool | Deferred[Any]:
-        """``put`` of an item that expires at ``expiry``: to an alias's
-        destinations, or to the queue ``name`` and its fanout children."""
-        destinations = self.config.aliases.get(name)
-        if destinations is not None:
-            return self._put_alias(name, destinations, data, flags, expiry)
-        queue = self.create_queue(name)
-        children = self._children.get(name)
-        if not children:
-            if queue.settings.fanout_only:
-                # It keeps nothing, even with no child to feed.
-                return True
-            return queue.put(data, flags, expiry)
-        return self._fan_out(queue, children, data, flags, expiry)
-
-    def _fan_out(
-        self,
-        queue: Queue,
-        children: set[str],
-        data: bytes,
-        flags: int,
-        expiry: float | None,
-    ) -> bool | Deferred[Any]:
-        """A copy in each fanout child of ``queue``, and in ``queue`` unless
-        it is ``fanout_only``: the reply is the parent's."""
-        # Each child gets its own copy; one that is full simply misses it.
-        results = [self.queues[child].put(data, flags, expiry) for child in children]
-        stored = True if queue.settings.fanout_only else queue.put(data, flags, expiry)
-        waits = [
-            result for result in (*results, stored) if isinstance(result, Deferred)
-        ]
-        if not waits:
-            return stored
-        return all_durable(waits).addCallback(
-            lambda _: True if isinstance(stored, Deferred) else stored
-        )
-
-    def _put_alias(
-        self,
-        name: str,
-        destinations: tuple[str, ...],
-        data: bytes,
-        flags: int,
-        expiry: float | None,
-    ) -> bool | Deferred[Any]:
-        """A copy in each destination, each under its own settings: stored
-        when every one stored it, refused when any refused it (the others
-        keep theirs).  Durable copies are all waited for, so that ``STORED``
-        means every copy is durable, and a failed journal fails the set."""
-        counters = self.alias_counters[name]
-        counters.put_items += 1
-        counters.put_bytes += len(data)
-        results = [
-            self._deliver(destination, data, flags, expiry)
-            for destination in destinations
-        ]
-        stored = all(result is not False for result in results)
-        waits = [result for result in results if isinstance(result, Deferred)]
-        if not waits:
-            return stored
-        return all_durable(waits).addCallback(
-            lambda outcomes: stored and all(done is not False for done in outcomes)
-        )
-
-    def put_many(
-        self, name: str, datas: list[bytes], flags: int, exptime: int
-    ) -> tuple[int, Deferred[None] | None] | None:
-        """Several ``set``s of one queue in a row, journaled together; see
-        ``Queue.put_many``.  ``None``, and nothing done, where they must go
-        one by one (fanout, a queue that refuses or hands items on)."""
-        if (
-            self.shutting_down
-            or self._children.get(name)
-            or name in self.config.aliases
-        ):
-            return None
-        queue = self.create_queue(name)
-        if queue.settings.fanout_only:
-            return None
-        result = queue.put_many(datas, flags, self.expiry(exptime))
-        if result is not None:
-            self.counters.cmd_set += len(datas)
-        return result
-
-    def expiry(self, exptime: int) -> float | None:
-        """The clock time at which an item set with ``exptime`` expires."""
-        if exptime == 0:
-            return None
-        now = self.clock.seconds()
-        if exptime < 0:
-            return now - 1
-        if exptime <= ABSOLUTE_EXPTIME:
-            return now + exptime
-        return float(exptime)
+        self.delivery.added(queue.name)
 
     def get(
         self, name: str, timeout: float | None, open: bool, peek: bool
@@ -659,13 +370,7 @@ class QueueService(Service):
             return self.create_queue(name)
         if not timeout:
             return None
-        queue = self._unborn.get(name)
-        if queue is None:
-            queue = self._unborn[name] = Queue(
-                name, self.clock, self.settings_for(name), deadlines=self.deadlines
-            )
-            queue.on_no_waiters = self._forget_unborn
-        return queue
+        return self.unborn.waiting_on(name)
 
     def take_many(
         self, name: str, count: int, max_bytes: int
@@ -678,10 +383,6 @@ class QueueService(Service):
             return [], False
         return queue.take_many(count, max_bytes)
 
-    def _forget_unborn(self, queue: Queue) -> None:
-        if self._unborn.get(queue.name) is queue:
-            del self._unborn[queue.name]
-
     def delete(self, name: str) -> bool:
         if name in self.config.aliases:
             return False
@@ -693,20 +394,9 @@ class QueueService(Service):
         queue.close()
         if journal is not None:
             journal.erase()
-        parent = fanout_parent(name)
-        if parent is not None:
-            siblings = self._children.get(parent, set())
-            siblings.discard(name)
-            if not siblings:
-                self._children.pop(parent, None)
+        self.delivery.removed(name)
         if queue.waiters:
-            # They wait on for a queue of that name to be created again.
-            unborn = Queue(
-                name, self.clock, self.settings_for(name), deadlines=self.deadlines
-            )
-            unborn.adopt_waiters(queue)
-            unborn.on_no_waiters = self._forget_unborn
-            self._unborn[name] = unborn
+            self.unborn.left_behind(queue)
         return True
 
     def sweep(self, budget: int = SWEEP_BUDGET) -> None:
@@ -748,17 +438,3 @@ class QueueService(Service):
     def queue_stats(self, queue: Queue) -> Iterable[tuple[str, object]]:
         """One queue's figures, as ``dump_stats`` shows them."""
         return queue_stats(self, queue)
-
-    def children(self, name: str) -> list[str]:
-        """Fanout children of a queue: ``name+<anything>``."""
-        return sorted(self._children.get(name, ()))
-
-
-def all_durable(waits: list[Deferred[None]]) -> Deferred[list[None]]:
-    """Fires when every write is durable, or fails with the first failure."""
-
-    def first_failure(failure: Failure) -> Failure:
-        error = failure.value
-        return error.subFailure if isinstance(error, FirstError) else failure
-
-    return gatherResults(waits, consumeErrors=True).addErrback(first_failure)

@@ -120,7 +120,7 @@ def server_stats(service: QueueService) -> list[tuple[str, object]]:
 
 def alias_figures(service: QueueService, name: str) -> dict[str, object]:
     """One alias's figures, by their names in `ALIAS_STATS`."""
-    alias = service.alias_counters[name]
+    alias = service.delivery.alias_counters[name]
     return {
         "put_items": alias.put_items,
         "put_bytes": alias.put_bytes,
@@ -168,7 +168,7 @@ def queue_stats(service: QueueService, queue: Queue) -> Iterable[tuple[str, obje
         "total_flushes": queue.total_flushes,
     }
     result: list[tuple[str, object]] = [(name, values[name]) for name in QUEUE_STATS]
-    children = service.children(queue.name)
+    children = service.delivery.children(queue.name)
     if children:
         result.append(("children", ",".join(children)))
     return result

@@ -548,7 +548,9 @@ class SignalHandlers(Service):
         IReactorFromThreads(self.reactor).callFromThread(self.reactor.stop)
 
     def _hung_up(self, number: int, frame: FrameType | None) -> None:
-        IReactorFromThreads(self.reactor).callFromThread(self.queues.reload_logged)
+        IReactorFromThreads(self.reactor).callFromThread(
+            self.queues.live_config.reload_logged
+        )
 
 
 def makeService(options: Any, reactor: Any = None) -> MultiService:
@@ -589,7 +591,7 @@ def makeService(options: Any, reactor: Any = None) -> MultiService:
         # (held by an open file) goes on with the daemon.
         try:
             queues.hold_data_dir(os.path.join(rundir or ".", data_dir))
-            queues.load_status(os.path.join(rundir or ".", data_dir))
+            queues.kept_status.load(os.path.join(rundir or ".", data_dir))
         except ConfigError as error:
             raise StartupError(str(error)) from None
 

@@ -251,7 +251,7 @@ class NotAQueueTests(AliasCase):
     def test_expire_to_an_alias(self) -> None:
         """An alias takes expired items as a queue would: in each of its
         destinations."""
-        self.service.apply(
+        self.service.live_config.apply(
             parse_config(
                 toml(
                     """
@@ -282,7 +282,7 @@ class HiddenQueueTests(AliasCase):
         self.service.log = Logger(observer=cast(ILogObserver, events.append))
         self.ask(set_line(b"events", b"old") + set_line(b"events", b"stale", 0, 5))
         alias = parse_config('[aliases.events]\ndestinations = ["log"]\n')
-        self.service.apply(alias)
+        self.service.live_config.apply(alias)
         self.clock.advance(6)
         warnings = [
             formatEvent(event)
@@ -307,7 +307,7 @@ class HiddenQueueTests(AliasCase):
         self.assertEqual(self.contents("log"), [b"new"])
         self.assertEqual(self.queue_stat("events", "items"), 2)
 
-        self.service.apply(parse_config(""))
+        self.service.live_config.apply(parse_config(""))
         self.assertEqual(
             self.ask(b"get events\r\n"), value(b"events", b"old") + b"END\r\n"
         )
@@ -354,7 +354,7 @@ class ReloadTests(AliasCase):
         super().setUp()
         self.config_path = os.path.abspath(self.mktemp())
         write(self.config_path, self.config)
-        self.service.config_path = self.config_path
+        self.service.live_config.path = self.config_path
 
     def reload(self, text: str) -> None:
         write(self.config_path, text)

@@ -249,7 +249,7 @@ class CrashPointTests(DurabilityCase):
             for _ in range(rng.randint(1, 20)):
                 choice = rng.random()
                 if choice < 0.5:
-                    result = service.put(
+                    result = service.delivery.put(
                         "q", payload(count, rng.randint(10, 400)), 0, 0
                     )
                     assert isinstance(result, Deferred)
@@ -342,7 +342,7 @@ class SummaryCrashPointTests(DurabilityCase):
             for _ in range(rng.randint(1, 20)):
                 choice = rng.random()
                 if choice < 0.55:
-                    result = service.put(
+                    result = service.delivery.put(
                         "q", payload(count, rng.randint(10, 400)), 0, 0
                     )
                     assert isinstance(result, Deferred)

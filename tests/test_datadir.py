@@ -57,7 +57,7 @@ def plant_bad_segment(data_dir: str) -> str:
 
 async def put(service: QueueService, name: str, data: bytes) -> None:
     """A ``set``, once it is durable."""
-    stored = service.put(name, data, 0, 0)
+    stored = service.delivery.put(name, data, 0, 0)
     assert isinstance(stored, Deferred)
     await stored
 

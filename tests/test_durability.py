@@ -313,7 +313,7 @@ class SyncTests(DurabilityCase):
         # The first fsync is held: no set may be answered yet.
         self.assertEqual(ops.syncs, 0)
         self.assertTrue(client.nothing_yet())
-        direct = service.put("q", b"direct", 0, 0)
+        direct = service.delivery.put("q", b"direct", 0, 0)
         assert isinstance(direct, Deferred)
         self.assertFalse(direct.called)
 
@@ -467,19 +467,22 @@ class WatchedService(QueueService):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.peak_mem_bytes: dict[str, int] = {}
+        put = self.delivery.put
+
+        def watched(
+            name: str, data: bytes, flags: int, exptime: int
+        ) -> bool | Deferred[Any]:
+            result = put(name, data, flags, exptime)
+            self._note(name)
+            return result
+
+        self.delivery.put = watched  # type: ignore[method-assign]
 
     def _note(self, name: str) -> None:
         queue = self.queues.get(name)
         if queue is not None:
             peak = self.peak_mem_bytes.get(name, 0)
             self.peak_mem_bytes[name] = max(peak, queue.mem_bytes)
-
-    def put(
-        self, name: str, data: bytes, flags: int, exptime: int
-    ) -> bool | Deferred[Any]:
-        result = super().put(name, data, flags, exptime)
-        self._note(name)
-        return result
 
     def get(
         self, name: str, timeout: float | None, open: bool, peek: bool
@@ -509,7 +512,7 @@ async def put_all(
     journal has made them durable."""
     waits: list[Deferred[Any]] = []
     for data in items:
-        result = service.put(name, data, 0, 0)
+        result = service.delivery.put(name, data, 0, 0)
         after_each()
         if isinstance(result, Deferred):
             waits.append(result)
@@ -620,7 +623,7 @@ class CompactionTests(DurabilityCase):
         for start in range(0, rounds - over_socket, chunk):
             waits: list[Deferred[Any]] = []
             for i in range(start, start + chunk):
-                stored = service.put("steady", data[backlog + i], 0, 0)
+                stored = service.delivery.put("steady", data[backlog + i], 0, 0)
                 assert isinstance(stored, Deferred)
                 waits.append(stored)
             self.assertNotIn(False, await gatherResults(waits))
@@ -769,7 +772,7 @@ class DiskFullTests(DurabilityCase):
         config = parse_config('[queues.q]\nexpire_to_queue = "dead"\n')
         server = self.serve(config, writer=writer, clock=clock)
         service = server.service
-        stored = service.put("q", b"short-lived", 0, 10)
+        stored = service.delivery.put("q", b"short-lived", 0, 10)
         assert isinstance(stored, Deferred)
         self.assertIsNot(await stored, False)
         ops.disk_full = True

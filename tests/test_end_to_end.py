@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from erq import __version__
 from erq.config import Config, QueueSettings, ServerSettings
+from erq.delivery import Delivery
 from erq.protocol.transport import pending
 from erq.service import QUEUE_STATS, SERVER_STATS, QueueService
 from tests.support import (
@@ -33,7 +34,7 @@ from tests.support import (
 )
 
 
-class SlowJournalService(QueueService):
+class SlowDelivery(Delivery):
     """Answers ``STORED`` only after a while, as a journal that waits for
     its fsync does."""
 
@@ -46,6 +47,14 @@ class SlowJournalService(QueueService):
         durable: Deferred[bool] = Deferred()
         reactor.callLater(0.2, durable.callback, True)
         return durable
+
+
+class SlowJournalService(QueueService):
+    """Stores through a `SlowDelivery`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.delivery = SlowDelivery(self, self.config)
 
 
 class PymemcacheTests(EndToEndCase):

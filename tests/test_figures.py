@@ -43,7 +43,7 @@ class DocumentTests(SynchronousTestCase):
 
     def test_stats_as_numbers(self) -> None:
         service = self.service
-        service.put("news", b"abc", 0, 0)
+        service.delivery.put("news", b"abc", 0, 0)
         service.create_queue("news+mobile")
         document = stats_document(service)
         self.assertEqual(document["server"]["curr_items"], 1)
@@ -55,11 +55,11 @@ class DocumentTests(SynchronousTestCase):
     def test_page(self) -> None:
         service = self.service
         history = History(lambda: service.queues, self.clock)
-        service.put("b", b"abc", 0, 0)
+        service.delivery.put("b", b"abc", 0, 0)
         history.sample()
         self.clock.advance(3)
-        service.put("b", b"de", 0, 0)
-        service.put("a", b"x", 0, 0)
+        service.delivery.put("b", b"de", 0, 0)
+        service.delivery.put("a", b"x", 0, 0)
         self.clock.advance(1)
         page = page_document(service, history)
         self.assertEqual(

@@ -137,8 +137,8 @@ class ServiceTests(SynchronousTestCase):
 
     def test_every_queue_counts_in_one_place(self) -> None:
         service = self.service()
-        service.put("a", b"x" * 10, 0, 0)
-        service.put("b", b"x" * 20, 0, 0)
+        service.delivery.put("a", b"x" * 10, 0, 0)
+        service.delivery.put("b", b"x" * 20, 0, 0)
         self.assertEqual(service.memory.held, 30)
         service.delete("b")
         self.assertEqual(service.memory.held, 10)
@@ -147,7 +147,7 @@ class ServiceTests(SynchronousTestCase):
 
     def test_a_deleted_queue_counts_no_more(self) -> None:
         service = self.service()
-        service.put("a", b"x" * 10, 0, 0)
+        service.delivery.put("a", b"x" * 10, 0, 0)
         queue = service.queue("a")
         assert queue is not None
         taken = service.get("a", None, True, False)
@@ -161,17 +161,17 @@ class ServiceTests(SynchronousTestCase):
         service = self.service()
         path = os.path.abspath(self.mktemp())
         write(path, "[server]\nmax_memory_size = 4096\n")
-        service.config_path = path
-        service.reload()
+        service.live_config.path = path
+        service.live_config.reload()
         self.assertEqual(service.memory.cap, 4096)
         write(path, "")
-        service.reload()
+        service.live_config.reload()
         self.assertEqual(service.memory.cap, None)
 
     def test_memory_is_given_back_after_a_drain(self) -> None:
         service = self.service()
         for _ in range(20):
-            service.put("a", b"x" * (1024 * KiB), 0, 0)
+            service.delivery.put("a", b"x" * (1024 * KiB), 0, 0)
         self.clock.advance(1)
         self.assertEqual(self.trims, [])
         while service.get("a", None, False, False) is not None:

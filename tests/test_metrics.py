@@ -35,21 +35,21 @@ class CollectorTests(SynchronousTestCase):
     def test_live_figures_at_each_scrape(self) -> None:
         service = self.service
         registry, _ = registry_for(service)
-        service.put("a", b"xyz", 0, 0)
+        service.delivery.put("a", b"xyz", 0, 0)
         first = generate_latest(registry)
         self.assertIn(b'erq_queue_items{queue="a"} 1.0', first)
-        service.put("a", b"xyz", 0, 0)
+        service.delivery.put("a", b"xyz", 0, 0)
         self.assertIn(b'erq_queue_items{queue="a"} 2.0', generate_latest(registry))
 
     def test_queue_figures(self) -> None:
         service = self.service
         for data in (b"one", b"two", b"three"):
-            service.put("work", data, 0, 0)
+            service.delivery.put("work", data, 0, 0)
         self.clock.advance(2.5)
         service.get("work", None, False, False)
         opened = service.get("work", None, True, False)
         self.assertIsNotNone(opened)
-        service.put("work", b"x", 0, -1)
+        service.delivery.put("work", b"x", 0, -1)
         found = scrape(service)
         labels = (("queue", "work"),)
         self.assertEqual(
@@ -119,8 +119,8 @@ class CollectorTests(SynchronousTestCase):
         """Each server's registry is its own: no name collides, and the
         global registry holds none of them."""
         other = QueueService(reactor=self.clock)
-        other.put("b", b"x", 0, 0)
-        self.service.put("a", b"x", 0, 0)
+        other.delivery.put("b", b"x", 0, 0)
+        self.service.delivery.put("a", b"x", 0, 0)
         one, two = scrape(self.service), scrape(other)
         self.assertIn(("erq_queue_items", (("queue", "a"),)), one)
         self.assertNotIn(("erq_queue_items", (("queue", "b"),)), one)

@@ -590,7 +590,9 @@ class QueueMachine(RuleBasedStateMachine):
         assert stats["curr_items"] == sum(len(i) for i in self.queues.values())
         assert stats["curr_connections"] == CONNECTIONS
         # Gets that wait for a queue nobody has set to yet.
-        unborn = {name: queue.waiters for name, queue in self.service._unborn.items()}
+        unborn = {
+            name: queue.waiters for name, queue in self.service.unborn.queues.items()
+        }
         assert unborn == {
             name: len(waiters)
             for name, waiters in self.waiters.items()

@@ -469,7 +469,7 @@ class SetRunTests(ProtocolTestCase):
 
     def count_runs(self) -> list[int]:
         runs: list[int] = []
-        put_many = self.service.put_many
+        put_many = self.service.delivery.put_many
 
         def counted(
             name: str, datas: list[bytes], flags: int, exptime: int
@@ -477,7 +477,7 @@ class SetRunTests(ProtocolTestCase):
             runs.append(len(datas))
             return put_many(name, datas, flags, exptime)
 
-        self.service.put_many = counted  # type: ignore[method-assign]
+        self.service.delivery.put_many = counted  # type: ignore[method-assign]
         return runs
 
     def test_stored_in_order(self) -> None:
@@ -1120,7 +1120,7 @@ class OpenTimeoutTests(ProtocolTestCase):
         self.assertEqual(len(self.client.protocol.open_reads[self.queue("q")]), 2)
 
     def test_a_fanout_child_has_its_own(self) -> None:
-        self.service.apply(
+        self.service.live_config.apply(
             parse_config(
                 '[queues.q]\nopen_timeout = "5s"\n'
                 '[queues."q+slow"]\nopen_timeout = "none"\n'
@@ -1166,7 +1166,9 @@ class OpenTimeoutTests(ProtocolTestCase):
         self.ask(set_line(b"q", b"a") + set_line(b"q", b"b"))
         self.ask(b"get q/open\r\n")
         other = self.connect()
-        self.service.apply(parse_config('[defaults]\nopen_timeout = "10s"\n'))
+        self.service.live_config.apply(
+            parse_config('[defaults]\nopen_timeout = "10s"\n')
+        )
         other.ask(b"get q/open\r\n")
         self.clock.advance(1)
         queue = self.queue("q")
@@ -1679,9 +1681,9 @@ class AuthTests(ProtocolTestCase):
         ready = self.logged_in()
         waiting = self.connect()
         assert self.auth_file is not None
-        self.service.apply(Config())
+        self.service.live_config.apply(Config())
         self.assertEqual(waiting.ask(b"version\r\n"), b"VERSION 1.0.0\r\n")
-        self.service.apply(Config(ServerSettings(auth_file=self.auth_file)))
+        self.service.live_config.apply(Config(ServerSettings(auth_file=self.auth_file)))
         self.assertEqual(
             waiting.ask(b"version\r\n"), b"CLIENT_ERROR unauthenticated\r\n"
         )
@@ -1703,7 +1705,7 @@ class AuthTests(ProtocolTestCase):
         self.ask(login(b"alice", b"s3cret"))
         self.write_users(b"alice:s3cret\nbob hunter2\n")
         ready.ask(b"reload\r\n")
-        self.service.reload_logged()
+        self.service.live_config.reload_logged()
         self.connect().ask(b"set k 0 0 100\r\nhunter2 s3cret\r\n")
         text = "\n".join(formatEvent(event) + repr(event) for event in events)
         for secret in ["s3cret", "hunter2"]:
@@ -1776,7 +1778,7 @@ class ClientErrorTests(ProtocolTestCase):
 
     def test_rejected_connections(self) -> None:
         lines = self.capture_log()
-        self.service.apply(Config(ServerSettings(max_connections=1)))
+        self.service.live_config.apply(Config(ServerSettings(max_connections=1)))
         refused = [self.connect() for _ in range(3)]
         self.assertTrue(all(client.closed for client in refused))
         self.assertEqual(refused[0].take(), b"SERVER_ERROR too many connections\r\n")

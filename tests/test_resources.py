@@ -43,7 +43,7 @@ class AdminCase(TestCase):
         queues = server.queues
         for name, count in [("orders", 3), ("odd<b>&\"'\\name", 2), ("empty", 1)]:
             for i in range(count):
-                result = queues.put(name, b"x" * (10 + i), 0, 0)
+                result = queues.delivery.put(name, b"x" * (10 + i), 0, 0)
                 if isinstance(result, Deferred):
                     await result
         taken = queues.get("empty", None, False, False)
@@ -79,7 +79,7 @@ class StatsTests(AdminCase):
         with open(path, "w") as f:
             f.write('[aliases.all]\ndestinations = ["a", "b"]\n')
         server = self.serve("--config", path)
-        stored = server.queues.put("all", b"hello", 0, 0)
+        stored = server.queues.delivery.put("all", b"hello", 0, 0)
         if isinstance(stored, Deferred):
             await stored
         document = json.loads((await http_request(server.url("/stats.json"))).body)
@@ -236,7 +236,7 @@ class AuthTests(AdminCase):
         server = self.serve("-c", config)
         self.assertEqual((await http_request(server.url("/health"))).code, 200)
         write(config, f'[server]\nauth_file = "{self.users()}"\n')
-        server.queues.reload()
+        server.queues.live_config.reload()
         self.assertEqual((await http_request(server.url("/health"))).code, 401)
 
 

@@ -307,7 +307,7 @@ class SweepTests(SettingsCase):
         """One sweep drops at most SWEEP_BUDGET items; the next goes on."""
         budget = service_module.SWEEP_BUDGET
         for _ in range(budget + 5):
-            self.service.put("q", b"x", 0, 1)
+            self.service.delivery.put("q", b"x", 0, 1)
         self.clock.advance(5)
         self.assertEqual(self.queue("q").items, 5)
         self.clock.advance(5)
@@ -558,8 +558,8 @@ class ReloadTests(SettingsCase):
             max_items = 3
             """
         )
-        self.service.config_path = self.config_path
-        self.service.reload()
+        self.service.live_config.path = self.config_path
+        self.service.live_config.reload()
 
     def write_config(self, text: str) -> None:
         write(self.config_path, text)
@@ -806,7 +806,7 @@ class CommandLineTests(SynchronousTestCase):
             max_items = 8
             """,
         )
-        queues.reload()
+        queues.live_config.reload()
         check(8)
 
     def test_a_queue_table_keeps_its_own_sync(self) -> None:
@@ -866,7 +866,7 @@ class MonitorTests(SettingsCase):
 
     def test_default_max_is_100(self) -> None:
         for _ in range(101):
-            self.service.put("q", b"x", 0, 0)
+            self.service.delivery.put("q", b"x", 0, 0)
         self.assertEqual(
             self.ask(b"monitor q 0\r\n"), value(b"q", b"x") * 100 + b"END\r\n"
         )

@@ -82,7 +82,7 @@ class SiteCase(TestCase):
         for name, count in wanted.items():
             queues.create_queue(name)
             for i in range(count + 2):
-                result = queues.put(name, b"x" * (100 + i), 0, 0)
+                result = queues.delivery.put(name, b"x" * (100 + i), 0, 0)
                 if isinstance(result, Deferred):
                     await result
             for _ in range(2):

@@ -29,8 +29,8 @@ class StatsTests(SynchronousTestCase):
         self.addCleanup(self.service.stopService)
 
     def test_server_figures_then_each_queue(self) -> None:
-        self.service.put("a", b"12345", 0, 0)
-        self.service.put("b+c", b"x", 0, 0)
+        self.service.delivery.put("a", b"12345", 0, 0)
+        self.service.delivery.put("b+c", b"x", 0, 0)
         self.clock.advance(3)
         stats = server_stats(self.service)
         names = [name for name, _ in stats]
@@ -44,7 +44,7 @@ class StatsTests(SynchronousTestCase):
         self.assertEqual(values["queue_a_bytes"], 5)
 
     def test_queue_figures_and_children(self) -> None:
-        self.service.put("b", b"x", 0, 0)
+        self.service.delivery.put("b", b"x", 0, 0)
         self.service.create_queue("b+audit")
         queue = self.service.queue("b")
         assert queue is not None
@@ -59,7 +59,7 @@ class StatsTests(SynchronousTestCase):
         )
 
     def test_each_alias_after_the_queues(self) -> None:
-        self.service.put("e", b"123", 0, 0)
+        self.service.delivery.put("e", b"123", 0, 0)
         stats = server_stats(self.service)
         self.assertEqual(
             stats[-len(ALIAS_STATS) :],

@@ -146,7 +146,7 @@ class OptionTests(SynchronousTestCase):
         # And it stays lifted when the file is read again.
         queues = makeService(options).getServiceNamed("erq")
         assert isinstance(queues, QueueService)
-        queues.reload()
+        queues.live_config.reload()
         self.assertIsNone(queues.max_connections)
 
     def test_sync_takes_what_sync_journal_takes(self) -> None:
@@ -797,7 +797,7 @@ class ReloadCommandTests(SynchronousTestCase):
             error.startswith("Configuration not reloaded on the reload command: "),
             error,
         )
-        queues.reload_logged()
+        queues.live_config.reload_logged()
         self.assertTrue(
             texts(events, LogLevel.error)[-1].startswith(
                 "Configuration not reloaded on SIGHUP: "

@@ -24,7 +24,7 @@ def stats_document(service: QueueService) -> dict[str, Any]:
     for name, queue in service.queues.items():
         figures: dict[str, Any] = dict(queue_stats(service, queue))
         if "children" in figures:
-            figures["children"] = service.children(name)
+            figures["children"] = service.delivery.children(name)
         queues[name] = figures
     aliases: dict[str, dict[str, Any]] = {}
     for name, destinations in service.config.aliases.items():

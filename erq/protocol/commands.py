@@ -127,7 +127,7 @@ class StoreCommands(Handlers):
             # Read and dropped: the connection stays in step.
             self.counters.cmd_set += 1
             raise Unavailable(status.reason, noreply=noreply)
-        result = service.put(name, block[:-2], flags, exptime)
+        result = service.delivery.put(name, block[:-2], flags, exptime)
         storage = service.storage
         writer = None if storage is None else storage.writer
         if writer is not None and writer.backlog > writer.max_backlog:
@@ -184,7 +184,7 @@ class StoreCommands(Handlers):
             at = after + len(raw)
         if len(blocks) < 2:
             return -1
-        result = service.put_many(name, blocks, flags, exptime)
+        result = service.delivery.put_many(name, blocks, flags, exptime)
         if result is None:
             return -1
         self._flow.check_journal(service.writer)
@@ -613,7 +613,7 @@ class AdminCommands(Handlers):
 
     def _reload(self, words: list[bytes]) -> None:
         try:
-            self.service.reload_logged("the reload command", reraise=True)
+            self.service.live_config.reload_logged("the reload command", reraise=True)
         except ConfigError as error:
             self._reply(b"SERVER_ERROR " + str(error).encode("ascii", "replace"))
         else:
@@ -631,7 +631,7 @@ class AdminCommands(Handlers):
             status = ServerStatus(words[0].decode("ascii").lower())
         except (ValueError, UnicodeDecodeError):
             raise ClientError("bad status") from None
-        unkept = self.service.set_status(status, self.peer)
+        unkept = self.service.kept_status.set(status, self.peer)
         if unkept is None:
             self._reply(b"END")
         else:
