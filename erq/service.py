@@ -331,6 +331,14 @@ class QueueService(Service):
         self.queues[queue.name] = queue
         self.delivery.added(queue.name)
 
+    def put(
+        self, name: str, data: bytes, flags: int = 0, exptime: int = 0
+    ) -> bool | Deferred[Any]:
+        """Store an item as a client's ``set`` does, from code that embeds
+        the service (the wire's sets go to ``delivery`` themselves); see
+        ``Delivery.put``."""
+        return self.delivery.put(name, data, flags, exptime)
+
     def get(
         self, name: str, timeout: float | None, open: bool, peek: bool
     ) -> Item | None | Deferred[Item | None]:

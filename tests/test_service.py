@@ -16,6 +16,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IStreamServerEndpoint,
 )
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -150,6 +151,21 @@ class ComposedServiceTests(TestCase):
 
         await deferToThread(talk)
         await self.stop(top, queues)
+
+
+class EmbeddedUseTests(SynchronousTestCase):
+    def test_code_beside_the_service_puts_what_a_client_gets(self) -> None:
+        """An application holding the service stores items without a
+        connection, and a client's get takes them, in order."""
+        queues = QueueService(reactor=Clock())
+        self.assertIs(queues.put("q", b"first"), True)
+        self.assertIs(queues.put("q", b"second", 3, 0), True)
+        taken = [queues.get("q", None, False, False) for _ in range(3)]
+        self.assertEqual(
+            [(item.data, item.flags) if item else None for item in taken],  # type: ignore[union-attr]
+            [(b"first", 0), (b"second", 3), None],
+        )
+        self.assertEqual(queues.counters.cmd_set, 2)
 
 
 class TapTests(SynchronousTestCase):
