@@ -13,8 +13,10 @@ as ``run``, and its one reply written at once.
 The state framed (the input buffer, the bytes of a data block still to
 come, whether a read is being handled) is the connection's, which its
 handlers share; ``Framing`` is the part that reads it.  Both of its ways
-in are every request's path: the connection binds them once, and each
-keeps to the calls the handlers need.
+in are every request's path, so a lock-step read makes no call but those
+of the handler it hands its request to; only the run's steps away from
+that path (a set line seen before with its block in the buffer, replies
+piling up) are methods of their own.
 """
 
 from __future__ import annotations
