@@ -168,7 +168,8 @@ class Framing:
         """A set line seen before, from ``start``, its data block from
         ``position`` on: stored with the same sets behind it as one run, or
         alone once its whole block is here.  Returns where what was stored
-        ends, or -1 where the line goes through raw mode."""
+        ends, or -1 where the line is left to the connection's ``_line``
+        (its block still to come, or too large)."""
         connection = self._connection
         length = known.length + 2
         more = len(buffer) - position
