@@ -10,8 +10,10 @@ One module per role, re-exported here as one face:
 - ``commands``: one handler per command, found in ``COMMANDS``;
 - ``login``: what a connection may do before it has logged in;
 - ``transport``: writing replies, at once when nothing is queued;
-- ``connection``: ``QueueProtocol``, the ``LineReceiver`` that frames input
-  and wires the others together, and ``QueueFactory``.
+- ``framing``: the bytes a connection reads cut into requests, a lock-step
+  client's read handled as it comes;
+- ``connection``: ``QueueProtocol``, the ``LineReceiver`` that wires the
+  others together, and ``QueueFactory``.
 """
 
 from erq.protocol.commands import COMMANDS, MAX_RUN, MAX_RUN_BYTES
