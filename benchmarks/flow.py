@@ -47,22 +47,17 @@ def w4(bench: Bench) -> None:
         found = figures[policy]
         sync = f", sync {policy}" if bench.erq_durable_args() else ""
         if policy == "never":
-            row = Row(
-                f"4. {shape}{sync}: items/s (vs memcached's producers)",
-                found["items"],
-                producers,
-                ratio(found["items"], producers),
-            )
-            bench.rows.append(at_least(row, 0.6))
+            against, other, bar = "memcached's producers", producers, 0.6
         else:
-            limit = durable_limit(bench, "w4", plan.producers)
-            row = Row(
-                f"4. {shape}{sync}: items/s (vs the durable limit)",
-                found["items"],
-                limit,
-                ratio(found["items"], limit),
-            )
-            bench.rows.append(at_least(row, 0.8))
+            other = durable_limit(bench, "w4", plan.producers)
+            against, bar = "the durable limit", 0.8
+        row = Row(
+            f"4. {shape}{sync}: items/s (vs {against})",
+            found["items"],
+            other,
+            ratio(found["items"], other),
+        )
+        bench.rows.append(at_least(row, bar))
         rate = found["paced"].shown()
         p50 = Row(f"4.   latency p50 at half load ({rate})", found["p50"])
         if policy == "never":

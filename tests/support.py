@@ -375,6 +375,30 @@ class ManualPool:
             self.run_one()
 
 
+class HandWrittenService:
+    """A started service that journals into a scratch directory of
+    ``test``'s through a writer whose thread is a `ManualPool`: nothing is
+    written until the test runs the pool.  Stopped when the test ends."""
+
+    def __init__(self, test: SynchronousTestCase, sync: SyncPolicy) -> None:
+        self.clock = FakeReactor()
+        self.pool = ManualPool()
+        self.service = QueueService(
+            reactor=self.clock, data_dir=os.path.abspath(test.mktemp())
+        )
+        self.service.config = self.service.config.with_overrides(sync_journal=sync)
+        self.writer = JournalWriter(self.clock, self.pool)  # type: ignore[arg-type]
+        self.service.writer = self.writer
+        self.service.startService()
+        test.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        self.service.stopService()
+        self.writer.stop()
+        self.clock.advance(0)
+        self.pool.run_all()
+
+
 def close_writer(writer: JournalWriter, pool: object) -> None:
     """Stop a writer whose thread is a test's pool, and close its files."""
     writer.stop()

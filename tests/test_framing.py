@@ -4,19 +4,14 @@ anywhere handled as if it came whole."""
 
 from __future__ import annotations
 
-import os
-
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq.journal import JournalWriter
 from erq.protocol import MAX_HELD_OUTPUT, QueueFactory
 from erq.protocol.framing import Framing
 from erq.protocol.requests import known_lines
-from erq.service import QueueService
 from tests.support import (
     Client,
-    FakeReactor,
-    ManualPool,
+    HandWrittenService,
     ProtocolTestCase,
     set_line,
     value,
@@ -176,23 +171,10 @@ class LockStepTests(SynchronousTestCase):
     set's, and replies held back stop the reading."""
 
     def setUp(self) -> None:
-        self.clock = FakeReactor()
-        self.pool = ManualPool()
-        self.service = QueueService(
-            reactor=self.clock, data_dir=os.path.abspath(self.mktemp())
-        )
-        self.service.config = self.service.config.with_overrides(sync_journal="always")
-        self.writer = JournalWriter(self.clock, self.pool)  # type: ignore[arg-type]
-        self.service.writer = self.writer
-        self.service.startService()
-        self.addCleanup(self.stop)
+        held = HandWrittenService(self, "always")
+        self.clock, self.pool = held.clock, held.pool
+        self.service, self.writer = held.service, held.writer
         self.client = Client(QueueFactory(self.service))
-
-    def stop(self) -> None:
-        self.service.stopService()
-        self.writer.stop()
-        self.clock.advance(0)
-        self.pool.run_all()
 
     def hand_over(self) -> None:
         """The writer hands what is pending to its thread."""

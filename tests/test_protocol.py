@@ -12,15 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
 from erq.config import Config, QueueSettings, ServerSettings, parse_config
-from erq.journal import JournalWriter
 from erq.protocol import MAX_BACKLOG, MAX_HELD_OUTPUT, QueueFactory
 from erq.queue import Item, Queue
-from erq.service import SHUTDOWN_GRACE, QueueService
+from erq.service import SHUTDOWN_GRACE
 from tests.support import (
     Client,
     FakeJournal,
-    FakeReactor,
-    ManualPool,
+    HandWrittenService,
     ProtocolTestCase,
     set_line,
     value,
@@ -2228,23 +2226,11 @@ class JournalBacklogTests(SynchronousTestCase):
     until half of it is written; a consumer goes on meanwhile."""
 
     def setUp(self) -> None:
-        self.clock = FakeReactor()
-        self.pool = ManualPool()
-        self.service = QueueService(
-            reactor=self.clock, data_dir=os.path.abspath(self.mktemp())
-        )
-        self.service.config = self.service.config.with_overrides(sync_journal="never")
-        self.writer = JournalWriter(self.clock, self.pool)  # type: ignore[arg-type]
+        held = HandWrittenService(self, "never")
+        self.clock, self.pool = held.clock, held.pool
+        self.service, self.writer = held.service, held.writer
         self.writer.max_backlog = 1000
-        self.service.writer = self.writer
-        self.service.startService()
-        self.addCleanup(self.stop)
         self.factory = QueueFactory(self.service)
-
-    def stop(self) -> None:
-        self.service.stopService()
-        self.writer.stop()
-        self.pool.run_all()
 
     def test_a_producer_waits_for_the_disk(self) -> None:
         producer = Client(self.factory)
