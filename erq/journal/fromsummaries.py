@@ -32,19 +32,11 @@ from erq.journal.segments import _Segment
 from erq.journal.summaries import ABORTED, RESET, Summary, read_summary
 
 if TYPE_CHECKING:
-    from erq.journal.replay import _Replay, _ReplayReader
+    from erq.journal.replay import _Replay
 
 _ADD = record_format._ADD
 _FORWARD = record_format._FORWARD
 _REC = record_format._REC
-
-
-def replay_reader(replay: _Replay, index: int, pos: int) -> _ReplayReader:
-    """The replay's reader of items behind, from ``pos`` of segment
-    ``index`` (imported here: the replay imports this module)."""
-    from erq.journal.replay import _ReplayReader
-
-    return _ReplayReader(replay, index, pos)
 
 
 class StaleSummary(Exception):
@@ -148,7 +140,7 @@ def take_summaries(replay: _Replay, numbers: list[int]) -> int:
         replay._first_add(segment, segment.first_id)
     replay.summarized = len(segments)
     replay.records += sum(summary.records for _, _, summary in taken)
-    replay.max_native = max((s.last_id for s in ranged), default=0)
+    replay.body.max_native = max((s.last_id for s in ranged), default=0)
     replay.max_id = max(summary.max_id for _, _, summary in taken)
     replay.max_seq = max(summary.max_seq for _, _, summary in taken)
     index_of = {id(segment): i for i, segment in enumerate(segments)}
@@ -196,9 +188,10 @@ def take_summaries(replay: _Replay, numbers: list[int]) -> int:
         while k < len(out) and out[k][0] <= head:
             head = max(head, out[k][1] + 1)
             k += 1
-    replay.window_last = head - 1
+    body = replay.body
+    body.window_last = head - 1
     for first, last in out[k:]:
-        replay.skip.update(range(max(first, head), last + 1))
+        body.skip.update(range(max(first, head), last + 1))
     segment = ranged[i]
     index = index_of[id(segment)]
     offset = HEADER_SIZE
@@ -206,10 +199,8 @@ def take_summaries(replay: _Replay, numbers: list[int]) -> int:
         if entry_id > head:
             break
         offset = entry_offset
-    replay.behind_count = live
-    replay.behind_bytes = live_bytes
-    replay.reader = replay_reader(replay, index, offset)
-    replay._refill(None)
+    body.behind_from(replay, index, offset, live, live_bytes)
+    body.refill(None)
     return len(segments)
 
 
@@ -244,19 +235,18 @@ def _fetch(
     replay: _Replay, index: int, taken: list[tuple[int, str, Summary]], item_id: int
 ) -> Item | None:
     """An item of a segment taken from its summary, read from disk."""
-    reader = replay_reader(replay, index, HEADER_SIZE)
+    pos = HEADER_SIZE
     for entry_id, entry_offset in taken[index][2].index:
         if entry_id > item_id:
             break
-        reader.pos = entry_offset
+        pos = entry_offset
     buf, end = replay.segment_buffer(index)
-    while reader.pos < end:
-        pos = reader.pos
+    while pos < end:
         n, crc = _REC.unpack_from(buf, pos)
         start = pos + 8
         if n == 0 or start + n > end or zlib.crc32(buf[start : start + n]) != crc:
             raise StaleSummary
-        reader.pos = start + n
+        pos = start + n
         if buf[start] == ADD:
             _, found, flags, expiry, added = _ADD.unpack_from(buf, start)
             if found == item_id:

@@ -44,6 +44,7 @@ from erq.datadir import private_opener
 from erq.items import Item
 from erq.journal import records as record_format
 from erq.journal.base import _JournalBase
+from erq.journal.body import _Body
 from erq.journal.files import _Mkdir, _SegmentFile, _Summarize, summary_path
 from erq.journal.fromsummaries import StaleSummary, take_summaries
 from erq.journal.names import _read_name_file
@@ -118,55 +119,6 @@ def _item_id(item: Item) -> int:
 _NO_SEGMENT = _Segment(0, _SegmentFile("", 0, False))
 
 
-class _ReplayReader:
-    """Replay's second cursor: it reads the items that went behind memory
-    back in, as removals make room (like the queue will)."""
-
-    __slots__ = ("replay", "index", "pos")
-
-    def __init__(self, replay: _Replay, index: int, pos: int) -> None:
-        self.replay = replay
-        self.index = index
-        self.pos = pos
-
-    def next_item(self) -> Item | None:
-        replay = self.replay
-        skip = replay.skip
-        while True:
-            buf, end = replay.segment_buffer(self.index)
-            pos = self.pos
-            if pos >= end:
-                if self.index >= len(replay.segments) - 1:
-                    return None
-                self.index += 1
-                self.pos = HEADER_SIZE
-                continue
-            n, crc = _REC.unpack_from(buf, pos)
-            start = pos + 8
-            self.pos = start + n
-            if self.index < replay.summarized and (
-                n == 0 or start + n > end or zlib.crc32(buf[start : start + n]) != crc
-            ):
-                # A segment taken from its summary, not read: its records
-                # are checked here, and the summary cannot be trusted.
-                raise StaleSummary
-            if buf[start] != ADD:
-                continue
-            _, item_id, flags, expiry, added = _ADD.unpack_from(buf, start)
-            if skip and item_id in skip:
-                skip.discard(item_id)
-                continue
-            if item_id <= replay.window_last:
-                continue
-            return Item(
-                item_id,
-                buf[start + _ADD_SIZE : start + n],
-                flags,
-                _expiry_out(expiry),
-                added,
-            )
-
-
 # One class, longer than the others: the hot loop (``_scan``) keeps the
 # model's counters in locals and hands them to the slow path and back, and
 # the model's reader reads through the same segment buffers; cut in two, one
@@ -178,25 +130,17 @@ class _Replay(_Index):
     def __init__(self, directory: str, max_memory: int, repair: bool) -> None:
         super().__init__()
         self.directory = directory
-        self.max_memory = max_memory
         # False for the command-line tool: nothing on disk is changed.
         self.repair = repair
         self.dir_exists = False
         self.damage: list[str] = []
         self.segments: list[_Segment] = []
-        self.window: dict[int, Item] = {}
-        self.mem_bytes = 0
-        self.window_last = 0
+        self.body = _Body(max_memory)
         # Aborted items queued at the head, and their abort seqs.
         self.prefix: dict[int, Item] = {}
         self.prefix_seqs: dict[int, int] = {}
         self.max_seq = 0
         self.open: dict[int, Item] = {}
-        self.behind_count = 0
-        self.behind_bytes = 0
-        self.reader: _ReplayReader | None = None
-        self.skip: set[int] = set()
-        self.max_native = 0
         self.max_id = 0
         self.max_number = 0
         self.records = 0
@@ -239,7 +183,7 @@ class _Replay(_Index):
                 # keep saying so.
                 damage = self.damage
                 self.__init__(  # type: ignore[misc]
-                    self.directory, self.max_memory, self.repair
+                    self.directory, self.body.max_memory, self.repair
                 )
                 if self.repair:
                     self.damage = damage
@@ -283,7 +227,7 @@ class _Replay(_Index):
         self.current_buf = b""
         self._cache = None
         # ADD ids are not tracked in the hot loop's max; do it once here.
-        self.max_id = max(self.max_id, self.max_native)
+        self.max_id = max(self.max_id, self.body.max_native)
 
     def _where(self, name: str) -> str:
         return f"queue dir {self.directory} segment {name}"
@@ -371,19 +315,20 @@ class _Replay(_Index):
         # through _slow, with the counters stored before and loaded after.
         self.current_index = index
         self.current_buf = buf
-        window = self.window
-        max_memory = self.max_memory
+        body = self.body
+        window = body.window
+        max_memory = body.max_memory
         forwarded = self._forwarded
         locate = self._locate
         unpack_rec = _REC.unpack_from
         unpack_add = _ADD.unpack_from
         unpack_remove = _REMOVE.unpack_from
         crc32 = zlib.crc32
-        mem_bytes = self.mem_bytes
-        behind_count = self.behind_count
-        behind_bytes = self.behind_bytes
-        window_last = self.window_last
-        max_native = self.max_native
+        mem_bytes = body.mem_bytes
+        behind_count = body.behind_count
+        behind_bytes = body.behind_bytes
+        window_last = body.window_last
+        max_native = body.max_native
         # The segment the last REMOVE hit: the next one is likely there too.
         hint = _NO_SEGMENT
         view = memoryview(buf)
@@ -446,26 +391,26 @@ class _Replay(_Index):
                             pos = end
                             continue
                         kind = _REFILL
-                self.mem_bytes = mem_bytes
-                self.behind_count = behind_count
-                self.behind_bytes = behind_bytes
-                self.window_last = window_last
-                self.max_native = max_native
+                body.mem_bytes = mem_bytes
+                body.behind_count = behind_count
+                body.behind_bytes = behind_bytes
+                body.window_last = window_last
+                body.max_native = max_native
                 self.pos = pos
                 self._slow(kind, index, segment, buf, pos, start, end)
-                mem_bytes = self.mem_bytes
-                behind_count = self.behind_count
-                behind_bytes = self.behind_bytes
-                window_last = self.window_last
-                max_native = self.max_native
+                mem_bytes = body.mem_bytes
+                behind_count = body.behind_count
+                behind_bytes = body.behind_bytes
+                window_last = body.window_last
+                max_native = body.max_native
                 pos = end
         finally:
             self.records += records
-            self.mem_bytes = mem_bytes
-            self.behind_count = behind_count
-            self.behind_bytes = behind_bytes
-            self.window_last = window_last
-            self.max_native = max_native
+            body.mem_bytes = mem_bytes
+            body.behind_count = behind_count
+            body.behind_bytes = behind_bytes
+            body.window_last = window_last
+            body.max_native = max_native
             self.pos = pos
             view.release()
 
@@ -481,23 +426,22 @@ class _Replay(_Index):
     ) -> None:
         n = end - start
         if kind == _REFILL:
-            self._refill(None)
+            self.body.refill(None)
         elif kind == ADD:
             if n < _ADD_SIZE:
                 raise _Damage(pos, "corrupt record (short ADD)", end)
             _, item_id, flags, expiry, added = _ADD.unpack_from(buf, start)
-            if item_id <= self.max_native:
+            body = self.body
+            if item_id <= body.max_native:
                 self._odd_add(segment, item_id, flags, expiry, added, buf, start, end)
                 return
             # The first item that does not fit in memory.
-            self.max_native = item_id
+            body.max_native = item_id
             if segment.first_id < 0:
                 self._first_add(segment, item_id)
             segment.last_id = item_id
             segment.live += 1
-            self.reader = _ReplayReader(self, index, pos)
-            self.behind_count = 1
-            self.behind_bytes = n - _ADD_SIZE
+            body.behind_from(self, index, pos, 1, n - _ADD_SIZE)
         elif kind == REMOVE:
             if n != _REMOVE_SIZE:
                 raise _Damage(pos, "corrupt record (bad REMOVE)", end)
@@ -545,44 +489,8 @@ class _Replay(_Index):
         item = Item(
             item_id, buf[start + _ADD_SIZE : end], flags, _expiry_out(expiry), added
         )
-        self.window[item_id] = item
-        self.mem_bytes += len(item.data)
-
-    def _is_behind(self, item_id: int) -> bool:
-        return (
-            self.behind_count > 0
-            and self.window_last < item_id <= self.max_native
-            and item_id not in self.skip
-        )
-
-    def _refill(self, until: int | None) -> None:
-        reader = self.reader
-        window = self.window
-        while self.behind_count and reader is not None:
-            if until is None:
-                if self.mem_bytes >= self.max_memory:
-                    break
-            elif self.window_last >= until:
-                break
-            item = reader.next_item()
-            if item is None:
-                # The counts and the records disagree: trust the records.
-                self.behind_count = 0
-                break
-            size = len(item.data)
-            window[item.id] = item
-            self.mem_bytes += size
-            self.window_last = item.id
-            self.behind_count -= 1
-            self.behind_bytes -= size
-        if not self.behind_count:
-            self._end_behind()
-
-    def _end_behind(self) -> None:
-        self.behind_count = 0
-        self.behind_bytes = 0
-        self.reader = None
-        self.skip.clear()
+        self.body.window[item_id] = item
+        self.body.mem_bytes += len(item.data)
 
     def _remove(self, item_id: int, item_size: int) -> None:
         self.max_id = max(self.max_id, item_id)
@@ -596,28 +504,11 @@ class _Replay(_Index):
                 found.live -= 1
             self._forwarded.pop(item_id, None)
             return
-        if self._is_behind(item_id):
-            # Removed while replay still has it on disk: remember to skip it.
-            self.skip.add(item_id)
-            self.behind_count -= 1
-            self.behind_bytes -= item_size
+        if self.body.drop(item_id, item_size):
+            # Removed while replay still had it on disk.
             found = self._locate(item_id)
             if found is not None:
                 found.live -= 1
-            if not self.behind_count:
-                self._end_behind()
-
-    def _take(self, item_id: int) -> Item | None:
-        """An item of the body, taken out of it (read from disk if need be)."""
-        item = self.window.pop(item_id, None)
-        if item is None and self._is_behind(item_id):
-            self._refill(item_id)
-            item = self.window.pop(item_id, None)
-        if item is not None:
-            self.mem_bytes -= len(item.data)
-            if self.behind_count and self.mem_bytes < self.max_memory:
-                self._refill(None)
-        return item
 
     def _open(self, item_id: int) -> None:
         self.max_id = max(self.max_id, item_id)
@@ -627,7 +518,7 @@ class _Replay(_Index):
         if item is not None:
             del self.prefix_seqs[item_id]
         else:
-            item = self._take(item_id)
+            item = self.body.take(item_id)
         if item is not None:
             self.open[item_id] = item
 
@@ -649,13 +540,11 @@ class _Replay(_Index):
         return sorted(self.prefix.values(), key=lambda item: -seqs[item.id])
 
     def _flush(self) -> None:
-        self.window.clear()
-        self.mem_bytes = 0
+        self.body.flush()
         for item_id in self.prefix:
             self._forwarded.pop(item_id, None)
         self.prefix.clear()
         self.prefix_seqs.clear()
-        self._end_behind()
         for segment in self.segments:
             segment.live = 0
         for item_id in self.open:
@@ -667,24 +556,23 @@ class _Replay(_Index):
         _, item_id, state, seq, flags, expiry, added = _FORWARD.unpack_from(buf, start)
         self.max_id = max(self.max_id, item_id)
         self.max_seq = max(self.max_seq, seq)
-        if item_id in self.open or item_id in self.prefix or item_id in self.window:
+        if (
+            item_id in self.open
+            or item_id in self.prefix
+            or item_id in self.body.window
+        ):
             old = self._locate(item_id)
             if old is not None:
                 old.live -= 1
             self._forwarded[item_id] = segment
             segment.live += 1
             return
-        if self._is_behind(item_id):
+        if self.body.drop(item_id, end - start - _FORWARD_SIZE):
             # Cannot happen when the journal was written by erq, but if it
             # does, the forwarded copy wins over the one on disk.
-            self.skip.add(item_id)
-            self.behind_count -= 1
-            self.behind_bytes -= end - start - _FORWARD_SIZE
             old = self._locate(item_id)
             if old is not None:
                 old.live -= 1
-            if not self.behind_count:
-                self._end_behind()
         item = Item(
             item_id, buf[start + _FORWARD_SIZE : end], flags, _expiry_out(expiry), added
         )
@@ -720,7 +608,8 @@ class _Replaying(_JournalBase):
         self._segments = replay.segments
         self._firsts = replay.firsts
         self._ranged = replay.ranged
-        self._max_native = replay.max_native
+        body = replay.body
+        self._max_native = body.max_native
         self._next_number = replay.max_number + 1
         opened = sorted(replay.open.values(), key=_item_id)
         aborted = replay.aborted_head()
@@ -731,20 +620,20 @@ class _Replaying(_JournalBase):
         self._forwarded = {
             item_id: segment
             for item_id, segment in replay.forwarded.items()
-            if item_id in self._prefix or item_id in replay.window
+            if item_id in self._prefix or item_id in body.window
         }
         for item in head:
             segment = self._locate(item.id)
             if segment is not None:
                 segment.pinned += 1
-        if replay.behind_count and replay.reader is not None:
-            self._behind_count = replay.behind_count
-            self._behind_bytes = replay.behind_bytes
+        if body.behind_count and body.reader is not None:
+            self._behind_count = body.behind_count
+            self._behind_bytes = body.behind_bytes
             self._cursor = (
-                replay.segments[replay.reader.index].number,
-                replay.reader.pos,
+                replay.segments[body.reader.index].number,
+                body.reader.pos,
             )
-            self._skip = replay.skip
+            self._skip = body.skip
         self._size = sum(s.size for s in self._segments)
         if self._segments and self._segments[-1].size < self._segment_size:
             self._current = self._segments[-1]
@@ -779,7 +668,7 @@ class _Replaying(_JournalBase):
                 )
         self._wake()
         return Replayed(
-            items=head + list(replay.window.values()),
+            items=head + list(body.window.values()),
             behind_items=self._behind_count,
             behind_bytes=self._behind_bytes,
             next_id=replay.max_id + 1,
