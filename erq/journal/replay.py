@@ -12,24 +12,8 @@ Open reads found at the end come back at the head of the queue in id order,
 which is the order they were queued in (at-least-once), and ABORT records
 are written so that the disk says the same.
 
-Damage
-------
-A record whose length runs past the end of its file is torn; one whose
-checksum does not match is corrupt.  Replay of a segment stops at the first
-such record and the file is truncated there.  A torn or corrupt last record
-at the end of the last segment (followed by nothing, or by zeros only) is
-what a crash mid-write leaves, and is just cut.  Anything else (a bad record
-in the middle of a segment, or in any but the last segment) cannot come from
-a crash, because a segment is fsynced and closed before the next one starts:
-it is bit rot or a stray write.  Then the cut bytes are first saved next to
-the segment as ``<segment>.cut-<offset>`` for a human to look at, and replay
-goes on with the later segments.  Keeping them loses the least acknowledged
-data (every item added after the damaged spot is still there) and order
-stays sane: items keep their ADD order, and records about items that were
-lost in the cut are ignored as unknown.  What can go wrong is bounded by
-what the cut held: items added there are lost, and items removed there may
-come back once (at-least-once).  A file whose header is not an erq header is
-renamed to ``<segment>.bad`` and skipped.
+Damage is cut off at the first torn or corrupt record of a segment (see
+``erq.journal.damage``), and replay goes on with the later segments.
 """
 
 from __future__ import annotations
@@ -40,12 +24,12 @@ import os
 import zlib
 from dataclasses import dataclass, field
 
-from erq.datadir import private_opener
 from erq.items import Item
 from erq.journal import records as record_format
 from erq.journal.base import _JournalBase
 from erq.journal.body import _Body
-from erq.journal.files import _Mkdir, _SegmentFile, _Summarize, summary_path
+from erq.journal.damage import _Cutter
+from erq.journal.files import _Mkdir, _SegmentFile, _Summarize
 from erq.journal.fromsummaries import StaleSummary, take_summaries
 from erq.journal.names import _read_name_file
 from erq.journal.records import (
@@ -61,7 +45,6 @@ from erq.journal.records import (
     OPEN,
     OPENED,
     REMOVE,
-    JournalError,
     _abort_record,
     _Damage,
     _expiry_out,
@@ -134,6 +117,7 @@ class _Replay(_Index):
         self.repair = repair
         self.dir_exists = False
         self.damage: list[str] = []
+        self.cutter = _Cutter(directory, repair, self.damage)
         self.segments: list[_Segment] = []
         self.body = _Body(max_memory)
         # Aborted items queued at the head, and their abort seqs.
@@ -186,7 +170,7 @@ class _Replay(_Index):
                     self.directory, self.body.max_memory, self.repair
                 )
                 if self.repair:
-                    self.damage = damage
+                    self.damage.extend(damage)
                 self.use_summaries = False
                 self._run()
         finally:
@@ -229,9 +213,6 @@ class _Replay(_Index):
         # ADD ids are not tracked in the hot loop's max; do it once here.
         self.max_id = max(self.max_id, self.body.max_native)
 
-    def _where(self, name: str) -> str:
-        return f"queue dir {self.directory} segment {name}"
-
     def _segment(self, number: int, last: bool) -> None:
         name = _segment_name(number)
         path = os.path.join(self.directory, name)
@@ -239,20 +220,7 @@ class _Replay(_Index):
             buf = f.read()
         problem = _header_problem(buf)
         if problem is not None:
-            if problem.startswith("unsupported"):
-                raise JournalError(f"{self._where(name)}: {problem}")
-            if problem == "torn header" and last:
-                self.damage.append(
-                    f"{self._where(name)}: {problem}, removed the empty segment"
-                )
-                if self.repair:
-                    os.unlink(path)
-            else:
-                self.damage.append(
-                    f"{self._where(name)}: {problem}, set aside as {name}.bad"
-                )
-                if self.repair:
-                    os.replace(path, path + ".bad")
+            self.cutter.bad_header(name, problem, last)
             return
         segment = _Segment(number, _SegmentFile(path, len(buf), False), len(buf))
         self.segments.append(segment)
@@ -264,38 +232,8 @@ class _Replay(_Index):
                 # Not damage: the zeros written ahead, never reached.
                 segment.size = segment.file.offset = damage.offset
             else:
-                self._cut(segment, name, buf, damage, last)
-
-    def _cut(
-        self, segment: _Segment, name: str, buf: bytes, damage: _Damage, last: bool
-    ) -> None:
-        end = damage.offset
-        cut = len(buf) - end
-        # What a crash mid-write leaves: the record runs past the end of the
-        # file, or into the zeros written ahead.
-        tail = last and (
-            damage.record_end >= len(buf) or _zeros_from(buf, damage.record_end)
-        )
-        message = (
-            f"{self._where(name)}: {damage.reason} at offset {end}, cut {cut} bytes"
-        )
-        if not tail:
-            saved = f"{name}.cut-{end}"
-            message += f" (saved as {saved})"
-            if self.repair:
-                saved_path = os.path.join(self.directory, saved)
-                with open(saved_path, "wb", opener=private_opener) as f:
-                    f.write(buf[end:])
-                    f.flush()
-                    os.fsync(f.fileno())
-        self.damage.append(message)
-        segment.size = end
-        segment.file.offset = end
-        self.summary_numbers.discard(segment.number)
-        if self.repair:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(summary_path(segment.file.path))
-            os.truncate(segment.file.path, end)
+                self.cutter.cut(segment, name, buf, damage, last)
+                self.summary_numbers.discard(segment.number)
 
     def segment_buffer(self, index: int) -> tuple[bytes, int]:
         """A segment's bytes and where its good records end (for the current
@@ -592,7 +530,7 @@ class _Replaying(_JournalBase):
         """Read every segment and give back the queue's state.
 
         Synchronous: meant for service start, before the server listens.
-        Damaged records are cut off (see the module docstring); open reads
+        Damaged records are cut off (see ``erq.journal.damage``); open reads
         come back at the head and are journaled as aborted.
         """
         if self._replayed or self._segments or self._chunk is not None:
