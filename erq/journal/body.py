@@ -162,7 +162,13 @@ class _Body:
     def drop(self, item_id: int, size: int) -> bool:
         """Whether the item was behind memory; if so, it goes (the reader
         will skip it)."""
-        if not self.is_behind(item_id):
+        # is_behind, written out: this is met at every REMOVE of an item
+        # behind, from replay's slow path.
+        if not (
+            self.behind_count > 0
+            and self.window_last < item_id <= self.max_native
+            and item_id not in self.skip
+        ):
             return False
         self.skip.add(item_id)
         self.behind_count -= 1

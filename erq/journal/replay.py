@@ -102,10 +102,18 @@ def _item_id(item: Item) -> int:
 _NO_SEGMENT = _Segment(0, _SegmentFile("", 0, False))
 
 
-# One class, longer than the others: the hot loop (``_scan``) keeps the
-# model's counters in locals and hands them to the slow path and back, and
-# the model's reader reads through the same segment buffers; cut in two, one
-# algorithm would be spread over classes that each see half of its state.
+def _bad_record(buf: bytes, pos: int) -> _Damage:
+    """What is wrong with the record at ``pos``, found torn or corrupt."""
+    size = len(buf)
+    if pos + 8 > size:
+        return _Damage(pos, "torn record", size)
+    n, _ = _REC.unpack_from(buf, pos)
+    end = pos + 8 + n
+    if end > size:
+        return _Damage(pos, "torn record", end)
+    return _Damage(pos, "corrupt record (checksum mismatch)", end)
+
+
 class _Replay(_Index):
     """Applies a queue's records in order to a model of the queue, holding
     at most about ``max_memory`` bytes of items."""
@@ -132,6 +140,8 @@ class _Replay(_Index):
         self.current_buf = b""
         self.pos = 0
         self._cache: tuple[int, bytes] | None = None
+        # The segment the last REMOVE hit: the next one is likely there too.
+        self.hint = _NO_SEGMENT
         # Whether summaries may stand for segments, and how many of the
         # first segments they stood for.
         self.use_summaries = True
@@ -248,120 +258,98 @@ class _Replay(_Index):
         return cache[1], self.segments[index].size
 
     def _scan(self, index: int, segment: _Segment, buf: bytes) -> None:
-        # The hot loop.  ADDs, and REMOVEs of items in memory, are done
-        # inline with the replay's counters in locals; anything else goes
-        # through _slow, with the counters stored before and loaded after.
+        """Apply a segment's records in order: _Damage at the first bad one.
+
+        Most records are ADDs in id order and REMOVEs of items in memory
+        born where the last one removed was: _apply does those in its loop,
+        with the body's counters in locals, and hands each of the others to
+        _slow, with the counters stored before and loaded after."""
         self.current_index = index
         self.current_buf = buf
-        body = self.body
-        window = body.window
-        max_memory = body.max_memory
-        forwarded = self._forwarded
-        locate = self._locate
-        unpack_rec = _REC.unpack_from
-        unpack_add = _ADD.unpack_from
-        unpack_remove = _REMOVE.unpack_from
-        crc32 = zlib.crc32
-        mem_bytes = body.mem_bytes
-        behind_count = body.behind_count
-        behind_bytes = body.behind_bytes
-        window_last = body.window_last
-        max_native = body.max_native
-        # The segment the last REMOVE hit: the next one is likely there too.
-        hint = _NO_SEGMENT
+        self.hint = _NO_SEGMENT
         view = memoryview(buf)
-        size = len(buf)
-        pos = HEADER_SIZE
-        records = 0
         try:
-            while pos < size:
-                if pos + 8 > size:
-                    raise _Damage(pos, "torn record", size)
+            self._apply(segment, buf, view)
+            if self.pos < len(buf):
+                # Too little left for a record's header: torn.
+                raise _bad_record(buf, self.pos)
+        finally:
+            view.release()
+
+    def _apply(self, segment: _Segment, buf: bytes, view: memoryview) -> None:
+        """The hot loop (see _scan)."""
+        body, forwarded, size = self.body, self._forwarded, len(buf)
+        window, max_memory = body.window, body.max_memory
+        unpack_rec, unpack_add = _REC.unpack_from, _ADD.unpack_from
+        unpack_remove, crc32 = _REMOVE.unpack_from, zlib.crc32
+        mem, last, native = body.mem_bytes, body.window_last, body.max_native
+        behind, behind_bytes = body.behind_count, body.behind_bytes
+        hint, pos, records = self.hint, HEADER_SIZE, 0
+        try:
+            while pos + 8 <= size:
                 n, crc = unpack_rec(buf, pos)
                 start = pos + 8
                 end = start + n
-                if end > size:
-                    raise _Damage(pos, "torn record", end)
-                if n == 0 or crc32(view[start:end]) != crc:
-                    raise _Damage(pos, "corrupt record (checksum mismatch)", end)
+                if end > size or n == 0 or crc32(view[start:end]) != crc:
+                    raise _bad_record(buf, pos)
                 records += 1
                 kind = buf[start]
                 if kind == ADD and n >= _ADD_SIZE:
                     _, item_id, flags, expiry, added = unpack_add(buf, start)
-                    if item_id > max_native and (
-                        behind_count or mem_bytes < max_memory
-                    ):
-                        max_native = item_id
+                    if item_id > native and (behind or mem < max_memory):
+                        native = item_id
                         if segment.first_id < 0:
                             self._first_add(segment, item_id)
                         segment.last_id = item_id
                         segment.live += 1
-                        if behind_count:
-                            behind_count += 1
+                        if behind:
+                            behind += 1
                             behind_bytes += n - _ADD_SIZE
                         else:
-                            window[item_id] = Item(
-                                item_id,
-                                buf[start + _ADD_SIZE : end],
-                                flags,
-                                None if expiry != expiry else expiry,
-                                added,
-                            )
-                            mem_bytes += n - _ADD_SIZE
-                            window_last = item_id
+                            data = buf[start + _ADD_SIZE : end]
+                            expiry = None if expiry != expiry else expiry
+                            window[item_id] = Item(item_id, data, flags, expiry, added)
+                            mem += n - _ADD_SIZE
+                            last = item_id
                         pos = end
                         continue
                 elif kind == REMOVE and n == _REMOVE_SIZE:
-                    _, item_id, item_size = unpack_remove(buf, start)
-                    item = window.pop(item_id, None)
-                    if item is not None:
-                        mem_bytes -= len(item.data)
-                        if hint.first_id <= item_id <= hint.last_id and not (
-                            forwarded and item_id in forwarded
-                        ):
+                    item_id = unpack_remove(buf, start)[1]
+                    if hint.first_id <= item_id <= hint.last_id and not (
+                        forwarded and item_id in forwarded
+                    ):
+                        item = window.pop(item_id, None)
+                        if item is not None:
+                            mem -= len(item.data)
                             hint.live -= 1
-                        else:
-                            found = locate(item_id)
-                            if found is not None:
-                                found.live -= 1
-                                hint = found
-                        if not behind_count or mem_bytes >= max_memory:
                             pos = end
-                            continue
-                        kind = _REFILL
-                body.mem_bytes = mem_bytes
-                body.behind_count = behind_count
-                body.behind_bytes = behind_bytes
-                body.window_last = window_last
-                body.max_native = max_native
-                self.pos = pos
-                self._slow(kind, index, segment, buf, pos, start, end)
-                mem_bytes = body.mem_bytes
-                behind_count = body.behind_count
-                behind_bytes = body.behind_bytes
-                window_last = body.window_last
-                max_native = body.max_native
-                pos = end
+                            if not behind or mem >= max_memory:
+                                continue
+                            kind = _REFILL
+                body.mem_bytes, body.window_last, body.max_native = mem, last, native
+                body.behind_count, body.behind_bytes = behind, behind_bytes
+                self._slow(kind, segment, buf, pos, start, end)
+                mem, last, native = body.mem_bytes, body.window_last, body.max_native
+                behind, behind_bytes = body.behind_count, body.behind_bytes
+                hint, pos = self.hint, end
         finally:
-            self.records += records
-            body.mem_bytes = mem_bytes
-            body.behind_count = behind_count
-            body.behind_bytes = behind_bytes
-            body.window_last = window_last
-            body.max_native = max_native
-            self.pos = pos
-            view.release()
+            self.records, self.pos = self.records + records, pos
+            body.mem_bytes, body.window_last, body.max_native = mem, last, native
+            body.behind_count, body.behind_bytes = behind, behind_bytes
 
     def _slow(
         self,
         kind: int,
-        index: int,
         segment: _Segment,
         buf: bytes,
         pos: int,
         start: int,
         end: int,
     ) -> None:
+        """Apply a record the hot loop leaves to it (``_REFILL``: the room
+        a REMOVE it applied made in memory)."""
+        # Up to here, the reader may read this segment.
+        self.pos = pos
         n = end - start
         if kind == _REFILL:
             self.body.refill(None)
@@ -379,7 +367,7 @@ class _Replay(_Index):
                 self._first_add(segment, item_id)
             segment.last_id = item_id
             segment.live += 1
-            body.behind_from(self, index, pos, 1, n - _ADD_SIZE)
+            body.behind_from(self, self.current_index, pos, 1, n - _ADD_SIZE)
         elif kind == REMOVE:
             if n != _REMOVE_SIZE:
                 raise _Damage(pos, "corrupt record (bad REMOVE)", end)
@@ -442,7 +430,15 @@ class _Replay(_Index):
                 found.live -= 1
             self._forwarded.pop(item_id, None)
             return
-        if self.body.drop(item_id, item_size):
+        body = self.body
+        if item_id in body.window:
+            # Left by _fast: born elsewhere than the last item removed.
+            body.take(item_id)
+            found = self._locate(item_id)
+            if found is not None:
+                found.live -= 1
+                self.hint = found
+        elif body.drop(item_id, item_size):
             # Removed while replay still had it on disk.
             found = self._locate(item_id)
             if found is not None:
