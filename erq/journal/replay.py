@@ -102,6 +102,41 @@ def _item_id(item: Item) -> int:
 _NO_SEGMENT = _Segment(0, _SegmentFile("", 0, False))
 
 
+def _list_segments(
+    directory: str, repair: bool
+) -> tuple[list[int], set[int], int] | None:
+    """A queue directory's segments in order, those of them with a summary,
+    and the highest number a segment or a file set aside from one took
+    (None without a directory).  A summary whose segment is gone goes."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return None
+    numbers: list[int] = []
+    summaries: dict[int, str] = {}
+    max_number = 0
+    for name in names:
+        match = _SEGMENT_RE.match(name)
+        if match:
+            numbers.append(int(match.group(1)))
+        elif match := _SUMMARY_RE.match(name):
+            summaries[int(match.group(1))] = name
+        else:
+            match = _QUARANTINE_RE.match(name)
+            if match:
+                max_number = max(max_number, int(match.group(1)))
+    numbers.sort()
+    if numbers:
+        max_number = max(max_number, numbers[-1])
+    present = set(numbers)
+    for number, name in summaries.items():
+        if number not in present and repair:
+            # Its segment is gone: a new one may take its number.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+    return numbers, present.intersection(summaries), max_number
+
+
 def _bad_record(buf: bytes, pos: int) -> _Damage:
     """What is wrong with the record at ``pos``, found torn or corrupt."""
     size = len(buf)
@@ -188,33 +223,11 @@ class _Replay(_Index):
                 gc.enable()
 
     def _run(self) -> None:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
+        listing = _list_segments(self.directory, self.repair)
+        if listing is None:
             return
         self.dir_exists = True
-        numbers: list[int] = []
-        summaries: dict[int, str] = {}
-        for name in names:
-            match = _SEGMENT_RE.match(name)
-            if match:
-                numbers.append(int(match.group(1)))
-            elif match := _SUMMARY_RE.match(name):
-                summaries[int(match.group(1))] = name
-            else:
-                match = _QUARANTINE_RE.match(name)
-                if match:
-                    self.max_number = max(self.max_number, int(match.group(1)))
-        numbers.sort()
-        if numbers:
-            self.max_number = max(self.max_number, numbers[-1])
-        present = set(numbers)
-        for number, name in summaries.items():
-            if number not in present and self.repair:
-                # Its segment is gone: a new one may take its number.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.directory, name))
-        self.summary_numbers = present.intersection(summaries)
+        numbers, self.summary_numbers, self.max_number = listing
         first = take_summaries(self, numbers) if self.use_summaries else 0
         for i in range(first, len(numbers)):
             self._segment(numbers[i], last=i == len(numbers) - 1)
