@@ -73,28 +73,6 @@ class ReplayTests(JournalTestCase):
         self.assertEqual(ids(replayed.items), [2, 3, 4, 6, 7, 8, 9])
         self.assertEqual(replayed.next_id, 11)
 
-    def test_open_reads_come_back_at_head_in_order(self) -> None:
-        journal = Journal(self.dir, self.fake_writer())
-        items = [item(i) for i in range(1, 8)]
-        for it in items:
-            journal.add(it)
-        journal.remove(items[0])
-        journal.open(items[1])
-        journal.open(items[2])
-        journal.remove(items[2])
-        journal.open(items[3])
-        journal.open(items[4])
-        journal.close()
-        journal2, replayed = self.replay()
-        self.assertEqual(ids(replayed.items), [2, 4, 5, 6, 7])
-        self.assertEqual(replayed.reopened, 3)
-        # The replay journaled the aborts: a second replay agrees, and the
-        # items are no longer open.
-        journal2.close()
-        _, again = self.replay()
-        self.assertEqual(ids(again.items), [2, 4, 5, 6, 7])
-        self.assertEqual(again.reopened, 0)
-
     def test_abort_puts_back_at_head(self) -> None:
         journal = Journal(self.dir, self.fake_writer())
         items = [item(i) for i in range(1, 6)]
@@ -138,17 +116,6 @@ class ReplayTests(JournalTestCase):
         _, replayed = self.replay()
         self.assertEqual(ids(replayed.items), [5])
         self.assertEqual(replayed.next_id, 100)
-
-    def test_appends_to_last_segment_after_replay(self) -> None:
-        journal = Journal(self.dir, self.fake_writer())
-        journal.add(item(1))
-        journal.close()
-        journal, replayed = self.replay()
-        journal.add(item(replayed.next_id))
-        journal.close()
-        self.assertEqual(segment_files(self.dir), ["00000001.seg"])
-        _, replayed = self.replay()
-        self.assertEqual(ids(replayed.items), [1, 2])
 
     def test_randomized_against_a_model(self) -> None:
         """Random adds, opens, confirms, aborts, removes and flushes, with

@@ -1,6 +1,6 @@
 """Replay: a queue's segments read back in order at start, into the state
-the queue starts from, with any damage cut off; and ``Journal.replay``,
-which takes that state over.
+the queue starts from, with any damage cut off (``Journal.replay``, in
+``erq.journal.takeover``, takes that state over).
 
 Replay applies the records (see ``erq.journal.records``) in order to a model
 of the queue: the body (items in ADD order), a head of aborted items, and
@@ -26,12 +26,10 @@ from dataclasses import dataclass, field
 
 from erq.items import Item
 from erq.journal import records as record_format
-from erq.journal.base import _JournalBase
 from erq.journal.body import _Body
 from erq.journal.damage import _Cutter
-from erq.journal.files import _Mkdir, _SegmentFile, _Summarize
+from erq.journal.files import _SegmentFile
 from erq.journal.fromsummaries import StaleSummary, take_summaries
-from erq.journal.names import _read_name_file
 from erq.journal.records import (
     _ADD_SIZE,
     _FORWARD_SIZE,
@@ -45,7 +43,6 @@ from erq.journal.records import (
     OPEN,
     OPENED,
     REMOVE,
-    _abort_record,
     _Damage,
     _expiry_out,
     _header_problem,
@@ -56,7 +53,6 @@ from erq.journal.segments import _Index, _Segment
 from erq.journal.summaries import (
     _SUMMARY_RE,
     Summary,
-    SummaryBuilder,
 )
 
 # Assigned, not imported: a method call on an imported name compiles as a
@@ -93,10 +89,6 @@ class Replayed:
     #: summaries rather than read.
     segments: int = 0
     summarized: int = 0
-
-
-def _item_id(item: Item) -> int:
-    return item.id
 
 
 _NO_SEGMENT = _Segment(0, _SegmentFile("", 0, False))
@@ -530,97 +522,3 @@ class _Replay(_Index):
         else:
             self.prefix[item_id] = item
             self.prefix_seqs[item_id] = seq
-
-
-class _Replaying(_JournalBase):
-    """``Journal.replay``: the journal takes over what replay found."""
-
-    def replay(self, max_memory_size: int) -> Replayed:
-        """Read every segment and give back the queue's state.
-
-        Synchronous: meant for service start, before the server listens.
-        Damaged records are cut off (see ``erq.journal.damage``); open reads
-        come back at the head and are journaled as aborted.
-        """
-        if self._replayed or self._segments or self._chunk is not None:
-            raise RuntimeError("replay() must come first, and only once")
-        self._replayed = True
-        # At least one item in memory, so removals at the head find it.
-        replay = _Replay(self.directory, max(max_memory_size, 1), repair=True)
-        replay.run()
-        self._dir_ready = replay.dir_exists
-        if replay.dir_exists and self._name is not None:
-            if _read_name_file(self.directory) != self._name:
-                self._add_step(_Mkdir(self.directory, self._name, False))
-        self._segments = replay.segments
-        self._firsts = replay.firsts
-        self._ranged = replay.ranged
-        body = replay.body
-        self._max_native = body.max_native
-        self._next_number = replay.max_number + 1
-        opened = sorted(replay.open.values(), key=_item_id)
-        aborted = replay.aborted_head()
-        head = opened + aborted
-        self._prefix = {item.id: item for item in head}
-        self._abort_seqs = {item.id: replay.prefix_seqs[item.id] for item in aborted}
-        self._next_seq = replay.max_seq + 1
-        self._forwarded = {
-            item_id: segment
-            for item_id, segment in replay.forwarded.items()
-            if item_id in self._prefix or item_id in body.window
-        }
-        for item in head:
-            segment = self._locate(item.id)
-            if segment is not None:
-                segment.pinned += 1
-        if body.behind_count and body.reader is not None:
-            self._behind_count = body.behind_count
-            self._behind_bytes = body.behind_bytes
-            self._cursor = (
-                replay.segments[body.reader.index].number,
-                body.reader.pos,
-            )
-            self._skip = body.skip
-        self._size = sum(s.size for s in self._segments)
-        if self._segments and self._segments[-1].size < self._segment_size:
-            self._current = self._segments[-1]
-            if replay.last_summary is not None:
-                # Its summary goes on as records are appended to it.
-                self._current.summary = SummaryBuilder.resume(
-                    replay.last_summary, self._firsts
-                )
-        # The open reads are aborted, the first one last: it is the head.
-        for item in reversed(opened):
-            seq = self._next_seq
-            self._next_seq += 1
-            self._abort_seqs[item.id] = seq
-            summary = self._append(_abort_record(item.id, seq))[0].summary
-            if summary is not None:
-                summary.abort(item.id, seq)
-        current = self._current
-        self._compact()
-        # Closed segments read the slow way get the summary they lack, once
-        # the server runs: those compaction keeps (the current one, if
-        # forwarding filled it, got its own as it closed).
-        lacking = {
-            segment.number
-            for segment in replay.segments
-            if segment.number not in replay.summary_numbers and segment is not current
-        }
-        firsts = list(self._firsts)
-        for segment in self._segments:
-            if segment.number in lacking:
-                self._add_step(
-                    _Summarize(segment.file.path, SummaryBuilder(list(firsts)))
-                )
-        self._wake()
-        return Replayed(
-            items=head + list(body.window.values()),
-            behind_items=self._behind_count,
-            behind_bytes=self._behind_bytes,
-            next_id=replay.max_id + 1,
-            damage=replay.damage,
-            reopened=len(opened),
-            segments=len(replay.segments),
-            summarized=replay.summarized,
-        )
