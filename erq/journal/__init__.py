@@ -14,8 +14,9 @@ items are all gone is deleted, oldest first.  One module per role:
   apart: ``batches`` (the sync policy, and what comes back from the writer:
   written, or failed and retried), ``compaction`` (dead segments deleted,
   what they still pin copied forward), ``readbehind`` (items past the
-  memory limit read back from disk) and ``replay`` (the start from what is
-  on disk, damage cut off);
+  memory limit read back from disk) and ``takeover`` (the start from
+  what ``replay`` found on disk, with ``body``, the items in memory and
+  behind, and ``damage``, cut off);
 - ``segments``: which segment holds which item;
 - ``summaries``: what a closed segment holds, in a small file beside it,
   so that replay need not read it;

@@ -5,7 +5,8 @@ batch comes back, written or failed.
 The state and the appending of records are in ``erq.journal.base``; the
 class's other roles are in their own modules: ``erq.journal.compaction``
 (dead segments deleted), ``erq.journal.readbehind`` (items read back from
-disk) and ``erq.journal.replay`` (the start from what is on disk).
+disk) and ``erq.journal.takeover`` (the start from what replay, in
+``erq.journal.replay``, found on disk).
 
 Failed writes
 -------------
@@ -62,8 +63,8 @@ from erq.journal.records import (
     _record,
     _ref_record,
 )
-from erq.journal.replay import _Replaying
 from erq.journal.summaries import INDEX_EVERY
+from erq.journal.takeover import _Replaying
 
 # Assigned, not imported: a method call on an imported name compiles as a
 # call of a module's function (an attribute load, then a call, which makes a

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -122,67 +122,81 @@ def _read_behind(
         index = numbers.index(number)
     except ValueError:
         raise JournalError(f"segment {number} is gone") from None
-    unpack_rec = _REC.unpack_from
-    unpack_add = _ADD.unpack_from
-    crc32 = zlib.crc32
     while index < len(files):
         number, path = files[index]
         with open(path, "rb") as f:
             if offset == HEADER_SIZE and f.read(HEADER_SIZE) != FILE_HEADER:
                 raise _damaged(path, "bad segment header")
             f.seek(offset)
-            buf = b""
-            base = offset
-            pos = 0
-            while True:
-                available = len(buf) - pos
-                if available < 8:
-                    more = f.read(_READ_CHUNK)
-                    if not more:
-                        if available and not _zeros_from(buf, pos):
-                            raise _damaged(path, f"torn record at {base + pos}")
-                        break
-                    buf = buf[pos:] + more
-                    base += pos
-                    pos = 0
-                    continue
-                n, crc = unpack_rec(buf, pos)
-                if n == 0:
-                    # The zeros written ahead: no more records here.
-                    break
-                if available < 8 + n:
-                    more = f.read(max(_READ_CHUNK, 8 + n - available))
-                    if not more:
-                        raise _damaged(path, f"torn record at {base + pos}")
-                    buf = buf[pos:] + more
-                    base += pos
-                    pos = 0
-                    continue
-                start = pos + 8
-                end = start + n
-                if crc32(memoryview(buf)[start:end]) != crc:
-                    raise _damaged(path, f"corrupt record at {base + pos}")
-                pos = end
-                if buf[start] != ADD:
-                    continue
-                _, item_id, flags, expiry, added = unpack_add(buf, start)
-                if item_id in skip:
-                    continue
-                items.append(
-                    Item(
-                        item_id,
-                        buf[start + _ADD_SIZE : end],
-                        flags,
-                        _expiry_out(expiry),
-                        added,
-                    )
-                )
-                total += n - _ADD_SIZE
-                if len(items) >= count or total >= max_bytes:
-                    return items, (number, base + pos)
+            end, total = _read_segment(
+                f, path, offset, items, total, count, max_bytes, skip
+            )
+        if end is not None:
+            return items, (number, end)
         index += 1
         offset = HEADER_SIZE
     return items, (number, offset)
+
+
+def _read_segment(
+    f: BinaryIO,
+    path: str,
+    offset: int,
+    items: list[Item],
+    total: int,
+    count: int,
+    max_bytes: int,
+    skip: frozenset[int],
+) -> tuple[int | None, int]:
+    """The ADDed items of a segment, from ``f`` at ``offset``, onto
+    ``items`` (of ``total`` bytes) until there are ``count`` or
+    ``max_bytes``: where the next starts (None: the segment ran out
+    first), and the bytes of ``items``."""
+    unpack_rec = _REC.unpack_from
+    unpack_add = _ADD.unpack_from
+    crc32 = zlib.crc32
+    buf = b""
+    base = offset
+    pos = 0
+    while True:
+        available = len(buf) - pos
+        if available < 8:
+            more = f.read(_READ_CHUNK)
+            if not more:
+                if available and not _zeros_from(buf, pos):
+                    raise _damaged(path, f"torn record at {base + pos}")
+                return None, total
+            buf = buf[pos:] + more
+            base += pos
+            pos = 0
+            continue
+        n, crc = unpack_rec(buf, pos)
+        if n == 0:
+            # The zeros written ahead: no more records here.
+            return None, total
+        if available < 8 + n:
+            more = f.read(max(_READ_CHUNK, 8 + n - available))
+            if not more:
+                raise _damaged(path, f"torn record at {base + pos}")
+            buf = buf[pos:] + more
+            base += pos
+            pos = 0
+            continue
+        start = pos + 8
+        end = start + n
+        if crc32(memoryview(buf)[start:end]) != crc:
+            raise _damaged(path, f"corrupt record at {base + pos}")
+        pos = end
+        if buf[start] != ADD:
+            continue
+        _, item_id, flags, expiry, added = unpack_add(buf, start)
+        if item_id in skip:
+            continue
+        data = buf[start + _ADD_SIZE : end]
+        items.append(Item(item_id, data, flags, _expiry_out(expiry), added))
+        total += n - _ADD_SIZE
+        if len(items) >= count or total >= max_bytes:
+            return base + pos, total
 
 
 class _ReadBehind(_JournalBase):

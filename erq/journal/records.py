@@ -25,7 +25,8 @@ are IEEE doubles so they come back exactly; an expiry of NaN means never):
 
 Zeros at the end of a segment are where its records end (a record's length
 is never zero; see "Zeros ahead" in ``erq.journal.files``).  What replay
-makes of the records, and of a damaged one, is in ``erq.journal.replay``.
+makes of the records is in ``erq.journal.replay``, and of a damaged one in
+``erq.journal.damage``.
 """
 
 from __future__ import annotations

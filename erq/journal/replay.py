@@ -1,6 +1,6 @@
 """Replay: a queue's segments read back in order at start, into the state
-the queue starts from, with any damage cut off; and ``Journal.replay``,
-which takes that state over.
+the queue starts from, with any damage cut off (``Journal.replay``, in
+``erq.journal.takeover``, takes that state over).
 
 Replay applies the records (see ``erq.journal.records``) in order to a model
 of the queue: the body (items in ADD order), a head of aborted items, and
@@ -12,24 +12,8 @@ Open reads found at the end come back at the head of the queue in id order,
 which is the order they were queued in (at-least-once), and ABORT records
 are written so that the disk says the same.
 
-Damage
-------
-A record whose length runs past the end of its file is torn; one whose
-checksum does not match is corrupt.  Replay of a segment stops at the first
-such record and the file is truncated there.  A torn or corrupt last record
-at the end of the last segment (followed by nothing, or by zeros only) is
-what a crash mid-write leaves, and is just cut.  Anything else (a bad record
-in the middle of a segment, or in any but the last segment) cannot come from
-a crash, because a segment is fsynced and closed before the next one starts:
-it is bit rot or a stray write.  Then the cut bytes are first saved next to
-the segment as ``<segment>.cut-<offset>`` for a human to look at, and replay
-goes on with the later segments.  Keeping them loses the least acknowledged
-data (every item added after the damaged spot is still there) and order
-stays sane: items keep their ADD order, and records about items that were
-lost in the cut are ignored as unknown.  What can go wrong is bounded by
-what the cut held: items added there are lost, and items removed there may
-come back once (at-least-once).  A file whose header is not an erq header is
-renamed to ``<segment>.bad`` and skipped.
+Damage is cut off at the first torn or corrupt record of a segment (see
+``erq.journal.damage``), and replay goes on with the later segments.
 """
 
 from __future__ import annotations
@@ -40,13 +24,12 @@ import os
 import zlib
 from dataclasses import dataclass, field
 
-from erq.datadir import private_opener
 from erq.items import Item
 from erq.journal import records as record_format
-from erq.journal.base import _JournalBase
-from erq.journal.files import _Mkdir, _SegmentFile, _Summarize, summary_path
+from erq.journal.body import _Body
+from erq.journal.damage import _Cutter
+from erq.journal.files import _SegmentFile
 from erq.journal.fromsummaries import StaleSummary, take_summaries
-from erq.journal.names import _read_name_file
 from erq.journal.records import (
     _ADD_SIZE,
     _FORWARD_SIZE,
@@ -60,8 +43,6 @@ from erq.journal.records import (
     OPEN,
     OPENED,
     REMOVE,
-    JournalError,
-    _abort_record,
     _Damage,
     _expiry_out,
     _header_problem,
@@ -72,7 +53,6 @@ from erq.journal.segments import _Index, _Segment
 from erq.journal.summaries import (
     _SUMMARY_RE,
     Summary,
-    SummaryBuilder,
 )
 
 # Assigned, not imported: a method call on an imported name compiles as a
@@ -111,66 +91,56 @@ class Replayed:
     summarized: int = 0
 
 
-def _item_id(item: Item) -> int:
-    return item.id
-
-
 _NO_SEGMENT = _Segment(0, _SegmentFile("", 0, False))
 
 
-class _ReplayReader:
-    """Replay's second cursor: it reads the items that went behind memory
-    back in, as removals make room (like the queue will)."""
-
-    __slots__ = ("replay", "index", "pos")
-
-    def __init__(self, replay: _Replay, index: int, pos: int) -> None:
-        self.replay = replay
-        self.index = index
-        self.pos = pos
-
-    def next_item(self) -> Item | None:
-        replay = self.replay
-        skip = replay.skip
-        while True:
-            buf, end = replay.segment_buffer(self.index)
-            pos = self.pos
-            if pos >= end:
-                if self.index >= len(replay.segments) - 1:
-                    return None
-                self.index += 1
-                self.pos = HEADER_SIZE
-                continue
-            n, crc = _REC.unpack_from(buf, pos)
-            start = pos + 8
-            self.pos = start + n
-            if self.index < replay.summarized and (
-                n == 0 or start + n > end or zlib.crc32(buf[start : start + n]) != crc
-            ):
-                # A segment taken from its summary, not read: its records
-                # are checked here, and the summary cannot be trusted.
-                raise StaleSummary
-            if buf[start] != ADD:
-                continue
-            _, item_id, flags, expiry, added = _ADD.unpack_from(buf, start)
-            if skip and item_id in skip:
-                skip.discard(item_id)
-                continue
-            if item_id <= replay.window_last:
-                continue
-            return Item(
-                item_id,
-                buf[start + _ADD_SIZE : start + n],
-                flags,
-                _expiry_out(expiry),
-                added,
-            )
+def _list_segments(
+    directory: str, repair: bool
+) -> tuple[list[int], set[int], int] | None:
+    """A queue directory's segments in order, those of them with a summary,
+    and the highest number a segment or a file set aside from one took
+    (None without a directory).  A summary whose segment is gone goes."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return None
+    numbers: list[int] = []
+    summaries: dict[int, str] = {}
+    max_number = 0
+    for name in names:
+        match = _SEGMENT_RE.match(name)
+        if match:
+            numbers.append(int(match.group(1)))
+        elif match := _SUMMARY_RE.match(name):
+            summaries[int(match.group(1))] = name
+        else:
+            match = _QUARANTINE_RE.match(name)
+            if match:
+                max_number = max(max_number, int(match.group(1)))
+    numbers.sort()
+    if numbers:
+        max_number = max(max_number, numbers[-1])
+    present = set(numbers)
+    for number, name in summaries.items():
+        if number not in present and repair:
+            # Its segment is gone: a new one may take its number.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+    return numbers, present.intersection(summaries), max_number
 
 
-# One class, longer than the others: the hot loop (``_scan``) keeps the
-# model's counters in locals and hands them to the slow path and back, and
-# the model's reader reads through the same segment buffers; cut in two, one
-# algorithm would be spread over classes that each see half of its state.
+def _bad_record(buf: bytes, pos: int) -> _Damage:
+    """What is wrong with the record at ``pos``, found torn or corrupt."""
+    size = len(buf)
+    if pos + 8 > size:
+        return _Damage(pos, "torn record", size)
+    n, _ = _REC.unpack_from(buf, pos)
+    end = pos + 8 + n
+    if end > size:
+        return _Damage(pos, "torn record", end)
+    return _Damage(pos, "corrupt record (checksum mismatch)", end)
+
+
 class _Replay(_Index):
     """Applies a queue's records in order to a model of the queue, holding
     at most about ``max_memory`` bytes of items."""
@@ -178,25 +148,18 @@ class _Replay(_Index):
     def __init__(self, directory: str, max_memory: int, repair: bool) -> None:
         super().__init__()
         self.directory = directory
-        self.max_memory = max_memory
         # False for the command-line tool: nothing on disk is changed.
         self.repair = repair
         self.dir_exists = False
         self.damage: list[str] = []
+        self.cutter = _Cutter(directory, repair, self.damage)
         self.segments: list[_Segment] = []
-        self.window: dict[int, Item] = {}
-        self.mem_bytes = 0
-        self.window_last = 0
+        self.body = _Body(max_memory)
         # Aborted items queued at the head, and their abort seqs.
         self.prefix: dict[int, Item] = {}
         self.prefix_seqs: dict[int, int] = {}
         self.max_seq = 0
         self.open: dict[int, Item] = {}
-        self.behind_count = 0
-        self.behind_bytes = 0
-        self.reader: _ReplayReader | None = None
-        self.skip: set[int] = set()
-        self.max_native = 0
         self.max_id = 0
         self.max_number = 0
         self.records = 0
@@ -204,6 +167,8 @@ class _Replay(_Index):
         self.current_buf = b""
         self.pos = 0
         self._cache: tuple[int, bytes] | None = None
+        # The segment the last REMOVE hit: the next one is likely there too.
+        self.hint = _NO_SEGMENT
         # Whether summaries may stand for segments, and how many of the
         # first segments they stood for.
         self.use_summaries = True
@@ -239,10 +204,10 @@ class _Replay(_Index):
                 # keep saying so.
                 damage = self.damage
                 self.__init__(  # type: ignore[misc]
-                    self.directory, self.max_memory, self.repair
+                    self.directory, self.body.max_memory, self.repair
                 )
                 if self.repair:
-                    self.damage = damage
+                    self.damage.extend(damage)
                 self.use_summaries = False
                 self._run()
         finally:
@@ -250,43 +215,18 @@ class _Replay(_Index):
                 gc.enable()
 
     def _run(self) -> None:
-        try:
-            names = os.listdir(self.directory)
-        except FileNotFoundError:
+        listing = _list_segments(self.directory, self.repair)
+        if listing is None:
             return
         self.dir_exists = True
-        numbers: list[int] = []
-        summaries: dict[int, str] = {}
-        for name in names:
-            match = _SEGMENT_RE.match(name)
-            if match:
-                numbers.append(int(match.group(1)))
-            elif match := _SUMMARY_RE.match(name):
-                summaries[int(match.group(1))] = name
-            else:
-                match = _QUARANTINE_RE.match(name)
-                if match:
-                    self.max_number = max(self.max_number, int(match.group(1)))
-        numbers.sort()
-        if numbers:
-            self.max_number = max(self.max_number, numbers[-1])
-        present = set(numbers)
-        for number, name in summaries.items():
-            if number not in present and self.repair:
-                # Its segment is gone: a new one may take its number.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.directory, name))
-        self.summary_numbers = present.intersection(summaries)
+        numbers, self.summary_numbers, self.max_number = listing
         first = take_summaries(self, numbers) if self.use_summaries else 0
         for i in range(first, len(numbers)):
             self._segment(numbers[i], last=i == len(numbers) - 1)
         self.current_buf = b""
         self._cache = None
         # ADD ids are not tracked in the hot loop's max; do it once here.
-        self.max_id = max(self.max_id, self.max_native)
-
-    def _where(self, name: str) -> str:
-        return f"queue dir {self.directory} segment {name}"
+        self.max_id = max(self.max_id, self.body.max_native)
 
     def _segment(self, number: int, last: bool) -> None:
         name = _segment_name(number)
@@ -295,20 +235,7 @@ class _Replay(_Index):
             buf = f.read()
         problem = _header_problem(buf)
         if problem is not None:
-            if problem.startswith("unsupported"):
-                raise JournalError(f"{self._where(name)}: {problem}")
-            if problem == "torn header" and last:
-                self.damage.append(
-                    f"{self._where(name)}: {problem}, removed the empty segment"
-                )
-                if self.repair:
-                    os.unlink(path)
-            else:
-                self.damage.append(
-                    f"{self._where(name)}: {problem}, set aside as {name}.bad"
-                )
-                if self.repair:
-                    os.replace(path, path + ".bad")
+            self.cutter.bad_header(name, problem, last)
             return
         segment = _Segment(number, _SegmentFile(path, len(buf), False), len(buf))
         self.segments.append(segment)
@@ -320,38 +247,8 @@ class _Replay(_Index):
                 # Not damage: the zeros written ahead, never reached.
                 segment.size = segment.file.offset = damage.offset
             else:
-                self._cut(segment, name, buf, damage, last)
-
-    def _cut(
-        self, segment: _Segment, name: str, buf: bytes, damage: _Damage, last: bool
-    ) -> None:
-        end = damage.offset
-        cut = len(buf) - end
-        # What a crash mid-write leaves: the record runs past the end of the
-        # file, or into the zeros written ahead.
-        tail = last and (
-            damage.record_end >= len(buf) or _zeros_from(buf, damage.record_end)
-        )
-        message = (
-            f"{self._where(name)}: {damage.reason} at offset {end}, cut {cut} bytes"
-        )
-        if not tail:
-            saved = f"{name}.cut-{end}"
-            message += f" (saved as {saved})"
-            if self.repair:
-                saved_path = os.path.join(self.directory, saved)
-                with open(saved_path, "wb", opener=private_opener) as f:
-                    f.write(buf[end:])
-                    f.flush()
-                    os.fsync(f.fileno())
-        self.damage.append(message)
-        segment.size = end
-        segment.file.offset = end
-        self.summary_numbers.discard(segment.number)
-        if self.repair:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(summary_path(segment.file.path))
-            os.truncate(segment.file.path, end)
+                self.cutter.cut(segment, name, buf, damage, last)
+                self.summary_numbers.discard(segment.number)
 
     def segment_buffer(self, index: int) -> tuple[bytes, int]:
         """A segment's bytes and where its good records end (for the current
@@ -366,138 +263,116 @@ class _Replay(_Index):
         return cache[1], self.segments[index].size
 
     def _scan(self, index: int, segment: _Segment, buf: bytes) -> None:
-        # The hot loop.  ADDs, and REMOVEs of items in memory, are done
-        # inline with the replay's counters in locals; anything else goes
-        # through _slow, with the counters stored before and loaded after.
+        """Apply a segment's records in order: _Damage at the first bad one.
+
+        Most records are ADDs in id order and REMOVEs of items in memory
+        born where the last one removed was: _apply does those in its loop,
+        with the body's counters in locals, and hands each of the others to
+        _slow, with the counters stored before and loaded after."""
         self.current_index = index
         self.current_buf = buf
-        window = self.window
-        max_memory = self.max_memory
-        forwarded = self._forwarded
-        locate = self._locate
-        unpack_rec = _REC.unpack_from
-        unpack_add = _ADD.unpack_from
-        unpack_remove = _REMOVE.unpack_from
-        crc32 = zlib.crc32
-        mem_bytes = self.mem_bytes
-        behind_count = self.behind_count
-        behind_bytes = self.behind_bytes
-        window_last = self.window_last
-        max_native = self.max_native
-        # The segment the last REMOVE hit: the next one is likely there too.
-        hint = _NO_SEGMENT
+        self.hint = _NO_SEGMENT
         view = memoryview(buf)
-        size = len(buf)
-        pos = HEADER_SIZE
-        records = 0
         try:
-            while pos < size:
-                if pos + 8 > size:
-                    raise _Damage(pos, "torn record", size)
+            self._apply(segment, buf, view)
+            if self.pos < len(buf):
+                # Too little left for a record's header: torn.
+                raise _bad_record(buf, self.pos)
+        finally:
+            view.release()
+
+    def _apply(self, segment: _Segment, buf: bytes, view: memoryview) -> None:
+        """The hot loop (see _scan)."""
+        body, forwarded, size = self.body, self._forwarded, len(buf)
+        window, max_memory = body.window, body.max_memory
+        unpack_rec, unpack_add = _REC.unpack_from, _ADD.unpack_from
+        unpack_remove, crc32 = _REMOVE.unpack_from, zlib.crc32
+        mem, last, native = body.mem_bytes, body.window_last, body.max_native
+        behind, behind_bytes = body.behind_count, body.behind_bytes
+        hint, pos, records = self.hint, HEADER_SIZE, 0
+        try:
+            while pos + 8 <= size:
                 n, crc = unpack_rec(buf, pos)
                 start = pos + 8
                 end = start + n
-                if end > size:
-                    raise _Damage(pos, "torn record", end)
-                if n == 0 or crc32(view[start:end]) != crc:
-                    raise _Damage(pos, "corrupt record (checksum mismatch)", end)
+                if end > size or n == 0 or crc32(view[start:end]) != crc:
+                    raise _bad_record(buf, pos)
                 records += 1
                 kind = buf[start]
                 if kind == ADD and n >= _ADD_SIZE:
                     _, item_id, flags, expiry, added = unpack_add(buf, start)
-                    if item_id > max_native and (
-                        behind_count or mem_bytes < max_memory
-                    ):
-                        max_native = item_id
+                    if item_id > native and (behind or mem < max_memory):
+                        native = item_id
                         if segment.first_id < 0:
                             self._first_add(segment, item_id)
                         segment.last_id = item_id
                         segment.live += 1
-                        if behind_count:
-                            behind_count += 1
+                        if behind:
+                            behind += 1
                             behind_bytes += n - _ADD_SIZE
                         else:
-                            window[item_id] = Item(
-                                item_id,
-                                buf[start + _ADD_SIZE : end],
-                                flags,
-                                None if expiry != expiry else expiry,
-                                added,
-                            )
-                            mem_bytes += n - _ADD_SIZE
-                            window_last = item_id
+                            data = buf[start + _ADD_SIZE : end]
+                            expiry = None if expiry != expiry else expiry
+                            window[item_id] = Item(item_id, data, flags, expiry, added)
+                            mem += n - _ADD_SIZE
+                            last = item_id
                         pos = end
                         continue
                 elif kind == REMOVE and n == _REMOVE_SIZE:
-                    _, item_id, item_size = unpack_remove(buf, start)
-                    item = window.pop(item_id, None)
-                    if item is not None:
-                        mem_bytes -= len(item.data)
-                        if hint.first_id <= item_id <= hint.last_id and not (
-                            forwarded and item_id in forwarded
-                        ):
+                    item_id = unpack_remove(buf, start)[1]
+                    if hint.first_id <= item_id <= hint.last_id and not (
+                        forwarded and item_id in forwarded
+                    ):
+                        item = window.pop(item_id, None)
+                        if item is not None:
+                            mem -= len(item.data)
                             hint.live -= 1
-                        else:
-                            found = locate(item_id)
-                            if found is not None:
-                                found.live -= 1
-                                hint = found
-                        if not behind_count or mem_bytes >= max_memory:
                             pos = end
-                            continue
-                        kind = _REFILL
-                self.mem_bytes = mem_bytes
-                self.behind_count = behind_count
-                self.behind_bytes = behind_bytes
-                self.window_last = window_last
-                self.max_native = max_native
-                self.pos = pos
-                self._slow(kind, index, segment, buf, pos, start, end)
-                mem_bytes = self.mem_bytes
-                behind_count = self.behind_count
-                behind_bytes = self.behind_bytes
-                window_last = self.window_last
-                max_native = self.max_native
-                pos = end
+                            if not behind or mem >= max_memory:
+                                continue
+                            kind = _REFILL
+                body.mem_bytes, body.window_last, body.max_native = mem, last, native
+                body.behind_count, body.behind_bytes = behind, behind_bytes
+                self._slow(kind, segment, buf, pos, start, end)
+                mem, last, native = body.mem_bytes, body.window_last, body.max_native
+                behind, behind_bytes = body.behind_count, body.behind_bytes
+                hint, pos = self.hint, end
         finally:
-            self.records += records
-            self.mem_bytes = mem_bytes
-            self.behind_count = behind_count
-            self.behind_bytes = behind_bytes
-            self.window_last = window_last
-            self.max_native = max_native
-            self.pos = pos
-            view.release()
+            self.records, self.pos = self.records + records, pos
+            body.mem_bytes, body.window_last, body.max_native = mem, last, native
+            body.behind_count, body.behind_bytes = behind, behind_bytes
 
     def _slow(
         self,
         kind: int,
-        index: int,
         segment: _Segment,
         buf: bytes,
         pos: int,
         start: int,
         end: int,
     ) -> None:
+        """Apply a record the hot loop leaves to it (``_REFILL``: the room
+        a REMOVE it applied made in memory)."""
+        # Up to here, the reader may read this segment.
+        self.pos = pos
         n = end - start
         if kind == _REFILL:
-            self._refill(None)
+            self.body.refill(None)
         elif kind == ADD:
             if n < _ADD_SIZE:
                 raise _Damage(pos, "corrupt record (short ADD)", end)
             _, item_id, flags, expiry, added = _ADD.unpack_from(buf, start)
-            if item_id <= self.max_native:
+            body = self.body
+            if item_id <= body.max_native:
                 self._odd_add(segment, item_id, flags, expiry, added, buf, start, end)
                 return
             # The first item that does not fit in memory.
-            self.max_native = item_id
+            body.max_native = item_id
             if segment.first_id < 0:
                 self._first_add(segment, item_id)
             segment.last_id = item_id
             segment.live += 1
-            self.reader = _ReplayReader(self, index, pos)
-            self.behind_count = 1
-            self.behind_bytes = n - _ADD_SIZE
+            body.behind_from(self, self.current_index, pos, 1, n - _ADD_SIZE)
         elif kind == REMOVE:
             if n != _REMOVE_SIZE:
                 raise _Damage(pos, "corrupt record (bad REMOVE)", end)
@@ -545,44 +420,8 @@ class _Replay(_Index):
         item = Item(
             item_id, buf[start + _ADD_SIZE : end], flags, _expiry_out(expiry), added
         )
-        self.window[item_id] = item
-        self.mem_bytes += len(item.data)
-
-    def _is_behind(self, item_id: int) -> bool:
-        return (
-            self.behind_count > 0
-            and self.window_last < item_id <= self.max_native
-            and item_id not in self.skip
-        )
-
-    def _refill(self, until: int | None) -> None:
-        reader = self.reader
-        window = self.window
-        while self.behind_count and reader is not None:
-            if until is None:
-                if self.mem_bytes >= self.max_memory:
-                    break
-            elif self.window_last >= until:
-                break
-            item = reader.next_item()
-            if item is None:
-                # The counts and the records disagree: trust the records.
-                self.behind_count = 0
-                break
-            size = len(item.data)
-            window[item.id] = item
-            self.mem_bytes += size
-            self.window_last = item.id
-            self.behind_count -= 1
-            self.behind_bytes -= size
-        if not self.behind_count:
-            self._end_behind()
-
-    def _end_behind(self) -> None:
-        self.behind_count = 0
-        self.behind_bytes = 0
-        self.reader = None
-        self.skip.clear()
+        self.body.window[item_id] = item
+        self.body.mem_bytes += len(item.data)
 
     def _remove(self, item_id: int, item_size: int) -> None:
         self.max_id = max(self.max_id, item_id)
@@ -596,28 +435,19 @@ class _Replay(_Index):
                 found.live -= 1
             self._forwarded.pop(item_id, None)
             return
-        if self._is_behind(item_id):
-            # Removed while replay still has it on disk: remember to skip it.
-            self.skip.add(item_id)
-            self.behind_count -= 1
-            self.behind_bytes -= item_size
+        body = self.body
+        if item_id in body.window:
+            # Left by _fast: born elsewhere than the last item removed.
+            body.take(item_id)
             found = self._locate(item_id)
             if found is not None:
                 found.live -= 1
-            if not self.behind_count:
-                self._end_behind()
-
-    def _take(self, item_id: int) -> Item | None:
-        """An item of the body, taken out of it (read from disk if need be)."""
-        item = self.window.pop(item_id, None)
-        if item is None and self._is_behind(item_id):
-            self._refill(item_id)
-            item = self.window.pop(item_id, None)
-        if item is not None:
-            self.mem_bytes -= len(item.data)
-            if self.behind_count and self.mem_bytes < self.max_memory:
-                self._refill(None)
-        return item
+                self.hint = found
+        elif body.drop(item_id, item_size):
+            # Removed while replay still had it on disk.
+            found = self._locate(item_id)
+            if found is not None:
+                found.live -= 1
 
     def _open(self, item_id: int) -> None:
         self.max_id = max(self.max_id, item_id)
@@ -627,7 +457,7 @@ class _Replay(_Index):
         if item is not None:
             del self.prefix_seqs[item_id]
         else:
-            item = self._take(item_id)
+            item = self.body.take(item_id)
         if item is not None:
             self.open[item_id] = item
 
@@ -649,13 +479,11 @@ class _Replay(_Index):
         return sorted(self.prefix.values(), key=lambda item: -seqs[item.id])
 
     def _flush(self) -> None:
-        self.window.clear()
-        self.mem_bytes = 0
+        self.body.flush()
         for item_id in self.prefix:
             self._forwarded.pop(item_id, None)
         self.prefix.clear()
         self.prefix_seqs.clear()
-        self._end_behind()
         for segment in self.segments:
             segment.live = 0
         for item_id in self.open:
@@ -667,24 +495,23 @@ class _Replay(_Index):
         _, item_id, state, seq, flags, expiry, added = _FORWARD.unpack_from(buf, start)
         self.max_id = max(self.max_id, item_id)
         self.max_seq = max(self.max_seq, seq)
-        if item_id in self.open or item_id in self.prefix or item_id in self.window:
+        if (
+            item_id in self.open
+            or item_id in self.prefix
+            or item_id in self.body.window
+        ):
             old = self._locate(item_id)
             if old is not None:
                 old.live -= 1
             self._forwarded[item_id] = segment
             segment.live += 1
             return
-        if self._is_behind(item_id):
+        if self.body.drop(item_id, end - start - _FORWARD_SIZE):
             # Cannot happen when the journal was written by erq, but if it
             # does, the forwarded copy wins over the one on disk.
-            self.skip.add(item_id)
-            self.behind_count -= 1
-            self.behind_bytes -= end - start - _FORWARD_SIZE
             old = self._locate(item_id)
             if old is not None:
                 old.live -= 1
-            if not self.behind_count:
-                self._end_behind()
         item = Item(
             item_id, buf[start + _FORWARD_SIZE : end], flags, _expiry_out(expiry), added
         )
@@ -695,96 +522,3 @@ class _Replay(_Index):
         else:
             self.prefix[item_id] = item
             self.prefix_seqs[item_id] = seq
-
-
-class _Replaying(_JournalBase):
-    """``Journal.replay``: the journal takes over what replay found."""
-
-    def replay(self, max_memory_size: int) -> Replayed:
-        """Read every segment and give back the queue's state.
-
-        Synchronous: meant for service start, before the server listens.
-        Damaged records are cut off (see the module docstring); open reads
-        come back at the head and are journaled as aborted.
-        """
-        if self._replayed or self._segments or self._chunk is not None:
-            raise RuntimeError("replay() must come first, and only once")
-        self._replayed = True
-        # At least one item in memory, so removals at the head find it.
-        replay = _Replay(self.directory, max(max_memory_size, 1), repair=True)
-        replay.run()
-        self._dir_ready = replay.dir_exists
-        if replay.dir_exists and self._name is not None:
-            if _read_name_file(self.directory) != self._name:
-                self._add_step(_Mkdir(self.directory, self._name, False))
-        self._segments = replay.segments
-        self._firsts = replay.firsts
-        self._ranged = replay.ranged
-        self._max_native = replay.max_native
-        self._next_number = replay.max_number + 1
-        opened = sorted(replay.open.values(), key=_item_id)
-        aborted = replay.aborted_head()
-        head = opened + aborted
-        self._prefix = {item.id: item for item in head}
-        self._abort_seqs = {item.id: replay.prefix_seqs[item.id] for item in aborted}
-        self._next_seq = replay.max_seq + 1
-        self._forwarded = {
-            item_id: segment
-            for item_id, segment in replay.forwarded.items()
-            if item_id in self._prefix or item_id in replay.window
-        }
-        for item in head:
-            segment = self._locate(item.id)
-            if segment is not None:
-                segment.pinned += 1
-        if replay.behind_count and replay.reader is not None:
-            self._behind_count = replay.behind_count
-            self._behind_bytes = replay.behind_bytes
-            self._cursor = (
-                replay.segments[replay.reader.index].number,
-                replay.reader.pos,
-            )
-            self._skip = replay.skip
-        self._size = sum(s.size for s in self._segments)
-        if self._segments and self._segments[-1].size < self._segment_size:
-            self._current = self._segments[-1]
-            if replay.last_summary is not None:
-                # Its summary goes on as records are appended to it.
-                self._current.summary = SummaryBuilder.resume(
-                    replay.last_summary, self._firsts
-                )
-        # The open reads are aborted, the first one last: it is the head.
-        for item in reversed(opened):
-            seq = self._next_seq
-            self._next_seq += 1
-            self._abort_seqs[item.id] = seq
-            summary = self._append(_abort_record(item.id, seq))[0].summary
-            if summary is not None:
-                summary.abort(item.id, seq)
-        current = self._current
-        self._compact()
-        # Closed segments read the slow way get the summary they lack, once
-        # the server runs: those compaction keeps (the current one, if
-        # forwarding filled it, got its own as it closed).
-        lacking = {
-            segment.number
-            for segment in replay.segments
-            if segment.number not in replay.summary_numbers and segment is not current
-        }
-        firsts = list(self._firsts)
-        for segment in self._segments:
-            if segment.number in lacking:
-                self._add_step(
-                    _Summarize(segment.file.path, SummaryBuilder(list(firsts)))
-                )
-        self._wake()
-        return Replayed(
-            items=head + list(replay.window.values()),
-            behind_items=self._behind_count,
-            behind_bytes=self._behind_bytes,
-            next_id=replay.max_id + 1,
-            damage=replay.damage,
-            reopened=len(opened),
-            segments=len(replay.segments),
-            summarized=replay.summarized,
-        )

@@ -199,9 +199,10 @@ def _stats(queues: dict[str, str], out: TextIO) -> int:
         except JournalError as e:
             out.write(f"queue {name!r}: {e}\n")
             continue
-        queued = replay.aborted_head() + list(replay.window.values())
-        items = len(queued) + replay.behind_count
-        size = sum(len(item.data) for item in queued) + replay.behind_bytes
+        body = replay.body
+        queued = replay.aborted_head() + list(body.window.values())
+        items = len(queued) + body.behind_count
+        size = sum(len(item.data) for item in queued) + body.behind_bytes
         logsize = sum(s.size for s in replay.segments)
         out.write(
             f"queue {name!r}: items={items} bytes={size}"
