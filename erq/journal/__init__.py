@@ -11,12 +11,13 @@ items are all gone is deleted, oldest first.  One module per role:
   directory;
 - ``journal``: ``Journal``, one queue's journal: what the queue calls,
   turned into records for the writer's next batch.  Its other roles are
-  apart: ``batches`` (the sync policy, and what comes back from the writer:
+  apart: ``base`` (the sync policy, and what comes back from the writer:
   written, or failed and retried), ``compaction`` (dead segments deleted,
   what they still pin copied forward), ``readbehind`` (items past the
   memory limit read back from disk) and ``takeover`` (the start from
   what ``replay`` found on disk, with ``body``, the items in memory and
-  behind, and ``damage``, cut off);
+  behind, and ``damage``, cut off); ``fromsummaries``: the start from the
+  summaries of closed segments, where ``replay`` need not read them;
 - ``segments``: which segment holds which item;
 - ``summaries``: what a closed segment holds, in a small file beside it,
   so that replay need not read it;
@@ -24,6 +25,7 @@ items are all gone is deleted, oldest first.  One module per role:
   every journal's records, in order, with group commit; ``dispatch``: its
   hand-off with the reactor (which way of the thread runs each batch, and
   taking batches back); ``thread``: the thread itself, its own or a pool's;
+  ``loop``: the Python loop that runs a batch on it;
 - ``files``: what that thread does to files (``FileOps`` and the steps of a
   batch), and ``engine``: the optional C engine (``_engine``) that takes
   plain appends and fsyncs off the Python loop;
