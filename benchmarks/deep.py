@@ -187,6 +187,16 @@ def deep(
         f"{where}: RSS {figures['rss_probe'].shown()} at {plan.deep_probe}, "
         f"{figures['rss_full'].shown()} at {stored}"
     )
+    figures.update(drained(bench, server, dialect, stored, where))
+    return figures
+
+
+def drained(
+    bench: Bench, server: Server, dialect: Dialect, stored: int, where: str
+) -> Figures:
+    """Take the ``stored`` items back, checking every one: the rate, the
+    peak RSS and what is left in the data directory."""
+    plan = bench.plan
     gets = Job(
         "pipe-get",
         server.port,
@@ -197,6 +207,7 @@ def deep(
         plan.deep_size,
         batch=plan.batch,
     )
+    figures: Figures = {}
     figures["drain"], outcomes = bench.phase(server, [gets], where=f"{where} drain")
     if outcomes[0].hits < stored:
         bench.problems.append(f"{where}: drained {outcomes[0].hits} of {stored} items")
