@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress
@@ -372,7 +372,9 @@ class ReadCommands(Handlers):
                 self._waiting_reply = (slot, parts)
                 self._waiting_get = (requests, position)
                 return
-            self._answer(request, cast(Item | None, result), parts)
+            # An Item or None; ``typing.cast`` would be a call per get.
+            found: Any = result
+            self._answer(request, found, parts)
         parts.append(b"END\r\n")
         data = b"".join(parts)
         if slot is None:

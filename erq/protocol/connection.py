@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.interfaces import IAddress, IPushProducer, ITCPTransport
 from twisted.internet.protocol import ServerFactory, connectionDone
@@ -261,16 +261,18 @@ class QueueProtocol(
                 self._before_login(line)
                 return
             if known is not None:
-                if known.__class__ is SetLine:
-                    known_set = cast(SetLine, known)
-                    if known_set.length <= self.service.max_item_cap:
-                        self._want = known_set.length + 2
+                # Narrowed by its class, not by ``typing.cast``: that is a
+                # call, and this is every pipelined request that is not a run.
+                parsed: Any = known
+                if parsed.__class__ is SetLine:
+                    if parsed.length <= self.service.config.server.max_item_cap:
+                        self._want = parsed.length + 2
                         self._storage = self._store
-                        self._storing = known_set.storing
+                        self._storing = parsed.storing
                         self.setRawMode()
                         return
                 elif not self.open_reads:
-                    self._get_one(cast(GetRequest, known))
+                    self._get_one(parsed)
                     return
             words = split_line(line)
             command = words[0].lower()
