@@ -305,7 +305,15 @@ class Options(usage.Options):
             "description, as for --port. [default: none]",
         ],
     ]
-    optFlags = [["no-shutdown", None, "Refuse the shutdown command."]]
+    optFlags = [
+        ["no-shutdown", None, "Refuse the shutdown command."],
+        [
+            "plain-reactor",
+            None,
+            "Run Twisted's epoll reactor as it is, without erq's cheaper "
+            "dispatch of reads (see erq/epoll.py).",
+        ],
+    ]
 
     #: Each option that sets a setting, and the setting's name.
     settings = {
@@ -454,6 +462,15 @@ class ListeningService(StreamServerEndpointService):
         return super().stopService().addBoth(forget)
 
 
+def reactor_text(reactor: object) -> str:
+    """Which reactor the server runs on, for the log."""
+    kind = type(reactor)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if kind.__module__ == "erq.epoll":
+        return f"{name} (Twisted's epoll reactor, its reads dispatched by erq)"
+    return name
+
+
 def sync_policy_text(policy: SyncPolicy) -> str:
     """A sync policy as the log says it: always, never, every 50ms."""
     if isinstance(policy, str):
@@ -471,11 +488,13 @@ class Announcement(Service):
         listening: list[ListeningService],
         config_path: str | None,
         admin: ListeningService | None = None,
+        reactor: object = None,
     ) -> None:
         self.queues = queues
         self.listening = listening
         self.config_path = config_path
         self.admin = admin
+        self.reactor = reactor
 
     def startService(self) -> None:
         super().startService()
@@ -492,6 +511,8 @@ class Announcement(Service):
             config=self.config_path or "none (defaults)",
             sync=sync_policy_text(config.defaults.sync_journal),
         )
+        if self.reactor is not None:
+            log.info("erq runs on {reactor}", reactor=reactor_text(self.reactor))
         status = self.queues.status
         if status is not ServerStatus.UP:
             log.warn(
@@ -607,6 +628,7 @@ def makeService(options: Any, reactor: Any = None) -> MultiService:
         [listening],
         options["config"],
         None if admin is None else admin[1],
+        reactor,
     ).setServiceParent(top)
     SignalHandlers(reactor, queues).setServiceParent(top)
     return top

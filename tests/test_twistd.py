@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import time
@@ -87,6 +88,40 @@ class TwistdTests(TwistdCase):
         self.assertNotEqual(code, 0, log)
         self.assertIn("cannot listen", log)
         self.assertIn(str(port), log)
+
+
+class ReactorTests(TwistdCase):
+    """twistd's epoll reactor reads the cheaper way (``erq.epoll``), unless
+    ``--plain-reactor``."""
+
+    if not hasattr(select, "epoll"):
+        skip = "no epoll on this system: twistd's reactor is another one"
+
+    async def serves_on(self, *options: str) -> str:
+        """The reactor a server says it runs on, once it has served."""
+        port = free_port()
+        process = self.spawn(str(port), *options)
+        await self.wait_until_serving(process, port)
+        stored = await deferToThread(command, port, b"set q 0 0 2\r\nhi\r\n")
+        got = await deferToThread(command, port, b"get q\r\n", b"END\r\n")
+        self.assertEqual(
+            (stored, got), (b"STORED\r\n", b"VALUE q 0 2\r\nhi\r\nEND\r\n")
+        )
+        os.kill(self.pid(process), 15)
+        log = self.log(process)
+        self.assertEqual(await self.exit_code(process), 0, log)
+        runs = [line for line in log.splitlines() if "erq runs on " in line]
+        self.assertEqual(len(runs), 1, log)
+        return runs[0].split("erq runs on ")[1].split()[0]
+
+    async def test_erqs_reads_by_default(self) -> None:
+        self.assertEqual(await self.serves_on(), "erq.epoll.EPollReactor")
+
+    async def test_plain_reactor_keeps_twisteds(self) -> None:
+        self.assertEqual(
+            await self.serves_on("--plain-reactor"),
+            "twisted.internet.epollreactor.EPollReactor",
+        )
 
 
 class StartupFailureTests(TwistdCase):
@@ -277,3 +312,5 @@ class PluginTests(SynchronousTestCase):
         makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
         self.assertIn("erq", makers)
         self.assertEqual(makers["erq"].options.__module__, "erq.tap")
+        # What twistd runs: the service on the cheaper reactor.
+        self.assertEqual(getattr(makers["erq"], "module", None), "erq.plugin")

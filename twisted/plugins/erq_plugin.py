@@ -1,5 +1,5 @@
 from twisted.application.service import ServiceMaker
 
 erq = ServiceMaker(
-    "erq", "erq.tap", "A durable message queue server (memcache protocol)", "erq"
+    "erq", "erq.plugin", "A durable message queue server (memcache protocol)", "erq"
 )
