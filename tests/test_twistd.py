@@ -107,9 +107,17 @@ class ReactorTests(TwistdCase):
         self.assertEqual(
             (stored, got), (b"STORED\r\n", b"VALUE q 0 2\r\nhi\r\nEND\r\n")
         )
+        # A read left open by a client that hangs up (a hang-up, not a
+        # plain read: Twisted's own handling) goes back to its queue.
+        await deferToThread(command, port, b"set r 0 0 1\r\nx\r\n")
+        opened = await deferToThread(command, port, b"get r/open\r\n", b"END\r\n")
+        again = await deferToThread(command, port, b"get r/t=5000\r\n", b"END\r\n")
+        self.assertEqual(opened, b"VALUE r/open 0 1\r\nx\r\nEND\r\n")
+        self.assertEqual(again, b"VALUE r/t=5000 0 1\r\nx\r\nEND\r\n")
         os.kill(self.pid(process), 15)
+        code = await self.exit_code(process)
         log = self.log(process)
-        self.assertEqual(await self.exit_code(process), 0, log)
+        self.assertEqual(code, 0, log)
         runs = [line for line in log.splitlines() if "erq runs on " in line]
         self.assertEqual(len(runs), 1, log)
         return runs[0].split("erq runs on ")[1].split()[0]
