@@ -109,8 +109,8 @@ def report(
     rates: dict[tuple[int, str, str], list[tuple[float, float]]],
 ) -> list[str]:
     lines = [
-        f"A: twistd erq --sync never {options.a_args}".rstrip(),
-        f"B: twistd erq --sync never {options.b_args}".rstrip(),
+        f"A: twistd erq {shlex.join(settings('', options.a_args).erq_args)}",
+        f"B: twistd erq {shlex.join(settings('', options.b_args).erq_args)}",
         f"{options.turns} turns of {options.seconds:g} s phases, lock-step,"
         " the median of each column",
         "",
