@@ -11,18 +11,20 @@ instructions per lock-step ``set`` (valgrind, memory only) go from about
 ``EPollReactor`` here takes the commonest event, a socket with data to read
 and nothing else, straight to its ``doRead``, with no log context around
 it.  Everything else (a hang-up, an error, a write, a descriptor already
-closed) goes to Twisted's own ``_doReadOrWrite`` as before, and so does
-what goes wrong in a ``doRead``: the exception is logged with the
-selectable's log prefix, and the selectable disconnected, just as Twisted
-does.  What erq logs during a read goes through ``twisted.logger``, which
-does not read the legacy context; only a legacy ``log.msg`` made during a
-read shows ``-`` instead of the connection as its system.
+closed) goes to Twisted's own ``_doReadOrWrite`` as before.  What goes
+wrong in a ``doRead`` is handled as Twisted handles it: the exception is
+logged with the selectable's log prefix, and the selectable disconnected,
+in that prefix's context.  What erq logs during a read goes through
+``twisted.logger``, which does not read the legacy context; only a legacy
+``log.msg`` made during a read shows ``-`` instead of the connection as
+its system.
 
 It relies on four names of ``twisted.internet.epollreactor`` and
 ``posixbase`` that are not public (``_poller``, ``_selectables``,
 ``_doReadOrWrite``, ``_disconnectSelectable``); ``tests/test_epoll.py``
-fails if a Twisted release changes them, and ``twistd erq
---plain-reactor`` (or any ``twistd -r``) runs Twisted's reactor as it is.
+fails if a Twisted release changes them.  ``twistd erq --plain-reactor``
+runs Twisted's epoll reactor as it is, and ``twistd -r`` with any other
+reactor leaves erq's dispatch out.
 """
 
 from __future__ import annotations
