@@ -67,13 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def settings(scratch: str, args: str) -> Settings:
+def server_args(args: str) -> list[str]:
+    """A server's arguments: ``args``, after ``--sync never`` unless they
+    set ``--sync`` themselves."""
     extra = shlex.split(args)
-    if "--sync" not in extra:
-        extra = ["--sync", "never", *extra]
+    return extra if "--sync" in extra else ["--sync", "never", *extra]
+
+
+def settings(scratch: str, args: str) -> Settings:
     return Settings(
         twistd=default_twistd(),
-        erq_args=extra,
+        erq_args=server_args(args),
         memcached=None,
         memcached_threads=1,
         memcached_memory_mb=64,
@@ -109,8 +113,8 @@ def report(
     rates: dict[tuple[int, str, str], list[tuple[float, float]]],
 ) -> list[str]:
     lines = [
-        f"A: twistd erq {shlex.join(settings('', options.a_args).erq_args)}",
-        f"B: twistd erq {shlex.join(settings('', options.b_args).erq_args)}",
+        f"A: twistd erq {shlex.join(server_args(options.a_args))}",
+        f"B: twistd erq {shlex.join(server_args(options.b_args))}",
         f"{options.turns} turns of {options.seconds:g} s phases, lock-step,"
         " the median of each column",
         "",
