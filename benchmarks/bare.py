@@ -1,26 +1,46 @@
 """The reference for the lock-step workloads: a bare Twisted server that does
 nothing but append and pop.
 
-It speaks just enough of the protocol for workloads 1 and 2 (``set``, a
-one-key ``get``, each key an in-memory FIFO, ``version``) with none of erq's
-checks, journal, limits or stats.  Whatever erq spends beyond it is erq's
-own; what it spends itself is the price of Python and Twisted.
+It speaks just enough of the protocol for workloads 1, 2 and 4 (``set``,
+a one-key ``get``, each key an in-memory FIFO, ``get <key>/t=<ms>`` waiting
+for an item, ``delete``, ``version``) with none of erq's checks, journal,
+limits or stats.  Whatever erq spends beyond it is erq's own; what it
+spends itself is the price of Python and Twisted.
 
-Run: ``python benchmarks/bare.py PORT`` (listens on 127.0.0.1 only; it
-imports nothing from the benchmarks, so that it runs from any directory).
+A get that waits is answered by the first set to its queue, or with
+``END`` when its time is up, as erq answers it; the requests the client
+sends behind it wait for that answer.
+
+Run: ``python benchmarks/bare.py PORT [--erq-io]`` (listens on 127.0.0.1
+only; it imports nothing from the benchmarks, so that it runs from any
+directory).  With ``--erq-io`` it reads and writes as ``twistd erq`` does:
+through ``erq.epoll``'s dispatch of reads, and sending a reply at once
+when nothing is queued (``erq.protocol.transport``), so that what erq
+spends beyond it is erq's own work, not a cheaper way to the socket.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol, ServerFactory
 
 HOST = "127.0.0.1"
 
+#: Whether to read and write as ``twistd erq`` does (``--erq-io``).
+ERQ_IO = False
+
 QUEUES: dict[bytes, deque[bytes]] = {}
+#: The gets waiting on each queue, oldest first.
+WAITING: dict[bytes, deque[Bare]] = {}
+
+
+def value(key: bytes, item: bytes) -> bytes:
+    return b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (key, len(item), item)
 
 
 class Bare(Protocol):
@@ -28,13 +48,38 @@ class Bare(Protocol):
 
     def __init__(self) -> None:
         self.buffer = b""
+        #: While a get waits: its key, its queue's name, and the call that
+        #: ends the wait.
+        self.key = self.name = b""
+        self.timer: IDelayedCall | None = None
+        #: How replies go out (``--erq-io``: as erq sends them).
+        self.write: Callable[[bytes], None] = self.write_later
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
         transport.setTcpNoDelay(True)
+        if ERQ_IO:
+            from erq.protocol.transport import sender
+
+            self.write = sender(transport)
+
+    def write_later(self, data: bytes) -> None:
+        """Twisted's way: queued, sent on the reactor's next turn."""
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: object = None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+            WAITING[self.name].remove(self)
 
     def dataReceived(self, data: bytes) -> None:
-        buffer = self.buffer + data
+        self.buffer += data
+        if self.timer is None:
+            self.serve()
+
+    def serve(self) -> None:
+        buffer = self.buffer
         position = 0
         out = []
         while True:
@@ -47,35 +92,76 @@ class Bare(Protocol):
                 stop = start + int(words[4])
                 if len(buffer) < stop + 2:
                     break
-                queue = QUEUES.get(words[1])
-                if queue is None:
-                    queue = QUEUES[words[1]] = deque()
-                queue.append(buffer[start:stop])
+                self.put(words[1], buffer[start:stop])
                 out.append(b"STORED\r\n")
                 position = stop + 2
                 continue
             position = end + 2
             if words[0] == b"get":
-                queue = QUEUES.get(words[1])
+                key = words[1]
+                name, _, wait = key.partition(b"/t=")
+                queue = QUEUES.get(name)
                 if queue:
-                    item = queue.popleft()
-                    out.append(
-                        b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (words[1], len(item), item)
-                    )
+                    out.append(value(key, queue.popleft()))
+                elif wait:
+                    self.wait(key, name, int(wait) / 1000)
+                    break
                 else:
                     out.append(b"END\r\n")
+            elif words[0] == b"delete":
+                QUEUES.pop(words[1], None)
+                out.append(b"DELETED\r\n")
             elif words[0] == b"version":
                 out.append(b"VERSION bare\r\n")
             else:
                 out.append(b"ERROR\r\n")
         self.buffer = buffer[position:]
         if out:
-            self.transport.write(b"".join(out))  # type: ignore[union-attr]
+            self.write(b"".join(out))
+
+    def put(self, name: bytes, item: bytes) -> None:
+        """Store an item, or hand it to the oldest get waiting for one."""
+        waiting = WAITING.get(name)
+        if waiting:
+            waiter = waiting.popleft()
+            waiter.answer(value(waiter.key, item))
+            return
+        queue = QUEUES.get(name)
+        if queue is None:
+            queue = QUEUES[name] = deque()
+        queue.append(item)
+
+    def wait(self, key: bytes, name: bytes, seconds: float) -> None:
+        from twisted.internet import reactor
+
+        self.key, self.name = key, name
+        self.timer = reactor.callLater(seconds, self.expire)
+        WAITING.setdefault(name, deque()).append(self)
+
+    def expire(self) -> None:
+        self.timer = None
+        WAITING[self.name].remove(self)
+        self.answer(b"END\r\n")
+
+    def answer(self, reply: bytes) -> None:
+        """The waiting get's reply; then the requests sent behind it."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.write(reply)
+        if self.buffer:
+            self.serve()
 
 
-def main(port: int) -> None:
+def main(port: int, erq_io: bool = False) -> None:
+    global ERQ_IO
     from twisted.internet import reactor
 
+    if erq_io:
+        from erq.epoll import read_faster
+
+        ERQ_IO = True
+        read_faster(reactor)
     factory = ServerFactory()
     factory.protocol = Bare
     reactor.listenTCP(port, factory, interface=HOST)
@@ -83,4 +169,4 @@ def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), "--erq-io" in sys.argv[2:])

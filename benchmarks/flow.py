@@ -35,6 +35,7 @@ def w4(bench: Bench) -> None:
     if bench.erq_durable_args():
         servers.append(("always", bench.erq_durable))
     servers.append(("memcached", bench.memcached))
+    servers.append(("bare", bench.bare))
     figures = bench.alternate(
         "w4", functools.partial(flow_or_producers, bench), servers
     )
@@ -58,6 +59,17 @@ def w4(bench: Bench) -> None:
             ratio(found["items"], other),
         )
         bench.rows.append(at_least(row, bar))
+        if policy == "never" and "bare" in figures:
+            # What a Python queue on Twisted reaches, with nothing of erq's.
+            bare = figures["bare"]["items"]
+            bench.rows.append(
+                Row(
+                    f"4.   {shape}, bare Twisted: items/s",
+                    bare,
+                    other,
+                    ratio(bare, other),
+                )
+            )
         rate = found["paced"].shown()
         p50 = Row(f"4.   latency p50 at half load ({rate})", found["p50"])
         if policy == "never":
@@ -75,9 +87,12 @@ def w4(bench: Bench) -> None:
 def flow_or_producers(
     bench: Bench, server: Server, prefix: bytes, where: str
 ) -> Figures:
-    """erq: producers and consumers (``flow``); memcached, which has no
+    """erq: producers and consumers (``flow``); the bare Twisted
+    reference: the same, as fast as they go only; memcached, which has no
     queue: the same producers alone, the rate a queue's consumers would
     have to keep up with."""
+    if server.kind == "bare":
+        return flow_once(bench, server, prefix + b"full", where, 0.0)
     if server.kind != "memcached":
         if server is bench.durable_server():
             measure_limit(bench, "w4")

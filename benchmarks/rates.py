@@ -110,7 +110,8 @@ def lockstep_servers(bench: Bench) -> list[tuple[str, Callable[[], Server | None
 
 def bare_rows(bench: Bench, label: str, figures: dict[str, Figures]) -> None:
     """The bare Twisted reference beside memcached: the ceiling of a
-    Python server on Twisted in this run."""
+    Python server on Twisted, reaching the socket as erq does, in this
+    run."""
     if "bare" not in figures:
         return
     for key in ("sets", "gets"):

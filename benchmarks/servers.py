@@ -306,10 +306,13 @@ class Settings:
         return server
 
     def bare_server(self, label: str) -> Server:
-        """The bare Twisted reference server (``benchmarks/bare.py``)."""
+        """The bare Twisted reference server (``benchmarks/bare.py``), on
+        erq's way to the socket unless erq runs ``--plain-reactor``."""
         root = self.new_root(label)
         port = free_port()
         command = [sys.executable, str(Path(__file__).with_name("bare.py")), str(port)]
+        if "--plain-reactor" not in self.erq_args:
+            command.append("--erq-io")
         server = Server("bare", label, command, port, root)
         self.servers.append(server)
         return server
