@@ -11,6 +11,7 @@ from benchmarks.bench import Bench, Figures
 from benchmarks.limits import (
     LIMIT_REQUESTS,
     SAMPLES,
+    batch_seconds,
     fdatasync_seconds,
     round_trip_seconds,
 )
@@ -92,9 +93,11 @@ def w9(bench: Bench) -> None:
         )
         return
     conns = 16
+    batches: list[tuple[float, float]] = []
 
     def measure(server: Server, prefix: bytes, where: str) -> Figures:
         measure_limit(bench, "w9")
+        measure_batches(bench, server, conns, batches)
         figures: Figures = {}
         figures["one"] = durable_sets(bench, server, 1, 1, prefix + b"a", where)
         figures["spread"] = durable_sets(
@@ -127,6 +130,37 @@ def w9(bench: Bench) -> None:
         ratio(found["spread"], shared),
     )
     bench.rows.append(at_least(row, 0.8))
+    if batches:
+        spread = 1 / statistics.median(many for _, many in batches)
+        one = 1 / statistics.median(single for single, _ in batches)
+        bench.rows.append(
+            Row(
+                f"9.   the disk alone: batches/s over {conns} files (vs over 1 file)",
+                Figure(spread, "/s"),
+                Figure(one, "/s", text=f"1 file {number(one, '/s')}"),
+                ratio(Figure(spread, "/s"), Figure(one, "/s")),
+            )
+        )
+
+
+def measure_batches(
+    bench: Bench, server: Server, files: int, batches: list[tuple[float, float]]
+) -> None:
+    """What the disk itself takes, beside the round, for one batch of
+    small records made durable by erq's engine: over one file, and over
+    ``files`` files as a batch of sets over that many queues is.  What the
+    second costs beyond the first bounds how close 16 queues can come to
+    one."""
+    directory = server.data_dir or bench.settings.scratch
+    single = batch_seconds(directory, 1)
+    many = batch_seconds(directory, files)
+    if single is None or many is None:
+        return
+    batches.append((single, many))
+    bench.say(
+        f"one batch made durable by erq's engine: {single * 1e6:.0f} us over "
+        f"1 file, {many * 1e6:.0f} us over {files} files (medians of {SAMPLES})"
+    )
 
 
 def durable_sets(

@@ -42,6 +42,53 @@ def fdatasync_seconds(directory: Path, count: int = SAMPLES) -> float:
         os.unlink(path)
 
 
+def batch_seconds(directory: Path, files: int, count: int = SAMPLES) -> float | None:
+    """The median time erq's journal engine takes to make one batch
+    durable: a small record appended to each of ``files`` files, then
+    the files synced together, as the server syncs the queues of a batch
+    of sets (one cache flush shared by them all where the file system
+    allows it; see "Shared flushes" in erq/journal/engine.py).  Each file
+    has zeros written ahead and synced, as a segment has, so that a record
+    only overwrites space already durable.  ``None`` without erq's C
+    engine (``erq.journal._engine``)."""
+    try:
+        from erq.journal._engine import Engine
+    except ImportError:
+        return None
+    from erq.journal.engine import shared_device
+
+    device = shared_device(str(directory), None)
+    record = b"x" * 100
+    notify = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    fds: list[int] = []
+    paths: list[str] = []
+    try:
+        engine = Engine(notify, shared_device=device)
+        for _ in range(files):
+            fd, path = tempfile.mkstemp(prefix="erq-batch-", dir=directory)
+            fds.append(fd)
+            paths.append(path)
+            os.write(fd, bytes(len(record) * count + 4096))
+            os.fsync(fd)
+            os.lseek(fd, 0, os.SEEK_SET)
+        sync = None if device is None or files == 1 else True
+        ops: list[tuple[int, bytes | bool | None]] = [(fd, record) for fd in fds]
+        ops += [(fd, sync) for fd in fds]
+        times = []
+        for _ in range(count):
+            start = time.perf_counter()
+            error = engine.run(ops)
+            times.append(time.perf_counter() - start)
+            if error:
+                raise OSError(error, os.strerror(error))
+        return statistics.median(times)
+    finally:
+        for fd in (notify, *fds):
+            os.close(fd)
+        for path in paths:
+            os.unlink(path)
+
+
 def round_trip_seconds(port: int, request: bytes, count: int = SAMPLES) -> float:
     """The median time of one lock-step request and its one-line reply on
     a fresh loopback connection (memcached's ``set``, the fastest server
