@@ -134,7 +134,7 @@ def w1(bench: Bench) -> None:
     sync = " (sync never)" if bench.erq_main_args() else ""
     for key in ("sets", "gets"):
         row = bench.pair(f"1. lock-step, 1 conn: {key}/s{sync}", key, figures)
-        bench.rows.append(at_least(row, 0.5))
+        bench.rows.append(at_least(row, 0.85))
     bare_rows(bench, "1.   1 conn:", figures)
 
 
@@ -148,7 +148,7 @@ def w2(bench: Bench) -> None:
         for key in ("sets", "gets"):
             label = f"2. lock-step, {conns} conns: {key}/s{sync}"
             row = bench.pair(label, key, figures)
-            bench.rows.append(at_least(row, 0.45) if conns == 4 else row)
+            bench.rows.append(at_least(row, 0.7) if conns == 4 else row)
         if conns == 4:
             bare_rows(bench, "2.   4 conns:", figures)
 
