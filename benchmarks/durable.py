@@ -131,14 +131,15 @@ def w9(bench: Bench) -> None:
     )
     bench.rows.append(at_least(row, 0.8))
     if batches:
-        spread = 1 / statistics.median(many for _, many in batches)
+        many = Figure(1 / statistics.median(m for _, m in batches), "/s")
         one = 1 / statistics.median(single for single, _ in batches)
+        single = Figure(one, "/s", text=f"1 file {number(one, '/s')}")
         bench.rows.append(
             Row(
                 f"9.   the disk alone: batches/s over {conns} files (vs over 1 file)",
-                Figure(spread, "/s"),
-                Figure(one, "/s", text=f"1 file {number(one, '/s')}"),
-                ratio(Figure(spread, "/s"), Figure(one, "/s")),
+                many,
+                single,
+                ratio(many, single),
             )
         )
 
@@ -149,8 +150,8 @@ def measure_batches(
     """What the disk itself takes, beside the round, for one batch of
     small records made durable by erq's engine: over one file, and over
     ``files`` files as a batch of sets over that many queues is.  What the
-    second costs beyond the first bounds how close 16 queues can come to
-    one."""
+    second costs beyond the first lengthens every batch of the many-queue
+    case."""
     directory = server.data_dir or bench.settings.scratch
     single = batch_seconds(directory, 1)
     many = batch_seconds(directory, files)
