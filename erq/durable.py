@@ -22,10 +22,14 @@ keep the Deferred's order: their callbacks see the item in its queue.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from erq.journal.cohort import Cohort
 
 _log = Logger()
 
@@ -38,6 +42,8 @@ class Durable(Deferred[None]):
         super().__init__()
         #: Replies to run once the record is durable, before the callbacks.
         self.first: list[Callable[[], object]] = []
+        #: Its journal's connections in lock-step, which the store joins.
+        self.cohort: Cohort | None = None
 
     def durable(self) -> None:
         """The record is durable: run ``first`` (once)."""

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from erq.config import MiB, SyncPolicy
 from erq.items import Item
+from erq.journal.cohort import Cohort
 from erq.journal.files import (
     _Chunk,
     _Finish,
@@ -65,6 +66,9 @@ class _JournalBase(_Index):
         self.directory = directory
         self._writer = writer
         self._reactor = writer.reactor
+        #: The connections storing here durably in lock-step (see
+        #: ``erq.journal.cohort``).
+        self.cohort = Cohort(writer.reactor.seconds, writer.cohort_back)
         self._sync = sync
         self._always = sync == "always"
         self._segment_size = max(segment_size, HEADER_SIZE + 1)

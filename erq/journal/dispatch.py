@@ -248,7 +248,14 @@ class _Dispatch:
                 return True
         return False
 
-    def send(self, batch: list[_Chunk], alone: bool, report: bool, hurry: bool) -> None:
+    def send(
+        self,
+        batch: list[_Chunk],
+        alone: bool,
+        report: bool,
+        hurry: bool,
+        whole: bool = False,
+    ) -> None:
         """Hand ``batch`` to the runner that takes it, once ``holds`` has
         said that it may go.  With ``alone``, a batch that is one durable
         set and nothing else runs on the reactor's own thread, if the
@@ -261,7 +268,7 @@ class _Dispatch:
         engine = self.engine
         if engine is not None and not report:
             # ``lone`` asks, of a lone set, all that ``can_run`` would.
-            if alone and engine.lone(batch):
+            if alone and engine.lone(batch, whole):
                 done = engine.run_now(batch)
                 if done:
                     if self.on_batch is not None:

@@ -34,11 +34,15 @@ producer, with nothing more to send until it is answered, and nobody else
 journaling anything), the reactor runs it itself, through ``Engine.run``,
 without the GIL, and answers it at once, before anything else (see
 ``erq.durable``): blocking the reactor for the fdatasync then delays no
-one.  What comes during the fdatasync is read
-right after it and goes out as the next batch, group commit as before.
-Anything more (the sets of several clients, a run of sets from a client
-that pipelines, a get's removal beside the set) goes to the thread, so
-that the reactor reads and handles the next requests while it is synced.
+one.  The same holds for a batch of one queue that carries the sets of
+every connection storing there in lock-step (``whole``: the writer
+gathered them, see ``erq.journal.cohort``), whatever else that queue
+journaled beside them: none of those connections sends anything before
+its answer.  What comes during the fdatasync is read right after it and
+goes out as the next batch, group commit as before.  Anything more (the
+sets of several queues, or of connections not all in the batch, a run of
+sets from a client that pipelines) goes to the thread, so that the
+reactor reads and handles the next requests while it is synced.
 
 Shared flushes
 --------------
@@ -228,11 +232,13 @@ class _EngineRunner:
         self.count += 1
         self.engine.submit(ops, notify or hurry)
 
-    def lone(self, batch: list[_Chunk]) -> bool:
+    def lone(self, batch: list[_Chunk], whole: bool = False) -> bool:
         """Whether the reactor had better run this batch itself: the engine
-        is idle, and the batch is one set and nothing else (see "A lone
-        durable write"), that the engine can run (as ``_engine_steps``
-        says, asked here of the two steps directly)."""
+        is idle, and the batch is one set and nothing else, or with
+        ``whole`` one queue's records beside the sets of every connection
+        in lock-step there (see "A lone durable write"), that the engine
+        can run (as ``_engine_steps`` says, asked here of the two steps
+        directly)."""
         if self.batches or len(batch) != 1:
             return False
         chunk = batch[0]
@@ -245,9 +251,12 @@ class _EngineRunner:
         f = write.file
         synced = sync.file
         return not (
-            len(write.waiters) != 1
-            # One record: its header and its item.
-            or len(write.bufs) != 2
+            (
+                len(write.waiters) != 1
+                # One record: its header and its item.
+                or len(write.bufs) != 2
+            )
+            and not (whole and write.waiters)
             or write.held > _SMALL_APPEND
             or f.fd is None
             or f.needs_cut

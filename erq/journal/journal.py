@@ -127,6 +127,7 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         order, so the last one's waiters fire once all are done)."""
         if self._always:
             d = Durable()
+            d.cohort = self.cohort
             write.waiters.append((d, added))
             self._writer.urge()
             return d

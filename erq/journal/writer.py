@@ -20,7 +20,10 @@ its one thread runs a loop fed by a ``SimpleQueue``, cheaper to wake than a
 pool job.  A batch that is one durable set and nothing else crosses no
 thread at all: with the C engine idle, the reactor writes and syncs it
 itself at the end of its turn (see "A lone durable write" in
-``erq.journal.engine``).
+``erq.journal.engine``).  Nor does a batch that carries the sets of every
+connection storing to one queue in lock-step: a batch that something waits
+for first waits for those connections (see ``erq.journal.cohort``), so
+that they share one fsync instead of taking turns.
 
 Backlog
 -------
@@ -189,6 +192,9 @@ class JournalWriter:
         self.max_backlog = MAX_BACKLOG
         self._drain_waiters: list[Callable[[], object]] = []
         self._watching = False
+        self._gather_call: IDelayedCall | None = None
+        # The batch waited as long as it waits for the cohort.
+        self._gathered = False
 
     # -- life ----------------------------------------------------------------
 
@@ -273,6 +279,8 @@ class JournalWriter:
     def _closed(self, result: object) -> None:
         _cancel(self._linger_call)
         self._linger_call = None
+        _cancel(self._gather_call)
+        self._gather_call = None
         if isinstance(result, Failure):
             _log.failure("journal writer could not close its files", result)
         elif result:
@@ -356,6 +364,8 @@ class JournalWriter:
                 self._linger_urgent = True
                 call.reset(0.0)
             return
+        if self._urgent and life is _RUNNING and self._gathering():
+            return
         dispatch = self._dispatch
         if dispatch.holds(self._pending):
             return
@@ -363,7 +373,17 @@ class JournalWriter:
             return
         batch = self._pending
         self._pending = []
-        self._urgent = self._released = False
+        self._urgent = self._released = self._gathered = False
+        # Every connection in lock-step on the one queue of the batch waits
+        # for it: blocking the reactor while it is synced delays none of
+        # them (see "A lone durable write" in ``erq.journal.engine``).
+        whole = alone and len(batch) == 1 and batch[0].journal.cohort.whole()
+        for chunk in batch:
+            chunk.journal.cohort.pending = 0
+        call = self._gather_call
+        if call is not None:
+            _cancel(call)
+            self._gather_call = None
         call = self._linger_call
         if call is not None:
             # Gone already when it is what sends the batch.
@@ -389,7 +409,60 @@ class JournalWriter:
             # Never started, or stopping before it started: the batch
             # needs the thread either way.
             self._start_thread()
-        dispatch.send(batch, alone, report, bool(self._drain_waiters))
+        dispatch.send(batch, alone, report, bool(self._drain_waiters), whole)
+
+    def _gathering(self) -> bool:
+        """Whether what is pending waits for connections in lock-step on
+        its queues (see ``erq.journal.cohort``); if so, it is sent again
+        when they are back, or when it waited long enough."""
+        if self._gathered:
+            return False
+        wait = 0.0
+        for chunk in self._pending:
+            cohort = chunk.journal.cohort
+            if not (cohort.answering or cohort.expected):
+                continue
+            if cohort.on_thread():
+                dispatch = self._dispatch
+                if dispatch.busy() is not None:
+                    # Taking that batch back sends what is pending.
+                    dispatch.land()
+                    return True
+            due = cohort.wait()
+            if due > wait:
+                wait = due
+        if wait <= 0:
+            return False
+        if self._gather_call is None:
+            self._gather_call = self.reactor.callLater(wait, self._gather_over)
+        return True
+
+    def _expecting(self) -> bool:
+        """Whether a queue with sets pending has connections in lock-step
+        on the thread or answered and not back (see ``_gathering``)."""
+        for chunk in self._pending:
+            cohort = chunk.journal.cohort
+            if cohort.expected or cohort.on_thread():
+                return True
+        return False
+
+    def _gather_over(self, waited: bool = True) -> None:
+        """What is pending ``waited`` long enough, or those it waited for
+        are back: it goes now, at the end of the turn (so it may run on
+        the reactor, as a lone write), unless others are still to come."""
+        self._gather_call = None
+        self._gathered = waited and bool(self._pending)
+        self._fresh = True
+        if not self._dispatch.completing:
+            self._send(alone=True)
+
+    def cohort_back(self) -> None:
+        """The last connection in lock-step expected is back: what is
+        pending need not wait for it past this turn."""
+        call = self._gather_call
+        if call is not None:
+            _cancel(call)
+            self._gather_call = self.reactor.callLater(0, self._gather_over, False)
 
     # -- completing batches taken back ------------------------------------------
 
@@ -403,6 +476,7 @@ class JournalWriter:
             self._urgent
             and self._pending
             and self._life is _RUNNING
+            and not self._expecting()
             and not runner.busy()
             and all(
                 failure is None and all(chunk.error is None for chunk in batch)

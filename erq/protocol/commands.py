@@ -32,6 +32,8 @@ from twisted.python.failure import Failure
 from erq import __version__
 from erq.config import ConfigError
 from erq.connections import describe_peer
+from erq.durable import Durable
+from erq.journal.cohort import Pace
 from erq.protocol.flow import FlowControl
 from erq.protocol.replies import MAX_HELD_OUTPUT, ReplyOrder, Slot
 from erq.protocol.requests import (
@@ -93,6 +95,7 @@ class Handlers:
         _reply_raw: Callable[[bytes], None]
         _hold: Callable[[], Slot]
         _fill: Callable[..., None]
+        _pace: Pace
 
         @property
         def peer(self) -> IAddress: ...
@@ -148,6 +151,9 @@ class StoreCommands(Handlers):
             self._reply_raw(b"NOT_STORED\r\n")
         else:
             self._replies.await_stored(result, 1)
+            if type(result) is Durable:
+                # Its queue gathers the sets of connections in lock-step.
+                self._pace.stored(result)
 
     def _set_run(
         self, known: SetLine, buffer: bytearray, start: int, position: int
@@ -193,6 +199,8 @@ class StoreCommands(Handlers):
             self._reply_raw(b"STORED\r\n" * count)
         else:
             self._replies.await_stored(durable, count)
+            if type(durable) is Durable:
+                self._pace.stored(durable)
         return after
 
     def _unsupported(self, words: list[bytes]) -> None:

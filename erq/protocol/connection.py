@@ -26,6 +26,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from erq.journal.cohort import Pace
 from erq.protocol.commands import (
     COMMANDS,
     AdminCommands,
@@ -94,6 +95,8 @@ class QueueProtocol(
         self._paused_for = flow.reasons
         self._send: Callable[[bytes], None] = self._write
         self._waiting: Cancellable | None = None
+        # This connection's durable sets, as its queue's cohort sees them.
+        self._pace = Pace()
         # The reply slot of the get or monitor that waits, and the parts of
         # its reply gathered so far.
         self._waiting_reply: tuple[Slot | None, list[bytes]] = (None, [])
@@ -141,6 +144,7 @@ class QueueProtocol(
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._flow.gone = True
         self.service.connection_lost(self)
+        self._pace.gone()
         self._input.clear()
         waiting, self._waiting = self._waiting, None
         if waiting is not None:

@@ -1,0 +1,181 @@
+"""Durable sets from connections in lock-step on one queue, gathered into
+one fsync.
+
+Why
+---
+Two producers that each wait for ``STORED`` before their next set take
+turns under group commit: while one's set is synced, the other's arrives
+and waits for the next batch; when the first is answered, its next set
+arrives while the second's batch is synced, and so on.  Each batch then
+makes one set durable, and the two together store no more than one
+connection alone: one set per fsync.  In step, both sets share each
+fsync.
+
+What the writer does
+--------------------
+A connection is *in lock-step* when its durable set arrives within
+``window`` of the answer to its last one (``Pace``, which the connection
+keeps).  Each queue's journal keeps a ``Cohort`` of them: those whose set
+waits for its fsync (``answering``), and those answered and not back yet,
+each until ``window`` after its answer (``expected``).  A batch that
+something waits for then waits, before it leaves:
+
+- while a batch that holds a set in lock-step of one of its queues is on
+  the thread: that batch comes back soon, and its connections send their
+  next sets a round trip later;
+- while a connection in lock-step on one of its queues, answered less
+  than ``window`` ago, has not sent its next set: the batch goes at the
+  end of the turn in which the last of them does.
+
+The batch that carries the sets of a whole cohort is then synced by the
+reactor itself, without the two thread wake-ups a batch costs (see "A
+lone durable write" in ``erq.journal.engine``): every connection in
+lock-step there is waiting for it.
+
+Nothing else waits.  A connection answered longer ago than ``window`` is
+not in lock-step (a producer that paces itself, or one that stopped); a
+batch of removals alone on the thread holds nothing back; one connection
+alone never waits for itself; queues do not wait for each other's
+connections, so producers each on a queue of their own go as they come.
+At worst a batch waits ``window`` once for a connection that stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from erq.durable import Durable
+
+#: How soon after its answer a connection's next durable set must arrive
+#: for it to count as in lock-step, and how long a batch waits at most for
+#: it: a few round trips on a local network, below an fsync of most disks.
+WINDOW = 0.0005
+
+
+class Cohort:
+    """The connections storing durably in lock-step, and whether a batch
+    should wait for them (see the module's docstring)."""
+
+    __slots__ = (
+        "seconds",
+        "window",
+        "answering",
+        "expected",
+        "pending",
+        "back",
+    )
+
+    def __init__(
+        self,
+        seconds: Callable[[], float],
+        back: Callable[[], object],
+        window: float = WINDOW,
+    ) -> None:
+        #: The reactor's clock.
+        self.seconds = seconds
+        self.window = window
+        #: Connections in lock-step whose durable set waits for its fsync.
+        self.answering: set[object] = set()
+        #: Connections in lock-step answered and not back yet, each with
+        #: the time until which a batch waits for it.
+        self.expected: dict[object, float] = {}
+        #: Sets of ``answering`` not sent to the thread yet.
+        self.pending = 0
+        #: Called when the last connection expected is back.
+        self.back = back
+
+    def arrived(self, who: object, quick: bool) -> None:
+        """A durable set of ``who`` waits for its fsync; ``quick`` when it
+        came within ``window`` of the answer to ``who``'s last one."""
+        expected = self.expected
+        if quick:
+            self.answering.add(who)
+            self.pending += 1
+        elif self.answering:
+            # Out of step (or its last set failed): not waited for.
+            self.answering.discard(who)
+        if expected and expected.pop(who, None) is not None and not expected:
+            self.back()
+
+    def answered(self, who: object) -> None:
+        """``who``'s set in lock-step is durable and answered."""
+        self.answering.discard(who)
+        self.expected[who] = self.seconds() + self.window
+
+    def forget(self, who: object) -> None:
+        """``who`` is gone."""
+        self.answering.discard(who)
+        if self.expected.pop(who, None) is not None and not self.expected:
+            self.back()
+
+    def sent(self) -> None:
+        """What is pending left for the thread."""
+        self.pending = 0
+
+    def on_thread(self) -> bool:
+        """Whether a set in lock-step is on the thread."""
+        return len(self.answering) > self.pending
+
+    def whole(self) -> bool:
+        """Whether the sets pending are those of every connection in
+        lock-step here."""
+        return 0 < self.pending >= len(self.answering) and not self.expected
+
+    def wait(self) -> float:
+        """How long a batch should wait for the connections expected: until
+        the last of them is due, or zero if none is."""
+        expected = self.expected
+        if not expected:
+            return 0.0
+        now = self.seconds()
+        due = 0.0
+        for who, until in list(expected.items()):
+            if until <= now:
+                del expected[who]
+            elif until > due:
+                due = until
+        return due - now if due else 0.0
+
+
+class Pace:
+    """One connection's durable sets as its queue's cohort sees them: when
+    each arrives, whether it came within ``window`` of the answer to the
+    one before, and when it is answered."""
+
+    __slots__ = ("cohort", "answered_at", "quick")
+
+    def __init__(self) -> None:
+        #: The cohort of the queue this connection last stored to.
+        self.cohort: Cohort | None = None
+        self.answered_at = float("-inf")
+        self.quick = False
+
+    def stored(self, durable: Durable) -> None:
+        """A durable set of this connection waits for its fsync."""
+        cohort = durable.cohort
+        if cohort is None:
+            return
+        last = self.cohort
+        if last is not cohort:
+            if last is not None:
+                last.forget(self)
+            self.cohort = cohort
+        self.quick = quick = cohort.seconds() - self.answered_at <= cohort.window
+        cohort.arrived(self, quick)
+        durable.first.append(self.answered)
+
+    def answered(self) -> None:
+        """The set is durable and answered."""
+        cohort = self.cohort
+        if cohort is not None:
+            self.answered_at = cohort.seconds()
+            if self.quick:
+                cohort.answered(self)
+
+    def gone(self) -> None:
+        """The connection is closed."""
+        if self.cohort is not None:
+            self.cohort.forget(self)
+            self.cohort = None

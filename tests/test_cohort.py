@@ -1,0 +1,363 @@
+"""Durable sets of connections in lock-step, gathered into shared batches
+(``erq.journal.cohort``): the cohort's bookkeeping alone, then the writer's
+hand-off one interleaving at a time, with the thread run by hand (see
+``tests.test_writer``)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from erq.durable import Durable
+from erq.journal import Journal
+from erq.journal.cohort import WINDOW, Cohort, Pace
+from tests.support import FakeJournal, ProtocolTestCase, set_line
+from tests.test_writer import HandOffCase, engine_finished, item
+
+
+class CohortTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.backs: list[None] = []
+        self.cohort = Cohort(self.clock.seconds, lambda: self.backs.append(None))
+
+    def test_expected_until_the_window_is_over(self) -> None:
+        cohort = self.cohort
+        cohort.arrived("a", True)
+        self.assertEqual((cohort.pending, cohort.answering), (1, {"a"}))
+        cohort.sent()
+        self.assertTrue(cohort.on_thread())
+        cohort.answered("a")
+        self.assertFalse(cohort.on_thread())
+        self.assertEqual(cohort.wait(), WINDOW)
+        self.clock.advance(WINDOW / 2)
+        self.assertAlmostEqual(cohort.wait(), WINDOW / 2)
+        self.clock.advance(WINDOW / 2)
+        self.assertEqual(cohort.wait(), 0.0)
+        # Forgotten once its time is over.
+        self.assertEqual(cohort.expected, {})
+
+    def test_the_last_one_back_is_told(self) -> None:
+        cohort = self.cohort
+        for who in ("a", "b"):
+            cohort.arrived(who, True)
+        cohort.sent()
+        cohort.answered("a")
+        cohort.answered("b")
+        cohort.arrived("a", True)
+        self.assertEqual(self.backs, [])
+        self.assertFalse(cohort.whole())
+        cohort.arrived("b", True)
+        self.assertEqual(self.backs, [None])
+        self.assertTrue(cohort.whole())
+
+    def test_one_that_is_not_quick_is_not_waited_for(self) -> None:
+        cohort = self.cohort
+        cohort.arrived("a", False)
+        self.assertEqual((cohort.pending, cohort.answering), (0, set()))
+        self.assertFalse(cohort.whole())
+        self.assertFalse(cohort.on_thread())
+
+    def test_one_that_leaves_is_not_waited_for(self) -> None:
+        cohort = self.cohort
+        cohort.arrived("a", True)
+        cohort.answered("a")
+        cohort.forget("a")
+        self.assertEqual(self.backs, [None])
+        self.assertEqual((cohort.answering, cohort.expected), (set(), {}))
+        self.assertEqual(cohort.wait(), 0.0)
+
+    def test_a_pace_joins_when_it_comes_within_the_window(self) -> None:
+        cohort = self.cohort
+        pace = Pace()
+        first = Durable()
+        first.cohort = cohort
+        pace.stored(first)
+        # A first set says nothing of the connection's pace.
+        self.assertFalse(pace.quick)
+        self.assertEqual(cohort.answering, set())
+        self.clock.advance(1)
+        first.callback(None)
+        self.assertEqual(pace.answered_at, 1)
+        self.assertEqual(cohort.expected, {})
+        self.clock.advance(WINDOW / 2)
+        second = Durable()
+        second.cohort = cohort
+        pace.stored(second)
+        self.assertTrue(pace.quick)
+        self.assertEqual(cohort.answering, {pace})
+        second.callback(None)
+        self.assertEqual(cohort.expected, {pace: self.clock.seconds() + WINDOW})
+        # Too late: no longer in lock-step.
+        self.clock.advance(WINDOW * 2)
+        third = Durable()
+        third.cohort = cohort
+        pace.stored(third)
+        self.assertFalse(pace.quick)
+        self.assertEqual((cohort.answering, cohort.expected), (set(), {}))
+        pace.gone()
+        self.assertIsNone(pace.cohort)
+
+    def test_a_pace_that_moves_to_another_queue_leaves_the_first(self) -> None:
+        pace = Pace()
+        other = Cohort(self.clock.seconds, lambda: None)
+        for cohort in (self.cohort, self.cohort):
+            d = Durable()
+            d.cohort = cohort
+            pace.stored(d)
+            d.callback(None)
+        self.assertEqual(set(self.cohort.expected), {pace})
+        d = Durable()
+        d.cohort = other
+        pace.stored(d)
+        self.assertEqual(self.cohort.expected, {})
+        self.assertIs(pace.cohort, other)
+
+    def test_a_durable_of_no_journal_is_not_counted(self) -> None:
+        pace = Pace()
+        d = Durable()
+        pace.stored(d)
+        self.assertIsNone(pace.cohort)
+        self.assertEqual(d.first, [])
+
+
+class GatherTests(HandOffCase):
+    """Producers that wait for ``STORED`` before their next set: the writer
+    holds a set while a batch with another's is on the thread, and until
+    the others, answered, send their next sets; then all share one batch,
+    which the reactor syncs itself."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.queue = self.opened("a")
+        self.a, self.b = Pace(), Pace()
+        self.next = 2
+
+    def opened(self, name: str) -> Journal:
+        # Opened without a linger, which the rest of each test has.
+        self.writer.linger = 0
+        journal = super().opened(name)
+        self.writer.linger = 0.002
+        return journal
+
+    def store(self, pace: Pace, journal: Journal | None = None) -> list[object]:
+        """What the protocol does for a durable set of ``pace``'s
+        connection."""
+        d = (journal or self.queue).add(item(self.next))
+        self.next += 1
+        assert type(d) is Durable
+        pace.stored(d)
+        return self.fired(d)
+
+    def end_of_turn(self) -> None:
+        self.reactor.advance(0)
+
+    def in_step(self, *paces: Pace, journal: Journal | None = None) -> None:
+        """Each connection stores twice, answered at once: the second time
+        in lock-step, all in one batch; all are expected back."""
+        paces = paces or (self.a, self.b)
+        for _ in range(2):
+            stored = [self.store(pace, journal) for pace in paces]
+            self.end_of_turn()
+            self.settle()
+            self.assertEqual(stored, [[None]] * len(paces))
+        cohort = (journal or self.queue).cohort
+        self.assertEqual(set(cohort.expected), set(paces))
+        self.reactor.advance(WINDOW / 4)
+
+    def test_sets_in_step_share_a_batch_the_reactor_syncs(self) -> None:
+        self.in_step()
+        ran = len(self.engine.ran_now)
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        # Waiting for b.
+        self.assertEqual((a1, len(self.engine.ran_now)), ([], ran))
+        b1 = self.store(self.b)
+        self.assertEqual(b1, [])
+        self.end_of_turn()
+        self.assertEqual((a1, b1), ([None], [None]))
+        self.assertEqual(len(self.engine.ran_now), ran + 1)
+        self.assertEqual(self.engine.queued, deque())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_a_set_waits_for_the_batch_on_the_thread_and_its_connection(
+        self,
+    ) -> None:
+        self.in_step()
+        cohort = self.queue.cohort
+        # b is late: a's set goes once the window is over, to the thread
+        # (the engine is busy with jobs of its own).
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        self.engine.refuse_run = True
+        self.reactor.advance(WINDOW)
+        self.assertEqual(len(self.engine.queued), 1)
+        self.engine.refuse_run = False
+        # b comes back while a's set is synced: its set waits.
+        b1 = self.store(self.b)
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.queued), 1)
+        # a's batch comes back: a is answered; b's set waits for a's next.
+        self.assertTrue(self.engine.run_one())
+        engine_finished(self.writer)
+        self.assertEqual((a1, b1), ([None], []))
+        self.assertEqual(self.engine.queued, deque())
+        self.assertEqual(set(cohort.expected), {self.a})
+        self.reactor.advance(WINDOW / 4)
+        ran = len(self.engine.ran_now)
+        a2 = self.store(self.a)
+        self.assertEqual(len(self.engine.ran_now), ran)
+        # In step again: both in one batch, synced by the reactor.
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.ran_now), ran + 1)
+        self.assertEqual((a2, b1), ([None], [None]))
+        self.assertEqual(self.writer._dispatch.on_thread, 0)
+        self.assertEqual(
+            self.replayed("a"), [item(i).data for i in range(1, self.next)]
+        )
+
+    def test_a_connection_that_does_not_come_back_is_waited_for_once(
+        self,
+    ) -> None:
+        self.in_step()
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        self.reactor.advance(WINDOW / 2)
+        self.assertEqual(a1, [])
+        self.reactor.advance(WINDOW / 2)
+        self.assertEqual(a1, [None])
+        # b is expected no more: a's next set goes at once.
+        self.reactor.advance(WINDOW / 4)
+        a2 = self.store(self.a)
+        self.end_of_turn()
+        self.assertEqual(a2, [None])
+
+    def test_one_that_leaves_is_not_waited_for(self) -> None:
+        self.in_step()
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        self.assertEqual(a1, [])
+        self.b.gone()
+        self.end_of_turn()
+        self.assertEqual(a1, [None])
+
+    def test_one_that_is_not_in_step_is_not_waited_for(self) -> None:
+        """A set that comes later than the window after its answer (a
+        producer that paces itself) neither waits nor is waited for."""
+        self.in_step(self.a)
+        self.reactor.advance(WINDOW)
+        a1 = self.store(self.a)
+        b1 = self.store(self.b)
+        self.end_of_turn()
+        self.settle()
+        self.assertEqual((a1, b1), ([None], [None]))
+        self.assertEqual(self.queue.cohort.expected, {})
+        self.assertEqual(self.queue.cohort.answering, set())
+
+    def test_queues_do_not_wait_for_each_other(self) -> None:
+        """Connections in lock-step on other queues are not waited for:
+        producers each on a queue of their own go as they come."""
+        other = self.opened("b")
+        self.in_step(self.a)
+        self.in_step(self.b, journal=other)
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        self.assertEqual(a1, [None])
+        self.assertEqual(set(other.cohort.expected), {self.b})
+
+    def test_removals_on_the_thread_hold_no_set(self) -> None:
+        """A batch of removals on the thread does not hold a durable set
+        back: nothing in lock-step is in it."""
+        self.in_step(self.a)
+        self.queue.remove(item(2))
+        self.reactor.advance(self.writer.linger)
+        self.assertEqual(len(self.engine.queued), 1)
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.queued), 2)
+        self.settle()
+        self.assertEqual(a1, [None])
+
+    def test_stopping_sends_what_waits(self) -> None:
+        self.in_step()
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        self.assertIsNotNone(self.writer._gather_call)
+        stopped = self.fired(self.writer.stop())
+        self.settle()
+        self.assertEqual((a1, stopped), ([None], [None]))
+        self.assertIsNone(self.writer._gather_call)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class CohortJournal(FakeJournal):
+    """A durable journal whose adds join its cohort, as a real one's do."""
+
+    def __init__(self, cohort: Cohort) -> None:
+        super().__init__(durable=True)
+        self.cohort = cohort
+
+    def _durable(self) -> Deferred[None] | None:
+        durable = super()._durable()
+        assert type(durable) is Durable
+        durable.cohort = self.cohort
+        return durable
+
+
+class ConnectionPaceTests(ProtocolTestCase):
+    """A connection tells its queue's cohort when each durable set arrives
+    and is answered, and when it goes."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.backs: list[None] = []
+        self.cohort = Cohort(self.clock.seconds, lambda: self.backs.append(None))
+        self.journal = CohortJournal(self.cohort)
+        self.service.create_queue("q").journal = self.journal
+
+    def answer(self) -> bytes:
+        self.journal.pending.pop(0).callback(None)
+        return self.client.take()
+
+    def test_sets_in_lock_step_join_the_cohort(self) -> None:
+        self.client.send(set_line(b"q", b"a"))
+        self.assertEqual(self.answer(), b"STORED\r\n")
+        self.assertEqual(self.cohort.expected, {})
+        self.clock.advance(WINDOW / 2)
+        self.client.send(set_line(b"q", b"b"))
+        self.assertEqual(len(self.cohort.answering), 1)
+        self.assertEqual(self.answer(), b"STORED\r\n")
+        self.assertEqual(len(self.cohort.expected), 1)
+        self.clock.advance(WINDOW / 2)
+        # A run of sets in one read is one durable add.
+        self.client.send(set_line(b"q", b"c") * 3)
+        self.assertEqual(len(self.cohort.answering), 1)
+        self.assertEqual(self.cohort.expected, {})
+        self.assertEqual(self.answer(), b"STORED\r\n" * 3)
+        self.client.close()
+        self.assertEqual((self.cohort.answering, self.cohort.expected), (set(), {}))
+        # Back with the run, and gone.
+        self.assertEqual(self.backs, [None, None])
+
+    def test_a_set_that_comes_late_leaves_the_cohort(self) -> None:
+        for data in (b"a", b"b"):
+            self.client.send(set_line(b"q", data))
+            self.answer()
+        self.assertEqual(len(self.cohort.expected), 1)
+        self.clock.advance(WINDOW * 2)
+        self.client.send(set_line(b"q", b"c"))
+        self.assertEqual((self.cohort.answering, self.cohort.expected), (set(), {}))
+
+    def test_a_set_that_fails_leaves_no_one_waited_for(self) -> None:
+        for data in (b"a", b"b"):
+            self.client.send(set_line(b"q", data))
+            if data == b"a":
+                self.answer()
+        self.journal.pending.pop(0).errback(OSError("disk full"))
+        self.assertTrue(self.client.take().startswith(b"SERVER_ERROR "))
+        self.clock.advance(WINDOW * 2)
+        self.client.send(set_line(b"q", b"c"))
+        self.assertEqual(self.cohort.answering, set())
