@@ -49,16 +49,18 @@ class CohortTests(SynchronousTestCase):
         cohort.answered("b")
         cohort.arrived("a", True)
         self.assertEqual(self.backs, [])
-        self.assertFalse(cohort.whole())
+        self.assertFalse(cohort.whole(1))
         cohort.arrived("b", True)
         self.assertEqual(self.backs, [None])
-        self.assertTrue(cohort.whole())
+        self.assertTrue(cohort.whole(2))
+        # A set beside theirs, of a connection not in lock-step.
+        self.assertFalse(cohort.whole(3))
 
     def test_one_that_is_not_quick_is_not_waited_for(self) -> None:
         cohort = self.cohort
         cohort.arrived("a", False)
         self.assertEqual((cohort.pending, cohort.answering), (0, set()))
-        self.assertFalse(cohort.whole())
+        self.assertFalse(cohort.whole(1))
         self.assertFalse(cohort.on_thread())
 
     def test_one_that_leaves_is_not_waited_for(self) -> None:
@@ -100,6 +102,27 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual((cohort.answering, cohort.expected), (set(), {}))
         pace.gone()
         self.assertIsNone(pace.cohort)
+
+    def test_a_pace_that_pipelines_is_not_in_step(self) -> None:
+        """A set sent before the answer to the one before is not in
+        lock-step: the client has more to send while it is synced."""
+        cohort = self.cohort
+        pace = Pace()
+        sets = []
+        for _ in range(3):
+            d = Durable()
+            d.cohort = cohort
+            sets.append(d)
+        pace.stored(sets[0])
+        self.clock.advance(WINDOW / 10)
+        sets[0].callback(None)
+        self.clock.advance(WINDOW / 10)
+        pace.stored(sets[1])
+        self.assertTrue(pace.quick)
+        self.clock.advance(WINDOW / 10)
+        pace.stored(sets[2])
+        self.assertFalse(pace.quick)
+        self.assertEqual(cohort.answering, set())
 
     def test_a_pace_that_moves_to_another_queue_leaves_the_first(self) -> None:
         pace = Pace()
@@ -209,11 +232,19 @@ class GatherTests(HandOffCase):
         self.reactor.advance(WINDOW / 4)
         ran = len(self.engine.ran_now)
         a2 = self.store(self.a)
+        self.end_of_turn()
+        # One batch; b's set came late, out of step, so the thread syncs it.
         self.assertEqual(len(self.engine.ran_now), ran)
+        self.assertEqual(len(self.engine.queued), 1)
+        self.settle()
+        self.assertEqual((a2, b1), ([None], [None]))
         # In step again: both in one batch, synced by the reactor.
+        self.reactor.advance(WINDOW / 4)
+        a3 = self.store(self.a)
+        b2 = self.store(self.b)
         self.end_of_turn()
         self.assertEqual(len(self.engine.ran_now), ran + 1)
-        self.assertEqual((a2, b1), ([None], [None]))
+        self.assertEqual((a3, b2), ([None], [None]))
         self.assertEqual(self.writer._dispatch.on_thread, 0)
         self.assertEqual(
             self.replayed("a"), [item(i).data for i in range(1, self.next)]
@@ -234,6 +265,20 @@ class GatherTests(HandOffCase):
         a2 = self.store(self.a)
         self.end_of_turn()
         self.assertEqual(a2, [None])
+
+    def test_a_set_out_of_step_beside_theirs_goes_to_the_thread(self) -> None:
+        """The reactor syncs a batch itself only if nothing but the sets of
+        connections in lock-step wait for it: a client that pipelines may
+        have more to send meanwhile."""
+        self.in_step()
+        c = Pace()
+        ran = len(self.engine.ran_now)
+        a1, b1, c1 = self.store(self.a), self.store(self.b), self.store(c)
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.ran_now), ran)
+        self.assertEqual(len(self.engine.queued), 1)
+        self.settle()
+        self.assertEqual((a1, b1, c1), ([None], [None], [None]))
 
     def test_one_that_leaves_is_not_waited_for(self) -> None:
         self.in_step()

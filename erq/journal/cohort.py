@@ -14,8 +14,9 @@ fsync.
 What the writer does
 --------------------
 A connection is *in lock-step* when its durable set arrives within
-``window`` of the answer to its last one (``Pace``, which the connection
-keeps).  Each queue's journal keeps a ``Cohort`` of them: those whose set
+``window`` of the answer to its last one, and not before that answer (a
+client that pipelines its sets is not): ``Pace``, which the connection
+keeps, tells.  Each queue's journal keeps a ``Cohort`` of them: those whose set
 waits for its fsync (``answering``), and those answered and not back yet,
 each until ``window`` after its answer (``expected``).  A batch that
 something waits for then waits, before it leaves:
@@ -27,10 +28,11 @@ something waits for then waits, before it leaves:
   than ``window`` ago, has not sent its next set: the batch goes at the
   end of the turn in which the last of them does.
 
-The batch that carries the sets of a whole cohort is then synced by the
-reactor itself, without the two thread wake-ups a batch costs (see "A
-lone durable write" in ``erq.journal.engine``): every connection in
-lock-step there is waiting for it.
+The batch that carries the sets of a whole cohort, and no other set, is
+then synced by the reactor itself, without the two thread wake-ups a
+batch costs (see "A lone durable write" in ``erq.journal.engine``):
+every connection that stored into it is waiting for it, with nothing
+more to send.
 
 Nothing else waits.  A connection answered longer ago than ``window`` is
 not in lock-step (a producer that paces itself, or one that stopped); a
@@ -118,10 +120,10 @@ class Cohort:
         """Whether a set in lock-step is on the thread."""
         return len(self.answering) > self.pending
 
-    def whole(self) -> bool:
-        """Whether the sets pending are those of every connection in
-        lock-step here."""
-        return 0 < self.pending >= len(self.answering) and not self.expected
+    def whole(self, sets: int) -> bool:
+        """Whether ``sets`` durable sets pending here are those of every
+        connection in lock-step here, and nothing else."""
+        return 0 < sets == self.pending == len(self.answering) and not self.expected
 
     def wait(self) -> float:
         """How long a batch should wait for the connections expected: until
@@ -142,13 +144,15 @@ class Cohort:
 class Pace:
     """One connection's durable sets as its queue's cohort sees them: when
     each arrives, whether it came within ``window`` of the answer to the
-    one before, and when it is answered."""
+    one before (and not before that answer: a client that pipelines its
+    sets is not in lock-step), and when it is answered."""
 
-    __slots__ = ("cohort", "answered_at", "quick")
+    __slots__ = ("cohort", "stored_at", "answered_at", "quick")
 
     def __init__(self) -> None:
         #: The cohort of the queue this connection last stored to.
         self.cohort: Cohort | None = None
+        self.stored_at = float("-inf")
         self.answered_at = float("-inf")
         self.quick = False
 
@@ -162,7 +166,12 @@ class Pace:
             if last is not None:
                 last.forget(self)
             self.cohort = cohort
-        self.quick = quick = cohort.seconds() - self.answered_at <= cohort.window
+        now = cohort.seconds()
+        answered = self.answered_at
+        self.quick = quick = (
+            answered >= self.stored_at and now - answered <= cohort.window
+        )
+        self.stored_at = now
         cohort.arrived(self, quick)
         durable.first.append(self.answered)
 

@@ -55,7 +55,7 @@ from erq.config import MiB
 from erq.journal.dispatch import _Dispatch, _Runner
 from erq.journal.dispatch import _Reactor as _DispatchReactor
 from erq.journal.engine import _Engine
-from erq.journal.files import FileOps, _Chunk, _close_all
+from erq.journal.files import FileOps, _Chunk, _close_all, _Write
 from erq.journal.loop import _Done
 from erq.journal.thread import SHUTDOWN_TIMEOUT as SHUTDOWN_TIMEOUT
 from erq.journal.thread import _Pool, _WriterThread
@@ -377,7 +377,11 @@ class JournalWriter:
         # Every connection in lock-step on the one queue of the batch waits
         # for it: blocking the reactor while it is synced delays none of
         # them (see "A lone durable write" in ``erq.journal.engine``).
-        whole = alone and len(batch) == 1 and batch[0].journal.cohort.whole()
+        whole = False
+        if alone and len(batch) == 1:
+            chunk = batch[0]
+            sets = sum(len(s.waiters) for s in chunk.steps if type(s) is _Write)
+            whole = chunk.journal.cohort.whole(sets)
         for chunk in batch:
             chunk.journal.cohort.pending = 0
         call = self._gather_call
