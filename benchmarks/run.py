@@ -128,7 +128,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="first wait up to this long for other processes to leave the CPU",
     )
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    try:
+        # A directory named for this run's data is made, as mkdir -p would.
+        options.scratch.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        parser.error(f"--scratch {options.scratch}: {error.strerror}")
+    return options
 
 
 def plan_of(options: argparse.Namespace, erq_args: list[str]) -> Plan:
