@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from erq.durable import Durable
 from erq.journal import Journal
-from erq.journal.cohort import WINDOW, Cohort, Pace
+from erq.journal.cohort import MOST, WINDOW, Cohort, Pace
 from tests.support import FakeJournal, ProtocolTestCase, set_line
 from tests.test_writer import HandOffCase, engine_finished, item
 
@@ -62,6 +62,24 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual((cohort.pending, cohort.answering), (0, set()))
         self.assertFalse(cohort.whole(1))
         self.assertFalse(cohort.on_thread())
+
+    def test_many_are_not_waited_for(self) -> None:
+        cohort = self.cohort
+        for who in range(MOST):
+            cohort.arrived(who, True)
+        self.assertTrue(cohort.gathers())
+        self.assertTrue(cohort.whole(MOST))
+        cohort.arrived(MOST, True)
+        self.assertFalse(cohort.gathers())
+        self.assertFalse(cohort.whole(MOST + 1))
+        # Those gone quiet leave room again.
+        cohort.sent()
+        for who in range(MOST + 1):
+            cohort.answered(who)
+        self.assertFalse(cohort.gathers())
+        self.clock.advance(WINDOW)
+        cohort.arrived(0, True)
+        self.assertTrue(cohort.gathers())
 
     def test_one_that_leaves_is_not_waited_for(self) -> None:
         cohort = self.cohort
@@ -279,6 +297,22 @@ class GatherTests(HandOffCase):
         self.assertEqual(len(self.engine.queued), 1)
         self.settle()
         self.assertEqual((a1, b1, c1), ([None], [None], [None]))
+
+    def test_many_connections_in_step_are_left_to_group_commit(self) -> None:
+        paces = [Pace() for _ in range(MOST + 1)]
+        self.in_step(*paces)
+        first = self.store(paces[0])
+        self.end_of_turn()
+        # Not waiting for the others: on its own, synced by the reactor.
+        self.assertEqual(first, [None])
+        self.assertIsNone(self.writer._gather_call)
+        ran = len(self.engine.ran_now)
+        rest = [self.store(pace) for pace in paces[1:]]
+        self.end_of_turn()
+        # Nor synced by the reactor: the thread takes them.
+        self.assertEqual(len(self.engine.ran_now), ran)
+        self.settle()
+        self.assertEqual(rest, [[None]] * MOST)
 
     def test_one_that_leaves_is_not_waited_for(self) -> None:
         self.in_step()

@@ -38,8 +38,10 @@ Nothing else waits.  A connection answered longer ago than ``window`` is
 not in lock-step (a producer that paces itself, or one that stopped); a
 batch of removals alone on the thread holds nothing back; one connection
 alone never waits for itself; queues do not wait for each other's
-connections, so producers each on a queue of their own go as they come.
-At worst a batch waits ``window`` once for a connection that stops.
+connections, so producers each on a queue of their own go as they come;
+and more than ``MOST`` connections in lock-step on one queue are left to
+group commit as it is.  At worst a batch waits ``window`` once for a
+connection that stops.
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ if TYPE_CHECKING:
 #: for it to count as in lock-step, and how long a batch waits at most for
 #: it: a few round trips on a local network, below an fsync of most disks.
 WINDOW = 0.0005
+#: The most connections in lock-step that a batch waits for.  The reactor
+#: answers them, reads their next sets and only then syncs them: with
+#: more, that work, done between fsyncs instead of during them, costs
+#: more than the fsyncs they share save, and their sets fill batches
+#: well enough without waiting (each batch takes what arrived while the
+#: one before it was synced).
+MOST = 4
 
 
 class Cohort:
@@ -120,10 +129,22 @@ class Cohort:
         """Whether a set in lock-step is on the thread."""
         return len(self.answering) > self.pending
 
+    def gathers(self) -> bool:
+        """Whether a batch waits for connections here: some are in
+        lock-step, and no more than ``MOST``."""
+        count = len(self.answering) + len(self.expected)
+        if count > MOST:
+            # Those gone quiet count no more.
+            self.wait()
+            count = len(self.answering) + len(self.expected)
+        return 0 < count <= MOST
+
     def whole(self, sets: int) -> bool:
         """Whether ``sets`` durable sets pending here are those of every
-        connection in lock-step here, and nothing else."""
-        return 0 < sets == self.pending == len(self.answering) and not self.expected
+        connection in lock-step here (no more than ``MOST``), and nothing
+        else."""
+        answering = len(self.answering)
+        return 0 < sets == self.pending == answering <= MOST and not self.expected
 
     def wait(self) -> float:
         """How long a batch should wait for the connections expected: until

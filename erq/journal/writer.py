@@ -424,7 +424,7 @@ class JournalWriter:
         wait = 0.0
         for chunk in self._pending:
             cohort = chunk.journal.cohort
-            if not (cohort.answering or cohort.expected):
+            if not cohort.gathers():
                 continue
             if cohort.on_thread():
                 dispatch = self._dispatch
@@ -446,7 +446,7 @@ class JournalWriter:
         on the thread or answered and not back (see ``_gathering``)."""
         for chunk in self._pending:
             cohort = chunk.journal.cohort
-            if cohort.expected or cohort.on_thread():
+            if (cohort.expected or cohort.on_thread()) and cohort.gathers():
                 return True
         return False
 
