@@ -16,9 +16,9 @@ What the writer does
 A connection is *in lock-step* when its durable set arrives within
 ``window`` of the answer to its last one, and not before that answer (a
 client that pipelines its sets is not): ``Pace``, which the connection
-keeps, tells.  Each queue's journal keeps a ``Cohort`` of them: those whose set
-waits for its fsync (``answering``), and those answered and not back yet,
-each until ``window`` after its answer (``expected``).  A batch that
+keeps, tells.  Each queue's journal keeps a ``Cohort`` of them: those
+whose set waits for its fsync (``answering``), and those answered and
+not back yet, each until ``window`` after its answer (``expected``).  A batch that
 something waits for then waits, before it leaves:
 
 - while a batch that holds a set in lock-step of one of its queues is on

@@ -383,7 +383,7 @@ class JournalWriter:
             sets = sum(len(s.waiters) for s in chunk.steps if type(s) is _Write)
             whole = chunk.journal.cohort.whole(sets)
         for chunk in batch:
-            chunk.journal.cohort.pending = 0
+            chunk.journal.cohort.sent()
         call = self._gather_call
         if call is not None:
             _cancel(call)
