@@ -305,7 +305,7 @@ class GatherTests(HandOffCase):
         self.end_of_turn()
         # Not waiting for the others: on its own, synced by the reactor.
         self.assertEqual(first, [None])
-        self.assertIsNone(self.writer._gather_call)
+        self.assertIsNone(self.writer.gathering.call)
         ran = len(self.engine.ran_now)
         rest = [self.store(pace) for pace in paces[1:]]
         self.end_of_turn()
@@ -364,11 +364,11 @@ class GatherTests(HandOffCase):
         self.in_step()
         a1 = self.store(self.a)
         self.end_of_turn()
-        self.assertIsNotNone(self.writer._gather_call)
+        self.assertIsNotNone(self.writer.gathering.call)
         stopped = self.fired(self.writer.stop())
         self.settle()
         self.assertEqual((a1, stopped), ([None], [None]))
-        self.assertIsNone(self.writer._gather_call)
+        self.assertIsNone(self.writer.gathering.call)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 

@@ -68,7 +68,7 @@ class _JournalBase(_Index):
         self._reactor = writer.reactor
         #: The connections storing here durably in lock-step (see
         #: ``erq.journal.cohort``).
-        self.cohort = Cohort(writer.reactor.seconds, writer.cohort_back)
+        self.cohort = Cohort(writer.reactor.seconds, writer.gathering.back)
         self._sync = sync
         self._always = sync == "always"
         self._segment_size = max(segment_size, HEADER_SIZE + 1)

@@ -55,7 +55,8 @@ from erq.config import MiB
 from erq.journal.dispatch import _Dispatch, _Runner
 from erq.journal.dispatch import _Reactor as _DispatchReactor
 from erq.journal.engine import _Engine
-from erq.journal.files import FileOps, _Chunk, _close_all, _Write
+from erq.journal.files import FileOps, _Chunk, _close_all
+from erq.journal.gather import Gathering
 from erq.journal.loop import _Done
 from erq.journal.thread import SHUTDOWN_TIMEOUT as SHUTDOWN_TIMEOUT
 from erq.journal.thread import _Pool, _WriterThread
@@ -192,9 +193,8 @@ class JournalWriter:
         self.max_backlog = MAX_BACKLOG
         self._drain_waiters: list[Callable[[], object]] = []
         self._watching = False
-        self._gather_call: IDelayedCall | None = None
-        # The batch waited as long as it waits for the cohort.
-        self._gathered = False
+        #: Waits for connections in lock-step (see ``erq.journal.gather``).
+        self.gathering = Gathering(reactor, self._dispatch, self._gathered)
 
     # -- life ----------------------------------------------------------------
 
@@ -279,8 +279,7 @@ class JournalWriter:
     def _closed(self, result: object) -> None:
         _cancel(self._linger_call)
         self._linger_call = None
-        _cancel(self._gather_call)
-        self._gather_call = None
+        self.gathering.cancel()
         if isinstance(result, Failure):
             _log.failure("journal writer could not close its files", result)
         elif result:
@@ -337,6 +336,12 @@ class JournalWriter:
             # a batch may come back before ``_send`` returns.
             self._send(alone=True)
 
+    def _gathered(self) -> None:
+        """What is pending waited for connections in lock-step: it goes."""
+        self._fresh = True
+        if not self._dispatch.completing:
+            self._send(alone=True)
+
     def _kick(self) -> None:
         """Send what is pending if it may go now; during a batch's
         completions it goes once they are done."""
@@ -364,7 +369,7 @@ class JournalWriter:
                 self._linger_urgent = True
                 call.reset(0.0)
             return
-        if self._urgent and life is _RUNNING and self._gathering():
+        if self._urgent and life is _RUNNING and self.gathering.holds(self._pending):
             return
         dispatch = self._dispatch
         if dispatch.holds(self._pending):
@@ -373,21 +378,8 @@ class JournalWriter:
             return
         batch = self._pending
         self._pending = []
-        self._urgent = self._released = self._gathered = False
-        # Every connection in lock-step on the one queue of the batch waits
-        # for it: blocking the reactor while it is synced delays none of
-        # them (see "A lone durable write" in ``erq.journal.engine``).
-        whole = False
-        if alone and len(batch) == 1:
-            chunk = batch[0]
-            sets = sum(len(s.waiters) for s in chunk.steps if type(s) is _Write)
-            whole = chunk.journal.cohort.whole(sets)
-        for chunk in batch:
-            chunk.journal.cohort.sent()
-        call = self._gather_call
-        if call is not None:
-            _cancel(call)
-            self._gather_call = None
+        self._urgent = self._released = False
+        whole = self.gathering.leaving(batch, alone)
         call = self._linger_call
         if call is not None:
             # Gone already when it is what sends the batch.
@@ -415,59 +407,6 @@ class JournalWriter:
             self._start_thread()
         dispatch.send(batch, alone, report, bool(self._drain_waiters), whole)
 
-    def _gathering(self) -> bool:
-        """Whether what is pending waits for connections in lock-step on
-        its queues (see ``erq.journal.cohort``); if so, it is sent again
-        when they are back, or when it waited long enough."""
-        if self._gathered:
-            return False
-        wait = 0.0
-        for chunk in self._pending:
-            cohort = chunk.journal.cohort
-            if not cohort.gathers():
-                continue
-            if cohort.on_thread():
-                dispatch = self._dispatch
-                if dispatch.busy() is not None:
-                    # Taking that batch back sends what is pending.
-                    dispatch.land()
-                    return True
-            due = cohort.wait()
-            if due > wait:
-                wait = due
-        if wait <= 0:
-            return False
-        if self._gather_call is None:
-            self._gather_call = self.reactor.callLater(wait, self._gather_over)
-        return True
-
-    def _expecting(self) -> bool:
-        """Whether a queue with sets pending has connections in lock-step
-        on the thread or answered and not back (see ``_gathering``)."""
-        for chunk in self._pending:
-            cohort = chunk.journal.cohort
-            if (cohort.expected or cohort.on_thread()) and cohort.gathers():
-                return True
-        return False
-
-    def _gather_over(self, waited: bool = True) -> None:
-        """What is pending ``waited`` long enough, or those it waited for
-        are back: it goes now, at the end of the turn (so it may run on
-        the reactor, as a lone write), unless others are still to come."""
-        self._gather_call = None
-        self._gathered = waited and bool(self._pending)
-        self._fresh = True
-        if not self._dispatch.completing:
-            self._send(alone=True)
-
-    def cohort_back(self) -> None:
-        """The last connection in lock-step expected is back: what is
-        pending need not wait for it past this turn."""
-        call = self._gather_call
-        if call is not None:
-            _cancel(call)
-            self._gather_call = self.reactor.callLater(0, self._gather_over, False)
-
     # -- completing batches taken back ------------------------------------------
 
     def _send_first(self, runner: _Runner, done: list[_Done]) -> None:
@@ -480,7 +419,7 @@ class JournalWriter:
             self._urgent
             and self._pending
             and self._life is _RUNNING
-            and not self._expecting()
+            and not self.gathering.expecting(self._pending)
             and not runner.busy()
             and all(
                 failure is None and all(chunk.error is None for chunk in batch)
