@@ -75,6 +75,30 @@ MAX_BACKLOG = 16 * MiB
 LINGER = 0.002
 
 
+def _complete(batch: list[_Chunk], failure: Failure | None) -> list[_Chunk]:
+    """Tell each journal of a batch taken back how its chunk went; the
+    chunks to write again, in order.  ``failure`` is a bug on the thread,
+    not an I/O error: what did not run fails with it."""
+    if failure is not None:
+        _log.failure("journal writer batch crashed", failure)
+        for chunk in batch:
+            if chunk.error is None and not all(s.done for s in chunk.steps):
+                chunk.error = failure.value
+    retried: list[_Chunk] = []
+    for chunk in batch:
+        try:
+            again = chunk.journal.chunk_done(chunk)
+        except Exception:
+            _log.failure(
+                "journal {directory}: chunk completion failed",
+                directory=chunk.journal.directory,
+            )
+            continue
+        if again is not None:
+            retried.append(again)
+    return retried
+
+
 def _cancel(call: IDelayedCall | None) -> None:
     """Cancel a delayed call that may be pending, or gone, or absent."""
     if call is not None and call.active():
@@ -435,35 +459,14 @@ class JournalWriter:
         writer has more to do once they are over (see ``_go_on``): asked
         here, since this runs once a batch, even a lone durable set's."""
         for batch, failure in done:
-            if failure is not None:
-                # A bug on the thread, not an I/O error: fail what did not run.
-                _log.failure("journal writer batch crashed", failure)
-                for chunk in batch:
-                    if chunk.error is None and not all(s.done for s in chunk.steps):
-                        chunk.error = failure.value
-            retried: list[_Chunk] | None = None
-            for chunk in batch:
-                try:
-                    again = chunk.journal.chunk_done(chunk)
-                except Exception:
-                    _log.failure(
-                        "journal {directory}: chunk completion failed",
-                        directory=chunk.journal.directory,
-                    )
-                    continue
-                if again is not None:
-                    if retried is None:
-                        retried = []
-                    retried.append(again)
-            if retried is not None:
+            retried = _complete(batch, failure)
+            if retried:
                 # What failed is older than anything pending: it goes first,
                 # in the order it had.
                 ids = {id(chunk) for chunk in retried}
                 pending = self._pending
                 self._pending = retried + [c for c in pending if id(c) not in ids]
-        if self._pending or self._life is _STOPPING or self._drain_waiters:
-            return True
-        return False
+        return bool(self._pending or self._life is _STOPPING or self._drain_waiters)
 
     def _go_on(self) -> None:
         """After the completions of batches taken back (and of those that
