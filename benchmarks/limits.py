@@ -72,7 +72,7 @@ def batch_seconds(directory: Path, files: int, count: int = SAMPLES) -> float | 
             os.fsync(fd)
             os.lseek(fd, 0, os.SEEK_SET)
         sync = None if device is None or files == 1 else True
-        ops: list[tuple[int, bytes | bool | None]] = [(fd, record) for fd in fds]
+        ops: list[tuple[int, bytes | bool | int | None]] = [(fd, record) for fd in fds]
         ops += [(fd, sync) for fd in fds]
         times = []
         for _ in range(count):

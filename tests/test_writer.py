@@ -25,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq.config import SyncPolicy
 from erq.durable import Durable
 from erq.journal import FileOps, Journal, JournalError, JournalWriter
+from erq.journal.engine import WRITE_OUT
 from erq.queue import Item
 from tests.support import ManualPool, SyncPool, ThreadCallsReactor
 
@@ -35,7 +36,7 @@ class StepEngine:
     come back ``ECANCELED``) until ``resume``."""
 
     def __init__(self) -> None:
-        self.queued: deque[list[tuple[int, bytes | bool | None]]] = deque()
+        self.queued: deque[list[tuple[int, bytes | bool | int | None]]] = deque()
         self.done: list[int] = []
         self.halted = False
         #: Times the engine would have written its eventfd.
@@ -45,15 +46,20 @@ class StepEngine:
         #: The error ``run`` fails its job with, writing nothing (0: none).
         self.run_error = 0
         #: The jobs run at once (``run``).
-        self.ran_now: list[list[tuple[int, bytes | bool | None]]] = []
+        self.ran_now: list[list[tuple[int, bytes | bool | int | None]]] = []
+        #: Every job submitted, run or not.
+        self.submitted: list[list[tuple[int, bytes | bool | int | None]]] = []
         self._wake = False
         self._notify: deque[bool] = deque()
 
-    def submit(self, ops: list[tuple[int, bytes | bool | None]], notify: bool) -> None:
+    def submit(
+        self, ops: list[tuple[int, bytes | bool | int | None]], notify: bool
+    ) -> None:
         self.queued.append(ops)
+        self.submitted.append(ops)
         self._notify.append(notify)
 
-    def run(self, ops: list[tuple[int, bytes | bool | None]]) -> int:
+    def run(self, ops: list[tuple[int, bytes | bool | int | None]]) -> int:
         """A job run at once by its caller, while nothing is queued."""
         if self.refuse_run:
             raise RuntimeError("the engine has jobs of its own")
@@ -64,10 +70,13 @@ class StepEngine:
         self._run_ops(ops)
         return 0
 
-    def _run_ops(self, ops: list[tuple[int, bytes | bool | None]]) -> None:
+    def _run_ops(self, ops: list[tuple[int, bytes | bool | int | None]]) -> None:
         for fd, data in ops:
             if isinstance(data, bytes):
                 os.write(fd, data)
+            elif type(data) is int:
+                # A write-out: advice to the kernel, nothing to do here.
+                pass
             else:
                 os.fdatasync(fd)
 
@@ -582,7 +591,7 @@ class SharedSyncTests(HandOffCase):
 
     shared_flushes = True
 
-    def syncs(self) -> list[bytes | bool | None]:
+    def syncs(self) -> list[bytes | bool | int | None]:
         (ops,) = self.engine.queued
         return [data for _, data in ops if not isinstance(data, bytes)]
 
@@ -678,7 +687,7 @@ class UnsharedSyncTests(HandOffCase):
 
     shared_flushes = False
 
-    def syncs(self) -> list[bytes | bool | None]:
+    def syncs(self) -> list[bytes | bool | int | None]:
         (ops,) = self.engine.queued
         return [data for _, data in ops if not isinstance(data, bytes)]
 
@@ -703,6 +712,92 @@ class UnsharedSyncTests(HandOffCase):
             engine=StepEngine(),
         )
         self.assertFalse(writer._dispatch.shares_flushes)
+
+
+class WriteOutTests(HandOffCase):
+    """A file appended to and not synced is written out (the kernel told to
+    start writing it to the disk) once each time ``WRITE_OUT`` more bytes
+    have gathered, not with every batch: see "Writing out what is not
+    synced" in ``erq.journal.engine``."""
+
+    size = 100_000
+
+    def add_all(self, journal: Journal, count: int) -> None:
+        """Items 1 to ``count``, each batch run as it goes."""
+        for i in range(1, count + 1):
+            journal.add(item(i, self.size))
+            self.settle()
+
+    def write_outs(self) -> list[tuple[int, int, int]]:
+        """Of each write-out asked for: its end, where the file's appends
+        ended once its job's had run (counted from the engine's first
+        append), and how many ops followed it in its job."""
+        found = []
+        appended = 0
+        for job in self.engine.submitted:
+            appended += sum(len(data) for _, data in job if isinstance(data, bytes))
+            for index, (_, data) in enumerate(job):
+                if type(data) is int:
+                    found.append((data, appended, len(job) - index - 1))
+        return found
+
+    def test_a_file_not_synced_is_written_out_every_write_out_bytes(self) -> None:
+        journal = self.journal("n", sync="never")
+        count = 3 * WRITE_OUT // self.size + 2
+        self.add_all(journal, count)
+        segment = journal._current
+        assert segment is not None
+        f = segment.file
+        # The first item's batch opened the file on the Python loop.
+        self.assertGreater(len(self.engine.submitted), count - 3)
+        first = f.offset - sum(
+            len(data)
+            for job in self.engine.submitted
+            for _, data in job
+            if isinstance(data, bytes)
+        )
+        outs = self.write_outs()
+        self.assertEqual(len(outs), 3)
+        last = 0
+        for end, appended, after in outs:
+            # Each once a megabyte more gathered, up to the file's end then,
+            # after everything else its job does.
+            self.assertEqual(end, first + appended)
+            self.assertGreaterEqual(end - last, WRITE_OUT)
+            self.assertLess(end - last, WRITE_OUT + self.size + 100)
+            self.assertEqual(after, 0)
+            last = end
+        self.assertEqual(f.written_out, last)
+        self.assertLess(f.offset - last, WRITE_OUT)
+        self.assertEqual(
+            self.replayed("n"), [item(i, self.size).data for i in range(1, count + 1)]
+        )
+
+    def test_a_synced_file_is_not_written_out(self) -> None:
+        journal = self.opened("a")
+        for i in range(2, 3 * WRITE_OUT // self.size + 2):
+            self.fired(journal.add(item(i, self.size)))
+            self.settle()
+        self.assertGreater(len(self.engine.submitted), 3)
+        self.assertEqual(self.write_outs(), [])
+
+    def test_a_sync_counts_as_written_out(self) -> None:
+        """Between the syncs of a period, a write-out is asked for only once
+        a megabyte gathered since the last sync."""
+        journal = self.journal("p", sync=0.05)
+        half = WRITE_OUT // 2 // self.size
+        self.add_all(journal, half)
+        self.reactor.advance(0.05)
+        self.settle()
+        segment = journal._current
+        assert segment is not None
+        synced = segment.file.offset
+        self.assertEqual(segment.file.written_out, synced)
+        for i in range(half + 1, 2 * half + 2):
+            journal.add(item(i, self.size))
+            self.settle()
+        self.assertEqual(self.write_outs(), [])
+        self.assertLess(segment.file.offset - synced, WRITE_OUT + self.size)
 
 
 class FailingOps(FileOps):

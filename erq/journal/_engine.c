@@ -1,12 +1,12 @@
 /* The journal's file writes and fsyncs, run without the GIL.
  *
- * The reactor queues jobs (lists of appends and fdatasyncs) with submit();
- * the writer thread, inside serve(), takes every job queued so far as one
- * group: it runs their appends in order, then fdatasyncs each file the
- * group asked to sync, once, several files at once on its syncer threads
- * (and starts the write-out of the others), and only then reports the
- * jobs done.  The
- * reactor learns of it through an eventfd, without the thread ever
+ * The reactor queues jobs (lists of appends, fdatasyncs and write-outs)
+ * with submit(); the writer thread, inside serve(), takes every job queued
+ * so far as one group: it runs their appends in order, then fdatasyncs
+ * each file the group asked to sync, once, several files at once on its
+ * syncer threads, then has the kernel start writing out the files it was
+ * asked to (sync_file_range, not waited for), and only then reports the
+ * jobs done.  The reactor learns of it through an eventfd, without the thread ever
  * needing the GIL, and reads the outcomes with poll().  After a failure
  * the engine runs nothing more (jobs still queued, and jobs submitted
  * later, come back with ECANCELED) until resume().
@@ -56,7 +56,8 @@
 typedef struct {
     int fd;
     int sync;             /* 0: append data; 1: fdatasync fd; 2: shared;
-                             3: shared, known to be on the shared device */
+                             3: shared, known to be on the shared device;
+                             4: start writing out fd's first len bytes */
     const char *data;
     Py_ssize_t len;
 } Op;
@@ -172,7 +173,8 @@ Engine_dealloc(Engine *self)
 }
 
 /* The ops of a job, from a list of (fd, bytes) appends, (fd, None)
- * fdatasyncs and (fd, False) shared syncs; NULL with an exception set. */
+ * fdatasyncs, (fd, False) and (fd, True) shared syncs and (fd, end)
+ * write-outs; NULL with an exception set. */
 static Op *
 parse_ops(PyObject *ops, Py_ssize_t *count)
 {
@@ -199,6 +201,14 @@ parse_ops(PyObject *ops, Py_ssize_t *count)
         } else if (PyBytes_Check(data)) {
             op[i].data = PyBytes_AS_STRING(data);
             op[i].len = PyBytes_GET_SIZE(data);
+        } else if (PyLong_CheckExact(data)) {
+            op[i].sync = 4;
+            op[i].len = PyLong_AsSsize_t(data);
+            if (op[i].len < 0) {
+                if (PyErr_Occurred())
+                    goto fail;
+                goto bad;
+            }
         } else {
             goto bad;
         }
@@ -207,7 +217,7 @@ parse_ops(PyObject *ops, Py_ssize_t *count)
     return op;
 bad:
     PyErr_SetString(PyExc_TypeError,
-                    "an op is a (fd, bytes or None or False) tuple");
+                    "an op is a (fd, bytes, None, a bool or an end) tuple");
 fail:
     PyMem_RawFree(op);
     return NULL;
@@ -482,19 +492,48 @@ sync_files(Engine *self, int *fds, const int *shared, int count)
 #endif
 }
 
+/* Has the kernel start writing out a file's first len bytes, without
+ * waiting for it: only advice, so a failure is no error. */
+static void
+write_out(int fd, Py_ssize_t len)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (len > 0)
+        sync_file_range(fd, 0, (off64_t)len, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)fd;
+    (void)len;
+#endif
+}
+
 /* Runs a group, without the lock: every append in order (the appends to
  * one file that follow each other in one writev), then each file to sync
- * once.  Returns 0 or the first errno. */
+ * once, then the write-outs asked for.  Returns 0 or the first errno. */
 static int
 run_group(Engine *self, Job *group)
 {
     struct iovec iov[MAX_IOV];
     int count = 0, fd = -1, error;
-    int synced[64], shared[64], written[64];
-    int nsync = 0, nwritten = 0;
+    int synced[64], shared[64], out[64];
+    Py_ssize_t out_len[64];
+    int nsync = 0, nout = 0;
     for (Job *job = group; job; job = job->next) {
         for (Py_ssize_t i = 0; i < job->nops; i++) {
             Op *op = &job->op[i];
+            if (op->sync == 4) {
+                if (nout < 64) {
+                    out[nout] = op->fd;
+                    out_len[nout++] = op->len;
+                    continue;
+                }
+                /* More than that in one group: start this one now, after
+                 * the appends before it. */
+                if (count > 0 && (error = append_all(fd, iov, count)) != 0)
+                    return error;
+                count = 0;
+                write_out(op->fd, op->len);
+                continue;
+            }
             if (op->sync) {
                 int seen = 0;
                 for (int k = 0; k < nsync; k++)
@@ -528,14 +567,6 @@ run_group(Engine *self, Job *group)
                     return error;
                 count = 0;
             }
-            if (op->fd != fd && nwritten < 64) {
-                int seen = 0;
-                for (int k = 0; k < nwritten; k++)
-                    if (written[k] == op->fd)
-                        seen = 1;
-                if (!seen)
-                    written[nwritten++] = op->fd;
-            }
             fd = op->fd;
             iov[count].iov_base = (void *)op->data;
             iov[count].iov_len = (size_t)op->len;
@@ -546,19 +577,8 @@ run_group(Engine *self, Job *group)
         return error;
     if (nsync > 0 && (error = sync_files(self, synced, shared, nsync)) != 0)
         return error;
-#ifdef SYNC_FILE_RANGE_WRITE
-    /* Files appended to but not synced: have the kernel start writing them
-     * out now, without waiting for it, so that the fsync that closes the
-     * file does not have a whole segment's worth to write first. */
-    for (int k = 0; k < nwritten; k++) {
-        int seen = 0;
-        for (int j = 0; j < nsync; j++)
-            if (synced[j] == written[k])
-                seen = 1;
-        if (!seen)
-            sync_file_range(written[k], 0, 0, SYNC_FILE_RANGE_WRITE);
-    }
-#endif
+    for (int k = 0; k < nout; k++)
+        write_out(out[k], out_len[k]);
     return 0;
 }
 

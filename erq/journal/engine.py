@@ -16,12 +16,24 @@ one group (their appends in order, then one fdatasync per file, the files
 of a group synced at once by up to eight syncer threads beside it: one
 fsync after another would cost the sum of their latencies, while the disk
 takes several at once for little more than one) and tells the reactor
-through an eventfd.  Files it appends to without syncing it has the kernel
-start writing out at once (``sync_file_range``): the fsync that closes a
-full segment, whatever the policy, then finds little left to write, and
-does not hold up the appends behind it while a whole segment goes to disk.
-Such batches do not wait for each other: the next one is queued while one
-is synced, and the thread starts on it the moment the fsync returns.
+through an eventfd.  Such batches do not wait for each other: the next one
+is queued while one is synced, and the thread starts on it the moment the
+fsync returns.
+
+Writing out what is not synced
+------------------------------
+A file appended to and not synced (``sync_journal = "never"``, or between
+the syncs of a period) is left to the kernel, except that each time
+another ``WRITE_OUT`` bytes have gathered since it was last synced or
+written out, the batch asks the engine to start writing the file out
+(``sync_file_range``, without waiting; ``(fd, end)`` ops).  The fsync that
+closes a full segment, whatever the policy, then finds at most that much
+left to write, and does not hold up the appends behind it while a whole
+segment goes to disk.  Starting a write-out with every batch instead would
+send the same partly filled page to the disk again and again: a batch of
+a lock-step producer every couple of milliseconds is hundreds of disk
+writes a second per queue, several times the bytes journaled, under a
+policy that promises nothing of the disk.
 
 A lone durable write
 --------------------
@@ -89,6 +101,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from erq.config import MiB
 from erq.durable import Durable
 from erq.journal.files import (
     _LINGER_BYTES,
@@ -98,6 +111,10 @@ from erq.journal.files import (
     _Sync,
     _Write,
 )
+
+#: Bytes a file not synced gathers before the engine is asked to start
+#: writing it out (see "Writing out what is not synced").
+WRITE_OUT = 1 * MiB
 
 try:
     from erq.journal._engine import Engine, flush_shared
@@ -149,10 +166,10 @@ class _Engine(Protocol):
     test double)."""
 
     def submit(
-        self, ops: list[tuple[int, bytes | bool | None]], notify: bool
+        self, ops: list[tuple[int, bytes | bool | int | None]], notify: bool
     ) -> None: ...
 
-    def run(self, ops: list[tuple[int, bytes | bool | None]]) -> int: ...
+    def run(self, ops: list[tuple[int, bytes | bool | int | None]]) -> int: ...
 
     def poll(self, wake: bool) -> list[int]: ...
 
@@ -326,8 +343,9 @@ _Covers = list[tuple[_SegmentFile, int]]
 #: A batch taken back, with the failure of a crash on the thread.
 _Done = tuple[list[_Chunk], Failure | None]
 #: What the engine takes: appends, full syncs (None), shared syncs (False;
-#: True if the file is known to be on the engine's device).
-_Ops = list[tuple[int, bytes | bool | None]]
+#: True if the file is known to be on the engine's device), and write-outs
+#: of a file's first bytes up to an end (an int, never a bool).
+_Ops = list[tuple[int, bytes | bool | int | None]]
 
 
 def _ops(
@@ -338,11 +356,14 @@ def _ops(
     overwrite what an earlier sync made durable (see "Shared flushes"),
     with the file known to be on ``device`` or not, if that is known;
     whether something waits for the batch; and the files it syncs in
-    full."""
+    full.  Last come the write-outs of files not synced that have gathered
+    ``WRITE_OUT`` bytes since they last were (see "Writing out what is not
+    synced")."""
     ops: _Ops = []
     covers: _Covers = []
     notify = False
     written = 0
+    gathered: list[_SegmentFile] = []
     for chunk in batch:
         for step in chunk.steps:
             if type(step) is _Write:
@@ -351,11 +372,15 @@ def _ops(
                 ops.append(append)
                 if step.waiters:
                     notify = True
+                f = step.file
+                if f.offset - f.written_out >= WRITE_OUT:
+                    gathered.append(f)
             else:
                 assert type(step) is _Sync
                 f = step.file
                 fd = f.fd
                 assert fd is not None
+                f.written_out = f.offset
                 if shares and f.offset <= f.covered:
                     on = f.device
                     if on == device:
@@ -369,6 +394,12 @@ def _ops(
                     # On another device: it cannot share the flush.
                 ops.append((fd, None))
                 covers.append((f, max(f.offset, f.zeroed)))
+    for f in gathered:
+        # Not if synced after that append, or already asked for.
+        if f.offset - f.written_out >= WRITE_OUT:
+            assert f.fd is not None
+            ops.append((f.fd, f.offset))
+            f.written_out = f.offset
     return ops, notify or written > _LINGER_BYTES, covers
 
 

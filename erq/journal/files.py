@@ -151,6 +151,7 @@ class _SegmentFile:
         "zeroed",
         "covered",
         "device",
+        "written_out",
     )
 
     def __init__(self, path: str, offset: int, fresh: bool) -> None:
@@ -173,6 +174,10 @@ class _SegmentFile:
         # The device of the file, asked once as it is opened, so that the
         # engine need not ask it each batch; -1: not known.
         self.device = -1
+        # Where the bytes end that the engine was last asked to sync or to
+        # start writing out (see "Writing out what is not synced" in
+        # ``erq.journal.engine``).
+        self.written_out = offset
 
 
 def _cut_file(f: _SegmentFile, fd: int, offset: int, ops: FileOps) -> None:
@@ -180,6 +185,7 @@ def _cut_file(f: _SegmentFile, fd: int, offset: int, ops: FileOps) -> None:
     f.zeroed = offset
     # The blocks past the cut are gone: written again, they are new.
     f.covered = min(f.covered, offset)
+    f.written_out = min(f.written_out, offset)
 
 
 def _open_segment(f: _SegmentFile, ops: FileOps, files: set[_SegmentFile]) -> int:
@@ -210,6 +216,7 @@ def _sync_file(f: _SegmentFile, ops: FileOps) -> None:
     if f.fd is None:
         return
     ops.fsync(f.fd)
+    f.written_out = f.offset
     if f.fresh:
         ops.fsync_dir(os.path.dirname(f.path))
         f.fresh = False
