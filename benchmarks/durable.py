@@ -1,17 +1,21 @@
 """Durable lock-step sets against what the disk allows (workload 9), and
 the durable limit itself, measured beside each workload's rounds: one
 connection cannot store more than 1 / (round trip + fdatasync) items a
-second (see "The durable limit" in README.md)."""
+second (see "The durable limit" in README.md).  Beside them, what the disk
+writes while the same connections store under ``--sync never``."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import time
 
 from benchmarks.bench import Bench, Figures
 from benchmarks.limits import (
     LIMIT_REQUESTS,
     SAMPLES,
     batch_seconds,
+    disk_written,
     fdatasync_seconds,
     round_trip_seconds,
 )
@@ -142,6 +146,7 @@ def w9(bench: Bench) -> None:
                 ratio(many, single),
             )
         )
+    never_writes(bench, conns)
 
 
 def measure_batches(
@@ -164,11 +169,66 @@ def measure_batches(
     )
 
 
-def durable_sets(
-    bench: Bench, server: Server, conns: int, queues: int, prefix: bytes, where: str
-) -> Figure:
-    """``conns`` lock-step set connections spread over ``queues``
-    queues of a ``--sync always`` erq: sets/s."""
+def never_writes(bench: Bench, conns: int) -> None:
+    """What the disk writes while ``conns`` lock-step connections store
+    over as many queues of the ``--sync never`` erq, against the bytes of
+    the items they store.  That policy leaves the disk to the kernel: erq
+    asks it to start writing a file out only once a megabyte has gathered
+    (see "Writing out what is not synced" in erq/journal/engine.py), not
+    for each batch of each queue, which would send the same partly
+    filled pages to the disk hundreds of times a second."""
+    label = (
+        f"9.   {conns} conns over {conns} queues, sync never: "
+        "disk writes (vs the items stored)"
+    )
+    if not bench.erq_main_args():
+        return
+    server = bench.erq()
+    directory = server.data_dir or bench.settings.scratch
+    # What other processes (and earlier workloads) left for the kernel to
+    # write goes now, not during the phase.
+    os.sync()
+    before = disk_written(directory)
+    if before is None:
+        bench.rows.append(Row(label, Figure.missing("MiB", "n/a: no block device")))
+        return
+    start = time.perf_counter()
+    jobs, dialects = spread_jobs(bench, server, conns, conns, b"nw-")
+    figure, outcomes = bench.phase(server, jobs, where="never: disk writes")
+    after = disk_written(directory)
+    seconds = time.perf_counter() - start
+    for dialect in dialects:
+        bench.delete(server, dialect)
+    if after is None or figure.value is None:
+        bench.rows.append(Row(label, Figure.failed("MiB", figure.error or "no figure")))
+        return
+    requests = (after[0] - before[0]) / seconds
+    written = (after[1] - before[1]) / seconds / 2**20
+    stored = (
+        (sum(outcome.hits for outcome in outcomes) * bench.plan.item_size)
+        / seconds
+        / 2**20
+    )
+    bench.say(
+        f"never: the disk wrote {written:.2f} MiB/s in {requests:,.0f} writes/s "
+        f"while {number(figure.value, '/s')} sets stored {stored:.2f} MiB/s"
+    )
+    disk = Figure(
+        written,
+        "MiB",
+        figure.server_cpu,
+        figure.gen_cpu,
+        text=f"{written:.2f} MiB/s, {requests:,.0f} writes/s",
+    )
+    items = Figure(stored, "MiB", text=f"items {stored:.2f} MiB/s")
+    bench.rows.append(Row(label, disk, items, ratio(disk, items)))
+
+
+def spread_jobs(
+    bench: Bench, server: Server, conns: int, queues: int, prefix: bytes
+) -> tuple[list[Job], list[Dialect]]:
+    """The jobs of ``conns`` lock-step set connections spread over
+    ``queues`` queues, and the queues' dialects (to delete them after)."""
     plan = bench.plan
     dialects = [
         Dialect(True, prefix + (b"%02d-" % (number % queues)))
@@ -188,9 +248,18 @@ def durable_sets(
         )
         for number, (dialect, share) in enumerate(zip(dialects, shares, strict=True))
     ]
+    return jobs, dialects[:queues]
+
+
+def durable_sets(
+    bench: Bench, server: Server, conns: int, queues: int, prefix: bytes, where: str
+) -> Figure:
+    """``conns`` lock-step set connections spread over ``queues``
+    queues of a ``--sync always`` erq: sets/s."""
+    jobs, dialects = spread_jobs(bench, server, conns, queues, prefix)
     name = f"{where} {conns} conns over {queues} queue(s)"
     figure, _ = bench.phase(server, jobs, where=name)
-    for dialect in dialects[:queues]:
+    for dialect in dialects:
         bench.delete(server, dialect)
     bench.log_figure(name, "durable sets", figure)
     return figure

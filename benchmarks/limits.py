@@ -89,6 +89,22 @@ def batch_seconds(directory: Path, files: int, count: int = SAMPLES) -> float | 
             os.unlink(path)
 
 
+def disk_written(directory: Path) -> tuple[int, int] | None:
+    """The write requests and the bytes that the block device holding
+    ``directory`` has completed since it started (its statistics in
+    sysfs), or ``None`` where the directory is on no block device (tmpfs,
+    overlayfs) or the system says nothing of it."""
+    device = os.stat(directory).st_dev
+    path = f"/sys/dev/block/{os.major(device)}:{os.minor(device)}/stat"
+    try:
+        with open(path) as f:
+            fields = f.read().split()
+        # Writes completed, and sectors of 512 bytes written.
+        return int(fields[4]), int(fields[6]) * 512
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def round_trip_seconds(port: int, request: bytes, count: int = SAMPLES) -> float:
     """The median time of one lock-step request and its one-line reply on
     a fresh loopback connection (memcached's ``set``, the fastest server
