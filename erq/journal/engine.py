@@ -22,18 +22,19 @@ fsync returns.
 
 Writing out what is not synced
 ------------------------------
-A file appended to and not synced (``sync_journal = "never"``, or between
-the syncs of a period) is left to the kernel, except that each time
-another ``WRITE_OUT`` bytes have gathered since it was last synced or
-written out, the batch asks the engine to start writing the file out
-(``sync_file_range``, without waiting; ``(fd, end)`` ops).  The fsync that
-closes a full segment, whatever the policy, then finds at most that much
-left to write, and does not hold up the appends behind it while a whole
-segment goes to disk.  Starting a write-out with every batch instead would
-send the same partly filled page to the disk again and again: a batch of
-a lock-step producer every couple of milliseconds is hundreds of disk
-writes a second per queue, several times the bytes journaled, under a
-policy that promises nothing of the disk.
+A file appended to and not synced (``sync_journal = "never"``, between
+the syncs of a period, or a batch of removals alone under ``"always"``)
+is left to the kernel, except that each time another ``WRITE_OUT`` bytes
+have gathered since it was last synced or written out, the batch asks
+the engine to start writing the file out (``sync_file_range``, without
+waiting; ``(fd, end)`` ops).  The fsync that closes a full segment,
+whatever the policy, then finds at most that much left to write, and
+does not hold up the appends behind it while a whole segment goes to
+disk.  Starting a write-out with every batch instead would send the same
+partly filled page to the disk again and again: with a batch every
+couple of milliseconds, hundreds of disk writes a second per busy queue,
+several times the bytes journaled, for records that no one waits to see
+on the disk.
 
 A lone durable write
 --------------------
