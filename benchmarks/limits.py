@@ -55,7 +55,7 @@ def batch_seconds(directory: Path, files: int, count: int = SAMPLES) -> float | 
         from erq.journal._engine import Engine
     except ImportError:
         return None
-    from erq.journal.engine import shared_device
+    from erq.journal.engine import Ops, shared_device
 
     device = shared_device(str(directory), None)
     record = b"x" * 100
@@ -72,7 +72,7 @@ def batch_seconds(directory: Path, files: int, count: int = SAMPLES) -> float | 
             os.fsync(fd)
             os.lseek(fd, 0, os.SEEK_SET)
         sync = None if device is None or files == 1 else True
-        ops: list[tuple[int, bytes | bool | int | None]] = [(fd, record) for fd in fds]
+        ops: Ops = [(fd, record) for fd in fds]
         ops += [(fd, sync) for fd in fds]
         times = []
         for _ in range(count):

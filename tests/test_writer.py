@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from erq.config import SyncPolicy
 from erq.durable import Durable
 from erq.journal import FileOps, Journal, JournalError, JournalWriter
-from erq.journal.engine import WRITE_OUT
+from erq.journal.engine import WRITE_OUT, Ops
 from erq.queue import Item
 from tests.support import ManualPool, SyncPool, ThreadCallsReactor
 
@@ -36,7 +36,7 @@ class StepEngine:
     come back ``ECANCELED``) until ``resume``."""
 
     def __init__(self) -> None:
-        self.queued: deque[list[tuple[int, bytes | bool | int | None]]] = deque()
+        self.queued: deque[Ops] = deque()
         self.done: list[int] = []
         self.halted = False
         #: Times the engine would have written its eventfd.
@@ -46,20 +46,18 @@ class StepEngine:
         #: The error ``run`` fails its job with, writing nothing (0: none).
         self.run_error = 0
         #: The jobs run at once (``run``).
-        self.ran_now: list[list[tuple[int, bytes | bool | int | None]]] = []
+        self.ran_now: list[Ops] = []
         #: Every job submitted, run or not.
-        self.submitted: list[list[tuple[int, bytes | bool | int | None]]] = []
+        self.submitted: list[Ops] = []
         self._wake = False
         self._notify: deque[bool] = deque()
 
-    def submit(
-        self, ops: list[tuple[int, bytes | bool | int | None]], notify: bool
-    ) -> None:
+    def submit(self, ops: Ops, notify: bool) -> None:
         self.queued.append(ops)
         self.submitted.append(ops)
         self._notify.append(notify)
 
-    def run(self, ops: list[tuple[int, bytes | bool | int | None]]) -> int:
+    def run(self, ops: Ops) -> int:
         """A job run at once by its caller, while nothing is queued."""
         if self.refuse_run:
             raise RuntimeError("the engine has jobs of its own")
@@ -70,7 +68,7 @@ class StepEngine:
         self._run_ops(ops)
         return 0
 
-    def _run_ops(self, ops: list[tuple[int, bytes | bool | int | None]]) -> None:
+    def _run_ops(self, ops: Ops) -> None:
         for fd, data in ops:
             if isinstance(data, bytes):
                 os.write(fd, data)

@@ -6,8 +6,8 @@
  * each file the group asked to sync, once, several files at once on its
  * syncer threads, then has the kernel start writing out the files it was
  * asked to (sync_file_range, not waited for), and only then reports the
- * jobs done.  The reactor learns of it through an eventfd, without the thread ever
- * needing the GIL, and reads the outcomes with poll().  After a failure
+ * jobs done.  The reactor learns of it through an eventfd, without the
+ * thread ever needing the GIL, and reads the outcomes with poll().  After a failure
  * the engine runs nothing more (jobs still queued, and jobs submitted
  * later, come back with ECANCELED) until resume().
  *

@@ -162,15 +162,19 @@ def _zeroes_ahead(write: _Write) -> bool:
     return f.offset + size > f.zeroed and size <= _SMALL_APPEND
 
 
+#: What the engine takes: appends, full syncs (None), shared syncs (False;
+#: True if the file is known to be on the engine's device), and write-outs
+#: of a file's first bytes up to an end (an int, never a bool).
+Ops = list[tuple[int, bytes | bool | int | None]]
+
+
 class _Engine(Protocol):
     """What the writer needs of the C engine (``erq.journal._engine.Engine``, or a
     test double)."""
 
-    def submit(
-        self, ops: list[tuple[int, bytes | bool | int | None]], notify: bool
-    ) -> None: ...
+    def submit(self, ops: Ops, notify: bool) -> None: ...
 
-    def run(self, ops: list[tuple[int, bytes | bool | int | None]]) -> int: ...
+    def run(self, ops: Ops) -> int: ...
 
     def poll(self, wake: bool) -> list[int]: ...
 
@@ -343,15 +347,11 @@ class _EngineRunner:
 _Covers = list[tuple[_SegmentFile, int]]
 #: A batch taken back, with the failure of a crash on the thread.
 _Done = tuple[list[_Chunk], Failure | None]
-#: What the engine takes: appends, full syncs (None), shared syncs (False;
-#: True if the file is known to be on the engine's device), and write-outs
-#: of a file's first bytes up to an end (an int, never a bool).
-_Ops = list[tuple[int, bytes | bool | int | None]]
 
 
 def _ops(
     batch: list[_Chunk], shares: bool, device: int | None = None
-) -> tuple[_Ops, bool, _Covers]:
+) -> tuple[Ops, bool, _Covers]:
     """The engine's ops for a batch: its appends, each write's buffers
     joined, and its syncs, shared (if ``shares``) where the appends only
     overwrite what an earlier sync made durable (see "Shared flushes"),
@@ -360,7 +360,7 @@ def _ops(
     full.  Last come the write-outs of files not synced that have gathered
     ``WRITE_OUT`` bytes since they last were (see "Writing out what is not
     synced")."""
-    ops: _Ops = []
+    ops: Ops = []
     covers: _Covers = []
     notify = False
     written = 0
@@ -420,7 +420,7 @@ def _append_op(write: _Write) -> tuple[int, bytes]:
     return fd, data
 
 
-def _lone_ops(chunk: _Chunk, shares: bool) -> tuple[_Ops, _Covers]:
+def _lone_ops(chunk: _Chunk, shares: bool) -> tuple[Ops, _Covers]:
     """``_ops`` of a lone batch (see ``_EngineRunner.lone``), without the
     loop over kinds of step that any other batch needs: its one append,
     then the sync."""
