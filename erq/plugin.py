@@ -4,7 +4,8 @@ reads the cheaper way.
 
 The process is erq's alone, so unless ``--plain-reactor`` says otherwise
 its reactor, if it is Twisted's epoll reactor, dispatches reads as
-``erq.epoll`` does.  An application that embeds erq, and a test that
+``erq.epoll`` does, and polls ``--idle-poll`` microseconds before it
+sleeps.  An application that embeds erq, and a test that
 builds the service with ``erq.tap.makeService``, keeps its reactor as it
 is.
 """
@@ -27,16 +28,17 @@ def makeService(options: Any) -> MultiService:
     from twisted.internet import reactor
 
     if not options["plain-reactor"]:
-        read_faster(reactor)
+        read_faster(reactor, options.idle_poll)
     return tap.makeService(options, reactor)
 
 
-def read_faster(reactor: object) -> bool:
-    """Have ``reactor`` dispatch reads as ``erq.epoll`` does, if it is
-    Twisted's epoll reactor; whether it does now."""
+def read_faster(reactor: object, idle_poll: float = 0.0) -> bool:
+    """Have ``reactor`` dispatch reads as ``erq.epoll`` does, polling
+    ``idle_poll`` seconds before it sleeps, if it is Twisted's epoll
+    reactor; whether it does now."""
     try:
         from erq import epoll
     except ImportError:
         # No epoll here (not Linux): twistd's reactor is another one.
         return False
-    return epoll.read_faster(reactor)
+    return epoll.read_faster(reactor, idle_poll)

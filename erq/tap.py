@@ -61,6 +61,12 @@ LOOPBACK = "127.0.0.1"
 #: than being dropped and retrying a second later.
 BACKLOG = 1024
 
+#: Microseconds twistd's reactor polls before it sleeps, while events come
+#: that soon (see "Polling before sleeping" in ``erq.epoll``), and the most
+#: ``--idle-poll`` takes.
+DEFAULT_IDLE_POLL_US = 100
+MAX_IDLE_POLL_US = 10_000
+
 #: The mode of a unix: socket whose description sets none (Twisted's own
 #: default, 666, lets every local user in).
 UNIX_MODE = "600"
@@ -304,6 +310,14 @@ class Options(usage.Options):
             "page) listens: a port number (127.0.0.1 only) or an endpoint "
             "description, as for --port. [default: none]",
         ],
+        [
+            "idle-poll",
+            None,
+            None,
+            "Microseconds the reactor polls for events before it sleeps, "
+            "while they come that soon (see erq/epoll.py); 0: it sleeps at "
+            f"once. [default: {DEFAULT_IDLE_POLL_US}]",
+        ],
     ]
     optFlags = [
         ["no-shutdown", None, "Refuse the shutdown command."],
@@ -359,6 +373,7 @@ class Options(usage.Options):
             overrides[key] = value
         if self["no-shutdown"]:
             overrides["allow_shutdown"] = False
+        self.idle_poll = self._idle_poll()
         path = self["config"]
         try:
             config = load_config(path) if path else Config()
@@ -371,6 +386,23 @@ class Options(usage.Options):
                 text = f"--auth-file {text}"
             raise StartupError(text) from None
         self.overrides = overrides
+
+    def _idle_poll(self) -> float:
+        """Seconds from ``--idle-poll``, checked."""
+        text = self["idle-poll"]
+        if text is None:
+            return DEFAULT_IDLE_POLL_US / 1e6
+        if not text.isdigit() or int(text) > MAX_IDLE_POLL_US:
+            raise StartupError(
+                f"--idle-poll {_shown(text)}: expected whole microseconds,"
+                f" 0 to {MAX_IDLE_POLL_US}"
+            )
+        if self["plain-reactor"] and int(text):
+            raise StartupError(
+                f"--idle-poll {text}: only erq's dispatch polls; --plain-reactor"
+                " runs Twisted's reactor as it is"
+            )
+        return int(text) / 1e6
 
     def named(self, key: str, value: object) -> str:
         """The setting ``key`` with ``value`` as the operator gave it: the
@@ -467,7 +499,13 @@ def reactor_text(reactor: object) -> str:
     kind = type(reactor)
     name = f"{kind.__module__}.{kind.__qualname__}"
     if kind.__module__ == "erq.epoll":
-        return f"{name} (Twisted's epoll reactor, its reads dispatched by erq)"
+        idle_poll: float = getattr(reactor, "idle_poll", 0.0)
+        polls = (
+            f"polling {round(idle_poll * 1e6)} microseconds before it sleeps"
+            if idle_poll
+            else "sleeping at once when idle"
+        )
+        return f"{name} (Twisted's epoll reactor, its reads dispatched by erq, {polls})"
     return name
 
 

@@ -6,9 +6,10 @@ A failure of ``TwistedNamesTests`` after a Twisted upgrade means what
 from __future__ import annotations
 
 import socket
+from collections import deque
 from typing import Any
 
-from twisted.internet import error, main
+from twisted.internet import error, main, task
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.python import log
 from twisted.python.failure import Failure
@@ -224,6 +225,157 @@ class ReadFasterTests(Case):
         self.assertIs(type(reactor), Other)
         thing = object()
         self.assertFalse(epoll.read_faster(thing))
+
+
+#: The idle poll of these tests, and what a poll without waiting takes.
+WINDOW = 100e-6
+STEP = 10e-6
+#: An event for a descriptor no reactor has: the reactor skips it.
+EVENT = [(1 << 20, 1)]
+
+
+class Poller:
+    """Stands for the reactor's epoll object: each call to ``poll`` takes
+    the next answer, ``(seconds it takes, events)``, and moves ``clock`` on
+    by those seconds; with none left, a poll without waiting finds
+    nothing after ``STEP``."""
+
+    def __init__(self, clock: task.Clock, answers: list[tuple[float, Any]]) -> None:
+        self.clock = clock
+        self.answers = deque(answers)
+        #: The timeout of each call.
+        self.calls: list[float] = []
+
+    def poll(self, timeout: float, most: int) -> list[tuple[int, int]]:
+        self.calls.append(timeout)
+        if self.answers:
+            took, events = self.answers.popleft()
+        elif timeout == 0:
+            took, events = STEP, []
+        else:
+            raise AssertionError(f"a wait of {timeout} s not scripted")
+        self.clock.advance(took)
+        return list(events)
+
+    def waits(self) -> list[float]:
+        """The timeouts asked for since the last call, each rounded."""
+        calls = [round(timeout, 9) for timeout in self.calls]
+        self.calls = []
+        return calls
+
+
+class IdlePollTests(Case):
+    """A wait polls without blocking for ``idle_poll`` seconds before it
+    sleeps, while the waits end that soon ("Polling before sleeping" in
+    ``erq.epoll``); the poller and the clock are stand-ins."""
+
+    def polling(
+        self, answers: list[tuple[float, Any]], window: float = WINDOW
+    ) -> tuple[Any, Poller]:
+        reactor = self.reactor()
+        clock = task.Clock()
+        poller = Poller(clock, answers)
+        real = reactor._poller
+        self.addCleanup(setattr, reactor, "_poller", real)
+        reactor._poller = poller
+        reactor._now = clock.seconds
+        self.assertTrue(epoll.read_faster(reactor, window))
+        return reactor, poller
+
+    def test_without_it_a_wait_sleeps_at_once(self) -> None:
+        reactor, poller = self.polling([(STEP, EVENT)] * 3, window=0.0)
+        reactor.doIteration(None)
+        reactor.doIteration(None)
+        reactor.doIteration(1.5)
+        self.assertEqual(poller.waits(), [-1, -1, 1.5])
+
+    def test_the_first_wait_sleeps(self) -> None:
+        reactor, poller = self.polling([(5.0, EVENT)])
+        reactor.doIteration(None)
+        self.assertEqual(poller.waits(), [-1])
+        self.assertFalse(reactor._polling)
+
+    def test_an_event_within_the_window_starts_polling(self) -> None:
+        # Woken after 60 us: the next wait polls, four times, until the
+        # event that comes 40 us into it.
+        reactor, poller = self.polling(
+            [(60e-6, EVENT)] + [(STEP, [])] * 3 + [(STEP, EVENT)]
+        )
+        reactor.doIteration(None)
+        self.assertTrue(reactor._polling)
+        poller.waits()
+        reactor.doIteration(None)
+        self.assertEqual(poller.waits(), [0, 0, 0, 0])
+        self.assertTrue(reactor._polling)
+
+    def test_an_event_later_than_the_window_does_not(self) -> None:
+        reactor, poller = self.polling([(150e-6, EVENT), (150e-6, EVENT)])
+        reactor.doIteration(None)
+        reactor.doIteration(None)
+        self.assertEqual(poller.waits(), [-1, -1])
+        self.assertFalse(reactor._polling)
+
+    def test_a_timer_waking_it_does_not(self) -> None:
+        reactor, poller = self.polling([(50e-6, []), (STEP, EVENT)])
+        reactor.doIteration(50e-6)
+        reactor.doIteration(None)
+        self.assertEqual(poller.waits(), [50e-6, -1])
+
+    def test_nothing_within_the_window_sleeps_and_stops_polling(self) -> None:
+        # Ten polls find nothing in the 100 us; then it sleeps as long as
+        # the timer due in 1 s leaves, and the next wait sleeps at once.
+        reactor, poller = self.polling(
+            [(STEP, EVENT)] + [(STEP, [])] * 10 + [(0.5, EVENT), (STEP, EVENT)]
+        )
+        reactor.doIteration(None)
+        poller.waits()
+        reactor.doIteration(1.0)
+        self.assertEqual(poller.waits(), [0] * 10 + [round(1.0 - 10 * STEP, 9)])
+        self.assertFalse(reactor._polling)
+        reactor.doIteration(None)
+        self.assertEqual(poller.waits(), [-1])
+
+    def test_without_a_timer_it_then_sleeps_until_an_event(self) -> None:
+        reactor, poller = self.polling(
+            [(STEP, EVENT)] + [(STEP, [])] * 10 + [(3.0, EVENT)]
+        )
+        reactor.doIteration(None)
+        poller.waits()
+        reactor.doIteration(None)
+        self.assertEqual(poller.waits(), [0] * 10 + [-1])
+
+    def test_a_timer_due_within_the_window_is_polled_up_to(self) -> None:
+        # The timer is due in 30 us: three polls, then back to the reactor
+        # to run it, without sleeping; the polling goes on.
+        reactor, poller = self.polling([(STEP, EVENT)])
+        reactor.doIteration(None)
+        poller.waits()
+        reactor.doIteration(30e-6)
+        self.assertEqual(poller.waits(), [0, 0, 0])
+        self.assertTrue(reactor._polling)
+
+    def test_a_turn_with_work_waiting_does_not_wait(self) -> None:
+        reactor, poller = self.polling([(STEP, EVENT), (STEP, [])])
+        reactor.doIteration(None)
+        poller.waits()
+        reactor.doIteration(0)
+        self.assertEqual(poller.waits(), [0])
+
+    def test_a_read_found_by_polling_is_read(self) -> None:
+        reactor = self.reactor()
+        reader, other = self.reader(reactor)
+        self.assertTrue(epoll.read_faster(reactor, WINDOW))
+        reactor._polling = True
+        other.sendall(b"x")
+        reactor.doIteration(None)
+        self.assertEqual((reader.reads, reader.lost), (1, []))
+
+    def test_read_faster_sets_the_window_again(self) -> None:
+        reactor = self.reactor()
+        self.assertTrue(epoll.read_faster(reactor, WINDOW))
+        reactor._polling = True
+        self.assertTrue(epoll.read_faster(reactor, 0.0))
+        self.assertEqual((reactor.idle_poll, reactor._polling), (0.0, False))
 
 
 class TwistedNamesTests(Case):

@@ -23,7 +23,13 @@ from erq.config import (
 )
 from erq.protocol import QueueFactory
 from erq.service import QueueService
-from erq.tap import Options, StartupError, makeService
+from erq.tap import (
+    DEFAULT_IDLE_POLL_US,
+    MAX_IDLE_POLL_US,
+    Options,
+    StartupError,
+    makeService,
+)
 from tests.support import (
     REPOSITORY,
     SAMPLE,
@@ -829,6 +835,37 @@ class CommandLineTests(SynchronousTestCase):
             StartupError, Options().parseOptions, ["--config", path]
         )
         self.assertIn("line 2: defaults.max_open_reads", str(error))
+
+    def test_idle_poll_is_microseconds(self) -> None:
+        def idle_poll(*arguments: str) -> float:
+            options = Options()
+            options.parseOptions(list(arguments))
+            seconds: float = options.idle_poll
+            return seconds
+
+        self.assertEqual(idle_poll(), DEFAULT_IDLE_POLL_US / 1e6)
+        self.assertEqual(idle_poll("--idle-poll", "250"), 250e-6)
+        self.assertEqual(idle_poll("--idle-poll", "0"), 0.0)
+        self.assertEqual(idle_poll("--idle-poll", "0", "--plain-reactor"), 0.0)
+
+    def test_a_bad_idle_poll_is_a_start_up_error(self) -> None:
+        for text in ("-5", "1.5", "100us", str(MAX_IDLE_POLL_US + 1)):
+            error = self.assertRaises(
+                StartupError, Options().parseOptions, ["--idle-poll", text]
+            )
+            self.assertEqual(
+                str(error),
+                f"erq: --idle-poll {text}: expected whole microseconds, 0 to"
+                f" {MAX_IDLE_POLL_US}",
+            )
+
+    def test_idle_poll_needs_erqs_reactor(self) -> None:
+        error = self.assertRaises(
+            StartupError,
+            Options().parseOptions,
+            ["--idle-poll", "50", "--plain-reactor"],
+        )
+        self.assertIn("--plain-reactor", str(error))
 
 
 # -- monitor and confirm -----------------------------------------------------

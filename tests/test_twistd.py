@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from erq import __version__
 from erq.datadir import lock_data_dir
+from erq.tap import DEFAULT_IDLE_POLL_US
 from tests.support import (
     DEADLINE,
     LOCALHOST,
@@ -120,10 +121,22 @@ class ReactorTests(TwistdCase):
         self.assertEqual(code, 0, log)
         runs = [line for line in log.splitlines() if "erq runs on " in line]
         self.assertEqual(len(runs), 1, log)
-        return runs[0].split("erq runs on ")[1].split()[0]
+        return runs[0].split("erq runs on ")[1]
 
     async def test_erqs_reads_by_default(self) -> None:
-        self.assertEqual(await self.serves_on(), "erq.epoll.EPollReactor")
+        self.assertEqual(
+            await self.serves_on(),
+            "erq.epoll.EPollReactor (Twisted's epoll reactor, its reads"
+            f" dispatched by erq, polling {DEFAULT_IDLE_POLL_US} microseconds"
+            " before it sleeps)",
+        )
+
+    async def test_idle_poll_zero_sleeps_at_once(self) -> None:
+        self.assertEqual(
+            await self.serves_on("--idle-poll", "0"),
+            "erq.epoll.EPollReactor (Twisted's epoll reactor, its reads"
+            " dispatched by erq, sleeping at once when idle)",
+        )
 
     async def test_plain_reactor_keeps_twisteds(self) -> None:
         self.assertEqual(
