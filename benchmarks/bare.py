@@ -11,12 +11,14 @@ A get that waits is answered by the first set to its queue, or with
 ``END`` when its time is up, as erq answers it; the requests the client
 sends behind it wait for that answer.
 
-Run: ``python benchmarks/bare.py PORT [--erq-io]`` (listens on 127.0.0.1
-only; it imports nothing from the benchmarks, so that it runs from any
-directory).  With ``--erq-io`` it reads and writes as ``twistd erq`` does:
-through ``erq.epoll``'s dispatch of reads, and sending a reply at once
-when nothing is queued (``erq.protocol.transport``), so that what erq
-spends beyond it is erq's own work, not a cheaper way to the socket.
+Run: ``python benchmarks/bare.py PORT [--erq-io [--idle-poll=MICROS]]``
+(listens on 127.0.0.1 only; it imports nothing from the benchmarks, so that
+it runs from any directory).  With ``--erq-io`` it reads and writes as
+``twistd erq`` does: through ``erq.epoll``'s dispatch of reads, polling
+before it sleeps as long as ``twistd erq --idle-poll`` would (its default
+unless given), and sending a reply at once when nothing is queued
+(``erq.protocol.transport``), so that what erq spends beyond it is erq's
+own work, not a cheaper way to the socket.
 """
 
 from __future__ import annotations
@@ -153,15 +155,17 @@ class Bare(Protocol):
             self.serve()
 
 
-def main(port: int, erq_io: bool = False) -> None:
+def main(port: int, erq_io: bool = False, idle_poll: int | None = None) -> None:
     global ERQ_IO
     from twisted.internet import reactor
 
     if erq_io:
         from erq.epoll import read_faster
+        from erq.tap import DEFAULT_IDLE_POLL_US
 
         ERQ_IO = True
-        read_faster(reactor)
+        micros = DEFAULT_IDLE_POLL_US if idle_poll is None else idle_poll
+        read_faster(reactor, micros / 1e6)
     factory = ServerFactory()
     factory.protocol = Bare
     reactor.listenTCP(port, factory, interface=HOST)
@@ -169,4 +173,11 @@ def main(port: int, erq_io: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), "--erq-io" in sys.argv[2:])
+    given = [
+        arg.split("=", 1)[1] for arg in sys.argv[2:] if arg.startswith("--idle-poll=")
+    ]
+    main(
+        int(sys.argv[1]),
+        "--erq-io" in sys.argv[2:],
+        int(given[-1]) if given else None,
+    )

@@ -27,6 +27,7 @@ from benchmarks.servers import (
     busy_others,
     default_twistd,
     filesystem_of,
+    option_value,
     version_of,
 )
 from benchmarks.workloads import WORKLOADS
@@ -38,18 +39,6 @@ def parse_size(text: str) -> int:
         if text.endswith(unit):
             return int(float(text[: -len(unit)]) * scale)
     return int(text)
-
-
-def option_value(args: list[str], name: str) -> str | None:
-    """The value given to ``name`` in ``args`` (``--name=v`` or ``--name v``),
-    the last one winning as it does for twistd."""
-    found = None
-    for number, arg in enumerate(args):
-        if arg.startswith(name + "="):
-            found = arg[len(name) + 1 :]
-        elif arg == name and number + 1 < len(args):
-            found = args[number + 1]
-    return found
 
 
 def parse_only(text: str) -> list[int]:
@@ -251,6 +240,15 @@ def shown_busy(others: list[tuple[str, float]]) -> str:
     return ", ".join(f"{name} {share * 100:.0f}%" for name, share in others[:4])
 
 
+def erq_tap() -> object:
+    """``erq.tap`` of the checkout, or nothing if it does not import."""
+    try:
+        import erq.tap
+    except ImportError:
+        return None
+    return erq.tap
+
+
 def describe(
     options: argparse.Namespace, settings: Settings, bench: Bench, chosen: list[int]
 ) -> list[str]:
@@ -277,9 +275,16 @@ def describe(
         if importlib.util.find_spec("erq.journal._engine") is not None
         else "Python loop (erq.journal._engine not built)"
     )
+    if "--plain-reactor" in settings.erq_args:
+        reactor = "Twisted's epoll reactor as it is"
+    else:
+        micros = option_value(settings.erq_args, "--idle-poll")
+        if micros is None:
+            micros = str(getattr(erq_tap(), "DEFAULT_IDLE_POLL_US", 0))
+        reactor = f"idle poll {micros} us"
     return [
         f"erq {erq_version} ({sync}; extra args: {settings.erq_args or 'none'}; "
-        f"journal writes: {writer}); memcached: {memcached}",
+        f"journal writes: {writer}; {reactor}); memcached: {memcached}",
         f"python {platform.python_version()}, {os.cpu_count()} cores shared by "
         f"servers and load generator; data on {settings.scratch} "
         f"({filesystem_of(settings.scratch)})",

@@ -27,6 +27,18 @@ LOG_ERROR_MARKS = ("Traceback", "Unhandled", "#error]", "#critical]", "#failure]
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
+def option_value(args: list[str], name: str) -> str | None:
+    """The value given to ``name`` in ``args`` (``--name=v`` or ``--name v``),
+    the last one winning as it does for twistd."""
+    found = None
+    for number, arg in enumerate(args):
+        if arg.startswith(name + "="):
+            found = arg[len(name) + 1 :]
+        elif arg == name and number + 1 < len(args):
+            found = args[number + 1]
+    return found
+
+
 def checkout_env() -> dict[str, str]:
     """The environment of a server: the checkout first on its path, so that
     it runs this checkout's code and finds its twistd plugin however erq was
@@ -313,9 +325,16 @@ class Settings:
         command = [sys.executable, str(Path(__file__).with_name("bare.py")), str(port)]
         if "--plain-reactor" not in self.erq_args:
             command.append("--erq-io")
+            idle_poll = self.idle_poll()
+            if idle_poll is not None:
+                command.append(f"--idle-poll={idle_poll}")
         server = Server("bare", label, command, port, root)
         self.servers.append(server)
         return server
+
+    def idle_poll(self) -> str | None:
+        """The ``--idle-poll`` that ``--erq-args`` gives erq, if any."""
+        return option_value(self.erq_args, "--idle-poll")
 
     def memcached_server(self, label: str) -> Server:
         assert self.memcached is not None
