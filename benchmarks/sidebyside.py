@@ -12,6 +12,12 @@ own::
     python -m benchmarks.sidebyside --b-args=--plain-reactor --turns 8
 
 Both run ``--sync never`` unless the arguments say otherwise.
+
+``--rates 2000,8000`` also has one producer send sets at each of those
+rates, on a fixed schedule, and shows the CPU each server spent for them:
+what a server costs at a load it keeps up with, which lock-step figures do
+not show (``--b-args "--idle-poll 0"`` shows what polling before sleeping
+costs there).
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.bench import QUICK, Bench
+from benchmarks.load import Job
 from benchmarks.rates import lockstep
 from benchmarks.servers import Server, Settings, default_twistd
+from benchmarks.wire import Dialect
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=1.5, help="seconds a phase (1.5)"
     )
     parser.add_argument("--conns", default="1,4", help="connections, e.g. 1,4")
+    parser.add_argument(
+        "--rates", default="", help="paced sets per second, e.g. 2000,8000 (none)"
+    )
     parser.add_argument("--scratch", default=tempfile.gettempdir())
     options = parser.parse_args(argv)
     plan = dataclasses.replace(
@@ -50,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         for side, args in (("A", options.a_args), ("B", options.b_args))
     }
     rates: dict[tuple[int, str, str], list[tuple[float, float]]] = {}
+    paced: dict[tuple[int, str], list[tuple[float, float]]] = {}
     try:
         servers = {side: bench.erq() for side, bench in benches.items()}
         for turn in range(options.turns):
@@ -57,14 +69,21 @@ def main(argv: list[str] | None = None) -> int:
             for conns in map(int, options.conns.split(",")):
                 for side in order:
                     measure(benches[side], servers[side], conns, turn, rates, side)
+            for rate in paced_rates(options):
+                for side in order:
+                    measure_paced(benches[side], servers[side], rate, turn, paced, side)
     finally:
         for bench in benches.values():
             bench.close()
             for server in bench.settings.servers:
                 server.stop()
-    for line in report(options, rates):
+    for line in report(options, rates) + report_paced(options, paced):
         print(line)
     return 0
+
+
+def paced_rates(options: argparse.Namespace) -> list[int]:
+    return [int(rate) for rate in options.rates.split(",") if rate.strip()]
 
 
 def server_args(args: str) -> list[str]:
@@ -106,6 +125,60 @@ def measure(
             raise SystemExit(f"server {side}, {kind}: {figure.error}")
         cpu = figure.server_cpu / figure.value * 1e6
         rates.setdefault((conns, kind, side), []).append((figure.value, cpu))
+
+
+def measure_paced(
+    bench: Bench,
+    server: Server | None,
+    rate: int,
+    turn: int,
+    paced: dict[tuple[int, str], list[tuple[float, float]]],
+    side: str,
+) -> None:
+    """One turn's sets at ``rate`` a second on one server: the rate
+    reached, and the server's CPU over it."""
+    if server is None:
+        raise SystemExit(f"server {side} did not start")
+    seconds = bench.plan.phase_seconds
+    dialect = Dialect(True, b"r%d-%d-" % (turn, rate))
+    job = Job(
+        "produce",
+        server.port,
+        dialect,
+        b"r",
+        int(rate * seconds) + 1,
+        seconds,
+        bench.plan.item_size,
+        rate=rate,
+    )
+    figure, _ = bench.phase(server, [job], where=f"{side} {rate}/s")
+    bench.delete(server, dialect)
+    if figure.value is None or figure.server_cpu is None:
+        raise SystemExit(f"server {side}, {rate}/s: {figure.error}")
+    paced.setdefault((rate, side), []).append((figure.value, figure.server_cpu))
+
+
+def report_paced(
+    options: argparse.Namespace,
+    paced: dict[tuple[int, str], list[tuple[float, float]]],
+) -> list[str]:
+    rates = paced_rates(options)
+    if not rates:
+        return []
+    lines = [
+        "",
+        "one producer at a fixed rate: sets/s reached, and the server's CPU"
+        " (% of one core)",
+        f"{'':14s} {'A /s':>9s} {'B /s':>9s} {'A cpu%':>9s} {'B cpu%':>9s}",
+    ]
+    for rate in rates:
+        a = paced[(rate, "A")]
+        b = paced[(rate, "B")]
+        lines.append(
+            f"{rate:7,d}/s set {median(a, 0):9,.0f} {median(b, 0):9,.0f}"
+            f" {median(a, 1) * 100:9.0f} {median(b, 1) * 100:9.0f}"
+        )
+    return lines
 
 
 def report(
