@@ -161,10 +161,10 @@ def main(port: int, erq_io: bool = False, idle_poll: int | None = None) -> None:
 
     if erq_io:
         from erq.epoll import read_faster
-        from erq.tap import DEFAULT_IDLE_POLL_US
+        from erq.tap import default_idle_poll_us
 
         ERQ_IO = True
-        micros = DEFAULT_IDLE_POLL_US if idle_poll is None else idle_poll
+        micros = default_idle_poll_us() if idle_poll is None else idle_poll
         read_faster(reactor, micros / 1e6)
     factory = ServerFactory()
     factory.protocol = Bare

@@ -280,7 +280,8 @@ def describe(
     else:
         micros = option_value(settings.erq_args, "--idle-poll")
         if micros is None:
-            micros = str(getattr(erq_tap(), "DEFAULT_IDLE_POLL_US", 0))
+            default = getattr(erq_tap(), "default_idle_poll_us", None)
+            micros = str(default() if default is not None else 0)
         reactor = f"idle poll {micros} us"
     return [
         f"erq {erq_version} ({sync}; extra args: {settings.erq_args or 'none'}; "

@@ -21,6 +21,7 @@ from erq.config import (
     load_config,
     parse_config,
 )
+from erq.journal import engine
 from erq.protocol import QueueFactory
 from erq.service import QueueService
 from erq.tap import (
@@ -28,6 +29,7 @@ from erq.tap import (
     MAX_IDLE_POLL_US,
     Options,
     StartupError,
+    default_idle_poll_us,
     makeService,
 )
 from tests.support import (
@@ -843,10 +845,20 @@ class CommandLineTests(SynchronousTestCase):
             seconds: float = options.idle_poll
             return seconds
 
-        self.assertEqual(idle_poll(), DEFAULT_IDLE_POLL_US / 1e6)
+        self.assertEqual(idle_poll(), default_idle_poll_us() / 1e6)
         self.assertEqual(idle_poll("--idle-poll", "250"), 250e-6)
         self.assertEqual(idle_poll("--idle-poll", "0"), 0.0)
         self.assertEqual(idle_poll("--idle-poll", "0", "--plain-reactor"), 0.0)
+
+    def test_idle_poll_is_off_by_default_without_the_c_engine(self) -> None:
+        self.patch(engine, "Engine", None)
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options.idle_poll, 0.0)
+        self.patch(engine, "Engine", object)
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options.idle_poll, DEFAULT_IDLE_POLL_US / 1e6)
 
     def test_a_bad_idle_poll_is_a_start_up_error(self) -> None:
         for text in ("-5", "1.5", "100us", str(MAX_IDLE_POLL_US + 1)):
