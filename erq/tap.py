@@ -405,7 +405,7 @@ class Options(usage.Options):
         text = self["idle-poll"]
         if text is None:
             return default_idle_poll_us() / 1e6
-        if not text.isdigit() or int(text) > MAX_IDLE_POLL_US:
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_IDLE_POLL_US:
             raise StartupError(
                 f"--idle-poll {_shown(text)}: expected whole microseconds,"
                 f" 0 to {MAX_IDLE_POLL_US}"

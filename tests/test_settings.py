@@ -861,13 +861,22 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(options.idle_poll, DEFAULT_IDLE_POLL_US / 1e6)
 
     def test_a_bad_idle_poll_is_a_start_up_error(self) -> None:
-        for text in ("-5", "1.5", "100us", str(MAX_IDLE_POLL_US + 1)):
+        too_many = str(MAX_IDLE_POLL_US + 1)
+        for text, shown in [
+            ("-5", "-5"),
+            ("1.5", "1.5"),
+            ("100us", "100us"),
+            # A digit to str.isdigit, not to int().
+            ("\u00b2", "\u00b2"),
+            ("", '""'),
+            (too_many, too_many),
+        ]:
             error = self.assertRaises(
                 StartupError, Options().parseOptions, ["--idle-poll", text]
             )
             self.assertEqual(
                 str(error),
-                f"erq: --idle-poll {text}: expected whole microseconds, 0 to"
+                f"erq: --idle-poll {shown}: expected whole microseconds, 0 to"
                 f" {MAX_IDLE_POLL_US}",
             )
 
