@@ -37,11 +37,12 @@ every request, more than erq's own work on it.  So ``idle_poll`` seconds
 without blocking, and sleeps only if nothing came meanwhile.  It does so
 only while events come that soon: a wait that ends by sleeping stops the
 polling, and the next wait that ends within ``idle_poll`` starts it again.
-A server whose requests come further apart than that never polls; one
-whose requests come closer spends the gaps between them on its CPU
-instead of halting it, which costs little more than the halts and wake-ups
-did.  A wait for a timer due sooner than ``idle_poll`` polls until the
-timer is due.
+A server whose requests come further apart than that never polls, and an
+idle one never does; one whose requests come closer spends the gaps
+between them on its CPU instead of halting it: more CPU at a rate it kept
+up with anyway, a higher rate where the halts held it back (figures under
+Performance in the README).  A wait for a timer due sooner than
+``idle_poll`` polls until the timer is due.
 """
 
 from __future__ import annotations
