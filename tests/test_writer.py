@@ -779,6 +779,30 @@ class WriteOutTests(HandOffCase):
         self.assertGreater(len(self.engine.submitted), 3)
         self.assertEqual(self.write_outs(), [])
 
+    def test_a_lone_sync_counts_as_written_out(self) -> None:
+        """The reactor's own sync of a lone durable set counts as the
+        engine's do: removals alone after a megabyte of such sets are not
+        written out."""
+        journal = self.opened("l")
+        # A linger, so that the end of each turn sends a lone set.
+        self.writer.linger = 0.002
+        size = 4_000
+        for i in range(2, WRITE_OUT // size + 12):
+            self.assertEqual(self.fired(journal.add(item(i, size))), [])
+            self.reactor.advance(0)
+            self.settle()
+        # Over a megabyte of sets was synced by the reactor.
+        self.assertGreater(len(self.engine.ran_now) * size, WRITE_OUT)
+        segment = journal._current
+        assert segment is not None
+        self.assertEqual(segment.file.written_out, segment.file.offset)
+        for i in range(2, 12):
+            journal.remove(item(i, size))
+        self.assertEqual(len(self.engine.queued), 0)
+        self.reactor.advance(0.01)
+        self.settle()
+        self.assertEqual(self.write_outs(), [])
+
     def test_a_sync_counts_as_written_out(self) -> None:
         """Between the syncs of a period, a write-out is asked for only once
         a megabyte gathered since the last sync."""

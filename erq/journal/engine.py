@@ -430,6 +430,7 @@ def _lone_ops(chunk: _Chunk, shares: bool) -> tuple[Ops, _Covers]:
     f = sync.file
     fd = f.fd
     assert fd is not None
+    f.written_out = f.offset
     if shares and f.offset <= f.covered:
         return [append, (fd, False)], []
     return [append, (fd, None)], [(f, max(f.offset, f.zeroed))]
