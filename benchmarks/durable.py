@@ -22,6 +22,7 @@ from benchmarks.limits import (
 from benchmarks.load import Job, spread
 from benchmarks.report import (
     Figure,
+    MiB,
     Row,
     at_least,
     number,
@@ -203,11 +204,11 @@ def never_writes(bench: Bench, conns: int) -> None:
         bench.rows.append(Row(label, Figure.failed("MiB", figure.error or "no figure")))
         return
     requests = (after[0] - before[0]) / seconds
-    written = (after[1] - before[1]) / seconds / 2**20
+    written = (after[1] - before[1]) / seconds / MiB
     stored = (
         (sum(outcome.hits for outcome in outcomes) * bench.plan.item_size)
         / seconds
-        / 2**20
+        / MiB
     )
     bench.say(
         f"never: the disk wrote {written:.2f} MiB/s in {requests:,.0f} writes/s "
