@@ -12,6 +12,18 @@ soon as the writer knows the record is durable, before anything else the
 writer does with the batch, and the reply leaves with nothing between the
 fsync and it but the wake-up.
 
+Where the reply can go straight to its client's socket (a plain TCP
+connection, open, with nothing before the reply in its order and nothing
+waiting in its transport), the connection hands it over as well, as
+``Durable.direct``; whoever makes the record durable on the reactor's
+thread (the reactor's own run of a lone durable write, see "A lone durable
+write" in ``erq.journal.engine``) then sends it from C the moment the
+fsync returns, before any Python runs, and tells it how much of it went
+(``DirectReply.sent``); ``first`` then finds the set answered.  The
+socket's descriptor is asked for just before the fsync, on the reactor's
+thread, which closes sockets: it cannot be another by the time the reply
+is sent.
+
 Whatever runs first only writes replies: it must not read requests (a get
 read then would not find the item that is about to join its queue), nor
 call back into the journal, whose writer is in the middle of taking a batch
@@ -22,7 +34,7 @@ keep the Deferred's order: their callbacks see the item in its queue.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -34,9 +46,30 @@ if TYPE_CHECKING:
 _log = Logger()
 
 
+class DirectReply(Protocol):
+    """A durable add's reply that may be sent the moment the add is
+    durable, by whoever made it so, without Python in between."""
+
+    #: The reply, whole.
+    reply: bytes
+
+    def socket(self) -> int:
+        """The descriptor of the socket to send ``reply`` to now, or -1
+        where it must go the usual way."""
+        ...
+
+    def sent(self, count: int) -> None:
+        """The add is durable and ``count`` bytes of ``reply`` were sent
+        (the rest, if any, goes the usual way)."""
+        ...
+
+
 class Durable(Deferred[None]):
     """Fires with ``None`` once the add's record is durable; ``first``
     runs just before, or earlier, as soon as the writer knows."""
+
+    #: Its reply, where it may go straight to the client's socket.
+    direct: DirectReply | None = None
 
     def __init__(self) -> None:
         super().__init__()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import time
 from typing import Any
 
@@ -11,17 +13,19 @@ from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheClientError, MemcacheServerError
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from erq import __version__
 from erq.config import Config, QueueSettings, ServerSettings
 from erq.delivery import Delivery
+from erq.journal import engine as engine_module
 from erq.protocol.transport import pending
 from erq.service import QUEUE_STATS, SERVER_STATS, QueueService
 from tests.support import (
     CLIENT_TIMEOUT,
     LOCALHOST,
     EndToEndCase,
+    PymemcacheClient,
     Server,
     assert_same_bytes,
     command,
@@ -30,6 +34,7 @@ from tests.support import (
     poll_until,
     reactor,
     recv_exactly,
+    recv_until,
     start_server,
 )
 
@@ -558,3 +563,84 @@ class StatusTests(EndToEndCase):
         reply = await deferToThread(command, self.port, b"status quiescent\r\n")
         self.assertEqual(reply, b"END\r\n")
         self.assertIsNone(await waiting)
+
+
+class RepliesAtOnceTests(TestCase):
+    """A lock-step client's durable sets, answered by the journal the moment
+    each is durable, from C (see ``Durable.direct`` in ``erq.durable``)."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        if engine_module.Engine is None:
+            raise SkipTest("the erq.journal._engine extension is not built here")
+        # Once the server is stopped (cleanups run last first).
+        self.addCleanup(self.writer_stopped)
+        self.server = start_server(
+            self, data_dir=os.path.abspath(self.mktemp()), reactor=reactor
+        )
+
+    def writer_stopped(self) -> Deferred[None] | None:
+        """Its journals' writer, if one started, stopped: the engine's
+        eventfd leaves the reactor."""
+        writer = self.server.service.writer
+        return None if writer is None else writer.stop()
+
+    def replied(self) -> tuple[int, int]:
+        """Lone durable writes the reactor ran, and replies they sent."""
+        writer = self.server.service.writer
+        assert writer is not None
+        engine = writer._dispatch.engine
+        assert engine is not None
+        return engine.inline, engine.replied
+
+    async def test_lock_step_durable_sets(self) -> None:
+        self.assertEqual(self.server.service.config.defaults.sync_journal, "always")
+        client = PymemcacheClient(
+            (LOCALHOST, self.server.port), timeout=CLIENT_TIMEOUT, serde=None
+        )
+        self.addCleanup(client.close)
+        counters = self.server.service.counters
+
+        def store() -> list[bool]:
+            return [client.set("q", b"%d" % i, noreply=False) for i in range(20)]
+
+        self.assertEqual(await deferToThread(store), [True] * 20)
+        inline, replied = self.replied()
+        # The first set opens the queue's file on the Python loop; the
+        # others are each a lone durable write, whose reply left with it.
+        self.assertGreater(inline, 10)
+        self.assertEqual(replied, inline)
+        self.assertEqual(counters.bytes_written, 20 * len(b"STORED\r\n"))
+        got = await deferToThread(lambda: [client.get("q") for _ in range(20)])
+        self.assertEqual(got, [b"%d" % i for i in range(20)])
+
+    async def test_behind_another_reply_in_order(self) -> None:
+        def talk() -> bytes:
+            with connect(self.server.port) as sock:
+                sock.sendall(b"set q 0 0 1\r\na\r\n")
+                first = recv_exactly(sock, 8)
+                # A get's reply, then the set's, from one read.
+                sock.sendall(b"get other\r\nset q 0 0 1\r\nb\r\n")
+                return first + recv_exactly(sock, 13)
+
+        self.assertEqual(await deferToThread(talk), b"STORED\r\nEND\r\nSTORED\r\n")
+
+    async def test_only_while_nothing_waits_in_the_transport(self) -> None:
+        def open_connection() -> socket.socket:
+            sock = connect(self.server.port)
+            sock.sendall(b"version\r\n")
+            recv_until(sock, b"\r\n")
+            return sock
+
+        sock = await deferToThread(open_connection)
+        self.addCleanup(sock.close)
+        (protocol,) = self.server.factory.protocols
+        transport: Any = protocol.transport
+        self.assertEqual(protocol.fileno_now(), transport.getHandle().fileno())
+        transport.write(b"queued\r\n")
+        self.assertEqual((pending(transport), protocol.fileno_now()), (8, -1))
+        await poll_until(lambda: not pending(transport))
+        self.assertEqual(protocol.fileno_now(), transport.getHandle().fileno())
+        protocol.disconnect()
+        self.assertEqual(protocol.fileno_now(), -1)

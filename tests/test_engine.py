@@ -10,6 +10,7 @@ import errno
 import os
 import platform
 import select
+import socket
 import sys
 import threading
 from typing import Any
@@ -271,6 +272,48 @@ class EngineTests(TestCase):
         self.assertEqual(self.engine.run([(read_only, b"refused")]), errno.EBADF)
         self.engine.submit([(self.fd, b" later")], True)
         self.assertEqual(self.results(1), [0])
+
+    def test_replies_sent_once_the_job_is_durable(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        reply = [(ours.fileno(), b"STORED\r\n")]
+        ops = [(self.fd, b"now"), (self.fd, None)]
+        self.assertEqual(self.engine.run_and_reply(ops, reply), (0, [8]))
+        self.assertEqual(theirs.recv(100), b"STORED\r\n")
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"now")
+        # A job that fails sends nothing.
+        read_only = os.open(self.path, os.O_RDONLY)
+        self.addCleanup(os.close, read_only)
+        refused = [(read_only, b"refused"), (read_only, None)]
+        self.assertEqual(self.engine.run_and_reply(refused, reply), (errno.EBADF, [0]))
+        self.assertEqual(select.select([theirs], [], [], 0)[0], [])
+        self.assertRaises(
+            TypeError, self.engine.run_and_reply, ops, [(ours.fileno(), None)]
+        )
+
+    def test_a_reply_goes_as_far_as_its_socket_takes_it(self) -> None:
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = b"x" * (8 << 20)
+        error, (sent,) = self.engine.run_and_reply(
+            [(self.fd, b"a")], [(ours.fileno(), big)]
+        )
+        # Without blocking: what the buffer took.
+        self.assertEqual(error, 0)
+        self.assertGreater(sent, 0)
+        self.assertLess(sent, len(big))
+        # A socket whose peer is gone takes nothing, and the job stands.
+        theirs.close()
+        self.assertEqual(
+            self.engine.run_and_reply([(self.fd, b"b")], [(ours.fileno(), b"x")]),
+            (0, [0]),
+        )
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"ab")
 
     def test_no_job_at_once_while_the_engine_is_not_idle(self) -> None:
         # Halted after a failure, with its outcome taken: still not idle.

@@ -3,12 +3,14 @@ connection or a service."""
 
 from __future__ import annotations
 
+from collections import deque
+
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from erq.durable import Durable
-from erq.protocol.replies import ReplyOrder, server_error
+from erq.protocol.replies import ReplyOrder, SentAtOnce, server_error
 
 
 class ReplyOrderTests(SynchronousTestCase):
@@ -144,3 +146,110 @@ class ReplyOrderTests(SynchronousTestCase):
         durable.errback(Failure(OSError("disk full")))
         self.assertEqual(self.order.take(), b"SERVER_ERROR disk full\r\n")
         self.assertEqual(self.early_calls, [False])
+
+
+class Socket:
+    """The connection's socket, as a reply sent at once sees it."""
+
+    def __init__(self) -> None:
+        self.fd = 5
+        self.written = 0
+
+    def fileno_now(self) -> int:
+        return self.fd
+
+    def wrote(self, count: int) -> None:
+        self.written += count
+
+
+class SentAtOnceTests(SynchronousTestCase):
+    """The reply to a durable set that nothing comes before may be sent to
+    the socket by the journal itself, the moment the set is durable (see
+    ``Durable.direct`` in ``erq.durable``)."""
+
+    def setUp(self) -> None:
+        self.ready_calls = 0
+        self.early_calls: list[bool] = []
+        self.order = ReplyOrder(self.ready)
+        self.socket = Socket()
+        self.order.direct = self.socket
+
+    def ready(self) -> None:
+        self.ready_calls += 1
+        self.early_calls.append(self.order.early)
+
+    def direct(self, durable: Durable) -> SentAtOnce:
+        direct = durable.direct
+        assert isinstance(direct, SentAtOnce)
+        return direct
+
+    def test_a_set_alone_is_sent_at_once(self) -> None:
+        durable = Durable()
+        self.order.await_stored(durable, 1)
+        direct = self.direct(durable)
+        self.assertEqual((direct.socket(), direct.reply), (5, b"STORED\r\n"))
+        direct.sent(8)
+        self.assertEqual((self.socket.written, self.order.slots), (8, deque()))
+        # Nothing left to write, nor to tell yet.
+        self.assertEqual((self.order.take(), self.ready_calls), (b"", 0))
+        durable.durable()
+        self.assertEqual((self.order.take(), self.ready_calls), (b"", 0))
+        # The queue has the item: reading may go on.
+        durable.callback(None)
+        self.assertEqual(self.early_calls, [False])
+        self.assertEqual(self.order.take(), b"")
+        # The next read's replies go as ever.
+        self.order.end_read()
+        self.order.add(b"END\r\n")
+        self.assertEqual(self.order.take(), b"END\r\n")
+
+    def test_the_rest_of_a_reply_goes_the_usual_way(self) -> None:
+        durable = Durable()
+        self.order.await_stored(durable, 3)
+        direct = self.direct(durable)
+        self.assertEqual(direct.socket(), 5)
+        direct.sent(5)
+        self.assertEqual(self.socket.written, 5)
+        self.assertEqual(self.early_calls, [True])
+        self.assertEqual(self.order.take(), (b"STORED\r\n" * 3)[5:])
+        durable.durable()
+        durable.callback(None)
+        self.assertEqual(self.order.take(), b"")
+
+    def test_not_with_replies_behind_it(self) -> None:
+        durable = Durable()
+        self.order.await_stored(durable, 1)
+        self.order.add(b"END\r\n")
+        self.assertEqual(self.direct(durable).socket(), -1)
+
+    def test_not_behind_a_reply_still_to_write(self) -> None:
+        self.order.add(b"END\r\n")
+        durable = Durable()
+        self.order.await_stored(durable, 1)
+        self.assertEqual(self.direct(durable).socket(), -1)
+
+    def test_not_behind_a_slot(self) -> None:
+        self.order.hold()
+        durable = Durable()
+        self.order.await_stored(durable, 1)
+        self.assertEqual(self.direct(durable).socket(), -1)
+
+    def test_not_beside_another_set_of_its_read(self) -> None:
+        first = Durable()
+        second = Durable()
+        self.order.await_stored(first, 1)
+        self.order.await_stored(second, 1)
+        self.assertIsNone(second.direct)
+        self.assertEqual(self.direct(first).socket(), -1)
+
+    def test_not_where_the_socket_says_no(self) -> None:
+        durable = Durable()
+        self.order.await_stored(durable, 1)
+        self.socket.fd = -1
+        self.assertEqual(self.direct(durable).socket(), -1)
+
+    def test_not_without_a_socket(self) -> None:
+        self.order.direct = None
+        durable = Durable()
+        self.order.await_stored(durable, 1)
+        self.assertIsNone(durable.direct)

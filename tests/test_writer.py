@@ -49,6 +49,11 @@ class StepEngine:
         self.ran_now: list[Ops] = []
         #: Every job submitted, run or not.
         self.submitted: list[Ops] = []
+        #: The replies of each job run at once with replies
+        #: (``run_and_reply``).
+        self.replied_now: list[list[tuple[int, bytes]]] = []
+        #: The most bytes of each reply that its socket takes.
+        self.reply_room = 1 << 20
         self._wake = False
         self._notify: deque[bool] = deque()
 
@@ -67,6 +72,17 @@ class StepEngine:
             return self.run_error
         self._run_ops(ops)
         return 0
+
+    def run_and_reply(
+        self, ops: Ops, replies: list[tuple[int, bytes]]
+    ) -> tuple[int, list[int]]:
+        """``run``, then the replies sent, as far as their sockets take
+        them, if the job succeeded."""
+        error = self.run(ops)
+        self.replied_now.append(replies)
+        if error:
+            return error, [0] * len(replies)
+        return 0, [min(len(data), self.reply_room) for _, data in replies]
 
     def _run_ops(self, ops: Ops) -> None:
         for fd, data in ops:
@@ -346,10 +362,8 @@ class InterleavingTests(HandOffCase):
         self.assertEqual(self.replayed("b"), [item(1).data, item(2).data, item(3).data])
 
 
-class LoneWriteTests(HandOffCase):
-    """A batch that one durable add alone waits for, at the end of the
-    reactor's turn, runs on the reactor itself while the engine is idle;
-    anything else goes to the engine's thread, in order."""
+class LoneCase(HandOffCase):
+    """Journals whose batches leave at the end of the reactor's turn."""
 
     def opened(self, name: str) -> Journal:
         # Opened without a linger, which the rest of each test has.
@@ -360,6 +374,12 @@ class LoneWriteTests(HandOffCase):
 
     def end_of_turn(self) -> None:
         self.reactor.advance(0)
+
+
+class LoneWriteTests(LoneCase):
+    """A batch that one durable add alone waits for, at the end of the
+    reactor's turn, runs on the reactor itself while the engine is idle;
+    anything else goes to the engine's thread, in order."""
 
     def test_a_lone_durable_add_is_answered_in_the_same_turn(self) -> None:
         journal = self.opened("a")
@@ -579,6 +599,92 @@ class LoneWriteTests(HandOffCase):
         self.assertEqual((one, two), ([], []))
         self.assertIsInstance(one_results[0], Failure)
         self.assertIsInstance(two_results[0], Failure)
+
+
+class Replying:
+    """A durable add's reply, as the wire hands it over to be sent at
+    once (``erq.durable.DirectReply``)."""
+
+    def __init__(self, fd: int = 7) -> None:
+        self.reply = b"STORED\r\n"
+        self.fd = fd
+        self.asked = 0
+        self.counts: list[int] = []
+
+    def socket(self) -> int:
+        self.asked += 1
+        return self.fd
+
+    def sent(self, count: int) -> None:
+        self.counts.append(count)
+
+
+class RepliesAtOnceTests(LoneCase):
+    """The reactor's own run of a lone durable add sends the add's reply
+    itself, as soon as the add is durable, where the wire says its socket
+    takes it now (see ``Durable.direct``)."""
+
+    def replying(
+        self, journal: Journal, i: int, fd: int = 7
+    ) -> tuple[Replying, list[object], list[list[int]]]:
+        d = journal.add(item(i))
+        assert isinstance(d, Durable)
+        direct = d.direct = Replying(fd)
+        results = self.fired(d)
+        # What the reply's own Python found when it ran.
+        seen: list[list[int]] = []
+        d.first.append(lambda: seen.append(list(direct.counts)))
+        return direct, results, seen
+
+    def test_the_reply_leaves_with_the_run(self) -> None:
+        journal = self.opened("a")
+        direct, results, seen = self.replying(journal, 2)
+        self.end_of_turn()
+        self.assertEqual(self.engine.replied_now, [[(7, b"STORED\r\n")]])
+        # Sent before any Python of the reply ran.
+        self.assertEqual(seen, [[8]])
+        self.assertEqual(results, [None])
+        engine = self.writer._dispatch.engine
+        assert engine is not None
+        self.assertEqual((engine.inline, engine.replied), (1, 1))
+        self.assertEqual(self.replayed("a"), [item(1).data, item(2).data])
+
+    def test_what_the_socket_does_not_take(self) -> None:
+        journal = self.opened("a")
+        self.engine.reply_room = 3
+        direct, results, seen = self.replying(journal, 2)
+        self.end_of_turn()
+        self.assertEqual((direct.counts, seen, results), ([3], [[3]], [None]))
+
+    def test_a_socket_that_cannot_take_it_now(self) -> None:
+        journal = self.opened("a")
+        direct, results, seen = self.replying(journal, 2, fd=-1)
+        self.end_of_turn()
+        self.assertEqual(direct.asked, 1)
+        self.assertEqual((self.engine.replied_now, len(self.engine.ran_now)), ([], 1))
+        self.assertEqual((direct.counts, seen, results), ([], [[]], [None]))
+
+    def test_no_reply_when_the_run_fails(self) -> None:
+        journal = self.opened("a")
+        self.engine.run_error = errno.EIO
+        direct, results, seen = self.replying(journal, 2)
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.replied_now), 1)
+        self.assertEqual((direct.counts, seen), ([], []))
+        self.assertIsInstance(results[0], Failure)
+
+    def test_not_from_the_thread(self) -> None:
+        """A batch on the engine's thread is answered the usual way: the
+        reactor's thread alone may send to a socket it may close."""
+        first = self.opened("a")
+        second = self.opened("b")
+        one, one_results, _ = self.replying(first, 2)
+        two, two_results, _ = self.replying(second, 2)
+        self.end_of_turn()
+        self.settle()
+        self.assertEqual((one.asked, two.asked), (0, 0))
+        self.assertEqual((one_results, two_results), ([None], [None]))
+        self.assertEqual(self.engine.replied_now, [])
 
 
 class SharedSyncTests(HandOffCase):

@@ -14,6 +14,8 @@
  * run() runs one job at once on the caller's thread, without the GIL,
  * while the engine has nothing queued: a lone durable write then costs no
  * wake-up of a thread, neither of the engine's nor of the reactor's.
+ * run_and_reply() also sends the replies that wait for that job to their
+ * sockets the moment it is durable, before the caller runs any Python.
  *
  * A sync may be "shared" (a (fd, False) op): the job says that the file's
  * new bytes only overwrite blocks that an earlier fdatasync made durable,
@@ -45,6 +47,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/vfs.h>
@@ -639,16 +642,39 @@ Engine_serve(Engine *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-Engine_run(Engine *self, PyObject *args)
+/* Sends all of data to the socket fd without blocking, as far as its
+ * buffer takes it; returns the bytes sent.  Nothing here may fail the job
+ * that was made durable: a socket that takes nothing (full, or closed by
+ * its peer) leaves the rest to the caller. */
+static Py_ssize_t
+send_reply(int fd, const char *data, Py_ssize_t len)
 {
-    PyObject *ops;
+    Py_ssize_t sent = 0;
+    while (sent < len) {
+        ssize_t w = send(fd, data + sent, (size_t)(len - sent),
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        sent += w;
+    }
+    return sent;
+}
+
+/* run() and run_and_reply(): one job at once on the caller's thread, and
+ * once all of it is durable, the replies (appends of bytes to sockets, in
+ * the same form as ops) sent, their counts of bytes sent put in sent.
+ * Returns the job's outcome, or -1 with an exception set. */
+static int
+run_at_once(Engine *self, PyObject *ops, Op *reply, Py_ssize_t nreplies,
+            Py_ssize_t *sent)
+{
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &ops))
-        return NULL;
     Op *op = parse_ops(ops, &n);
     if (!op)
-        return NULL;
+        return -1;
     Job job = {.op = op, .nops = n};
     pthread_mutex_lock(&self->lock);
     int busy = self->queued || self->done || self->running || self->halted;
@@ -658,18 +684,72 @@ Engine_run(Engine *self, PyObject *args)
     if (busy) {
         PyMem_RawFree(op);
         PyErr_SetString(PyExc_RuntimeError, "the engine has jobs of its own");
-        return NULL;
+        return -1;
     }
     int error;
-    /* The list keeps the bytes alive: the caller holds it until we return. */
+    /* The lists keep the bytes alive: the caller holds them until we
+     * return. */
     Py_BEGIN_ALLOW_THREADS
     error = run_group(self, &job);
+    for (Py_ssize_t i = 0; i < nreplies; i++)
+        sent[i] = error ? 0 : send_reply(reply[i].fd, reply[i].data, reply[i].len);
     Py_END_ALLOW_THREADS
     pthread_mutex_lock(&self->lock);
     self->running = 0;
     pthread_mutex_unlock(&self->lock);
     PyMem_RawFree(op);
-    return PyLong_FromLong(error);
+    return error;
+}
+
+static PyObject *
+Engine_run(Engine *self, PyObject *args)
+{
+    PyObject *ops;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &ops))
+        return NULL;
+    int error = run_at_once(self, ops, NULL, 0, NULL);
+    return error < 0 ? NULL : PyLong_FromLong(error);
+}
+
+static PyObject *
+Engine_run_and_reply(Engine *self, PyObject *args)
+{
+    PyObject *ops, *replies, *counts = NULL;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &ops, &PyList_Type, &replies))
+        return NULL;
+    Op *reply = parse_ops(replies, &n);
+    if (!reply)
+        return NULL;
+    Py_ssize_t *sent = PyMem_RawCalloc(n ? n : 1, sizeof(Py_ssize_t));
+    if (!sent) {
+        PyMem_RawFree(reply);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (reply[i].sync) {
+            PyErr_SetString(PyExc_TypeError, "a reply is an (fd, bytes) tuple");
+            goto done;
+        }
+    int error = run_at_once(self, ops, reply, n, sent);
+    if (error < 0)
+        goto done;
+    PyObject *list = PyList_New(n);
+    if (!list)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *count = PyLong_FromSsize_t(sent[i]);
+        if (!count) {
+            Py_DECREF(list);
+            goto done;
+        }
+        PyList_SET_ITEM(list, i, count);
+    }
+    counts = Py_BuildValue("(iN)", error, list);
+done:
+    PyMem_RawFree(sent);
+    PyMem_RawFree(reply);
+    return counts;
 }
 
 static PyObject *
@@ -705,6 +785,10 @@ static PyMethodDef Engine_methods[] = {
     {"run", (PyCFunction)Engine_run, METH_VARARGS,
      "run(ops): run one job now on this thread, without the GIL, and return "
      "its outcome (0 or an errno); only while the engine has no job."},
+    {"run_and_reply", (PyCFunction)Engine_run_and_reply, METH_VARARGS,
+     "run_and_reply(ops, replies): run() the job, then, if it succeeded, send "
+     "each reply, an (fd, bytes) tuple, to its socket without blocking; "
+     "returns (outcome, [bytes sent of each reply]), all 0 if it failed."},
     {"shared_syncs", (PyCFunction)Engine_shared_syncs, METH_NOARGS,
      "Syncs made durable by another file's flush (see \"shared\")."},
     {"parallel_groups", (PyCFunction)Engine_parallel_groups, METH_NOARGS,

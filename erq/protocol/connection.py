@@ -52,7 +52,7 @@ from erq.protocol.requests import (
     remember,
     split_line,
 )
-from erq.protocol.transport import sender
+from erq.protocol.transport import pending, plain, sender
 from erq.queue import Item, Queue
 from erq.service import QueueService
 
@@ -105,6 +105,8 @@ class QueueProtocol(
         self._waiting_get: tuple[list[GetRequest], int] = ([], 0)
         self._waiting_key = b""
         self._running = False
+        # The socket's descriptor, on a plain TCP connection.
+        self._fileno = -1
         #: This connection's open reads, oldest first, by queue.
         self.open_reads: dict[Queue, deque[Item]] = {}
 
@@ -135,11 +137,30 @@ class QueueProtocol(
         self._locked = self.service.config.credentials is not None
         self._transport.registerProducer(self, True)
         self._send = sender(self.transport)
+        if plain(self.transport):
+            # The reply to a durable set may be sent by the journal the
+            # moment the set is durable (see ``erq.durable``).
+            self._fileno = self._transport.getHandle().fileno()
+            self._replies.direct = self
         if ITCPTransport.providedBy(self.transport):
             # Replies often leave in pieces (a durable set's STORED when its
             # fsync is done); Nagle would hold each piece back until the
             # client's delayed ACK of the one before.
             self._transport.setTcpNoDelay(True)
+
+    def fileno_now(self) -> int:
+        """The socket's descriptor, while a reply may be sent to it ahead
+        of the transport: the connection is open and nothing waits in the
+        transport to be sent; -1 otherwise."""
+        flow = self._flow
+        transport = self._transport
+        if flow.gone or flow.closing or transport.disconnecting or pending(transport):
+            return -1
+        return self._fileno
+
+    def wrote(self, count: int) -> None:
+        """Bytes sent to the socket by the journal (see ``fileno_now``)."""
+        self.counters.bytes_written += count
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._flow.gone = True

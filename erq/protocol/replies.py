@@ -11,8 +11,12 @@ made durable by one journal batch, and their replies leave in one write
 instead of one each.  The protocol takes the gathered output (``take``,
 which its flush inlines: it runs on every read) and writes it to the
 transport in one call; ``ready`` tells it that a slot was filled outside
-of its own reading.  Nothing here knows a transport or
-a service, so the order can be tested alone.
+of its own reading.  The reply to a durable set that nothing comes before
+may be sent by the journal itself the moment the set is durable
+(``SentAtOnce``, as ``Durable.direct`` in ``erq.durable`` says): the
+connection says, through ``direct``, whether its socket can take it now.
+Nothing here knows a transport or a service, so the order can be tested
+alone.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -55,6 +59,54 @@ class Stores(Slot):
         self.waiting = 0
 
 
+class DirectSocket(Protocol):
+    """The connection's socket, as a reply sent at once sees it."""
+
+    def fileno_now(self) -> int:
+        """The socket's descriptor, if a reply may be sent to it now
+        ahead of anything its transport holds; -1 otherwise."""
+        ...
+
+    def wrote(self, count: int) -> None:
+        """``count`` bytes were sent to the socket outside the transport."""
+        ...
+
+
+class SentAtOnce:
+    """The reply to the durable set (or run of sets) that a ``Stores``
+    slot holds alone, as the journal may send it to the socket the moment
+    the set is durable (``erq.durable.DirectReply``): only while it is the
+    connection's one reply still to write."""
+
+    __slots__ = ("order", "stores", "reply")
+
+    def __init__(self, order: ReplyOrder, stores: Stores, reply: bytes) -> None:
+        self.order = order
+        self.stores = stores
+        self.reply = reply
+
+    def socket(self) -> int:
+        order = self.order
+        stores = self.stores
+        slots = order.slots
+        direct = order.direct
+        if (
+            direct is None
+            or len(stores.replies) != 1
+            or stores.replies[0]
+            or len(slots) != 1
+            or slots[0] is not stores
+            or order.out
+        ):
+            # Other replies before it, beside it in its slot or behind
+            # it, or it was answered: it goes the usual way, in order.
+            return -1
+        return direct.fileno_now()
+
+    def sent(self, count: int) -> None:
+        self.order.sent_at_once(self.stores, self.reply, count)
+
+
 def server_error(failure: Failure) -> bytes:
     """The reply to a set whose journal write failed."""
     reason = str(failure.value) or "journal failed"
@@ -64,7 +116,16 @@ def server_error(failure: Failure) -> bytes:
 class ReplyOrder:
     """The replies of one connection, in the order of its requests."""
 
-    __slots__ = ("out", "out_size", "slots", "held", "stores", "ready", "early")
+    __slots__ = (
+        "out",
+        "out_size",
+        "slots",
+        "held",
+        "stores",
+        "ready",
+        "early",
+        "direct",
+    )
 
     def __init__(self, ready: Callable[[], None]) -> None:
         #: Replies ready to be written, in order.
@@ -83,6 +144,9 @@ class ReplyOrder:
         #: before the queue took their items: replies may be written, but
         #: no request read (see ``erq.durable``).
         self.early = False
+        #: The socket that the reply to a durable set may be sent to at
+        #: once, where the connection has one.
+        self.direct: DirectSocket | None = None
 
     def add(self, data: bytes) -> None:
         """One reply, whole (with its line ends), ready now."""
@@ -154,6 +218,8 @@ class ReplyOrder:
         stores.waiting += 1
         if type(durable) is Durable:
             durable.first.append(partial(self._first, stores, index, count))
+            if not index and self.direct is not None:
+                durable.direct = SentAtOnce(self, stores, b"STORED\r\n" * count)
         durable.addCallbacks(
             self._stored,
             self._store_failed,
@@ -164,11 +230,35 @@ class ReplyOrder:
     def _first(self, stores: Stores, index: int, count: int) -> None:
         """The sets are durable: answer them now, before the queue takes
         their items."""
+        if stores.replies[index]:
+            # Sent at once (``sent_at_once``).
+            return
         self.early = True
         try:
             self._answer(stores, index, b"STORED\r\n" * count)
         finally:
             self.early = False
+
+    def sent_at_once(self, stores: Stores, reply: bytes, count: int) -> None:
+        """The one set (or run of sets) of ``stores``, the only slot, is
+        durable, and ``count`` bytes of its ``reply`` were sent to the
+        socket at once: the slot is done, and the rest of the reply, if
+        any, goes the usual way."""
+        assert self.direct is not None
+        self.direct.wrote(count)
+        stores.replies[0] = reply
+        stores.waiting -= 1
+        if self.stores is stores:
+            self.stores = None
+        if count < len(reply):
+            self.early = True
+            try:
+                self.fill(stores, reply[count:])
+            finally:
+                self.early = False
+        else:
+            # Nothing to write; ``_stored`` lets what it held back go on.
+            self.slots.popleft()
 
     def _stored(self, ok: bool | None, stores: Stores, index: int, count: int) -> None:
         if stores.replies[index]:

@@ -30,10 +30,16 @@ def pending(transport: Any) -> int:
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
+def plain(transport: Any) -> bool:
+    """Whether ``transport`` is a plain TCP connection, whose socket erq
+    may send to itself when nothing is queued in it."""
+    return type(transport) is tcp.Server
+
+
 def sender(transport: Any) -> Callable[[bytes], None]:
     """A function that writes to ``transport``, sending at once when
     nothing is queued in it."""
-    if type(transport) is not tcp.Server:
+    if not plain(transport):
         write: Callable[[bytes], None] = transport.write
         return write
     socket_send = transport.getHandle().send
