@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from erq.durable import Durable
 from erq.journal import Journal
-from erq.journal.cohort import MOST, WINDOW, Cohort, Pace
+from erq.journal.cohort import LOCK_STEP, MOST, WINDOW, Cohort, Pace
 from tests.support import FakeJournal, ProtocolTestCase, set_line
 from tests.test_writer import HandOffCase, engine_finished, item
 
@@ -111,8 +111,18 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual(cohort.answering, {pace})
         second.callback(None)
         self.assertEqual(cohort.expected, {pace: self.clock.seconds() + WINDOW})
-        # Too late: no longer in lock-step.
+        # Later than the window: no longer waited for, still in lock-step.
         self.clock.advance(WINDOW * 2)
+        self.assertEqual(cohort.wait(), 0.0)
+        self.assertEqual(cohort.expected, {})
+        again = Durable()
+        again.cohort = cohort
+        pace.stored(again)
+        self.assertTrue(pace.quick)
+        self.assertEqual(cohort.answering, {pace})
+        again.callback(None)
+        # Too late: no longer in lock-step.
+        self.clock.advance(LOCK_STEP * 2)
         third = Durable()
         third.cohort = cohort
         pace.stored(third)
@@ -251,11 +261,12 @@ class GatherTests(HandOffCase):
         ran = len(self.engine.ran_now)
         a2 = self.store(self.a)
         self.end_of_turn()
-        # One batch; b's set came late, out of step, so the thread syncs it.
-        self.assertEqual(len(self.engine.ran_now), ran)
-        self.assertEqual(len(self.engine.queued), 1)
-        self.settle()
+        # One batch: b came back later than the window, not so late as to
+        # be out of step, so the reactor syncs both sets itself.
+        self.assertEqual(len(self.engine.ran_now), ran + 1)
+        self.assertEqual(self.engine.queued, deque())
         self.assertEqual((a2, b1), ([None], [None]))
+        ran += 1
         # In step again: both in one batch, synced by the reactor.
         self.reactor.advance(WINDOW / 4)
         a3 = self.store(self.a)
@@ -324,10 +335,10 @@ class GatherTests(HandOffCase):
         self.assertEqual(a1, [None])
 
     def test_one_that_is_not_in_step_is_not_waited_for(self) -> None:
-        """A set that comes later than the window after its answer (a
+        """A set that comes later than ``LOCK_STEP`` after its answer (a
         producer that paces itself) neither waits nor is waited for."""
         self.in_step(self.a)
-        self.reactor.advance(WINDOW)
+        self.reactor.advance(LOCK_STEP * 2)
         a1 = self.store(self.a)
         b1 = self.store(self.b)
         self.end_of_turn()
@@ -346,6 +357,30 @@ class GatherTests(HandOffCase):
         self.end_of_turn()
         self.assertEqual(a1, [None])
         self.assertEqual(set(other.cohort.expected), {self.b})
+
+    def test_a_producer_slower_than_the_window_is_still_in_step(self) -> None:
+        """A producer whose next set comes later than the window (a busy
+        machine) is no longer waited for, but is still in lock-step: its
+        set, beside a consumer's removals from its queue, is synced by the
+        reactor itself."""
+        self.in_step(self.a)
+        self.reactor.advance(WINDOW * 2)
+        self.queue.remove(item(2))
+        ran = len(self.engine.ran_now)
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        self.assertEqual((a1, len(self.engine.ran_now)), ([None], ran + 1))
+        self.assertEqual(self.engine.queued, deque())
+        # Beyond LOCK_STEP, out of step: the same batch goes to the thread.
+        self.reactor.advance(LOCK_STEP * 2)
+        self.queue.remove(item(3))
+        a2 = self.store(self.a)
+        self.end_of_turn()
+        self.assertEqual((a2, len(self.engine.ran_now)), ([], ran + 1))
+        self.assertEqual(len(self.engine.queued), 1)
+        self.settle()
+        self.assertEqual(a2, [None])
+        self.assertEqual(self.replayed("a"), [item(i).data for i in (1, 4, 5)])
 
     def test_removals_on_the_thread_hold_no_set(self) -> None:
         """A batch of removals on the thread does not hold a durable set
@@ -426,7 +461,7 @@ class ConnectionPaceTests(ProtocolTestCase):
             self.client.send(set_line(b"q", data))
             self.answer()
         self.assertEqual(len(self.cohort.expected), 1)
-        self.clock.advance(WINDOW * 2)
+        self.clock.advance(LOCK_STEP * 2)
         self.client.send(set_line(b"q", b"c"))
         self.assertEqual((self.cohort.answering, self.cohort.expected), (set(), {}))
 
@@ -437,6 +472,6 @@ class ConnectionPaceTests(ProtocolTestCase):
                 self.answer()
         self.journal.pending.pop(0).errback(OSError("disk full"))
         self.assertTrue(self.client.take().startswith(b"SERVER_ERROR "))
-        self.clock.advance(WINDOW * 2)
+        self.clock.advance(LOCK_STEP * 2)
         self.client.send(set_line(b"q", b"c"))
         self.assertEqual(self.cohort.answering, set())

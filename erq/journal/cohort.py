@@ -14,8 +14,8 @@ fsync.
 What the writer does
 --------------------
 A connection is *in lock-step* when its durable set arrives within
-``window`` of the answer to its last one, and not before that answer (a
-client that pipelines its sets is not): ``Pace``, which the connection
+``lock_step`` of the answer to its last one, and not before that answer
+(a client that pipelines its sets is not): ``Pace``, which the connection
 keeps, tells.  Each queue's journal keeps a ``Cohort`` of them: those
 whose set waits for its fsync (``answering``), and those answered and
 not back yet, each until ``window`` after its answer (``expected``).  A batch that
@@ -35,7 +35,8 @@ every connection that stored into it is waiting for it, with nothing
 more to send.
 
 Nothing else waits.  A connection answered longer ago than ``window`` is
-not in lock-step (a producer that paces itself, or one that stopped); a
+not waited for, and one that comes back later than ``lock_step`` is not
+in lock-step (a producer that paces itself, or one that stopped); a
 batch of removals alone on the thread holds nothing back; one connection
 alone never waits for itself; queues do not wait for each other's
 connections, so producers each on a queue of their own go as they come;
@@ -52,10 +53,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from erq.durable import Durable
 
-#: How soon after its answer a connection's next durable set must arrive
-#: for it to count as in lock-step, and how long a batch waits at most for
-#: it: a few round trips on a local network, below an fsync of most disks.
+#: How long a batch waits at most for a connection in lock-step to send
+#: its next set after its answer: a few round trips on a local network,
+#: below an fsync of most disks.
 WINDOW = 0.0005
+#: How soon after its answer a connection's next durable set must arrive
+#: for it to count as in lock-step.  Longer than ``WINDOW``: a client's
+#: turnaround (its process woken, the answer read, the next set sent)
+#: takes more than a round trip when the machine is busy, its consumers'
+#: processes beside it; a producer that takes a millisecond is as much in
+#: lock-step as one that takes a tenth, and what its set shares a batch
+#: with is still synced by the reactor itself (``whole``), though no batch
+#: waits that long for it.
+LOCK_STEP = 0.002
 #: The most connections in lock-step that a batch waits for.  The reactor
 #: answers them, reads their next sets and only then syncs them: with
 #: more, that work, done between fsyncs instead of during them, costs
@@ -72,6 +82,7 @@ class Cohort:
     __slots__ = (
         "seconds",
         "window",
+        "lock_step",
         "answering",
         "expected",
         "pending",
@@ -83,10 +94,12 @@ class Cohort:
         seconds: Callable[[], float],
         back: Callable[[], object],
         window: float = WINDOW,
+        lock_step: float = LOCK_STEP,
     ) -> None:
         #: The reactor's clock.
         self.seconds = seconds
         self.window = window
+        self.lock_step = lock_step
         #: Connections in lock-step whose durable set waits for its fsync.
         self.answering: set[object] = set()
         #: Connections in lock-step answered and not back yet, each with
@@ -99,7 +112,7 @@ class Cohort:
 
     def arrived(self, who: object, quick: bool) -> None:
         """A durable set of ``who`` waits for its fsync; ``quick`` when it
-        came within ``window`` of the answer to ``who``'s last one."""
+        came within ``lock_step`` of the answer to ``who``'s last one."""
         expected = self.expected
         if quick:
             self.answering.add(who)
@@ -164,7 +177,7 @@ class Cohort:
 
 class Pace:
     """One connection's durable sets as its queue's cohort sees them: when
-    each arrives, whether it came within ``window`` of the answer to the
+    each arrives, whether it came within ``lock_step`` of the answer to the
     one before (and not before that answer: a client that pipelines its
     sets is not in lock-step), and when it is answered."""
 
@@ -190,7 +203,7 @@ class Pace:
         now = cohort.seconds()
         answered = self.answered_at
         self.quick = quick = (
-            answered >= self.stored_at and now - answered <= cohort.window
+            answered >= self.stored_at and now - answered <= cohort.lock_step
         )
         self.stored_at = now
         cohort.arrived(self, quick)
