@@ -90,6 +90,15 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual((cohort.answering, cohort.expected), (set(), {}))
         self.assertEqual(cohort.wait(), 0.0)
 
+    def in_step(self, pace: Pace) -> None:
+        """A durable set of ``pace``'s that comes in lock-step, answered."""
+        durable = Durable()
+        durable.cohort = self.cohort
+        pace.stored(durable)
+        self.assertTrue(pace.quick)
+        self.assertEqual(self.cohort.answering, {pace})
+        durable.callback(None)
+
     def test_a_pace_joins_when_it_comes_within_the_window(self) -> None:
         cohort = self.cohort
         pace = Pace()
@@ -104,23 +113,13 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual(pace.answered_at, 1)
         self.assertEqual(cohort.expected, {})
         self.clock.advance(WINDOW / 2)
-        second = Durable()
-        second.cohort = cohort
-        pace.stored(second)
-        self.assertTrue(pace.quick)
-        self.assertEqual(cohort.answering, {pace})
-        second.callback(None)
+        self.in_step(pace)
         self.assertEqual(cohort.expected, {pace: self.clock.seconds() + WINDOW})
         # Later than the window: no longer waited for, still in lock-step.
         self.clock.advance(WINDOW * 2)
         self.assertEqual(cohort.wait(), 0.0)
         self.assertEqual(cohort.expected, {})
-        again = Durable()
-        again.cohort = cohort
-        pace.stored(again)
-        self.assertTrue(pace.quick)
-        self.assertEqual(cohort.answering, {pace})
-        again.callback(None)
+        self.in_step(pace)
         # Too late: no longer in lock-step.
         self.clock.advance(LOCK_STEP * 2)
         third = Durable()
