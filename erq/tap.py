@@ -156,6 +156,12 @@ def endpoint_description(port: str) -> str:
     return ":".join([port, *added])
 
 
+def _whole(text: str, most: int) -> bool:
+    """Whether ``text`` is a whole number from 0 to ``most`` in ASCII
+    digits (``str.isdigit`` alone lets other scripts' digits through)."""
+    return text.isascii() and text.isdigit() and int(text) <= most
+
+
 def _check_endpoint(description: str) -> None:
     """What Twisted would report as a traceback, said in one line instead;
     `ValueError` with the reason."""
@@ -168,7 +174,7 @@ def _check_endpoint(description: str) -> None:
             )
     if kind in ("tcp", "tcp6", "ssl"):
         port = arguments.get("port", "")
-        if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        if not _whole(port, 65535):
             raise ValueError(
                 f"expected a port number from 0 to 65535 after {kind}:, got {port!r}"
             )
@@ -405,7 +411,7 @@ class Options(usage.Options):
         text = self["idle-poll"]
         if text is None:
             return default_idle_poll_us() / 1e6
-        if not (text.isascii() and text.isdigit()) or int(text) > MAX_IDLE_POLL_US:
+        if not _whole(text, MAX_IDLE_POLL_US):
             raise StartupError(
                 f"--idle-poll {_shown(text)}: expected whole microseconds,"
                 f" 0 to {MAX_IDLE_POLL_US}"
