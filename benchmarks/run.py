@@ -278,7 +278,7 @@ def describe(
     if "--plain-reactor" in settings.erq_args:
         reactor = "Twisted's epoll reactor as it is"
     else:
-        micros = option_value(settings.erq_args, "--idle-poll")
+        micros = settings.idle_poll()
         if micros is None:
             default = getattr(erq_tap(), "default_idle_poll_us", None)
             micros = str(default() if default is not None else 0)
