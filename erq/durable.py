@@ -27,14 +27,24 @@ is sent.
 Whatever runs first only writes replies: it must not read requests (a get
 read then would not find the item that is about to join its queue), nor
 call back into the journal, whose writer is in the middle of taking a batch
-back.  Callers that are not the wire (``await`` on ``QueueService.put``)
-keep the Deferred's order: their callbacks see the item in its queue.
+back.
+
+The queue and the wire listen with ``then``, not ``addCallbacks``:
+each durable set has two such listeners (the queue's arrivals, the
+connection's reply order), and a Deferred's chain costs more than the two
+of them together.  Listeners run in the order they were added, after
+``first`` and before every callback of the Deferred, and pass the result
+on as callbacks do: what one returns (a ``Failure`` once it raises) is
+what the next one is given, and what the last one returns, never a
+Deferred, is the result the Deferred's own callbacks start from.  Callers
+that are not the wire (``await`` on ``QueueService.put``) so see the item
+in its queue.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -77,6 +87,22 @@ class Durable(Deferred[None]):
         self.first: list[Callable[[], object]] = []
         #: Its journal's connections in lock-step, which the store joins.
         self.cohort: Cohort | None = None
+        #: ``then``'s listeners, until it fires.
+        self._listeners: list[_Listener] = []
+
+    def then(
+        self,
+        stored: Callable[..., object],
+        failed: Callable[..., object],
+        *args: object,
+    ) -> None:
+        """Like ``addCallbacks(stored, failed, callbackArgs=args,
+        errbackArgs=args)``, but run before the Deferred's callbacks,
+        without a Deferred's chain; once fired, it is ``addCallbacks``."""
+        if self.called:
+            self.addCallbacks(stored, failed, callbackArgs=args, errbackArgs=args)
+        else:
+            self._listeners.append((stored, failed, args))
 
     def durable(self) -> None:
         """The record is durable: run ``first`` (once)."""
@@ -89,6 +115,34 @@ class Durable(Deferred[None]):
                 except Exception:
                     _log.failure("reply to a durable set failed")
 
-    def callback(self, result: None | Failure = None) -> None:
+    def callback(self, result: Any = None) -> None:
         self.durable()
-        super().callback(result)
+        self._fire(result)
+
+    def errback(self, fail: Failure | BaseException | None = None) -> None:
+        # What ``Deferred.errback`` makes of ``fail``.
+        if fail is None:
+            fail = Failure(captureVars=self.debug)
+        elif not isinstance(fail, Failure):
+            fail = Failure(fail)
+        self._fire(fail)
+
+    def _fire(self, result: Any) -> None:
+        listeners = self._listeners
+        if listeners:
+            self._listeners = []
+            for stored, failed, args in listeners:
+                try:
+                    if isinstance(result, Failure):
+                        result = failed(result, *args)
+                    else:
+                        result = stored(result, *args)
+                except BaseException:
+                    result = Failure(captureVars=self.debug)
+        if isinstance(result, Failure):
+            super().errback(result)
+        else:
+            super().callback(result)
+
+
+_Listener = tuple[Callable[..., object], Callable[..., object], tuple[object, ...]]

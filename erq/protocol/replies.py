@@ -220,12 +220,14 @@ class ReplyOrder:
             durable.first.append(partial(self._first, stores, index, count))
             if not index and self.direct is not None:
                 durable.direct = SentAtOnce(self, stores, b"STORED\r\n" * count)
-        durable.addCallbacks(
-            self._stored,
-            self._store_failed,
-            callbackArgs=(stores, index, count),
-            errbackArgs=(stores, index, count),
-        )
+            durable.then(self._stored, self._store_failed, stores, index, count)
+        else:
+            durable.addCallbacks(
+                self._stored,
+                self._store_failed,
+                callbackArgs=(stores, index, count),
+                errbackArgs=(stores, index, count),
+            )
 
     def _first(self, stores: Stores, index: int, count: int) -> None:
         """The sets are durable: answer them now, before the queue takes
