@@ -233,6 +233,29 @@ class GatherTests(HandOffCase):
         self.assertEqual(self.engine.queued, deque())
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_sixteen_in_step_share_a_batch_the_reactor_syncs(self) -> None:
+        """As many producers as a busy queue has: their answers go out
+        together and their next sets come back together, so the batch
+        waits for the last of them, and the reactor syncs it, rather than
+        the thread syncing them all anyway, with two wake-ups more."""
+        paces = [Pace() for _ in range(16)]
+        self.in_step(*paces)
+        ran = len(self.engine.ran_now)
+        stored = []
+        for pace in paces[:-1]:
+            stored.append(self.store(pace))
+            self.end_of_turn()
+        # Waiting for the last one.
+        self.assertEqual(stored, [[]] * 15)
+        self.assertEqual(len(self.engine.ran_now), ran)
+        self.assertEqual(self.engine.queued, deque())
+        stored.append(self.store(paces[-1]))
+        self.end_of_turn()
+        self.assertEqual(stored, [[None]] * 16)
+        self.assertEqual(len(self.engine.ran_now), ran + 1)
+        self.assertEqual(self.engine.queued, deque())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
     def test_a_set_waits_for_the_batch_on_the_thread_and_its_connection(
         self,
     ) -> None:
