@@ -120,6 +120,9 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual(cohort.wait(), 0.0)
         self.assertEqual(cohort.expected, {})
         self.in_step(pace)
+        # Quick, but later than the window: its next set is not waited for.
+        self.assertFalse(pace.prompt)
+        self.assertEqual(cohort.expected, {})
         # Too late: no longer in lock-step.
         self.clock.advance(LOCK_STEP * 2)
         third = Durable()
@@ -255,6 +258,29 @@ class GatherTests(HandOffCase):
         self.assertEqual(len(self.engine.ran_now), ran + 1)
         self.assertEqual(self.engine.queued, deque())
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_one_slower_than_the_window_is_not_waited_for_again(self) -> None:
+        """A producer that takes longer than the window to send its next
+        set (one that does some work between sets) is still in lock-step,
+        but a batch no longer waits for it: waiting would hold every batch
+        back a whole window."""
+        self.in_step()
+        a1 = self.store(self.a)
+        self.end_of_turn()
+        self.reactor.advance(WINDOW)
+        self.assertEqual(a1, [None])
+        self.reactor.advance(WINDOW / 4)
+        # b comes back later than the window, a within it.
+        b1 = self.store(self.b)
+        a2 = self.store(self.a)
+        self.end_of_turn()
+        self.assertEqual((a1, a2, b1), ([None], [None], [None]))
+        self.assertEqual(set(self.queue.cohort.expected), {self.a})
+        self.assertEqual(self.queue.cohort.answering, set())
+        # a's next set goes at once.
+        a3 = self.store(self.a)
+        self.end_of_turn()
+        self.assertEqual(a3, [None])
 
     def test_a_set_waits_for_the_batch_on_the_thread_and_its_connection(
         self,

@@ -18,15 +18,16 @@ A connection is *in lock-step* when its durable set arrives within
 (a client that pipelines its sets is not): ``Pace``, which the connection
 keeps, tells.  Each queue's journal keeps a ``Cohort`` of them: those
 whose set waits for its fsync (``answering``), and those answered and
-not back yet, each until ``window`` after its answer (``expected``).  A batch that
+not back yet whose last set came within ``window`` of the answer before
+it, each until ``window`` after its answer (``expected``).  A batch that
 something waits for then waits, before it leaves:
 
 - while a batch that holds a set in lock-step of one of its queues is on
   the thread: that batch comes back soon, and its connections send their
   next sets a round trip later;
-- while a connection in lock-step on one of its queues, answered less
-  than ``window`` ago, has not sent its next set: the batch goes at the
-  end of the turn in which the last of them does.
+- while a connection expected on one of its queues, answered less than
+  ``window`` ago, has not sent its next set: the batch goes at the end
+  of the turn in which the last of them does.
 
 The batch that carries the sets of a whole cohort, and no other set, is
 then synced by the reactor itself, without the two thread wake-ups a
@@ -35,14 +36,17 @@ every connection that stored into it is waiting for it, with nothing
 more to send.
 
 Nothing else waits.  A connection answered longer ago than ``window`` is
-not waited for, and one that comes back later than ``lock_step`` is not
-in lock-step (a producer that paces itself, or one that stopped); a
-batch of removals alone on the thread holds nothing back; one connection
-alone never waits for itself; queues do not wait for each other's
-connections, so producers each on a queue of their own go as they come;
-and more than ``MOST`` connections in lock-step on one queue are left to
-group commit as it is.  At worst a batch waits ``window`` once for a
-connection that stops.
+not waited for; nor is one whose last set came later than ``window``
+after the answer before it (a producer that does some work between its
+sets: waiting for it would hold every batch back a whole window), though
+it is still in lock-step; one that comes back later than ``lock_step``
+is not in lock-step (a producer that paces itself, or one that stopped);
+a batch of removals alone on the thread holds nothing back; one
+connection alone never waits for itself; queues do not wait for each
+other's connections, so producers each on a queue of their own go as
+they come; and more than ``MOST`` connections in lock-step on one queue
+are left to group commit as it is.  At worst a batch waits ``window``
+once for a connection that stops or slows down.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ WINDOW = 0.0005
 #: processes beside it; a producer that takes a millisecond is as much in
 #: lock-step as one that takes a tenth, and what its set shares a batch
 #: with is still synced by the reactor itself (``whole``), though no batch
-#: waits that long for it.
+#: waits for it (``Pace.prompt``).
 LOCK_STEP = 0.002
 #: The most connections in lock-step on one queue that a batch waits for.
 #: Left to group commit, many of them do not overlap their fsyncs with the
@@ -127,10 +131,13 @@ class Cohort:
         if expected and expected.pop(who, None) is not None and not expected:
             self.back()
 
-    def answered(self, who: object) -> None:
-        """``who``'s set in lock-step is durable and answered."""
+    def answered(self, who: object, prompt: bool = True) -> None:
+        """``who``'s set in lock-step is durable and answered; ``prompt``
+        when that set came within ``window`` of the answer before it, so
+        that a batch waits for ``who``'s next one."""
         self.answering.discard(who)
-        self.expected[who] = self.seconds() + self.window
+        if prompt:
+            self.expected[who] = self.seconds() + self.window
 
     def forget(self, who: object) -> None:
         """``who`` is gone."""
@@ -185,7 +192,7 @@ class Pace:
     one before (and not before that answer: a client that pipelines its
     sets is not in lock-step), and when it is answered."""
 
-    __slots__ = ("cohort", "stored_at", "answered_at", "quick")
+    __slots__ = ("cohort", "stored_at", "answered_at", "quick", "prompt")
 
     def __init__(self) -> None:
         #: The cohort of the queue this connection last stored to.
@@ -193,6 +200,9 @@ class Pace:
         self.stored_at = float("-inf")
         self.answered_at = float("-inf")
         self.quick = False
+        #: Quick, and within the cohort's ``window``: a batch waits for
+        #: this connection's next set.
+        self.prompt = False
 
     def stored(self, durable: Durable) -> None:
         """A durable set of this connection waits for its fsync."""
@@ -209,6 +219,7 @@ class Pace:
         self.quick = quick = (
             answered >= self.stored_at and now - answered <= cohort.lock_step
         )
+        self.prompt = quick and now - answered <= cohort.window
         self.stored_at = now
         cohort.arrived(self, quick)
         durable.first.append(self.answered)
@@ -219,7 +230,7 @@ class Pace:
         if cohort is not None:
             self.answered_at = cohort.seconds()
             if self.quick:
-                cohort.answered(self)
+                cohort.answered(self, self.prompt)
 
     def gone(self) -> None:
         """The connection is closed."""
