@@ -78,21 +78,23 @@ class SentAtOnce:
     the set is durable (``erq.durable.DirectReply``): only while it is the
     connection's one reply still to write."""
 
-    __slots__ = ("order", "stores", "reply")
+    __slots__ = ("order", "stores", "reply", "direct")
 
-    def __init__(self, order: ReplyOrder, stores: Stores, reply: bytes) -> None:
+    def __init__(
+        self, order: ReplyOrder, stores: Stores, reply: bytes, direct: DirectSocket
+    ) -> None:
         self.order = order
         self.stores = stores
         self.reply = reply
+        #: The order's socket.
+        self.direct = direct
 
     def socket(self) -> int:
         order = self.order
         stores = self.stores
         slots = order.slots
-        direct = order.direct
         if (
-            direct is None
-            or len(stores.replies) != 1
+            len(stores.replies) != 1
             or stores.replies[0]
             or len(slots) != 1
             or slots[0] is not stores
@@ -101,7 +103,7 @@ class SentAtOnce:
             # Other replies before it, beside it in its slot or behind
             # it, or it was answered: it goes the usual way, in order.
             return -1
-        return direct.fileno_now()
+        return self.direct.fileno_now()
 
     def sent(self, count: int) -> None:
         self.order.sent_at_once(self.stores, self.reply, count)
@@ -218,8 +220,9 @@ class ReplyOrder:
         stores.waiting += 1
         if type(durable) is Durable:
             durable.first.append(partial(self._first, stores, index, count))
-            if not index and self.direct is not None:
-                durable.direct = SentAtOnce(self, stores, b"STORED\r\n" * count)
+            direct = self.direct
+            if not index and direct is not None:
+                durable.direct = SentAtOnce(self, stores, b"STORED\r\n" * count, direct)
             durable.then(self._stored, self._store_failed, stores, index, count)
         else:
             durable.addCallbacks(
