@@ -20,7 +20,7 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from erq.durable import Durable
+from erq.durable import listen
 from erq.items import Item
 
 
@@ -101,15 +101,7 @@ class Arrivals:
             arrival.state = ArrivalState.STORED
             self.settle()
             return True
-        if type(durable) is Durable:
-            durable.then(self._stored, self._refused, arrival)
-        else:
-            durable.addCallbacks(
-                self._stored,
-                self._refused,
-                callbackArgs=(arrival,),
-                errbackArgs=(arrival,),
-            )
+        listen(durable, self._stored, self._refused, arrival)
         return durable
 
     def _stored(self, result: object, arrival: Arrival) -> object:

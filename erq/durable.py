@@ -146,3 +146,18 @@ class Durable(Deferred[None]):
 
 
 _Listener = tuple[Callable[..., object], Callable[..., object], tuple[object, ...]]
+
+
+def listen(
+    deferred: Deferred[Any],
+    stored: Callable[..., object],
+    failed: Callable[..., object],
+    *args: object,
+) -> None:
+    """``then`` where ``deferred`` is a ``Durable``, else ``addCallbacks``
+    with ``args`` for both: the queue and the reply order take either kind
+    of add, and listen to both alike."""
+    if type(deferred) is Durable:
+        deferred.then(stored, failed, *args)
+    else:
+        deferred.addCallbacks(stored, failed, callbackArgs=args, errbackArgs=args)

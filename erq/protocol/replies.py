@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from erq.durable import Durable
+from erq.durable import Durable, listen
 
 #: Replies held while one batch of requests is handled: beyond this they are
 #: written at once, so that a client that does not read its replies makes
@@ -223,14 +223,7 @@ class ReplyOrder:
             direct = self.direct
             if not index and direct is not None:
                 durable.direct = SentAtOnce(self, stores, b"STORED\r\n" * count, direct)
-            durable.then(self._stored, self._store_failed, stores, index, count)
-        else:
-            durable.addCallbacks(
-                self._stored,
-                self._store_failed,
-                callbackArgs=(stores, index, count),
-                errbackArgs=(stores, index, count),
-            )
+        listen(durable, self._stored, self._store_failed, stores, index, count)
 
     def _first(self, stores: Stores, index: int, count: int) -> None:
         """The sets are durable: answer them now, before the queue takes
