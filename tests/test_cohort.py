@@ -30,7 +30,7 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual((cohort.pending, cohort.answering), (1, {"a"}))
         cohort.sent()
         self.assertTrue(cohort.on_thread())
-        cohort.answered("a")
+        cohort.answered("a", prompt=True)
         self.assertFalse(cohort.on_thread())
         self.assertEqual(cohort.wait(), WINDOW)
         self.clock.advance(WINDOW / 2)
@@ -45,8 +45,8 @@ class CohortTests(SynchronousTestCase):
         for who in ("a", "b"):
             cohort.arrived(who, True)
         cohort.sent()
-        cohort.answered("a")
-        cohort.answered("b")
+        cohort.answered("a", prompt=True)
+        cohort.answered("b", prompt=True)
         cohort.arrived("a", True)
         self.assertEqual(self.backs, [])
         self.assertFalse(cohort.whole(1))
@@ -75,7 +75,7 @@ class CohortTests(SynchronousTestCase):
         # Those gone quiet leave room again.
         cohort.sent()
         for who in range(MOST + 1):
-            cohort.answered(who)
+            cohort.answered(who, prompt=True)
         self.assertFalse(cohort.gathers())
         self.clock.advance(WINDOW)
         cohort.arrived(0, True)
@@ -84,7 +84,7 @@ class CohortTests(SynchronousTestCase):
     def test_one_that_leaves_is_not_waited_for(self) -> None:
         cohort = self.cohort
         cohort.arrived("a", True)
-        cohort.answered("a")
+        cohort.answered("a", prompt=True)
         cohort.forget("a")
         self.assertEqual(self.backs, [None])
         self.assertEqual((cohort.answering, cohort.expected), (set(), {}))

@@ -131,7 +131,7 @@ class Cohort:
         if expected and expected.pop(who, None) is not None and not expected:
             self.back()
 
-    def answered(self, who: object, prompt: bool = True) -> None:
+    def answered(self, who: object, prompt: bool) -> None:
         """``who``'s set in lock-step is durable and answered; ``prompt``
         when that set came within ``window`` of the answer before it, so
         that a batch waits for ``who``'s next one."""
