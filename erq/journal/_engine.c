@@ -841,10 +841,14 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "erq.journal._engine",
-    .m_doc = "The journal writer's appends and syncs, without the GIL.",
+    .m_doc = "The journal writer's appends and syncs, without the GIL; and "
+             "the records of a set and a get (see _hot.c).",
     .m_size = -1,
     .m_methods = module_methods,
 };
+
+/* In _hot.c. */
+int erq_add_hot(PyObject *module);
 
 PyMODINIT_FUNC
 PyInit__engine(void)
@@ -857,6 +861,10 @@ PyInit__engine(void)
     Py_INCREF(&EngineType);
     if (PyModule_AddObject(m, "Engine", (PyObject *)&EngineType) < 0) {
         Py_DECREF(&EngineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (erq_add_hot(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -19,3 +19,16 @@ class Engine:
     def shared_syncs(self) -> int: ...
 
 def flush_shared(fd: int) -> bool: ...
+def bind(*crc32_nan_types_and_slots: object) -> None: ...
+def add_record(
+    item_id: int, flags: int, expiry: float | None, added: float, data: bytes
+) -> bytes | None: ...
+def remove(
+    item: object,
+    segment: object,
+    write: object,
+    segment_size: int,
+    ranged: list[object],
+    segments: list[object],
+    busy: object,
+) -> bool: ...

@@ -49,6 +49,8 @@ from erq.journal.files import (
     _Write,
     summary_step,
 )
+from erq.journal.hot import add_record as _add_record_in_c
+from erq.journal.hot import remove as _remove_in_c
 from erq.journal.readbehind import _ReadBehind
 from erq.journal.records import (
     _ADD_SIZE,
@@ -139,11 +141,17 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
         length = len(data)
         expiry = item.expiry
         item_id = item.id
-        head = _ADD.pack(
-            ADD, item_id, item.flags, _NAN if expiry is None else expiry, item.added
+        record = (
+            None
+            if _add_record_in_c is None
+            else _add_record_in_c(item_id, item.flags, expiry, item.added, data)
         )
         size = _ADD_SIZE + length
-        record = _REC.pack(size, crc32(data, crc32(head))) + head
+        if record is None:
+            head = _ADD.pack(
+                ADD, item_id, item.flags, _NAN if expiry is None else expiry, item.added
+            )
+            record = _REC.pack(size, crc32(data, crc32(head))) + head
         segment = self._current
         if segment is None or segment.size >= self._segment_size:
             segment, offset, write = self._append(record, data)
@@ -199,6 +207,19 @@ class Journal(_Replaying, _ReadBehind, _Compaction, _JournalBase):
 
     def remove(self, item: Item) -> None:
         if self._state:
+            return
+        if _remove_in_c is not None and _remove_in_c(
+            item,
+            self._current,
+            self._write,
+            self._segment_size,
+            self._ranged,
+            self._segments,
+            self._open or self._prefix or self._forwarded,
+        ):
+            # The common case below, done in C (see ``erq.journal.hot``).
+            self._size += _REMOVE_RECORD_SIZE
+            self._writer.wake()
             return
         item_id = item.id
         size = len(item.data)
