@@ -53,6 +53,11 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#if PY_VERSION_HEX < 0x030D0000
+/* Public from Python 3.13 on, when the private name went away. */
+#define PyLong_AsInt _PyLong_AsInt
+#endif
+
 #define EXT4_MAGIC 0xEF53
 #define XFS_MAGIC 0x58465342
 
@@ -191,7 +196,7 @@ parse_ops(PyObject *ops, Py_ssize_t *count)
         PyObject *item = PyList_GET_ITEM(ops, i), *data;
         if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
             goto bad;
-        op[i].fd = _PyLong_AsInt(PyTuple_GET_ITEM(item, 0));
+        op[i].fd = PyLong_AsInt(PyTuple_GET_ITEM(item, 0));
         if (op[i].fd == -1 && PyErr_Occurred())
             goto fail;
         data = PyTuple_GET_ITEM(item, 1);
@@ -815,7 +820,7 @@ static PyTypeObject EngineType = {
 static PyObject *
 flush_shared(PyObject *module, PyObject *arg)
 {
-    int fd = _PyLong_AsInt(arg);
+    int fd = PyLong_AsInt(arg);
     if (fd == -1 && PyErr_Occurred())
         return NULL;
     struct statfs fs;
