@@ -15,7 +15,10 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from erq.items import Item
 from erq.journal import HEADER_SIZE, Journal, JournalWriter, hot
 from erq.journal import journal as journal_module
+from erq.journal.files import _Write
 from erq.journal.records import _ADD, _NAN, _REC, ADD
+from erq.journal.segments import _Segment
+from erq.journal.summaries import SummaryBuilder
 from erq.storage import LINGER
 from tests.support import JournalTestCase, segment_files
 
@@ -72,6 +75,9 @@ class RemoveTests(JournalTestCase):
         super().setUp()
         if hot.remove is None:
             raise SkipTest("the erq.journal._engine extension is not built here")
+        from erq.journal import _engine
+
+        self.engine = _engine
         self.calls = 0
         self.taken = 0
         in_c = hot.remove
@@ -193,6 +199,23 @@ class RemoveTests(JournalTestCase):
         self.successResultOf(closed)
         _, replayed = self.replay(segment_size=SEGMENT)
         self.assertEqual([it.id for it in replayed.items], list(range(31, 41)))
+
+    def test_a_slot_of_another_type_is_not_bound(self) -> None:
+        """Slots given in another order (another class's where an Item's is
+        due) are refused, and what was bound before stays bound."""
+        slots = [vars(cls)[name] for cls, name in hot.SLOTS]
+        slots[0], slots[2] = slots[2], slots[0]
+        with self.assertRaises(TypeError):
+            self.engine.bind(
+                zlib.crc32, _NAN, Item, _Segment, _Write, SummaryBuilder, *slots
+            )
+        journal = Journal(os.path.abspath(self.mktemp()), self.writer(), sync="never")
+        items = [Item(i, b"abc", 0, None, 1.5) for i in (1, 2, 3)]
+        for it in items:
+            journal.add(it)
+        for it in items:
+            journal.remove(it)
+        self.assertEqual((self.calls, self.taken), (3, 2))
 
     def test_left_to_python_when_the_types_differ(self) -> None:
         """An object not of the types bound (a subclass of Item here) is

@@ -79,14 +79,9 @@ enum {
     N_SLOTS
 };
 
-static const char *slot_names[N_SLOTS] = {
-    "Item.id", "Item.data",
-    "_Segment.size", "_Segment.file", "_Segment.summary", "_Segment.first_id",
-    "_Segment.last_id", "_Segment.live", "_Segment.pinned",
-    "_Write.file", "_Write.bufs",
-    "SummaryBuilder.run_last", "SummaryBuilder.run_limit",
-    "SummaryBuilder.run_bytes",
-};
+/* The type whose slot each is: 0 Item, 1 _Segment, 2 _Write, 3 SummaryBuilder. */
+#define OWNER(which) \
+    ((which) < SEG_SIZE ? 0 : (which) < WRITE_FILE ? 1 : (which) < RUN_LAST ? 2 : 3)
 
 static Py_ssize_t offsets[N_SLOTS];
 static PyTypeObject *item_type, *segment_type, *write_type, *summary_type;
@@ -108,33 +103,39 @@ bind(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "bind(): crc32, then a float");
         return NULL;
     }
-    Py_XSETREF(zlib_crc32, Py_NewRef(args[0]));
-    no_expiry = PyFloat_AS_DOUBLE(args[1]);
-    args += 2;
+    PyObject *const *types = args + 2, *const *slots = args + 6;
     for (int i = 0; i < 4; i++) {
-        if (!PyType_Check(args[i])) {
-            PyErr_SetString(PyExc_TypeError, "bind(): Item, _Segment, _Write, SummaryBuilder");
+        if (!PyType_Check(types[i])) {
+            PyErr_SetString(PyExc_TypeError,
+                            "bind(): Item, _Segment, _Write, SummaryBuilder");
             return NULL;
         }
     }
+    Py_ssize_t found[N_SLOTS];
     for (int i = 0; i < N_SLOTS; i++) {
-        PyObject *d = args[4 + i];
-        if (Py_TYPE(d) != &PyMemberDescr_Type) {
-            PyErr_Format(PyExc_TypeError, "bind(): %s is not a slot", slot_names[i]);
+        PyObject *d = slots[i];
+        /* A slot of another type would be read at an offset of another
+         * layout. */
+        if (Py_TYPE(d) != &PyMemberDescr_Type
+            || (PyObject *)((PyDescrObject *)d)->d_type != types[OWNER(i)]) {
+            PyErr_Format(PyExc_TypeError, "bind(): %R is not a slot of %R", d,
+                         types[OWNER(i)]);
             return NULL;
         }
         PyMemberDef *member = ((PyMemberDescrObject *)d)->d_member;
         if (member->type != T_OBJECT_EX || (member->flags & READONLY)) {
-            PyErr_Format(PyExc_TypeError, "bind(): %s is not a plain slot",
-                         slot_names[i]);
+            PyErr_Format(PyExc_TypeError, "bind(): %R is not a plain slot", d);
             return NULL;
         }
-        offsets[i] = member->offset;
+        found[i] = member->offset;
     }
-    Py_XSETREF(item_type, (PyTypeObject *)Py_NewRef(args[0]));
-    Py_XSETREF(segment_type, (PyTypeObject *)Py_NewRef(args[1]));
-    Py_XSETREF(write_type, (PyTypeObject *)Py_NewRef(args[2]));
-    Py_XSETREF(summary_type, (PyTypeObject *)Py_NewRef(args[3]));
+    memcpy(offsets, found, sizeof offsets);
+    Py_XSETREF(zlib_crc32, Py_NewRef(args[0]));
+    no_expiry = PyFloat_AS_DOUBLE(args[1]);
+    Py_XSETREF(item_type, (PyTypeObject *)Py_NewRef(types[0]));
+    Py_XSETREF(segment_type, (PyTypeObject *)Py_NewRef(types[1]));
+    Py_XSETREF(write_type, (PyTypeObject *)Py_NewRef(types[2]));
+    Py_XSETREF(summary_type, (PyTypeObject *)Py_NewRef(types[3]));
     Py_RETURN_NONE;
 }
 
