@@ -1,0 +1,296 @@
+"""What one lock-step request costs a server in instructions, counted.
+
+Rates on a shared virtual machine drift by a fifth from one minute to the
+next, more than most changes to the request path move them.  The
+instructions a server's process runs in user space per request do not
+drift: callgrind (valgrind) counts them, whatever else the machine does.
+So this runs erq and the bare Twisted reference (``benchmarks/bare.py``,
+which only appends and pops) under callgrind, one at a time, and has one
+connection send them lock-step sets and gets, as workload 1 does, to
+count what each request costs each of them: the part of a request that
+Python and the server's code decide.  The kernel's part (the system calls
+of a request, which are the same for both) and the disk's are not
+counted.
+
+Each server starts with its counting off and is warmed up (every code path
+taken, the queue filled for the gets).  The counters are then zeroed, a
+run of ``N1`` requests made and the counts dumped, and again for ``N2``
+requests: the difference between the two, over ``N2 - N1`` requests,
+leaves out whatever a run costs once.  Both are whole multiples of the
+items a deep queue packs (and unpacks) at once (``erq.packed.NURSERY``),
+so that each run packs as many times as its length asks, wherever it
+starts.
+
+Both servers sleep at once between requests (``--idle-poll 0``), or the
+polling would be counted.  erq runs ``--sync never``, and once more
+``--sync always`` for a lone durable set (its data directory on the
+scratch directory's file system: the fsync is the kernel's and not
+counted).  Under callgrind a server runs some fifty times slower, so what
+waits for time (the journal's linger, a durable set's cohort) sees fewer
+requests in that time than at full speed: the counts are those of a
+client that sends its requests about that far apart, a few per
+millisecond.
+
+Run from the repository root, with valgrind installed::
+
+    python -m benchmarks.instructions
+    python -m benchmarks.instructions --erq-args=--plain-reactor
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.servers import (
+    CHECKOUT,
+    HOST,
+    ask,
+    checkout_env,
+    default_twistd,
+    free_port,
+)
+from erq.packed import NURSERY
+
+#: Seconds a server under valgrind may take to answer its first request.
+START_TIMEOUT = 180.0
+#: The queue (or key) every request names; as long as workload 1's.
+NAME = b"in-QQQQQQQQ"
+DATA = b"x" * 64
+SET = b"set %s 0 0 %d\r\n%s\r\n" % (NAME, len(DATA), DATA)
+GET = b"get %s\r\n" % NAME
+STORED = b"STORED\r\n"
+VALUE = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (NAME, len(DATA), DATA)
+#: Requests of each kind before anything is counted.
+WARM_UP = 2000
+
+
+@dataclass(frozen=True)
+class Count:
+    """Instructions per request of one kind on one server."""
+
+    server: str
+    request: str
+    per_request: float
+
+
+class Counted:
+    """A server running under callgrind, counting only when told to."""
+
+    def __init__(self, label: str, command: list[str], scratch: Path) -> None:
+        self.label = label
+        self.root = Path(
+            tempfile.mkdtemp(prefix=f"erq-instructions-{label}-", dir=scratch)
+        )
+        self.port = free_port()
+        self.out = self.root / "callgrind.out"
+        command = [part.replace("PORT", str(self.port)) for part in command]
+        command = [part.replace("ROOT", str(self.root)) for part in command]
+        valgrind = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={self.out}",
+        ]
+        with open(self.root / "server.log", "wb") as log:
+            self.process = subprocess.Popen(
+                valgrind + command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env=checkout_env(),
+                start_new_session=True,
+            )
+        self._wait_ready()
+        self.sock = socket.create_connection((HOST, self.port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(
+                    f"{self.label} exited with {self.process.returncode}; its log: "
+                    f"{self.root / 'server.log'}"
+                )
+            try:
+                if ask(self.port, b"version\r\n", timeout=10).startswith(b"VERSION"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"{self.label} did not answer within {START_TIMEOUT:.0f} s")
+
+    def send(self, request: bytes, reply: bytes, count: int) -> None:
+        """``count`` lock-step requests, each reply checked."""
+        sock = self.sock
+        for _ in range(count):
+            sock.sendall(request)
+            got = b""
+            while len(got) < len(reply):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise SystemExit(f"{self.label} closed the connection")
+                got += chunk
+            if got != reply:
+                raise SystemExit(
+                    f"{self.label} answered {got[:60]!r}, not {reply[:60]!r}"
+                )
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(
+            ["callgrind_control", *args, str(self.process.pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
+
+    def counted(self, request: bytes, reply: bytes, count: int) -> int:
+        """The instructions the server runs for ``count`` requests."""
+        self._control("--zero")
+        self.send(request, reply, count)
+        before = set(glob.glob(f"{self.out}*"))
+        self._control("--dump")
+        dumps = set(glob.glob(f"{self.out}*")) - before
+        if len(dumps) != 1:
+            raise SystemExit(f"{self.label}: no callgrind dump came ({sorted(dumps)})")
+        return _total(Path(dumps.pop()))
+
+    def per_request(
+        self, kind: str, request: bytes, reply: bytes, runs: tuple[int, int]
+    ) -> Count:
+        small, large = runs
+        self._control("--instr=on")
+        first = self.counted(request, reply, small)
+        second = self.counted(request, reply, large)
+        self._control("--instr=off")
+        return Count(self.label, kind, (second - first) / (large - small))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _total(dump: Path) -> int:
+    """The instructions counted in one callgrind dump."""
+    with open(dump) as lines:
+        for line in lines:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise SystemExit(f"{dump} has no totals")
+
+
+def bare_command() -> list[str]:
+    return [
+        sys.executable,
+        str(CHECKOUT / "benchmarks" / "bare.py"),
+        "PORT",
+        "--erq-io",
+        "--idle-poll=0",
+    ]
+
+
+def erq_command(sync: str, extra: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        default_twistd(),
+        "-n",
+        "--pidfile=",
+        "erq",
+        "--port",
+        f"tcp:PORT:interface={HOST}",
+        "--data-dir",
+        "ROOT/data",
+        "--idle-poll",
+        "0",
+        "--sync",
+        sync,
+        *extra,
+    ]
+
+
+def measure(
+    label: str, command: list[str], scratch: Path, runs: tuple[int, int], gets: bool
+) -> list[Count]:
+    """Sets (and gets) on one server: instructions per request of each."""
+    server = Counted(label, command, scratch)
+    try:
+        # The gets take what the warm-up and the counted sets left.
+        server.send(SET, STORED, WARM_UP + (runs[0] + runs[1] if gets else 0))
+        if gets:
+            server.send(GET, VALUE, WARM_UP // 4)
+        counts = [server.per_request("set", SET, STORED, runs)]
+        if gets:
+            counts.append(server.per_request("get", GET, VALUE, runs))
+        return counts
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--requests",
+        default=f"{NURSERY},{2 * NURSERY}",
+        help="the two runs whose counts are differenced (default: "
+        f"{NURSERY},{2 * NURSERY}, whole multiples of what a queue packs at once)",
+    )
+    parser.add_argument("--erq-args", default="", help="more arguments for twistd erq")
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()))
+    options = parser.parse_args(argv)
+    small, large = (int(part) for part in options.requests.split(","))
+    if not 0 < small < large:
+        parser.error("--requests wants two counts, the first the smaller")
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit(
+            "valgrind (with callgrind_control) is needed: apt-get install valgrind"
+        )
+    options.scratch.mkdir(parents=True, exist_ok=True)
+    extra = shlex.split(options.erq_args)
+    runs = (small, large)
+    began = time.monotonic()
+    counts = measure("bare Twisted", bare_command(), options.scratch, runs, gets=True)
+    counts += measure(
+        "erq never", erq_command("never", extra), options.scratch, runs, gets=True
+    )
+    counts += measure(
+        "erq always", erq_command("always", extra), options.scratch, runs, gets=False
+    )
+    bare = {
+        count.request: count.per_request
+        for count in counts
+        if count.server == "bare Twisted"
+    }
+    took = time.monotonic() - began
+    print(
+        f"user-space instructions per lock-step request (callgrind; {large} "
+        f"requests less {small}, over the {large - small} between; {took:.0f} s)"
+    )
+    print(f"{'server':14} {'request':8} {'instructions':>14} {'vs bare Twisted':>16}")
+    for count in counts:
+        ratio = count.per_request / bare[count.request]
+        figure = f"{count.per_request:14,.0f}"
+        print(f"{count.server:14} {count.request:8} {figure} {ratio:15.2f}x")
+    if extra:
+        print(f"erq with: {shlex.join(extra)}")
+
+
+if __name__ == "__main__":
+    main()
