@@ -112,6 +112,7 @@ class Bench:
         self._erq: Server | None = None
         self._erq_durable: Server | None = None
         self._bare: Server | None = None
+        self._bare_durable: Server | None = None
         self._memcached: Server | None = None
         #: Each workload's measurements of the durable limit (fdatasync,
         #: round trip, in seconds), taken beside its own rounds.
@@ -172,6 +173,16 @@ class Bench:
         self._bare = self._alive(self._bare, "bare", [], self.settings.bare_server)
         return self._bare
 
+    def bare_durable(self) -> Server:
+        """The bare Twisted reference that syncs each set (workload 9)."""
+        self._bare_durable = self._alive(
+            self._bare_durable,
+            "bare-durable",
+            [],
+            lambda label: self.settings.bare_server(label, durable=True),
+        )
+        return self._bare_durable
+
     def memcached(self) -> Server | None:
         if self.settings.memcached is None:
             return None
@@ -183,7 +194,13 @@ class Bench:
         return self._memcached
 
     def close(self) -> None:
-        for server in (self._erq, self._erq_durable, self._bare, self._memcached):
+        for server in (
+            self._erq,
+            self._erq_durable,
+            self._bare,
+            self._bare_durable,
+            self._memcached,
+        ):
             if server is not None:
                 self.check_log(server)
                 self.settings.discard(server)

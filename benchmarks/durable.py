@@ -101,9 +101,14 @@ def w9(bench: Bench) -> None:
     batches: list[tuple[float, float]] = []
 
     def measure(server: Server, prefix: bytes, where: str) -> Figures:
+        figures: Figures = {}
+        if server.kind == "bare":
+            # The reference: what one lock-step connection's durable sets
+            # reach on a server that only writes, syncs and answers each.
+            figures["one"] = durable_sets(bench, server, 1, 1, prefix + b"a", where)
+            return figures
         measure_limit(bench, "w9")
         measure_batches(bench, server, conns, batches)
-        figures: Figures = {}
         figures["one"] = durable_sets(bench, server, 1, 1, prefix + b"a", where)
         figures["spread"] = durable_sets(
             bench, server, conns, conns, prefix + b"b", where
@@ -111,7 +116,10 @@ def w9(bench: Bench) -> None:
         figures["shared"] = durable_sets(bench, server, conns, 1, prefix + b"c", where)
         return figures
 
-    found = bench.alternate("w9", measure, [("erq", bench.erq_durable)])["erq"]
+    both = bench.alternate(
+        "w9", measure, [("erq", bench.erq_durable), ("bare", bench.bare_durable)]
+    )
+    found = both["erq"]
     limit = durable_limit(bench, "w9", 1)
     row = Row(
         "9. durable lock-step, 1 conn: sets/s (vs the limit)",
@@ -120,6 +128,15 @@ def w9(bench: Bench) -> None:
         ratio(found["one"], limit),
     )
     bench.rows.append(at_least(row, 0.85))
+    bare = both["bare"]["one"]
+    bench.rows.append(
+        Row(
+            "9.   1 conn, bare Twisted (write + fdatasync + reply per set)",
+            bare,
+            limit,
+            ratio(bare, limit),
+        )
+    )
     shared = found["shared"]
     row = Row(
         f"9. durable, {conns} conns over {conns} queues: sets/s (vs over 1 queue)",

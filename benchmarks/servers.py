@@ -317,12 +317,15 @@ class Settings:
         self.servers.append(server)
         return server
 
-    def bare_server(self, label: str) -> Server:
+    def bare_server(self, label: str, durable: bool = False) -> Server:
         """The bare Twisted reference server (``benchmarks/bare.py``), on
-        erq's way to the socket unless erq runs ``--plain-reactor``."""
+        erq's way to the socket unless erq runs ``--plain-reactor``; with
+        ``durable``, syncing each set to a file of its own directory."""
         root = self.new_root(label)
         port = free_port()
         command = [sys.executable, str(Path(__file__).with_name("bare.py")), str(port)]
+        if durable:
+            command.append(f"--durable={root / 'durable'}")
         if "--plain-reactor" not in self.erq_args:
             command.append("--erq-io")
             idle_poll = self.idle_poll()
