@@ -25,11 +25,19 @@ Both servers sleep at once between requests (``--idle-poll 0``), or the
 polling would be counted.  erq runs ``--sync never``, and once more
 ``--sync always`` for a lone durable set (its data directory on the
 scratch directory's file system: the fsync is the kernel's and not
-counted).  Under callgrind a server runs some fifty times slower, so what
-waits for time (the journal's linger, a durable set's cohort) sees fewer
-requests in that time than at full speed: the counts are those of a
-client that sends its requests about that far apart, a few per
-millisecond.
+counted).
+
+Under callgrind a server runs some fifty times slower, so what waits for
+time sees fewer requests in that time than at full speed.  Under
+``never`` the journal's linger (2 ms) gathers about three lock-step
+requests into a batch (counted through the admin server's metrics, in a
+run of its own: the admin server is not started here, as it adds work to
+every batch), where at full speed it gathers ten to fifty; and a batch is
+dear: in process, with a batch after every lock-step request, a request
+costs about five times what it does with one batch per fifty
+(``benchmarks.inprocess``, its journal in Python).  So a figure under
+``never`` carries a share of a batch several times what a request pays at
+full speed.  Under ``always`` a lone set is a batch of its own either way.
 
 Run from the repository root, with valgrind installed::
 
