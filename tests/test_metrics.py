@@ -3,25 +3,32 @@ scrape, in a registry of the server's own."""
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, generate_latest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from erq.admin.metrics import registry_for
+from erq.admin.metrics import BATCH_BYTES, BATCH_SECONDS, BatchHistograms, registry_for
 from erq.service import QueueService
 from erq.status import ServerStatus
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-def scrape(
-    service: QueueService,
-) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    registry, _ = registry_for(service)
+
+def samples(registry: CollectorRegistry) -> Samples:
+    """What a scrape of ``registry`` shows, by name and labels."""
     found = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
+
+
+def scrape(service: QueueService) -> Samples:
+    registry, _ = registry_for(service)
+    return samples(registry)
 
 
 class CollectorTests(SynchronousTestCase):
@@ -114,6 +121,50 @@ class CollectorTests(SynchronousTestCase):
         self.assertEqual(
             found[("erq_journal_batch_bytes_bucket", (("le", "256.0"),))], 1
         )
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.one_of(
+                    st.sampled_from(BATCH_SECONDS),
+                    st.floats(0, 20, allow_nan=False),
+                ),
+                st.one_of(
+                    st.sampled_from([int(bound) for bound in BATCH_BYTES]),
+                    st.integers(0, 1 << 30),
+                ),
+            ),
+            max_size=30,
+        )
+    )
+    def test_batches_as_prometheus_client_counts_them(
+        self, batches: list[tuple[float, int]]
+    ) -> None:
+        """The scrape shows what prometheus_client's own ``Histogram``
+        shows for the same values, a value on a bound counted in that
+        bound's bucket."""
+        ours = CollectorRegistry()
+        histograms = BatchHistograms(ours)
+        theirs = CollectorRegistry()
+        seconds = Histogram(
+            "erq_journal_batch_seconds", "", buckets=BATCH_SECONDS, registry=theirs
+        )
+        size = Histogram(
+            "erq_journal_batch_bytes", "", buckets=BATCH_BYTES, registry=theirs
+        )
+        for took, wrote in batches:
+            histograms.observe(took, wrote)
+            seconds.observe(took)
+            size.observe(wrote)
+        expected = {
+            key: value
+            for key, value in samples(theirs).items()
+            if not key[0].endswith("_created")
+        }
+        found = samples(ours)
+        self.assertEqual(found.keys(), expected.keys())
+        for key, value in expected.items():
+            self.assertAlmostEqual(found[key], value, places=6, msg=key)
 
     def test_two_servers_in_one_process(self) -> None:
         """Each server's registry is its own: no name collides, and the

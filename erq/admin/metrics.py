@@ -12,22 +12,21 @@ it too.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
-from prometheus_client import (
-    CollectorRegistry,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from erq import __version__
 from erq.stats import queue_stats, server_figures
@@ -215,27 +214,59 @@ class ServiceCollector(Collector):
         yield oldest
 
 
-class BatchHistograms:
-    """The journal's batches, as the writer tells of them (``on_batch``)."""
+class _Buckets:
+    """A histogram's counts: how many values fell at or below each bound
+    (and above the last), and their sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def add(self, value: float) -> None:
+        # The first bound at or above the value, as Prometheus's ``le``.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        les = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]
+        return HistogramMetricFamily(
+            name,
+            documentation,
+            buckets=list(zip(les, accumulate(self.counts), strict=True)),
+            sum_value=self.sum,
+        )
+
+
+class BatchHistograms(Collector):
+    """The journal's batches, as the writer tells of them (``observe``).
+
+    Each batch adds to two lists of counts, which become histograms only
+    when scraped: prometheus_client's own ``Histogram`` takes a lock and
+    some microseconds per value, which every batch would pay, a lone
+    durable set's included, whether anyone scrapes or not.  Batches are
+    told of on the reactor's thread, and scrapes read them there too."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.seconds = Histogram(
+        self.seconds = _Buckets(BATCH_SECONDS)
+        self.bytes = _Buckets(BATCH_BYTES)
+        registry.register(self)
+
+    def observe(self, seconds: float, size: int) -> None:
+        self.seconds.add(seconds)
+        self.bytes.add(size)
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.seconds.family(
             "erq_journal_batch_seconds",
             "Seconds from a journal batch leaving for the writer's thread"
             " (its writes and fsyncs) until it was taken back.",
-            buckets=BATCH_SECONDS,
-            registry=registry,
         )
-        self.bytes = Histogram(
-            "erq_journal_batch_bytes",
-            "Bytes a journal batch wrote.",
-            buckets=BATCH_BYTES,
-            registry=registry,
+        yield self.bytes.family(
+            "erq_journal_batch_bytes", "Bytes a journal batch wrote."
         )
-
-    def observe(self, seconds: float, size: int) -> None:
-        self.seconds.observe(seconds)
-        self.bytes.observe(size)
 
 
 def registry_for(service: QueueService) -> tuple[CollectorRegistry, BatchHistograms]:
