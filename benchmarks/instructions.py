@@ -62,8 +62,8 @@ from pathlib import Path
 from benchmarks.servers import (
     CHECKOUT,
     HOST,
-    ask,
-    checkout_env,
+    NotReady,
+    Server,
     default_twistd,
     free_port,
 )
@@ -96,49 +96,25 @@ class Counted:
 
     def __init__(self, label: str, command: list[str], scratch: Path) -> None:
         self.label = label
-        self.root = Path(
-            tempfile.mkdtemp(prefix=f"erq-instructions-{label}-", dir=scratch)
-        )
-        self.port = free_port()
-        self.out = self.root / "callgrind.out"
-        command = [part.replace("PORT", str(self.port)) for part in command]
-        command = [part.replace("ROOT", str(self.root)) for part in command]
+        root = Path(tempfile.mkdtemp(prefix=f"erq-instructions-{label}-", dir=scratch))
+        port = free_port()
+        self.out = root / "callgrind.out"
+        command = [part.replace("PORT", str(port)) for part in command]
+        command = [part.replace("ROOT", str(root)) for part in command]
         valgrind = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
             f"--callgrind-out-file={self.out}",
         ]
-        with open(self.root / "server.log", "wb") as log:
-            self.process = subprocess.Popen(
-                valgrind + command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,
-                env=checkout_env(),
-                start_new_session=True,
-            )
-        self._wait_ready()
-        self.sock = socket.create_connection((HOST, self.port), timeout=60)
+        self.server = Server("counted", label, valgrind + command, port, root)
+        try:
+            self.server.start(timeout=START_TIMEOUT)
+        except NotReady as error:
+            self.stop()
+            raise SystemExit(f"{error}\n{self.server.log_tail()}") from None
+        self.sock = socket.create_connection((HOST, port), timeout=60)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(
-                    f"{self.label} exited with {self.process.returncode}; its log: "
-                    f"{self.root / 'server.log'}"
-                )
-            try:
-                if ask(self.port, b"version\r\n", timeout=10).startswith(b"VERSION"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"{self.label} did not answer within {START_TIMEOUT:.0f} s")
 
     def send(self, request: bytes, reply: bytes, count: int) -> None:
         """``count`` lock-step requests, each reply checked."""
@@ -158,7 +134,7 @@ class Counted:
 
     def _control(self, *args: str) -> None:
         subprocess.run(
-            ["callgrind_control", *args, str(self.process.pid)],
+            ["callgrind_control", *args, str(self.server.pid)],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -187,13 +163,8 @@ class Counted:
         return Count(self.label, kind, (second - first) / (large - small))
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.server.stop()
+        shutil.rmtree(self.server.root, ignore_errors=True)
 
 
 def _total(dump: Path) -> int:
