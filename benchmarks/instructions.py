@@ -1,4 +1,4 @@
-"""What one lock-step request costs a server in instructions, counted.
+"""What one lock-step request costs a server: instructions, allocations.
 
 Rates on a shared virtual machine drift by a fifth from one minute to the
 next, more than most changes to the request path move them.  The
@@ -10,7 +10,8 @@ connection send them lock-step sets and gets, as workload 1 does, to
 count what each request costs each of them: the part of a request that
 Python and the server's code decide.  The kernel's part (the system calls
 of a request, which are the same for both) and the disk's are not
-counted.
+counted.  The same dumps count the calls of Python's allocator: the
+blocks of memory a request takes, each freed again by the next requests.
 
 Each server starts with its counting off and is warmed up (every code path
 taken, the queue filled for the gets).  The counters are then zeroed, a
@@ -80,15 +81,28 @@ STORED = b"STORED\r\n"
 VALUE = b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (NAME, len(DATA), DATA)
 #: Requests of each kind before anything is counted.
 WARM_UP = 2000
+#: Where every block of memory that Python takes comes from (objects and
+#: buffers alike; a large one is passed on to the C library's ``malloc``
+#: from inside these, and so counted once).
+ALLOCATORS = frozenset({"_PyObject_Malloc", "_PyObject_Calloc"})
 
 
 @dataclass(frozen=True)
 class Count:
-    """Instructions per request of one kind on one server."""
+    """Instructions and allocations per request of one kind on one server."""
 
     server: str
     request: str
     per_request: float
+    allocations: float
+
+
+@dataclass(frozen=True)
+class Dump:
+    """What one callgrind dump counted."""
+
+    instructions: int
+    allocations: int
 
 
 class Counted:
@@ -141,8 +155,8 @@ class Counted:
             timeout=120,
         )
 
-    def counted(self, request: bytes, reply: bytes, count: int) -> int:
-        """The instructions the server runs for ``count`` requests."""
+    def counted(self, request: bytes, reply: bytes, count: int) -> Dump:
+        """What the server runs for ``count`` requests."""
         self._control("--zero")
         self.send(request, reply, count)
         before = set(glob.glob(f"{self.out}*"))
@@ -150,7 +164,7 @@ class Counted:
         dumps = set(glob.glob(f"{self.out}*")) - before
         if len(dumps) != 1:
             raise SystemExit(f"{self.label}: no callgrind dump came ({sorted(dumps)})")
-        return _total(Path(dumps.pop()))
+        return _read(Path(dumps.pop()))
 
     def per_request(
         self, kind: str, request: bytes, reply: bytes, runs: tuple[int, int]
@@ -160,20 +174,42 @@ class Counted:
         first = self.counted(request, reply, small)
         second = self.counted(request, reply, large)
         self._control("--instr=off")
-        return Count(self.label, kind, (second - first) / (large - small))
+        between = large - small
+        return Count(
+            self.label,
+            kind,
+            (second.instructions - first.instructions) / between,
+            (second.allocations - first.allocations) / between,
+        )
 
     def stop(self) -> None:
         self.server.stop()
         shutil.rmtree(self.server.root, ignore_errors=True)
 
 
-def _total(dump: Path) -> int:
-    """The instructions counted in one callgrind dump."""
+def _read(dump: Path) -> Dump:
+    """The instructions one callgrind dump counted, and the calls in it of
+    ``ALLOCATORS``.  A call is a ``calls=`` line after the ``cfn=`` line
+    that names (or numbers, once named) the function called."""
+    total = None
+    allocations = 0
+    names: dict[str, str] = {}
+    called = ""
     with open(dump) as lines:
         for line in lines:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
-    raise SystemExit(f"{dump} has no totals")
+            if line.startswith(("fn=(", "cfn=(")):
+                number, _, name = line.partition("=")[2].rstrip("\n").partition(" ")
+                if name:
+                    names[number] = name
+                if line.startswith("cfn="):
+                    called = names.get(number, "")
+            elif line.startswith("calls=") and called.split("'")[0] in ALLOCATORS:
+                allocations += int(line[len("calls=") :].split()[0])
+            elif line.startswith(("summary:", "totals:")):
+                total = int(line.split()[1])
+    if total is None:
+        raise SystemExit(f"{dump} has no totals")
+    return Dump(total, allocations)
 
 
 def bare_command() -> list[str]:
@@ -262,11 +298,21 @@ def main(argv: list[str] | None = None) -> None:
         f"user-space instructions per lock-step request (callgrind; {large} "
         f"requests less {small}, over the {large - small} between; {took:.0f} s)"
     )
-    print(f"{'server':14} {'request':8} {'instructions':>14} {'vs bare Twisted':>16}")
+    print(
+        f"{'server':14} {'request':8} {'instructions':>14} {'vs bare Twisted':>16}"
+        f" {'allocations':>12}"
+    )
     for count in counts:
         ratio = count.per_request / bare[count.request]
         figure = f"{count.per_request:14,.0f}"
-        print(f"{count.server:14} {count.request:8} {figure} {ratio:15.2f}x")
+        print(
+            f"{count.server:14} {count.request:8} {figure} {ratio:15.2f}x"
+            f" {count.allocations:12.1f}"
+        )
+    print(
+        "allocations: blocks Python takes from its allocator per request "
+        "(calls of " + ", ".join(sorted(ALLOCATORS)) + ")"
+    )
     if extra:
         print(f"erq with: {shlex.join(extra)}")
 
