@@ -124,10 +124,11 @@ class Counted:
         self.server = Server("counted", label, valgrind + command, port, root)
         try:
             self.server.start(timeout=START_TIMEOUT)
-        except NotReady as error:
+            self.sock = socket.create_connection((HOST, port), timeout=60)
+        except (NotReady, OSError) as error:
+            # Not left running under valgrind, its directory behind.
             self.stop()
             raise SystemExit(f"{error}\n{self.server.log_tail()}") from None
-        self.sock = socket.create_connection((HOST, port), timeout=60)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, request: bytes, reply: bytes, count: int) -> None:
