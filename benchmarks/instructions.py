@@ -52,7 +52,6 @@ import argparse
 import glob
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,14 +59,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.servers import (
-    CHECKOUT,
-    HOST,
-    NotReady,
-    Server,
-    default_twistd,
-    free_port,
-)
+from benchmarks.servers import CHECKOUT, HOST, default_twistd, one_client
 from erq.packed import NURSERY
 
 #: Seconds a server under valgrind may take to answer its first request.
@@ -110,26 +102,17 @@ class Counted:
 
     def __init__(self, label: str, command: list[str], scratch: Path) -> None:
         self.label = label
-        root = Path(tempfile.mkdtemp(prefix=f"erq-instructions-{label}-", dir=scratch))
-        port = free_port()
-        self.out = root / "callgrind.out"
-        command = [part.replace("PORT", str(port)) for part in command]
-        command = [part.replace("ROOT", str(root)) for part in command]
         valgrind = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
-            f"--callgrind-out-file={self.out}",
+            "--callgrind-out-file=ROOT/callgrind.out",
         ]
-        self.server = Server("counted", label, valgrind + command, port, root)
-        try:
-            self.server.start(timeout=START_TIMEOUT)
-            self.sock = socket.create_connection((HOST, port), timeout=60)
-        except (NotReady, OSError) as error:
-            # Not left running under valgrind, its directory behind.
-            self.stop()
-            raise SystemExit(f"{error}\n{self.server.log_tail()}") from None
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Not left running under valgrind if it fails to start or connect.
+        self.server, self.sock = one_client(
+            "instructions", label, valgrind + command, scratch, START_TIMEOUT
+        )
+        self.out = self.server.root / "callgrind.out"
 
     def send(self, request: bytes, reply: bytes, count: int) -> None:
         """``count`` lock-step requests, each reply checked."""

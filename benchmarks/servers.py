@@ -271,6 +271,32 @@ class Server:
         return found
 
 
+def one_client(
+    kind: str, label: str, command: list[str], scratch: Path, timeout: float
+) -> tuple[Server, socket.socket]:
+    """A server of ``command`` started in a directory of its own under
+    ``scratch`` (``ROOT`` in the command) on a free loopback port
+    (``PORT``), and one connection to it, without Nagle's delay: what the
+    instruments that watch one lock-step client use.  If either fails the
+    server is stopped and its directory removed, and the reason is the
+    ``SystemExit``."""
+    root = Path(tempfile.mkdtemp(prefix=f"erq-{kind}-{label}-", dir=scratch))
+    port = free_port()
+    command = [
+        part.replace("PORT", str(port)).replace("ROOT", str(root)) for part in command
+    ]
+    server = Server(kind, label, command, port, root)
+    try:
+        server.start(timeout=timeout)
+        sock = socket.create_connection((HOST, port), timeout=60)
+    except (NotReady, OSError) as error:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        raise SystemExit(f"{error}\n{server.log_tail()}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return server, sock
+
+
 @dataclass
 class Settings:
     """How to start the servers, from the command line."""
