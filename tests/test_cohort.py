@@ -169,6 +169,46 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual(self.cohort.expected, {})
         self.assertIs(pace.cohort, other)
 
+    def stored(self, pace: Pace) -> None:
+        d = Durable()
+        d.cohort = self.cohort
+        pace.stored(d)
+
+    def test_a_pace_in_the_middle_of_a_request_is_expected(self) -> None:
+        """A read that stored durable sets and ended inside a request: the
+        batch waits for the rest, until the window after the first such
+        read is over, however many follow."""
+        cohort = self.cohort
+        pace = Pace()
+        self.stored(pace)
+        self.assertTrue(pace.read_stored)
+        pace.mid_request()
+        first = self.clock.seconds() + WINDOW
+        self.assertEqual(cohort.expected, {pace: first})
+        self.assertTrue(cohort.gathers())
+        self.assertFalse(cohort.whole(1))
+        self.clock.advance(WINDOW / 2)
+        # The rest came, with more sets, and a read that ends inside another.
+        self.stored(pace)
+        self.assertEqual((cohort.expected, self.backs), ({}, [None]))
+        pace.mid_request()
+        self.assertEqual(cohort.expected, {pace: first})
+        self.clock.advance(WINDOW / 2)
+        self.assertEqual(cohort.wait(), 0.0)
+        self.assertEqual(cohort.expected, {})
+        # Later, a new burst is waited for a window of its own.
+        self.stored(pace)
+        pace.mid_request()
+        self.assertEqual(cohort.expected, {pace: self.clock.seconds() + WINDOW})
+        pace.gone()
+        self.assertEqual(cohort.expected, {})
+
+    def test_a_pace_that_stored_nothing_durably_is_not_expected(self) -> None:
+        pace = Pace()
+        pace.mid_request()
+        self.assertIsNone(pace.cohort)
+        self.assertEqual(self.cohort.expected, {})
+
     def test_a_durable_of_no_journal_is_not_counted(self) -> None:
         pace = Pace()
         d = Durable()
@@ -443,6 +483,42 @@ class GatherTests(HandOffCase):
         self.settle()
         self.assertEqual(a1, [None])
 
+    def test_a_burst_in_two_reads_shares_one_batch(self) -> None:
+        """A producer that pipelines a burst of sets larger than a read:
+        the sets of the first read wait for the rest of the burst, and all
+        of it is synced once."""
+        first = [self.store(self.a) for _ in range(2)]
+        self.a.mid_request()
+        self.end_of_turn()
+        self.assertEqual(first, [[], []])
+        self.assertEqual((self.engine.queued, self.engine.ran_now), (deque(), []))
+        # The rest of the burst, in the next read.
+        rest = [self.store(self.a) for _ in range(2)]
+        self.end_of_turn()
+        self.assertEqual(len(self.engine.queued), 1)
+        self.assertEqual(self.engine.ran_now, [])
+        self.settle()
+        self.assertEqual(first + rest, [[None]] * 4)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(
+            self.replayed("a"), [item(i).data for i in range(1, self.next)]
+        )
+
+    def test_the_rest_of_a_burst_is_waited_for_a_window_at_most(self) -> None:
+        stored = self.store(self.a)
+        self.a.mid_request()
+        self.end_of_turn()
+        self.reactor.advance(WINDOW / 2)
+        # Another read, that also ends inside a request.
+        stored2 = self.store(self.a)
+        self.a.mid_request()
+        self.end_of_turn()
+        self.assertEqual(self.engine.queued, deque())
+        self.reactor.advance(WINDOW / 2)
+        self.assertEqual(len(self.engine.queued), 1)
+        self.settle()
+        self.assertEqual((stored, stored2), ([None], [None]))
+
     def test_stopping_sends_what_waits(self) -> None:
         self.in_step()
         a1 = self.store(self.a)
@@ -503,6 +579,30 @@ class ConnectionPaceTests(ProtocolTestCase):
         self.assertEqual((self.cohort.answering, self.cohort.expected), (set(), {}))
         # Back with the run, and gone.
         self.assertEqual(self.backs, [None, None])
+
+    def test_a_read_that_ends_inside_a_request_is_waited_for(self) -> None:
+        burst = set_line(b"q", b"a") * 2 + set_line(b"q", b"b")
+        cut = len(set_line(b"q", b"a")) * 2 + 5
+        self.client.send(burst[:cut])
+        pace = self.client.protocol._pace
+        self.assertEqual(self.cohort.expected, {pace: self.clock.seconds() + WINDOW})
+        self.client.send(burst[cut:])
+        self.assertEqual((self.cohort.expected, self.backs), ({}, [None]))
+        while self.journal.pending:
+            self.journal.pending.pop(0).callback(None)
+        self.assertEqual(self.client.take(), b"STORED\r\n" * 3)
+
+    def test_a_set_line_without_its_block_is_inside_a_request(self) -> None:
+        self.client.send(set_line(b"q", b"a") + b"set q 0 0 1\r\n")
+        self.assertEqual(set(self.cohort.expected), {self.client.protocol._pace})
+
+    def test_reads_that_end_between_requests_are_not_waited_for(self) -> None:
+        self.client.send(set_line(b"q", b"a") * 2)
+        self.assertEqual(self.cohort.expected, {})
+        self.assertEqual(self.answer(), b"STORED\r\n" * 2)
+        # Inside a request, but no durable set in the read.
+        self.client.send(set_line(b"q", b"b")[:5])
+        self.assertEqual(self.cohort.expected, {})
 
     def test_a_set_that_comes_late_leaves_the_cohort(self) -> None:
         for data in (b"a", b"b"):

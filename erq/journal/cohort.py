@@ -29,6 +29,14 @@ something waits for then waits, before it leaves:
   ``window`` ago, has not sent its next set: the batch goes at the end
   of the turn in which the last of them does.
 
+A client that pipelines its sets is not in lock-step, but it does send
+them in bursts: a producer that writes a hundred sets and then waits for
+their answers.  A burst larger than one read of the socket (64 KiB) comes
+in two reads or more, and would be synced in as many batches, the client
+waiting for each: so when a read that stored durable sets ends inside a
+request, its connection is expected too, until its next read (or for
+``window`` at most, however many reads it takes: ``Pace.mid_request``).
+
 The batch that carries the sets of a whole cohort, and no other set, is
 then synced by the reactor itself, without the two thread wake-ups a
 batch costs (see "A lone durable write" in ``erq.journal.engine``):
@@ -110,8 +118,9 @@ class Cohort:
         self.lock_step = lock_step
         #: Connections in lock-step whose durable set waits for its fsync.
         self.answering: set[object] = set()
-        #: Connections in lock-step answered and not back yet, each with
-        #: the time until which a batch waits for it.
+        #: Connections in lock-step answered and not back yet, and those
+        #: in the middle of sending a request, each with the time until
+        #: which a batch waits for it.
         self.expected: dict[object, float] = {}
         #: Sets of ``answering`` not sent to the thread yet.
         self.pending = 0
@@ -192,7 +201,15 @@ class Pace:
     one before (and not before that answer: a client that pipelines its
     sets is not in lock-step), and when it is answered."""
 
-    __slots__ = ("cohort", "stored_at", "answered_at", "quick", "prompt")
+    __slots__ = (
+        "cohort",
+        "stored_at",
+        "answered_at",
+        "quick",
+        "prompt",
+        "read_stored",
+        "mid_until",
+    )
 
     def __init__(self) -> None:
         #: The cohort of the queue this connection last stored to.
@@ -203,6 +220,12 @@ class Pace:
         #: Quick, and within the cohort's ``window``: a batch waits for
         #: this connection's next set.
         self.prompt = False
+        #: Whether a durable set was stored since the connection's reader
+        #: cleared this (as it starts on what it has read).
+        self.read_stored = False
+        #: Until when a batch waits for the rest of a request this
+        #: connection is sending (``mid_request``).
+        self.mid_until = float("-inf")
 
     def stored(self, durable: Durable) -> None:
         """A durable set of this connection waits for its fsync."""
@@ -221,8 +244,25 @@ class Pace:
         )
         self.prompt = quick and now - answered <= cohort.window
         self.stored_at = now
+        self.read_stored = True
         cohort.arrived(self, quick)
         durable.first.append(self.answered)
+
+    def mid_request(self) -> None:
+        """The connection's read stored durable sets and ended inside a
+        request: the rest of what the client is sending is on its way, and
+        a batch waits for it, so that the sets of one burst share one fsync
+        (see the module's docstring).  It waits until ``window`` after the
+        first of a run of such reads, not after each: a client that never
+        stops sending would otherwise hold its batch back for ever."""
+        cohort = self.cohort
+        if cohort is None:
+            return
+        now = cohort.seconds()
+        until = self.mid_until
+        if until <= now:
+            self.mid_until = until = now + cohort.window
+        cohort.expected[self] = until
 
     def answered(self) -> None:
         """The set is durable and answered."""

@@ -113,6 +113,10 @@ class Framing:
         replies = connection._replies
         buffer = connection._input
         position = 0
+        pace = connection._pace
+        pace.read_stored = False
+        # Whether what was read ends inside a request, its rest to come.
+        inside = False
         try:
             while connection._waiting is None and not flow.closing and not paused:
                 if (
@@ -124,6 +128,7 @@ class Framing:
                 want = connection._want
                 if want:
                     if len(buffer) - position < want:
+                        inside = True
                         break
                     block = bytes(buffer[position : position + want])
                     position += want
@@ -133,6 +138,8 @@ class Framing:
                 if newline < 0:
                     if len(buffer) - position > MAX_LINE + 1:
                         connection.lineLengthExceeded(bytes(buffer[position:]))
+                    else:
+                        inside = position < len(buffer)
                     break
                 end = newline
                 if end > position and buffer[end - 1] == 13:
@@ -160,6 +167,10 @@ class Framing:
             del buffer[:position]
             connection._running = False
             replies.stores = None  # the next read's durable sets take a new slot
+        if inside and pace.read_stored:
+            # A burst of sets larger than a read: its batch waits for the
+            # rest (see ``erq.journal.cohort``).
+            pace.mid_request()
         connection._flush()
 
     def _store_known(
