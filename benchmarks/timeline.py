@@ -78,6 +78,8 @@ LINE = re.compile(
 READS = frozenset({"recvfrom", "read"})
 WRITES = frozenset({"write", "writev", "pwrite64"})
 SENDS = frozenset({"sendto"})
+#: What follows a set's reply: the wait for the next request, or its read.
+NEXT = READS | {"epoll_wait"}
 
 #: The figures of a set, in the order of its path: what each names, and
 #: whether it is a gap (the server's own work) or a system call.
@@ -146,7 +148,7 @@ def sets(calls: list[Call]) -> list[dict[str, float]]:
             and write.name in WRITES
             and sync.name == "fdatasync"
             and reply.name in SENDS
-            and after.name in READS | {"epoll_wait"}
+            and after.name in NEXT
         ):
             found.append(
                 {
