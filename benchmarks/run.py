@@ -27,6 +27,7 @@ from benchmarks.servers import (
     busy_others,
     default_twistd,
     filesystem_of,
+    idle_cpus,
     option_value,
     version_of,
 )
@@ -288,7 +289,7 @@ def describe(
         f"journal writes: {writer}; {reactor}); memcached: {memcached}",
         f"python {platform.python_version()}, {os.cpu_count()} cores shared by "
         f"servers and load generator; data on {settings.scratch} "
-        f"({filesystem_of(settings.scratch)})",
+        f"({filesystem_of(settings.scratch)}); {idle_cpus()}",
         f"workloads {','.join(map(str, chosen))}, {bench.plan.rounds} round(s), "
         f"{'quick' if options.quick else 'full'} mode",
     ]

@@ -133,6 +133,32 @@ def filesystem_of(path: Path) -> str:
     return kind
 
 
+#: Linux's cpuidle driver, and the poll of its ``haltpoll`` driver (the
+#: one a KVM or Firecracker guest may run) before an idle CPU halts.
+CPUIDLE_DRIVER = Path("/sys/devices/system/cpu/cpuidle/current_driver")
+GUEST_HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def idle_cpus() -> str:
+    """How this machine's idle CPUs wait for work, as far as Linux says.
+    A virtual CPU that halts at once costs the host tens of microseconds to
+    wake, once for every lock-step request of a server that sleeps between
+    requests; a guest that polls before halting does not pay it."""
+    try:
+        driver = CPUIDLE_DRIVER.read_text().strip()
+    except OSError:
+        return "idle CPUs: no cpuidle driver"
+    if driver != "haltpoll":
+        return f"idle CPUs: cpuidle {driver}"
+    try:
+        nanos = int(GUEST_HALT_POLL.read_text())
+    except (OSError, ValueError):
+        return "idle CPUs: haltpoll"
+    if nanos == 0:
+        return "idle CPUs: haltpoll, halting at once (guest_halt_poll_ns 0)"
+    return f"idle CPUs: haltpoll, polling up to {nanos // 1000} us before halting"
+
+
 def default_twistd() -> str:
     beside = Path(sys.executable).parent / "twistd"
     if beside.exists():
