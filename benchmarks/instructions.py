@@ -59,7 +59,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.servers import CHECKOUT, HOST, default_twistd, one_client
+from benchmarks.servers import CHECKOUT, HOST, default_twistd, glued, one_client
 from erq.packed import NURSERY
 
 #: Seconds a server under valgrind may take to answer its first request.
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--erq-args", default="", help="more arguments for twistd erq")
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()))
-    options = parser.parse_args(argv)
+    options = parser.parse_args(glued(argv, ("--erq-args",)))
     small, large = (int(part) for part in options.requests.split(","))
     if not 0 < small < large:
         parser.error("--requests wants two counts, the first the smaller")

@@ -27,6 +27,7 @@ from benchmarks.servers import (
     busy_others,
     default_twistd,
     filesystem_of,
+    glued,
     idle_cpus,
     option_value,
     version_of,
@@ -118,7 +119,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="first wait up to this long for other processes to leave the CPU",
     )
-    options = parser.parse_args(argv)
+    options = parser.parse_args(glued(argv, ("--erq-args",)))
     try:
         # A directory named for this run's data is made, as mkdir -p would.
         options.scratch.mkdir(parents=True, exist_ok=True)

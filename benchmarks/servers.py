@@ -39,6 +39,24 @@ def option_value(args: list[str], name: str) -> str | None:
     return found
 
 
+def glued(argv: list[str] | None, names: tuple[str, ...]) -> list[str]:
+    """The command line ``argv`` (or this process's), with each option of
+    ``names`` joined to the value after it by ``=``.  These options take
+    other programs' arguments, and argparse reads a lone value such as
+    ``--plain-reactor`` as an option of its own: ``--erq-args
+    --plain-reactor`` then means what ``--erq-args=--plain-reactor`` does."""
+    args = sys.argv[1:] if argv is None else argv
+    joined: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg in names:
+            value = next(rest, None)
+            if value is not None:
+                arg = f"{arg}={value}"
+        joined.append(arg)
+    return joined
+
+
 def checkout_env() -> dict[str, str]:
     """The environment of a server: the checkout first on its path, so that
     it runs this checkout's code and finds its twistd plugin however erq was

@@ -33,7 +33,7 @@ from pathlib import Path
 from benchmarks.bench import QUICK, Bench
 from benchmarks.load import Job
 from benchmarks.rates import lockstep
-from benchmarks.servers import Server, Settings, default_twistd
+from benchmarks.servers import Server, Settings, default_twistd, glued
 from benchmarks.wire import Dialect
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rates", default="", help="paced sets per second, e.g. 2000,8000 (none)"
     )
     parser.add_argument("--scratch", default=tempfile.gettempdir())
-    options = parser.parse_args(argv)
+    options = parser.parse_args(glued(argv, ("--a-args", "--b-args")))
     plan = dataclasses.replace(
         QUICK, lockstep_items=100_000, phase_seconds=options.seconds
     )

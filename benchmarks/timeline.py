@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.instructions import bare_command, erq_command
-from benchmarks.servers import START_TIMEOUT, one_client
+from benchmarks.servers import START_TIMEOUT, glued, one_client
 
 SET = b"set timeline 0 0 64\r\n" + b"x" * 64 + b"\r\n"
 STORED = b"STORED\r\n"
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sets", type=int, default=2000, help="sets measured")
     parser.add_argument("--erq-args", default="", help="more arguments for twistd erq")
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()))
-    options = parser.parse_args(argv)
+    options = parser.parse_args(glued(argv, ("--erq-args",)))
     if options.sets < 10:
         parser.error("--sets wants at least 10")
     if shutil.which("perf") is None:
