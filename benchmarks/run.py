@@ -285,8 +285,9 @@ def describe(
             default = getattr(erq_tap(), "default_idle_poll_us", None)
             micros = str(default() if default is not None else 0)
         reactor = f"idle poll {micros} us"
+    extra = shlex.join(settings.erq_args) or "none"
     return [
-        f"erq {erq_version} ({sync}; extra args: {settings.erq_args or 'none'}; "
+        f"erq {erq_version} ({sync}; extra args: {extra}; "
         f"journal writes: {writer}; {reactor}); memcached: {memcached}",
         f"python {platform.python_version()}, {os.cpu_count()} cores shared by "
         f"servers and load generator; data on {settings.scratch} "
