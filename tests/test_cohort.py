@@ -90,11 +90,17 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual((cohort.answering, cohort.expected), (set(), {}))
         self.assertEqual(cohort.wait(), 0.0)
 
+    def stored(self, pace: Pace, cohort: Cohort | None = None) -> Durable:
+        """A durable set of ``pace``'s, of ``cohort``'s queue (the test's
+        own by default), waiting for its fsync."""
+        durable = Durable()
+        durable.cohort = self.cohort if cohort is None else cohort
+        pace.stored(durable)
+        return durable
+
     def in_step(self, pace: Pace) -> None:
         """A durable set of ``pace``'s that comes in lock-step, answered."""
-        durable = Durable()
-        durable.cohort = self.cohort
-        pace.stored(durable)
+        durable = self.stored(pace)
         self.assertTrue(pace.quick)
         self.assertEqual(self.cohort.answering, {pace})
         durable.callback(None)
@@ -102,9 +108,7 @@ class CohortTests(SynchronousTestCase):
     def test_a_pace_joins_when_it_comes_within_the_window(self) -> None:
         cohort = self.cohort
         pace = Pace()
-        first = Durable()
-        first.cohort = cohort
-        pace.stored(first)
+        first = self.stored(pace)
         # A first set says nothing of the connection's pace.
         self.assertFalse(pace.quick)
         self.assertEqual(cohort.answering, set())
@@ -125,9 +129,7 @@ class CohortTests(SynchronousTestCase):
         self.assertEqual(cohort.expected, {})
         # Too late: no longer in lock-step.
         self.clock.advance(LOCK_STEP * 2)
-        third = Durable()
-        third.cohort = cohort
-        pace.stored(third)
+        self.stored(pace)
         self.assertFalse(pace.quick)
         self.assertEqual((cohort.answering, cohort.expected), (set(), {}))
         pace.gone()
@@ -157,22 +159,12 @@ class CohortTests(SynchronousTestCase):
     def test_a_pace_that_moves_to_another_queue_leaves_the_first(self) -> None:
         pace = Pace()
         other = Cohort(self.clock.seconds, lambda: None)
-        for cohort in (self.cohort, self.cohort):
-            d = Durable()
-            d.cohort = cohort
-            pace.stored(d)
-            d.callback(None)
+        for _ in range(2):
+            self.stored(pace).callback(None)
         self.assertEqual(set(self.cohort.expected), {pace})
-        d = Durable()
-        d.cohort = other
-        pace.stored(d)
+        self.stored(pace, other)
         self.assertEqual(self.cohort.expected, {})
         self.assertIs(pace.cohort, other)
-
-    def stored(self, pace: Pace) -> None:
-        d = Durable()
-        d.cohort = self.cohort
-        pace.stored(d)
 
     def test_a_pace_in_the_middle_of_a_request_is_expected(self) -> None:
         """A read that stored durable sets and ended inside a request: the
