@@ -22,7 +22,7 @@ from benchmarks.servers import (
     Server,
     Settings,
     ask,
-    cpu_seconds,
+    thread_times,
 )
 from benchmarks.wire import Dialect
 
@@ -221,9 +221,9 @@ class Bench:
     ) -> tuple[Figure, list[Outcome]]:
         """Run the jobs against ``server``; the rate of successful requests
         over the span from the first start to the last end."""
-        before = cpu_seconds(server.pid)
+        before = thread_times(server.pid)
         outcomes = run_jobs(jobs, max(job.seconds for job in jobs))
-        after = cpu_seconds(server.pid)
+        after = thread_times(server.pid)
         self.note(where, outcomes)
         started = [outcome for outcome in outcomes if outcome.start]
         errors = [outcome.error for outcome in outcomes if outcome.error]
@@ -235,12 +235,14 @@ class Bench:
         hits = sum(outcome.hits for outcome in outcomes)
         if span <= 0:
             return Figure.failed(unit, "no time measured"), outcomes
+        threads = after.since(before, span)
         return (
             Figure(
                 hits / span,
                 unit,
-                server_cpu=(after - before) / span,
+                server_cpu=sum(threads),
                 gen_cpu=sum(outcome.cpu for outcome in outcomes) / span,
+                threads=threads,
             ),
             outcomes,
         )

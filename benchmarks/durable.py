@@ -152,6 +152,16 @@ def w9(bench: Bench) -> None:
         ratio(found["spread"], shared),
     )
     bench.rows.append(at_least(row, 0.8))
+    spread_cpu = cpu_per_request(found["spread"])
+    shared_cpu = cpu_per_request(found["shared"], "1 queue ")
+    bench.rows.append(
+        Row(
+            f"9.   server CPU per set over {conns} queues (vs over 1 queue)",
+            spread_cpu,
+            shared_cpu,
+            ratio(spread_cpu, shared_cpu),
+        )
+    )
     if batches:
         many = Figure(1 / statistics.median(m for _, m in batches), "/s")
         one = 1 / statistics.median(single for single, _ in batches)
@@ -165,6 +175,23 @@ def w9(bench: Bench) -> None:
             )
         )
     never_writes(bench, conns)
+
+
+def cpu_per_request(figure: Figure, label: str = "") -> Figure:
+    """The server's CPU per request of a rate ``figure``, in microseconds:
+    its reactor's in user space and in the kernel, and its other threads'
+    (the journal's writer and engine), shown after ``label``."""
+    threads = figure.threads
+    if figure.value is None or not figure.value or threads is None:
+        return Figure.missing("us")
+    user, system, others = (share / figure.value * 1e6 for share in threads)
+    total = user + system + others
+    return Figure(
+        total,
+        "us",
+        text=f"{label}{total:.0f} us: reactor {user:.0f} + {system:.0f} sys, "
+        f"threads {others:.0f}",
+    )
 
 
 def measure_batches(

@@ -20,6 +20,9 @@ class Figure:
     gen_cpu: float | None = None
     error: str | None = None
     text: str | None = None  # shown instead of the formatted value
+    #: The server's CPU by thread, in fractions of one core: its reactor's
+    #: in user space and in the kernel, and its other threads'.
+    threads: tuple[float, float, float] | None = None
 
     @classmethod
     def failed(cls, unit: str, error: str) -> Figure:
@@ -67,7 +70,13 @@ def median(figures: list[Figure]) -> Figure:
     middle = ordered[(len(ordered) - 1) // 2]
     if len(ordered) % 2 == 0:
         value = statistics.median(figure.value or 0.0 for figure in ordered)
-        return Figure(value, middle.unit, middle.server_cpu, middle.gen_cpu)
+        return Figure(
+            value,
+            middle.unit,
+            middle.server_cpu,
+            middle.gen_cpu,
+            threads=middle.threads,
+        )
     return middle
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from benchmarks.wire import HOST
 
@@ -111,13 +112,46 @@ def rss(pid: int) -> tuple[int, int]:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process (all its threads) has used."""
+    user, system = _user_system(f"/proc/{pid}/stat")
+    return user + system
+
+
+class ThreadTimes(NamedTuple):
+    """CPU seconds a server has used: its main thread's (the reactor's) in
+    user space and in the kernel, and those of all its other threads (the
+    journal's writer and the engine's), living or gone."""
+
+    user: float
+    system: float
+    others: float
+
+    def since(self, before: ThreadTimes, span: float) -> ThreadTimes:
+        """What was used from ``before`` to these, in fractions of one core
+        over ``span`` seconds."""
+        return ThreadTimes(
+            (self.user - before.user) / span,
+            (self.system - before.system) / span,
+            (self.others - before.others) / span,
+        )
+
+
+def thread_times(pid: int) -> ThreadTimes:
+    """What ``pid``'s threads have used so far (see ``ThreadTimes``)."""
+    user, system = _user_system(f"/proc/{pid}/task/{pid}/stat")
+    whole_user, whole_system = _user_system(f"/proc/{pid}/stat")
+    return ThreadTimes(user, system, whole_user + whole_system - user - system)
+
+
+def _user_system(path: str) -> tuple[float, float]:
+    """The user and system CPU seconds in a ``stat`` file of /proc (a
+    process's, its threads' together, or one thread's)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
+        with open(path, "rb") as stat:
             fields = stat.read().rsplit(b")", 1)[1].split()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     # After the command name: state is field 3, utime 14 and stime 15.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def tree_size(path: Path) -> int:
