@@ -352,6 +352,9 @@ class EngineTests(TestCase):
         self.assertEqual(self.results(1), [0])
         # One of them is fdatasynced, and its flush covers the others.
         self.assertEqual(engine.shared_syncs(), 3)
+        # Its write-out started with theirs, not once they were on the
+        # disk: its write overlaps theirs instead of following them.
+        self.assertEqual(engine.started_together(), 4)
         self.assertEqual(self.dirty(files), 0)
         # Beside a full sync, every shared one rides on it.
         engine.submit(
@@ -362,11 +365,14 @@ class EngineTests(TestCase):
         )
         self.assertEqual(self.results(1), [0])
         self.assertEqual(engine.shared_syncs(), 6)
+        # So did the write-out of the file synced in full.
+        self.assertEqual(engine.started_together(), 8)
         self.assertEqual(self.dirty(files), 0)
         # A file alone is fdatasynced: there is no other flush to share.
         engine.submit([(self.fd, b"x"), (self.fd, False)], True)
         self.assertEqual(self.results(1), [0])
         self.assertEqual(engine.shared_syncs(), 6)
+        self.assertEqual(engine.started_together(), 8)
         self.assertEqual(self.dirty([(self.fd, self.path)]), 0)
         for _, path in files:
             with open(path, "rb") as f:

@@ -72,7 +72,12 @@ blocks that an earlier fdatasync made durable; such a file needs no
 metadata written, only its data and a flush.  The runner tells the engine
 so (a "shared" sync, up to ``_SegmentFile.covered``), and the engine writes
 those files out and waits for them, then fdatasyncs the others (or one of
-them), whose flush covers them all (see ``_engine.c``).
+them), whose flush covers them all (see ``_engine.c``).  The files it
+fdatasyncs start their write-out with the shared ones, not after them:
+their data then reaches the disk beside the others', and their fdatasync
+is left little but the flush.  Measured by
+``benchmarks.limits.batch_seconds`` on one disk, a batch over four files
+went from 172-213 us to 133-160, over nine from 226-264 to 190-213.
 
 That is sound only where every fdatasync ends with a flush of the disk's
 cache issued after it was called, whatever the file, and where an
