@@ -144,14 +144,24 @@ def thread_times(pid: int) -> ThreadTimes:
 
 def _user_system(path: str) -> tuple[float, float]:
     """The user and system CPU seconds in a ``stat`` file of /proc (a
-    process's, its threads' together, or one thread's)."""
+    process's, its threads' together, or one thread's); zero if it is
+    gone."""
+    found = _stat(path)
+    return (0.0, 0.0) if found is None else found[1:]
+
+
+def _stat(path: str) -> tuple[str, float, float] | None:
+    """The command name, and the user and system CPU seconds, in a
+    ``stat`` file of /proc; ``None`` if it cannot be read."""
     try:
         with open(path, "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
+            raw = stat.read()
     except OSError:
-        return 0.0, 0.0
+        return None
+    name = raw[raw.find(b"(") + 1 : raw.rfind(b")")].decode(errors="replace")
+    fields = raw.rsplit(b")", 1)[1].split()
     # After the command name: state is field 3, utime 14 and stime 15.
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+    return name, int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
 def tree_size(path: Path) -> int:
@@ -521,14 +531,10 @@ def _process_times() -> dict[int, tuple[str, float]]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                raw = stat.read()
-        except OSError:
-            continue
-        name = raw[raw.find(b"(") + 1 : raw.rfind(b")")].decode(errors="replace")
-        fields = raw.rsplit(b")", 1)[1].split()
-        times[int(entry)] = (name, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        found = _stat(f"/proc/{entry}/stat")
+        if found is not None:
+            name, user, system = found
+            times[int(entry)] = (name, user + system)
     return times
 
 
