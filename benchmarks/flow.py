@@ -36,6 +36,10 @@ def w4(bench: Bench) -> None:
         servers.append(("always", bench.erq_durable))
     servers.append(("memcached", bench.memcached))
     servers.append(("bare", bench.bare))
+    if bench.erq_durable_args():
+        # The reference of the ``always`` row: what a Python server on
+        # Twisted that syncs each set moves with the same clients.
+        servers.append(("bare always", bench.bare_durable))
     figures = bench.alternate(
         "w4", functools.partial(flow_or_producers, bench), servers
     )
@@ -59,12 +63,14 @@ def w4(bench: Bench) -> None:
             ratio(found["items"], other),
         )
         bench.rows.append(at_least(row, bar))
-        if policy == "never" and "bare" in figures:
+        reference = "bare" if policy == "never" else "bare always"
+        if reference in figures:
             # What a Python queue on Twisted reaches, with nothing of erq's.
-            bare = figures["bare"]["items"]
+            bare = figures[reference]["items"]
+            how = "" if policy == "never" else " syncing each set"
             bench.rows.append(
                 Row(
-                    f"4.   {shape}, bare Twisted: items/s",
+                    f"4.   {shape}, bare Twisted{how}: items/s",
                     bare,
                     other,
                     ratio(bare, other),
