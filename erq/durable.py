@@ -19,8 +19,10 @@ waiting in its transport), the connection hands it over as well, as
 thread (the reactor's own run of a lone durable write, see "A lone durable
 write" in ``erq.journal.engine``) then sends it from C the moment the
 fsync returns, before any Python runs, and tells it how much of it went
-(``DirectReply.sent``); ``first`` then finds the set answered.  The
-socket's descriptor is asked for just before the fsync, on the reactor's
+(``DirectReply.sent``); ``first`` then finds the set answered.  So does
+the reactor as it takes back a batch that the engine's thread made
+durable ("Replies of batches taken back" there).  The socket's descriptor
+is asked for just before the fsync (or the take-back), on the reactor's
 thread, which closes sockets: it cannot be another by the time the reply
 is sent.
 

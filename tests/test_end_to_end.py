@@ -615,6 +615,41 @@ class RepliesAtOnceTests(TestCase):
         got = await deferToThread(lambda: [client.get("q") for _ in range(20)])
         self.assertEqual(got, [b"%d" % i for i in range(20)])
 
+    async def test_sets_on_two_queues_at_once(self) -> None:
+        """Two queues' sets read in one turn go to the engine's thread as
+        one batch; their replies leave from C as the reactor takes it back
+        (see "Replies of batches taken back" in ``erq.journal.engine``)."""
+        names = (b"a", b"b")
+        socks = []
+        for name in names:
+            sock = await deferToThread(connect, self.server.port)
+            self.addCleanup(sock.close)
+            # The first set opens the queue's file: not the engine's work.
+            sock.sendall(b"set %s 0 0 1\r\n0\r\n" % name)
+            self.assertEqual(await deferToThread(recv_exactly, sock, 8), b"STORED\r\n")
+            socks.append(sock)
+        writer = self.server.service.writer
+        assert writer is not None
+        engine = writer._dispatch.engine
+        assert engine is not None
+        before = (engine.count, engine.inline, engine.replied_back)
+        # Sent on the reactor's own thread: the server reads both sets in
+        # its next turn.
+        for name, sock in zip(names, socks, strict=True):
+            sock.sendall(b"set %s 0 0 1\r\n1\r\n" % name)
+        for sock in socks:
+            self.assertEqual(await deferToThread(recv_exactly, sock, 8), b"STORED\r\n")
+        after = (engine.count, engine.inline, engine.replied_back)
+        # One batch, on the thread, both replies sent as it came back.
+        self.assertEqual([b - a for a, b in zip(before, after, strict=True)], [1, 0, 2])
+        self.assertEqual(self.server.service.counters.bytes_written, 4 * 8)
+        for name in names:
+            for data in (b"0", b"1"):
+                reply = await deferToThread(
+                    command, self.server.port, b"get %s\r\n" % name, b"END\r\n"
+                )
+                self.assertEqual(reply, b"VALUE %s 0 1\r\n%s\r\nEND\r\n" % (name, data))
+
     async def test_behind_another_reply_in_order(self) -> None:
         def talk() -> bytes:
             with connect(self.server.port) as sock:

@@ -315,6 +315,33 @@ class EngineTests(TestCase):
         with open(self.path, "rb") as f:
             self.assertEqual(f.read(), b"ab")
 
+    def test_replies_of_jobs_taken_back(self) -> None:
+        """``reply`` sends replies on its own, as ``run_and_reply`` does
+        once its job is durable, whether or not the engine is busy."""
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        full, peer = socket.socketpair()
+        self.addCleanup(full.close)
+        full.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = b"x" * (8 << 20)
+        self.engine.submit([(self.fd, b"queued")], False)
+        sent = self.engine.reply(
+            [(ours.fileno(), b"STORED\r\n"), (full.fileno(), big), (-1, b"gone")]
+        )
+        self.assertEqual(sent[0], 8)
+        # Without blocking: what the buffer took; nothing to a bad descriptor.
+        self.assertGreater(sent[1], 0)
+        self.assertLess(sent[1], len(big))
+        self.assertEqual(sent[2], 0)
+        self.assertEqual(theirs.recv(100), b"STORED\r\n")
+        # A socket whose peer is gone takes nothing.
+        peer.close()
+        self.assertEqual(self.engine.reply([(full.fileno(), b"x")]), [0])
+        self.assertEqual(self.engine.reply([]), [])
+        self.assertRaises(TypeError, self.engine.reply, [(ours.fileno(), None)])
+        self.assertEqual(self.results(1), [0])
+
     def test_no_job_at_once_while_the_engine_is_not_idle(self) -> None:
         # Halted after a failure, with its outcome taken: still not idle.
         read_only = os.open(self.path, os.O_RDONLY)

@@ -52,6 +52,8 @@ class StepEngine:
         #: The replies of each job run at once with replies
         #: (``run_and_reply``).
         self.replied_now: list[list[tuple[int, bytes]]] = []
+        #: The replies sent as batches were taken back (``reply``).
+        self.replied_back: list[list[tuple[int, bytes]]] = []
         #: The most bytes of each reply that its socket takes.
         self.reply_room = 1 << 20
         self._wake = False
@@ -82,7 +84,15 @@ class StepEngine:
         self.replied_now.append(replies)
         if error:
             return error, [0] * len(replies)
-        return 0, [min(len(data), self.reply_room) for _, data in replies]
+        return 0, self._sent(replies)
+
+    def reply(self, replies: list[tuple[int, bytes]]) -> list[int]:
+        """The replies sent, as far as their sockets take them."""
+        self.replied_back.append(replies)
+        return self._sent(replies)
+
+    def _sent(self, replies: list[tuple[int, bytes]]) -> list[int]:
+        return [min(len(data), self.reply_room) for _, data in replies]
 
     def _run_ops(self, ops: Ops) -> None:
         for fd, data in ops:
@@ -673,18 +683,71 @@ class RepliesAtOnceTests(LoneCase):
         self.assertEqual((direct.counts, seen), ([], []))
         self.assertIsInstance(results[0], Failure)
 
-    def test_not_from_the_thread(self) -> None:
-        """A batch on the engine's thread is answered the usual way: the
-        reactor's thread alone may send to a socket it may close."""
-        first = self.opened("a")
-        second = self.opened("b")
-        one, one_results, _ = self.replying(first, 2)
-        two, two_results, _ = self.replying(second, 2)
+    def on_the_thread(
+        self, fds: tuple[int, int] = (7, 8)
+    ) -> tuple[list[Replying], list[list[object]], list[list[list[int]]]]:
+        """Two durable adds, each on a journal of its own: their batch goes
+        to the engine's thread, which has run it, not yet taken back."""
+        journals = [self.opened(name) for name in "ab"]
+        replying = [
+            self.replying(journal, 2, fd)
+            for journal, fd in zip(journals, fds, strict=True)
+        ]
         self.end_of_turn()
+        self.assertEqual(len(self.engine.queued), 1)
+        self.assertTrue(self.engine.run_one())
+        directs, results, seen = (list(part) for part in zip(*replying, strict=True))
+        # The thread never sends: the reactor may be reading a request.
+        self.assertEqual([direct.asked for direct in directs], [0, 0])
+        self.assertEqual((self.engine.replied_back, results), ([], [[], []]))
+        return directs, results, seen
+
+    def test_replies_leave_as_the_batch_is_taken_back(self) -> None:
+        directs, results, seen = self.on_the_thread()
+        engine_finished(self.writer)
+        self.assertEqual(
+            self.engine.replied_back, [[(7, b"STORED\r\n"), (8, b"STORED\r\n")]]
+        )
+        # Sent in one call, before any Python of the replies ran.
+        self.assertEqual(seen, [[[8]], [[8]]])
+        self.assertEqual(results, [[None], [None]])
+        engine = self.writer._dispatch.engine
+        assert engine is not None
+        self.assertEqual(
+            (engine.inline, engine.replied, engine.replied_back), (0, 0, 2)
+        )
+        self.assertEqual(self.replayed("b"), [item(1).data, item(2).data])
+
+    def test_taken_back_what_the_socket_does_not_take(self) -> None:
+        self.engine.reply_room = 3
+        directs, results, seen = self.on_the_thread()
+        engine_finished(self.writer)
+        self.assertEqual([direct.counts for direct in directs], [[3], [3]])
+        self.assertEqual((seen, results), ([[[3]], [[3]]], [[None], [None]]))
+
+    def test_taken_back_a_socket_that_cannot_take_it_now(self) -> None:
+        directs, results, seen = self.on_the_thread(fds=(-1, 8))
+        engine_finished(self.writer)
+        self.assertEqual([direct.asked for direct in directs], [1, 1])
+        # The first goes the usual way; the second leaves at once.
+        self.assertEqual(self.engine.replied_back, [[(8, b"STORED\r\n")]])
+        self.assertEqual((seen, results), ([[[]], [[8]]], [[None], [None]]))
+
+    def test_no_reply_when_the_batch_on_the_thread_fails(self) -> None:
+        journals = [self.opened(name) for name in "ab"]
+        replying = [self.replying(journal, 2) for journal in journals]
+        self.end_of_turn()
+        self.assertTrue(self.engine.run_one(error=errno.EIO))
+        engine_finished(self.writer)
+        self.assertEqual(self.engine.replied_back, [])
         self.settle()
-        self.assertEqual((one.asked, two.asked), (0, 0))
-        self.assertEqual((one_results, two_results), ([None], [None]))
-        self.assertEqual(self.engine.replied_now, [])
+        self.assertEqual(self.engine.replied_back, [])
+        self.assertEqual([direct.asked for direct, _, _ in replying], [0, 0])
+        # Refused the usual way, none of their replies' Python run first.
+        for direct, results, seen in replying:
+            (result,) = results
+            self.assertIsInstance(result, Failure)
+            self.assertEqual((direct.counts, seen), ([], []))
 
 
 class SharedSyncTests(HandOffCase):

@@ -15,7 +15,9 @@
  * while the engine has nothing queued: a lone durable write then costs no
  * wake-up of a thread, neither of the engine's nor of the reactor's.
  * run_and_reply() also sends the replies that wait for that job to their
- * sockets the moment it is durable, before the caller runs any Python.
+ * sockets the moment it is durable, before the caller runs any Python;
+ * reply() sends those of jobs taken back from the engine's thread, as the
+ * caller takes them back.
  *
  * A sync may be "shared" (a (fd, False) op): the job says that the file's
  * new bytes only overwrite blocks that an earlier fdatasync made durable,
@@ -727,42 +729,84 @@ Engine_run(Engine *self, PyObject *args)
     return error < 0 ? NULL : PyLong_FromLong(error);
 }
 
-static PyObject *
-Engine_run_and_reply(Engine *self, PyObject *args)
+/* The replies of a list of (fd, bytes) tuples, each with room for the
+ * bytes sent of it; NULL with an exception set. */
+static Op *
+parse_replies(PyObject *replies, Py_ssize_t *count, Py_ssize_t **sent)
 {
-    PyObject *ops, *replies, *counts = NULL;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &ops, &PyList_Type, &replies))
-        return NULL;
-    Op *reply = parse_ops(replies, &n);
+    Op *reply = parse_ops(replies, count);
     if (!reply)
         return NULL;
-    Py_ssize_t *sent = PyMem_RawCalloc(n ? n : 1, sizeof(Py_ssize_t));
-    if (!sent) {
-        PyMem_RawFree(reply);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
+    for (Py_ssize_t i = 0; i < *count; i++)
         if (reply[i].sync) {
             PyErr_SetString(PyExc_TypeError, "a reply is an (fd, bytes) tuple");
-            goto done;
+            PyMem_RawFree(reply);
+            return NULL;
         }
-    int error = run_at_once(self, ops, reply, n, sent);
-    if (error < 0)
-        goto done;
+    *sent = PyMem_RawCalloc(*count ? *count : 1, sizeof(Py_ssize_t));
+    if (!*sent) {
+        PyMem_RawFree(reply);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return reply;
+}
+
+/* A list of the n counts of bytes sent. */
+static PyObject *
+sent_list(const Py_ssize_t *sent, Py_ssize_t n)
+{
     PyObject *list = PyList_New(n);
     if (!list)
-        goto done;
+        return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *count = PyLong_FromSsize_t(sent[i]);
         if (!count) {
             Py_DECREF(list);
-            goto done;
+            return NULL;
         }
         PyList_SET_ITEM(list, i, count);
     }
-    counts = Py_BuildValue("(iN)", error, list);
-done:
+    return list;
+}
+
+static PyObject *
+Engine_run_and_reply(Engine *self, PyObject *args)
+{
+    PyObject *ops, *replies, *counts = NULL;
+    Py_ssize_t n, *sent;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &ops, &PyList_Type, &replies))
+        return NULL;
+    Op *reply = parse_replies(replies, &n, &sent);
+    if (!reply)
+        return NULL;
+    int error = run_at_once(self, ops, reply, n, sent);
+    if (error >= 0) {
+        PyObject *list = sent_list(sent, n);
+        if (list)
+            counts = Py_BuildValue("(iN)", error, list);
+    }
+    PyMem_RawFree(sent);
+    PyMem_RawFree(reply);
+    return counts;
+}
+
+static PyObject *
+Engine_reply(Engine *self, PyObject *args)
+{
+    PyObject *replies, *counts;
+    Py_ssize_t n, *sent;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &replies))
+        return NULL;
+    Op *reply = parse_replies(replies, &n, &sent);
+    if (!reply)
+        return NULL;
+    /* The list keeps the bytes alive until we return. */
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        sent[i] = send_reply(reply[i].fd, reply[i].data, reply[i].len);
+    Py_END_ALLOW_THREADS
+    counts = sent_list(sent, n);
     PyMem_RawFree(sent);
     PyMem_RawFree(reply);
     return counts;
@@ -815,6 +859,10 @@ static PyMethodDef Engine_methods[] = {
      "run_and_reply(ops, replies): run() the job, then, if it succeeded, send "
      "each reply, an (fd, bytes) tuple, to its socket without blocking; "
      "returns (outcome, [bytes sent of each reply]), all 0 if it failed."},
+    {"reply", (PyCFunction)Engine_reply, METH_VARARGS,
+     "reply(replies): send each reply, an (fd, bytes) tuple, to its socket "
+     "without blocking, on this thread, as run_and_reply() does; returns "
+     "[bytes sent of each reply]."},
     {"shared_syncs", (PyCFunction)Engine_shared_syncs, METH_NOARGS,
      "Syncs made durable by another file's flush (see \"shared\")."},
     {"started_together", (PyCFunction)Engine_started_together, METH_NOARGS,

@@ -63,6 +63,25 @@ fdatasync returns (``Engine.run_and_reply``): the Python that answers a
 set (a twentieth of a lock-step durable set here, its code cold after the
 fsync) then runs after the reply has left, not before it.
 
+Replies of batches taken back
+-----------------------------
+The sets of a batch that went to the thread are answered when the reactor
+takes the batch back: their replies that may go straight to their sockets
+leave then, in one call (``Engine.reply``), before any Python of theirs
+runs and before the batch's completions.  That is the moment the usual
+way would answer them too, and on the same thread, which closes sockets:
+each descriptor is asked for just before the call.  What it saves is the
+Python of each reply on its way to the socket, which a batch over many
+queues pays once per set, and the replies leave before that Python, not
+after it.  With 16 lock-step connections each storing durably on a queue
+of its own, one server switching between the two ways every second
+(``--idle-poll 0``, so that the reactor's CPU is its work only), the
+reactor spent 48-56 us of CPU on each set this way against 50-59 the
+usual way, and the 16 connections stored 5-12% more sets a second
+(medians of 10 and 16 rounds).  The engine's thread itself never sends:
+its batches end while the reactor may be reading a request that a reply
+sent then would overtake (see ``erq.durable``).
+
 Shared flushes
 --------------
 A disk takes one cache flush at a time: sixteen queues' files synced at
@@ -106,7 +125,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
 from twisted.internet.interfaces import IReadDescriptor
@@ -191,6 +210,8 @@ class _Engine(Protocol):
         self, ops: Ops, replies: list[tuple[int, bytes]]
     ) -> tuple[int, list[int]]: ...
 
+    def reply(self, replies: list[tuple[int, bytes]]) -> list[int]: ...
+
     def poll(self, wake: bool) -> list[int]: ...
 
     def resume(self) -> None: ...
@@ -251,6 +272,9 @@ class _EngineRunner:
         self.inline = 0
         #: Replies to durable sets that such runs sent themselves.
         self.replied = 0
+        #: Replies to durable sets of batches taken back from the thread,
+        #: sent as they were (``_reply``).
+        self.replied_back = 0
         #: The durable adds of the batches just run: the writer answers
         #: them first, before it completes the batches (see ``erq.durable``).
         self.durables: list[Durable] = []
@@ -316,15 +340,7 @@ class _EngineRunner:
         with the run, and are told so before anything else."""
         ops, covers = _lone_ops(batch[0], self.shares)
         write: _Write = batch[0].steps[0]  # type: ignore[assignment]
-        replies: list[tuple[int, bytes]] = []
-        direct: list[DirectReply] = []
-        for waiter, _ in write.waiters:
-            reply = waiter.direct
-            if reply is not None:
-                fd = reply.socket()
-                if fd >= 0:
-                    replies.append((fd, reply.reply))
-                    direct.append(reply)
+        replies, direct = _direct_replies(waiter for waiter, _ in write.waiters)
         self.count += 1
         try:
             if direct:
@@ -368,14 +384,48 @@ class _EngineRunner:
         covers = [self.covers.popleft() for _ in results]
         failed = next((i for i, error in enumerate(results) if error), None)
         done: list[tuple[list[_Chunk], Failure | None]] = []
+        durables = self.durables
+        first = len(durables)
         for batch, covered in zip(batches[:failed], covers, strict=False):
-            _done(batch, covered, self.durables)
+            _done(batch, covered, durables)
             done.append((batch, None))
+        if len(durables) > first:
+            self._reply(durables[first:])
         if failed is not None:
             _undo(batches[failed:], results[failed])
             self.engine.resume()
             done.extend((batch, None) for batch in reversed(batches[failed:]))
         return done
+
+    def _reply(self, durables: list[Durable]) -> None:
+        """Send the replies of these durable adds, just taken back, that may
+        go straight to their sockets (``Durable.direct``), all in one call,
+        before any Python of theirs runs (see "Replies of batches taken
+        back")."""
+        replies, direct = _direct_replies(durables)
+        if direct:
+            sent = self.engine.reply(replies)
+            self.replied_back += len(direct)
+            for reply, count in zip(direct, sent, strict=True):
+                reply.sent(count)
+
+
+def _direct_replies(
+    durables: Iterable[Durable],
+) -> tuple[list[tuple[int, bytes]], list[DirectReply]]:
+    """Of these durable adds' replies, those that may go straight to their
+    sockets now (``Durable.direct``): each as the engine sends it, and as
+    it is told how much of it went."""
+    replies: list[tuple[int, bytes]] = []
+    direct: list[DirectReply] = []
+    for durable in durables:
+        reply = durable.direct
+        if reply is not None:
+            fd = reply.socket()
+            if fd >= 0:
+                replies.append((fd, reply.reply))
+                direct.append(reply)
+    return replies, direct
 
 
 #: The files a batch syncs in full, each with where its bytes end then.
