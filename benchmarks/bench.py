@@ -17,14 +17,21 @@ from benchmarks.report import (
     Row,
     median,
     ratio,
+    shown_stolen,
 )
 from benchmarks.servers import (
+    MachineTicks,
     Server,
     Settings,
     ask,
+    machine_ticks,
     thread_times,
 )
 from benchmarks.wire import Dialect
+
+#: The share of the machine's CPU time its host may take during a phase
+#: (steal) before the run says that the phase's figures are low for it.
+STOLEN = 0.05
 
 
 @dataclass(frozen=True)
@@ -222,8 +229,10 @@ class Bench:
         """Run the jobs against ``server``; the rate of successful requests
         over the span from the first start to the last end."""
         before = thread_times(server.pid)
+        ticks = machine_ticks()
         outcomes = run_jobs(jobs, max(job.seconds for job in jobs))
         after = thread_times(server.pid)
+        stolen = self.stolen(where, ticks)
         self.note(where, outcomes)
         started = [outcome for outcome in outcomes if outcome.start]
         errors = [outcome.error for outcome in outcomes if outcome.error]
@@ -243,9 +252,22 @@ class Bench:
                 server_cpu=sum(threads),
                 gen_cpu=sum(outcome.cpu for outcome in outcomes) / span,
                 threads=threads,
+                stolen=stolen,
             ),
             outcomes,
         )
+
+    def stolen(self, where: str, before: MachineTicks) -> float:
+        """The share of the machine's CPU time that its host took since
+        ``before`` (steal, on a virtual machine); noted as a problem of the
+        run when it is ``STOLEN`` or more."""
+        share = machine_ticks().stolen_since(before)
+        if share >= STOLEN:
+            self.problems.append(
+                f"{where}: the host took {share:.0%} of this machine's CPU "
+                "time meanwhile (steal): its figures are low for it"
+            )
+        return share
 
     def note(self, where: str, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -264,7 +286,7 @@ class Bench:
 
     def log_figure(self, where: str, name: str, figure: Figure) -> None:
         cpu = f" (cpu% server/generator {figure.cpu()})" if figure.cpu() else ""
-        self.say(f"{where}: {name} {figure.shown()}{cpu}")
+        self.say(f"{where}: {name} {figure.shown()}{cpu}{shown_stolen(figure)}")
 
     # -- shared shapes -----------------------------------------------------
     def delete(self, server: Server, dialect: Dialect) -> None:

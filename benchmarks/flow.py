@@ -17,10 +17,12 @@ from benchmarks.report import (
     at_most,
     number,
     ratio,
+    shown_stolen,
 )
 from benchmarks.servers import (
     Server,
     cpu_seconds,
+    machine_ticks,
 )
 from benchmarks.wire import Dialect
 
@@ -141,7 +143,7 @@ def flow(bench: Bench, server: Server, prefix: bytes, where: str) -> Figures:
     rate = items.value / 2
     paced = flow_once(bench, server, prefix + b"half", where, rate)
     bench.say(
-        f"{where}: {items.shown()} (cpu% {items.cpu()}) with p50 "
+        f"{where}: {items.shown()} (cpu% {items.cpu()}{shown_stolen(items)}) with p50 "
         f"{saturated['p50'].shown()}, p99 {saturated['p99'].shown()}; "
         f"at {number(rate, '/s')}: p50 {paced['p50'].shown()}, "
         f"p99 {paced['p99'].shown()}"
@@ -187,8 +189,10 @@ def flow_once(
         for _ in range(plan.consumers)
     ]
     before = cpu_seconds(server.pid)
+    ticks = machine_ticks()
     outcomes = run_jobs(jobs, plan.flow_seconds + DRAIN_GRACE)
     after = cpu_seconds(server.pid)
+    stolen = bench.stolen(f"{where} ({'paced' if rate else 'full'})", ticks)
     bench.note(where, outcomes)
     bench.delete(server, dialect)
     errors = [outcome.error for outcome in outcomes if outcome.error]
@@ -210,6 +214,7 @@ def flow_once(
             "/s",
             (after - before) / span,
             sum(o.cpu for o in outcomes) / span,
+            stolen=stolen,
         ),
         "p50": Figure(percentile(latencies, 50) / 1e6, "ms"),
         "p99": Figure(percentile(latencies, 99) / 1e6, "ms"),

@@ -23,6 +23,8 @@ class Figure:
     #: The server's CPU by thread, in fractions of one core: its reactor's
     #: in user space and in the kernel, and its other threads'.
     threads: tuple[float, float, float] | None = None
+    #: The share of the machine's CPU time that its host took meanwhile.
+    stolen: float | None = None
 
     @classmethod
     def failed(cls, unit: str, error: str) -> Figure:
@@ -43,6 +45,13 @@ class Figure:
         if self.server_cpu is None or self.gen_cpu is None:
             return ""
         return f"{self.server_cpu * 100:.0f}/{self.gen_cpu * 100:.0f}"
+
+
+def shown_stolen(figure: Figure) -> str:
+    """What the host took of the machine's CPU during a figure's phase, as
+    the progress lines show it: nothing below 1%."""
+    stolen = figure.stolen
+    return f", host took {stolen:.0%}" if stolen is not None and stolen >= 0.01 else ""
 
 
 def number(value: float, unit: str) -> str:
@@ -76,6 +85,7 @@ def median(figures: list[Figure]) -> Figure:
             middle.server_cpu,
             middle.gen_cpu,
             threads=middle.threads,
+            stolen=middle.stolen,
         )
     return middle
 

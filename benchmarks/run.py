@@ -29,6 +29,7 @@ from benchmarks.servers import (
     filesystem_of,
     glued,
     idle_cpus,
+    machine_ticks,
     option_value,
     version_of,
 )
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     waited = time.monotonic() - began
     header = describe(options, settings, bench, chosen)
     header.append(f"other processes on the CPU before the run: {shown_busy(others)}")
+    ticks = machine_ticks()
     for line in header:
         say(line)
     try:
@@ -184,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     took = time.monotonic() - began - waited
     after = busy_others()
     header.append(f"other processes on the CPU after the run: {shown_busy(after)}")
+    stolen = machine_ticks().stolen_since(ticks)
+    header.append(
+        f"CPU time the machine's host took over the run (steal): {stolen:.1%}"
+    )
     if sum(share for _, share in others + after) >= QUIET:
         bench.problems.insert(
             0,

@@ -164,6 +164,36 @@ def _stat(path: str) -> tuple[str, float, float] | None:
     return name, int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
+class MachineTicks(NamedTuple):
+    """The clock ticks this machine's CPUs have counted in all, and of
+    them the ticks in which a virtual machine's host ran something else
+    instead (steal), from ``/proc/stat``: zeros where it cannot be read."""
+
+    total: int
+    stolen: int
+
+    def stolen_since(self, before: MachineTicks) -> float:
+        """The share of the CPU time from ``before`` to these that the host
+        took (0 to 1)."""
+        total = self.total - before.total
+        return (self.stolen - before.stolen) / total if total > 0 else 0.0
+
+
+def machine_ticks() -> MachineTicks:
+    """The machine's ticks so far (see ``MachineTicks``)."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            line = stat.readline()
+    except OSError:
+        return MachineTicks(0, 0)
+    fields = line.split()
+    if not fields or fields[0] != b"cpu":
+        return MachineTicks(0, 0)
+    # user nice system idle iowait irq softirq steal (guest time is in user).
+    ticks = [int(field) for field in fields[1:9]]
+    return MachineTicks(sum(ticks), ticks[7] if len(ticks) > 7 else 0)
+
+
 def tree_size(path: Path) -> int:
     """Apparent size in bytes of every file under ``path``."""
     total = 0
