@@ -20,7 +20,6 @@ from benchmarks.report import (
     shown_stolen,
 )
 from benchmarks.servers import (
-    MachineTicks,
     Server,
     Settings,
     ask,
@@ -229,10 +228,8 @@ class Bench:
         """Run the jobs against ``server``; the rate of successful requests
         over the span from the first start to the last end."""
         before = thread_times(server.pid)
-        ticks = machine_ticks()
-        outcomes = run_jobs(jobs, max(job.seconds for job in jobs))
+        outcomes, stolen = self.run(where, jobs, max(job.seconds for job in jobs))
         after = thread_times(server.pid)
-        stolen = self.stolen(where, ticks)
         self.note(where, outcomes)
         started = [outcome for outcome in outcomes if outcome.start]
         errors = [outcome.error for outcome in outcomes if outcome.error]
@@ -257,17 +254,22 @@ class Bench:
             outcomes,
         )
 
-    def stolen(self, where: str, before: MachineTicks) -> float:
-        """The share of the machine's CPU time that its host took since
-        ``before`` (steal, on a virtual machine); noted as a problem of the
-        run when it is ``STOLEN`` or more."""
+    def run(
+        self, where: str, jobs: list[Job], limit: float
+    ) -> tuple[list[Outcome], float]:
+        """Run the jobs (``run_jobs``): their outcomes, and the share of the
+        machine's CPU time that its host took meanwhile (steal, on a
+        virtual machine), noted as a problem of the run when it is
+        ``STOLEN`` or more."""
+        before = machine_ticks()
+        outcomes = run_jobs(jobs, limit)
         share = machine_ticks().stolen_since(before)
         if share >= STOLEN:
             self.problems.append(
                 f"{where}: the host took {share:.0%} of this machine's CPU "
                 "time meanwhile (steal): its figures are low for it"
             )
-        return share
+        return outcomes, share
 
     def note(self, where: str, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from benchmarks.bench import Bench, Figures
 from benchmarks.durable import durable_limit, measure_limit
-from benchmarks.load import Job, run_jobs, spread
+from benchmarks.load import Job, spread
 from benchmarks.report import (
     Figure,
     Row,
@@ -22,7 +22,6 @@ from benchmarks.report import (
 from benchmarks.servers import (
     Server,
     cpu_seconds,
-    machine_ticks,
 )
 from benchmarks.wire import Dialect
 
@@ -189,10 +188,12 @@ def flow_once(
         for _ in range(plan.consumers)
     ]
     before = cpu_seconds(server.pid)
-    ticks = machine_ticks()
-    outcomes = run_jobs(jobs, plan.flow_seconds + DRAIN_GRACE)
+    outcomes, stolen = bench.run(
+        f"{where} ({'paced' if rate else 'full'})",
+        jobs,
+        plan.flow_seconds + DRAIN_GRACE,
+    )
     after = cpu_seconds(server.pid)
-    stolen = bench.stolen(f"{where} ({'paced' if rate else 'full'})", ticks)
     bench.note(where, outcomes)
     bench.delete(server, dialect)
     errors = [outcome.error for outcome in outcomes if outcome.error]
